@@ -1,0 +1,282 @@
+"""Model zoo: named TFSNN builders (Speck2e nets for DVS input, the MTT paper's static-image nets).
+
+``build_model(name, **kwargs) -> TFSNN``; ``list_models() -> list[ZooEntry]``. Every builder
+takes keyword-only, JSON-serialisable arguments (they go into checkpoint sidecars) and returns
+a :class:`~flexsnn.models.tfsnn.TFSNN` whose stages are built from *blocks*: ``granularity``
+``g`` consecutive blocks form one stage (g = 1: one stage per block, the paper's MTT; g =
+number of blocks: one stage, i.e. NMT). ``T`` is the initial uniform time step count.
+The returned model carries ``zoo_name`` and ``zoo_kwargs`` (the resolved builder arguments).
+
+Speck nets (``speck-iaf`` neurons, input ``(2, 34, 34)`` DVS frames): no biases anywhere,
+sum pooling (``sinabs.layers.SumPool2d``), BatchNorm only with ``batch_norm=True`` (the
+paper's first SDT phase; fold it away before export), first TTMs in ``"trim"`` mode.
+
+Paper nets (``paper-lif`` neurons, static images ``(3, 32, 32)``): ``resnet18``, ``resnet19``,
+``vgg`` (VGG14 of the paper's appendix A.1), with BN; ``width`` scales the channels so that
+tests can run them on CPU.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Sequence
+
+import torch
+from torch import nn
+
+from flexsnn.errors import ConfigError
+from flexsnn.models.neurons import SpikingNeuron, make_neuron
+from flexsnn.models.tfsnn import TFSNN, Stage, fold_time
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    """One zoo model: ``name``, ``neuron_profile``, ``input_shape`` ``(C, H, W)`` of one frame,
+    ``num_classes`` (default), ``description``."""
+
+    name: str
+    neuron_profile: str
+    input_shape: tuple[int, int, int]
+    num_classes: int
+    description: str
+
+
+Block = tuple[str, list[nn.Module]]
+
+
+def group_blocks(blocks: Sequence[Block], granularity: int) -> list[Stage]:
+    """Group consecutive blocks, ``granularity`` per stage (the last stage may hold fewer).
+
+    A stage's name joins its blocks' names with ``+``; its layers are the blocks' layers,
+    flattened into one ``nn.Sequential``.
+
+    Raises:
+        ConfigError: ``granularity`` below 1.
+    """
+    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
+        raise ConfigError("granularity", granularity, "an integer >= 1 (blocks per stage)")
+    stages = []
+    for start in range(0, len(blocks), granularity):
+        group = blocks[start:start + granularity]
+        name = "+".join(n for n, _ in group)
+        stages.append(Stage(name, [layer for _, layers in group for layer in layers]))
+    return stages
+
+
+def _neuron(profile: str, overrides: Optional[dict]) -> SpikingNeuron:
+    return make_neuron(profile, **(overrides or {}))
+
+
+# --------------------------------------------------------------------------- Speck nets
+def _sum_pool(k: int) -> nn.Module:
+    import sinabs.layers as sl
+
+    return sl.SumPool2d(kernel_size=k)
+
+
+def _speck_conv(name: str, c_in: int, c_out: int, *, stride: int = 1, pool: int = 0,
+                batch_norm: bool, neuron: Optional[dict]) -> Block:
+    layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, stride=stride, padding=1, bias=False)]
+    if batch_norm:
+        layers.append(nn.BatchNorm2d(c_out))
+    layers.append(_neuron("speck-iaf", neuron))
+    if pool:
+        layers.append(_sum_pool(pool))
+    return name, layers
+
+
+def _speck_fc(name: str, n_in: int, n_out: int, *, neuron: Optional[dict]) -> Block:
+    return name, [nn.Flatten(), nn.Linear(n_in, n_out, bias=False), _neuron("speck-iaf", neuron)]
+
+
+def _speck_model(blocks: list[Block], *, num_classes: int, T: int, granularity: int) -> TFSNN:
+    return TFSNN(group_blocks(blocks, granularity), neuron_profile="speck-iaf", num_classes=num_classes,
+                 input_shape=(2, 34, 34), default_T=T, first_ttm_mode="trim", input_ttm_mode="trim")
+
+
+def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
+               neuron: Optional[dict] = None) -> TFSNN:
+    """The paper's class of Speck2e net (6,160 weights, no biases), input ``(2, 34, 34)``::
+
+        conv1: Conv(2->8, 3, pad 1)  [BN] IAF SumPool2    34x34 -> 17x17
+        conv2: Conv(8->16, 3, pad 1) [BN] IAF SumPool2    17x17 -> 8x8
+        conv3: Conv(16->16, 3, stride 2, pad 1) [BN] IAF  8x8 -> 4x4
+        fc:    Flatten Linear(256->num_classes) IAF
+
+    ``neuron``: overrides of the ``speck-iaf`` profile (e.g. ``{"surrogate": "triangle"}``).
+    """
+    blocks = [
+        _speck_conv("conv1", 2, 8, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv2", 8, 16, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv3", 16, 16, stride=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_fc("fc", 256, num_classes, neuron=neuron),
+    ]
+    return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
+
+
+def speck4c(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
+            neuron: Optional[dict] = None) -> TFSNN:
+    """A deeper Speck2e net (5 cores; every layer fits a core, see tests), input ``(2, 34, 34)``::
+
+        conv1: Conv(2->16, 3, pad 1)  [BN] IAF SumPool2   34x34 -> 17x17
+        conv2: Conv(16->32, 3, pad 1) [BN] IAF SumPool2   17x17 -> 8x8
+        conv3: Conv(32->64, 3, pad 1) [BN] IAF SumPool2   8x8 -> 4x4
+        conv4: Conv(64->64, 3, pad 1) [BN] IAF            4x4
+        fc:    Flatten Linear(1024->num_classes) IAF
+    """
+    blocks = [
+        _speck_conv("conv1", 2, 16, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv2", 16, 32, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv3", 32, 64, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv4", 64, 64, batch_norm=batch_norm, neuron=neuron),
+        _speck_fc("fc", 1024, num_classes, neuron=neuron),
+    ]
+    return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
+
+
+# --------------------------------------------------------------------------- paper nets
+def _conv_bn(c_in: int, c_out: int, k: int, stride: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, k, stride=stride, padding=k // 2, bias=False),
+                         nn.BatchNorm2d(c_out))
+
+
+class SpikingBasicBlock(nn.Module):
+    """The paper's spiking residual block on ``[T, B, C, H, W]``::
+
+        y = LIF( BN(conv3x3( LIF(BN(conv3x3(x))) )) + shortcut(x) )
+
+    ``shortcut`` is ``BN(conv1x1, stride)`` when channels or resolution change, else identity.
+    """
+
+    temporal = True
+
+    def __init__(self, c_in: int, c_out: int, *, stride: int = 1, neuron: Optional[dict] = None) -> None:
+        super().__init__()
+        self.conv1 = _conv_bn(c_in, c_out, 3, stride)
+        self.spike1 = _neuron("paper-lif", neuron)
+        self.conv2 = _conv_bn(c_out, c_out, 3, 1)
+        self.shortcut = _conv_bn(c_in, c_out, 1, stride) if (c_in != c_out or stride != 1) else None
+        self.spike2 = _neuron("paper-lif", neuron)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = x if self.shortcut is None else fold_time(self.shortcut, x)
+        y = self.spike1(fold_time(self.conv1, x))
+        return self.spike2(fold_time(self.conv2, y) + skip)
+
+
+def _stem(c_in: int, c_out: int, neuron: Optional[dict]) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), _neuron("paper-lif", neuron)]
+
+
+def _head(c_in: int, num_classes: int) -> list[nn.Module]:
+    return [nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten(), nn.Linear(c_in, num_classes)]
+
+
+def _resnet(plan: Sequence[tuple[int, int, int]], stem_out: int, *, num_classes: int, T: int,
+            granularity: int, neuron: Optional[dict], in_channels: int, image_size: int) -> TFSNN:
+    blocks: list[Block] = []
+    for i, (c_in, c_out, stride) in enumerate(plan):
+        layers: list[nn.Module] = _stem(in_channels, stem_out, neuron) if i == 0 else []
+        layers.append(SpikingBasicBlock(c_in, c_out, stride=stride, neuron=neuron))
+        if i == len(plan) - 1:
+            layers += _head(c_out, num_classes)
+        blocks.append((f"block{i + 1}", layers))
+    return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
+                 input_shape=(in_channels, image_size, image_size), default_T=T)
+
+
+def resnet18(*, num_classes: int = 10, width: int = 64, T: int = 4, granularity: int = 1,
+             neuron: Optional[dict] = None, in_channels: int = 3, image_size: int = 32) -> TFSNN:
+    """Spiking ResNet-18 of the paper (CIFAR form): stem conv3x3(w), 8 basic blocks
+    (w, w, 2w/2, 2w, 4w/2, 4w, 8w/2, 8w), global average pool, linear. 8 blocks = 8 stages;
+    the stem belongs to stage 1, the head to the last. ``width`` w = 64 in the paper."""
+    w = width
+    plan = [(w, w, 1), (w, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1),
+            (2 * w, 4 * w, 2), (4 * w, 4 * w, 1), (4 * w, 8 * w, 2), (8 * w, 8 * w, 1)]
+    return _resnet(plan, w, num_classes=num_classes, T=T, granularity=granularity, neuron=neuron,
+                   in_channels=in_channels, image_size=image_size)
+
+
+def resnet19(*, num_classes: int = 10, width: int = 128, T: int = 4, granularity: int = 1,
+             neuron: Optional[dict] = None, in_channels: int = 3, image_size: int = 32) -> TFSNN:
+    """Spiking ResNet-19 of the paper: stem conv3x3(w), 8 basic blocks (w x3, 2w/2, 2w x2,
+    4w/2, 4w), global average pool, one linear layer. ``width`` w = 128 in the paper."""
+    w = width
+    plan = [(w, w, 1), (w, w, 1), (w, w, 1), (w, 2 * w, 2), (2 * w, 2 * w, 1), (2 * w, 2 * w, 1),
+            (2 * w, 4 * w, 2), (4 * w, 4 * w, 1)]
+    return _resnet(plan, w, num_classes=num_classes, T=T, granularity=granularity, neuron=neuron,
+                   in_channels=in_channels, image_size=image_size)
+
+
+_VGG14 = [(1, False), (1, True), (2, False), (2, True), (4, False), (4, False), (4, True),
+          (8, False), (8, False), (8, True), (8, False), (8, False), (8, True)]
+
+
+def vgg(*, num_classes: int = 10, width: int = 64, T: int = 4, granularity: int = 1,
+        neuron: Optional[dict] = None, in_channels: int = 3, image_size: int = 32) -> TFSNN:
+    """Spiking VGG14 of the paper (appendix A.1): 13 conv3x3-BN-LIF layers with channels
+    w, w, 2w, 2w, 4w x3, 8w x6 and 2x2 average pooling after layers 2, 4, 7, 10, 13, then one
+    linear layer (on 8w x (image_size/32)^2 features). Every conv layer is a block (stage)."""
+    blocks: list[Block] = []
+    c_in, size = in_channels, image_size
+    for i, (mult, pool) in enumerate(_VGG14):
+        c_out = mult * width
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                                   _neuron("paper-lif", neuron)]
+        if pool:
+            layers.append(nn.AvgPool2d(2))
+            size //= 2
+        if i == len(_VGG14) - 1:
+            if size < 1:
+                raise ConfigError("image_size", image_size, "at least 32 (five 2x2 poolings)")
+            layers += [nn.Flatten(), nn.Linear(c_out * size * size, num_classes)]
+        blocks.append((f"conv{i + 1}", layers))
+        c_in = c_out
+    return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
+                 input_shape=(in_channels, image_size, image_size), default_T=T)
+
+
+# --------------------------------------------------------------------------- registry
+_REGISTRY: dict[str, tuple[ZooEntry, Callable[..., TFSNN]]] = {
+    "speck3c1fc": (ZooEntry("speck3c1fc", "speck-iaf", (2, 34, 34), 10,
+                            "3 conv + 1 linear Speck2e net (6,160 weights, no biases) for N-MNIST-like DVS input"),
+                   speck3c1fc),
+    "speck4c": (ZooEntry("speck4c", "speck-iaf", (2, 34, 34), 10,
+                         "4 conv + 1 linear Speck2e net (5 cores, no biases) for DVS input"), speck4c),
+    "resnet18": (ZooEntry("resnet18", "paper-lif", (3, 32, 32), 10,
+                          "spiking ResNet-18 of the MTT paper (8 blocks = 8 stages), static images"), resnet18),
+    "resnet19": (ZooEntry("resnet19", "paper-lif", (3, 32, 32), 10,
+                          "spiking ResNet-19 of the MTT paper (8 blocks = 8 stages), static images"), resnet19),
+    "vgg": (ZooEntry("vgg", "paper-lif", (3, 32, 32), 10,
+                     "spiking VGG14 of the MTT paper (13 conv stages), static images"), vgg),
+}
+
+
+def list_models() -> list[ZooEntry]:
+    """Every zoo model, in registry order."""
+    return [entry for entry, _ in _REGISTRY.values()]
+
+
+def build_model(name: str, **kwargs: Any) -> TFSNN:
+    """Build zoo model ``name`` with keyword arguments ``kwargs`` (see each builder).
+
+    The model gets ``zoo_name`` and ``zoo_kwargs`` attributes (the full resolved arguments,
+    JSON-serialisable), for checkpoint sidecars.
+
+    Raises:
+        ConfigError: unknown name or argument, or an invalid value.
+    """
+    if name not in _REGISTRY:
+        raise ConfigError("model", name, f"one of {sorted(_REGISTRY)}")
+    builder = _REGISTRY[name][1]
+    params = inspect.signature(builder).parameters
+    unknown = sorted(set(kwargs) - set(params))
+    if unknown:
+        raise ConfigError(f"model.{unknown[0]}", kwargs[unknown[0]], f"an argument of {name}: {sorted(params)}")
+    model = builder(**kwargs)
+    resolved = {k: p.default for k, p in params.items()}
+    resolved.update(kwargs)
+    model.zoo_name = name
+    model.zoo_kwargs = resolved
+    return model
