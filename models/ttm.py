@@ -38,7 +38,6 @@ def group_starts(length: int, groups: int) -> tuple[int, ...]:
     return tuple((2 * i * length + groups - 1) // (2 * groups) for i in range(groups)) + (length,)
 
 
-@lru_cache(maxsize=1024)
 def ttm_groups(t_in: int, t_out: int) -> tuple[tuple[int, ...], ...]:
     """For each output frame, the input frames it is made of (``T_out`` tuples).
 
@@ -52,6 +51,11 @@ def ttm_groups(t_in: int, t_out: int) -> tuple[tuple[int, ...], ...]:
     for name, value in (("ttm.t_in", t_in), ("ttm.t_out", t_out)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ConfigError(name, value, "an integer number of time steps >= 1")
+    return _groups(int(t_in), int(t_out))
+
+
+@lru_cache(maxsize=1024)
+def _groups(t_in: int, t_out: int) -> tuple[tuple[int, ...], ...]:
     if t_out <= t_in:
         b = group_starts(t_in, t_out)
         return tuple(tuple(range(b[j], b[j + 1])) for j in range(t_out))
