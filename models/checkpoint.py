@@ -135,6 +135,9 @@ def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) ->
 
 
 def _meta_from_dict(raw: dict[str, Any], path: Path) -> CheckpointMeta:
+    if not isinstance(raw, dict):
+        raise CheckpointError(path, f"malformed metadata (\"meta\" is a {type(raw).__name__}, not an object)",
+                              "use another checkpoint")
     known = {f.name for f in fields(CheckpointMeta)}
     unknown = set(raw) - known
     if unknown:
