@@ -3,8 +3,10 @@ neuron == sinabs IAFSqueeze bit for bit (values and gradients), state handling."
 
 from __future__ import annotations
 
+import hypothesis.strategies as st
 import pytest
 import torch
+from hypothesis import given, settings
 
 from flexsnn.errors import ConfigError
 from flexsnn.models.neurons import (
@@ -183,3 +185,32 @@ def test_overrides_keep_profile_name():
     n = make_neuron("speck-iaf", threshold=2.0)
     assert n.config.profile == "speck-iaf" and n.config.threshold == 2.0
     assert n.config.reset == "subtract" and n.config.min_v_mem == -1.0
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(0.0, 5.0, allow_nan=False, width=32), min_size=1, max_size=20),
+       threshold=st.sampled_from([0.5, 1.0, 2.0]))
+def test_property_speck_iaf_conserves_charge(values, threshold):
+    """Non-negative input never hits min_v_mem, so every unit of charge is either emitted as
+    spikes (threshold each) or still in the membrane: sum(x) = thr * sum(s) + v_T, 0 <= v_T < thr."""
+    x = torch.tensor(values, dtype=torch.float64)[:, None]
+    neuron = make_neuron("speck-iaf", threshold=threshold)
+    s = neuron(x)
+    assert torch.all(s == torch.floor(s)) and torch.all(s >= 0)
+    assert float(x.sum()) == pytest.approx(threshold * float(s.sum()) + float(neuron.v.sum()), abs=1e-9)
+    assert 0.0 <= float(neuron.v) < threshold
+
+
+@settings(max_examples=50, deadline=None)
+@given(values=st.lists(st.floats(-3.0, 3.0, allow_nan=False, width=32), min_size=1, max_size=20))
+def test_property_paper_lif_single_spikes_and_hard_reset(values):
+    x = torch.tensor(values, dtype=torch.float64)[:, None]
+    neuron = make_neuron("paper-lif")
+    s = neuron(x)
+    assert set(s.flatten().tolist()) <= {0.0, 1.0}
+    # after a spike the membrane restarts from 0: the next v is exactly the next input
+    v = torch.zeros(1, dtype=torch.float64)
+    for t in range(len(values)):
+        v_int = 0.5 * v + x[t]
+        assert float(s[t]) == float(v_int > 1.0)
+        v = v_int * (1 - s[t])
