@@ -6,8 +6,9 @@ A :class:`TFSNN` holds stages ``1..n``; stage ``i`` runs at ``t_i`` time steps, 
     x --TTM(T_in -> t_1, input_ttm_mode)--> stage 1 --TTM(t_1 -> t_2, first_ttm_mode)-->
       stage 2 --TTM(t_2 -> t_3, "even")--> ... --> stage n --> logits [t_n, B, num_classes]
 
-Static images enter as ``[1, B, C, H, W]`` (or already repeated); the input TTM copies the
-frame to ``t_1`` steps, which is the paper's repetition of the image. Event models set
+Static images should enter as ``[1, B, C, H, W]``: the input TTM copies the frame to ``t_1``
+steps, which is the paper's repetition of the image (an input already repeated to exactly
+``t_1`` frames gives the same result; any other T would be summed or copied by groups). Event models set
 ``first_ttm_mode="trim"`` (the paper's Speck code keeps the first frames when it must
 shorten) and ``input_ttm_mode="trim"``.
 
