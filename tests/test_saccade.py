@@ -1,0 +1,143 @@
+"""saccade-mnist generator: determinism, valid events, kernel agreement, cache, split."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from flexsnn.data.dvs_kernel import get_kernel, simulate_pixels_reference
+from flexsnn.data.events import NMNIST_SENSOR, validate_events
+from flexsnn.data.saccade import (
+    SaccadeGenerator,
+    SaccadeMNIST,
+    SaccadeParams,
+    _CachedStore,
+    _pack,
+    load_mnist_images,
+    saccade_path,
+)
+from flexsnn.errors import ConfigError
+
+
+@pytest.fixture(scope="module")
+def images():
+    x, y = load_mnist_images()
+    return x[[0, 500, 1000]], y[[0, 500, 1000]]
+
+
+def _same(a, b):
+    return a.size == b.size and all(np.array_equal(a[f], b[f]) for f in "xypt")
+
+
+def test_path_corners_and_smooth_velocity():
+    p = SaccadeParams()
+    t = np.array([0.0, 105e3, 210e3, 315e3])
+    dx, dy = saccade_path(p, t)
+    np.testing.assert_allclose(np.c_[dx, dy], [[0, 0], [3.5, 7], [7, 0], [0, 0]], atol=1e-9)
+    tt = np.linspace(0, 315e3, 3151)
+    dx, dy = saccade_path(p, tt)
+    speed = np.hypot(np.diff(dx), np.diff(dy))
+    assert speed[:3].max() < 1e-3 and speed.max() < 0.02  # starts at rest, no jumps
+
+
+def test_generation_is_deterministic_and_valid(images):
+    imgs, _ = images
+    a = SaccadeGenerator(seed=1).generate(imgs[0], 7)
+    b = SaccadeGenerator(seed=1).generate(imgs[0], 7)
+    c = SaccadeGenerator(seed=2).generate(imgs[0], 7)
+    assert _same(a, b) and not _same(a, c)
+    validate_events(a, NMNIST_SENSOR, source="saccade[7]")
+    assert 1000 < a.size < 20_000
+    assert 0.3 < a["p"].mean() < 0.7
+    assert a["t"].max() <= 316_000
+
+
+def test_blank_image_gives_only_noise():
+    p = SaccadeParams(noise_hz=0.0)
+    assert SaccadeGenerator(p).generate(np.zeros((28, 28)), 0).size == 0
+    noisy = SaccadeGenerator(SaccadeParams(noise_hz=5.0)).generate(np.zeros((28, 28)), 0)
+    assert 0 < noisy.size < 5 * 34 * 34  # ~ 5 Hz * 1156 px * 0.315 s
+    validate_events(noisy, NMNIST_SENSOR)
+
+
+def test_numba_kernel_equals_reference(images):
+    imgs, _ = images
+    gen = SaccadeGenerator(SaccadeParams(frame_dt_us=5000.0), seed=0)
+    img = gen.prepare_image(imgs[1])
+    ref0 = np.zeros(34 * 34)
+    outs = []
+    for fn in (simulate_pixels_reference, get_kernel()):
+        bufs = [np.zeros(40_000, np.int64) for _ in range(3)] + [np.zeros(40_000)]
+        n = fn(img, gen.pos_x, gen.pos_y, gen.frame_t, gen.c_on, gen.c_off, ref0, 1000.0, 0.1,
+               34, 34, *bufs)
+        outs.append((n, [b[:n] for b in bufs]))
+    assert outs[0][0] == outs[1][0] > 0
+    for a, b in zip(outs[0][1], outs[1][1]):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_kernel_reports_full_buffer(images):
+    gen = SaccadeGenerator(seed=0)
+    bufs = [np.zeros(5, np.int64) for _ in range(3)] + [np.zeros(5)]
+    n = get_kernel()(gen.prepare_image(images[0][0]), gen.pos_x, gen.pos_y, gen.frame_t,
+                     gen.c_on, gen.c_off, np.zeros(34 * 34), 0.0, 0.1, 34, 34, *bufs)
+    assert n == -1
+
+
+def test_refractory_limits_rate(images):
+    imgs, _ = images
+    fast = SaccadeGenerator(SaccadeParams(refractory_us=0.0, noise_hz=0.0, jitter_us=0.0))
+    slow = SaccadeGenerator(SaccadeParams(refractory_us=20_000.0, noise_hz=0.0, jitter_us=0.0))
+    a, b = fast.generate(imgs[2], 0), slow.generate(imgs[2], 0)
+    assert b.size < a.size
+    key = b["y"].astype(int) * 34 + b["x"]
+    for k in np.unique(key):
+        assert np.diff(b["t"][key == k]).min(initial=10**9) >= 20_000 - 1
+
+
+def test_params_validated_and_keyed():
+    with pytest.raises(ConfigError):
+        SaccadeParams(threshold_on=-1)
+    assert SaccadeParams().key(0) != SaccadeParams().key(1)
+    assert SaccadeParams().key(0) != SaccadeParams(noise_hz=1.0).key(0)
+
+
+def test_limited_dataset_in_memory_matches_generator(tmp_path):
+    ds = SaccadeMNIST(split="test", seed=0, limit=10, cache_dir=tmp_path)
+    assert len(ds) == 10 and ds.name == "saccade-mnist" and ds.cache_path is None
+    assert np.bincount(ds.labels).tolist() == [1] * 10
+    assert tuple(ds.sensor) == (34, 34, 2)
+    ev, label = ds[3]
+    imgs, labels = load_mnist_images()
+    idx = int(ds.image_index[3])
+    assert labels[idx] == label
+    assert _same(ev, SaccadeGenerator(seed=0).generate(imgs[idx], idx))
+    assert not list(tmp_path.iterdir())  # nothing cached for a limited set
+    train = SaccadeMNIST(split="train", seed=0, limit=10, cache_dir=tmp_path)
+    assert not set(train.image_index) & set(ds.image_index)
+
+
+def test_split_is_stratified_4000_1000():
+    from flexsnn.data.splits import stratified_split
+
+    _, labels = load_mnist_images()
+    is_test = stratified_split(labels, test_fraction=0.2, seed=0)
+    assert is_test.sum() == 1000 and np.bincount(labels[is_test]).tolist() == [100] * 10
+    assert np.array_equal(is_test, stratified_split(labels, test_fraction=0.2, seed=0))
+
+
+def test_cache_pack_round_trip(tmp_path, images):
+    gen = SaccadeGenerator(seed=0)
+    recs = gen.generate_many(images[0], [0, 1, 2])
+    store, offsets = _pack(recs)
+    (tmp_path / "c").mkdir()
+    np.save(tmp_path / "c" / "events.npy", store)
+    np.save(tmp_path / "c" / "offsets.npy", offsets)
+    np.save(tmp_path / "c" / "labels.npy", images[1])
+    import json
+
+    (tmp_path / "c" / "meta.json").write_text(json.dumps({"n_events": int(offsets[-1]),
+                                                          "n_samples": 3}))
+    cs = _CachedStore(tmp_path / "c")
+    for i in range(3):
+        assert _same(cs.get(i), recs[i])
