@@ -62,6 +62,10 @@ class SaccadeParams:
     Pixels: mean thresholds ``threshold_on`` / ``threshold_off`` (log-intensity units),
     mismatch ``threshold_sigma`` (std, log units), ``refractory_us``, timing ``jitter_us`` (std),
     background noise ``noise_hz`` per pixel. Rendering step ``frame_dt_us``.
+
+    The defaults are calibrated on 1,000 real N-MNIST recordings
+    (``benchmarks/saccade_fidelity.py``): mean event count, motion-compensated spatial count
+    images and the event-rate time profile match (see ``benchmarks/results/saccade_fidelity.json``).
     """
 
     width: int = 34
@@ -69,16 +73,16 @@ class SaccadeParams:
     path_px: tuple[tuple[float, float], ...] = ((0.0, 0.0), (3.5, 7.0), (7.0, 0.0), (0.0, 0.0))
     segment_us: float = 105_000.0
     velocity: str = "cosine"
-    offset_x_px: float = 0.0
+    offset_x_px: float = -1.0
     offset_y_px: float = 1.0
-    blur_sigma_px: float = 0.7
-    background: float = 0.1
-    threshold_on: float = 0.3
-    threshold_off: float = 0.3
+    blur_sigma_px: float = 0.0
+    background: float = 0.3
+    threshold_on: float = 0.27
+    threshold_off: float = 0.27
     threshold_sigma: float = 0.03
     refractory_us: float = 1000.0
     jitter_us: float = 1000.0
-    noise_hz: float = 0.2
+    noise_hz: float = 0.4
     frame_dt_us: float = 2000.0
 
     def __post_init__(self) -> None:
