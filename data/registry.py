@@ -52,9 +52,9 @@ def load_event_dataset(name: str, *, split: str = "train", root: str | os.PathLi
             root = os.environ.get(NMNIST_ROOT_ENV)
         if root is None:
             raise DataError(
-                "nmnist needs a local folder: pass root=/path/to/N-MNIST (holding Train/ and "
-                f"Test/), set ${NMNIST_ROOT_ENV}, or use download=True (--download) to fetch it "
-                "through tonic"
+                "nmnist needs a local folder: pass --root /path/to/N-MNIST (root=...; the folder "
+                f"holding Train/ and Test/), set ${NMNIST_ROOT_ENV}, or fetch it once with "
+                "`flexsnn data prepare --dataset nmnist --root DIR --download`"
             )
         return NMNISTFolder(Path(root), split=split, seed=seed, limit=limit, download=download)
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS)}")
