@@ -9,12 +9,13 @@
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 import numpy as np
 
-from flexsnn.data.events import SensorSize
+from flexsnn.data.events import SensorSize, validate_events
 from flexsnn.errors import ConfigError
 from flexsnn.seeding import numpy_rng
 
@@ -150,12 +151,44 @@ def augment_frames(frames: np.ndarray, augment: Augment, rng: np.random.Generato
     return np.ascontiguousarray(out)
 
 
+#: un-augmented frames shared by every FrameDataset over the same event dataset and T:
+#: ``{event_dataset: {T: _FrameCache}}`` (entries vanish with the event dataset).
+_SHARED_CACHES: "weakref.WeakKeyDictionary[Any, dict[int, _FrameCache]]" = weakref.WeakKeyDictionary()
+
+
+class _FrameCache:
+    """int16 count frames per sample index, up to ``limit_bytes``."""
+
+    def __init__(self, limit_bytes: int) -> None:
+        self.frames: dict[int, np.ndarray] = {}
+        self.nbytes = 0
+        self.limit_bytes = limit_bytes
+
+    def put(self, index: int, frames: np.ndarray) -> None:
+        size = frames.size * 2
+        if index in self.frames or self.nbytes + size > self.limit_bytes:
+            return
+        if frames.max(initial=0) <= np.iinfo(np.int16).max:
+            self.frames[index] = frames.astype(np.int16)
+            self.nbytes += size
+
+
+def _shared_cache(events: Any, T: int, limit_bytes: int) -> _FrameCache:
+    try:
+        per_dataset = _SHARED_CACHES.setdefault(events, {})
+    except TypeError:  # not weak-referenceable / hashable: private cache
+        return _FrameCache(limit_bytes)
+    return per_dataset.setdefault(T, _FrameCache(limit_bytes))
+
+
 class FrameDataset:
     """A torch-style dataset of frames from an event dataset.
 
     ``ds[i]`` returns ``(x, y)``: ``x`` float32 tensor ``[T, C, H, W]``, ``y`` int64 scalar tensor.
     Frames of the un-augmented recording are cached in memory (as int16 counts, up to
-    ``cache_mb`` MiB) so later epochs skip reading and binning.
+    ``cache_mb`` MiB), shared by all FrameDatasets over the same event dataset and ``T``, so
+    later epochs (and new loaders) skip reading and binning. Each recording is checked with
+    :func:`~flexsnn.data.events.validate_events` when first binned.
 
     Augmentation draws come from ``numpy_rng(seed, index, k)`` where ``k`` counts how often
     sample ``index`` was fetched, so a fixed sequence of accesses gives the same batches.
@@ -174,9 +207,7 @@ class FrameDataset:
                                         else (augment or None))
         self.seed = seed
         self.sensor = SensorSize(*events.sensor)
-        self._cache: dict[int, np.ndarray] = {}
-        self._cache_bytes = 0
-        self._cache_limit = int(cache_mb * 2**20)
+        self._cache = _shared_cache(events, self.T, int(cache_mb * 2**20))
         self._draws: dict[int, int] = {}
 
     def __len__(self) -> int:
@@ -188,17 +219,16 @@ class FrameDataset:
 
     def frames(self, index: int) -> tuple[np.ndarray, int]:
         """Un-augmented ``[T, C, H, W]`` float32 frames and the label of sample ``index``."""
-        cached = self._cache.get(index)
+        cached = self._cache.frames.get(index)
         label = int(self.events.labels[index])
         if cached is not None:
             frames = cached.astype(np.float32)
         else:
             ev, label = self.events[index]
+            validate_events(ev, self.sensor, source=f"{getattr(self.events, 'name', 'events')}"
+                                                    f"[{index}]")
             frames = events_to_frames(ev, self.sensor, self.T, mode="count")
-            if frames.max(initial=0) <= np.iinfo(np.int16).max and \
-                    self._cache_bytes + frames.size * 2 <= self._cache_limit:
-                self._cache[index] = frames.astype(np.int16)
-                self._cache_bytes += frames.size * 2
+            self._cache.put(index, frames)
         if self.mode == "binary":
             np.minimum(frames, 1.0, out=frames)
         return frames, label

@@ -248,28 +248,23 @@ def _pack(recordings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return store, offsets
 
 
-def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
-                progress: ProgressFactory | None = None) -> Path:
-    """Generate all 5,000 recordings and write them to the cache; return the cache folder.
+def write_cache_folder(final: Path, recordings: list[np.ndarray], labels: np.ndarray,
+                       meta: dict) -> Path:
+    """Write recordings to the cache folder ``final`` atomically and return it.
 
-    Written into a temporary folder and renamed into place (atomic); if another process
-    finished first, its folder is kept.
+    Everything goes into a temporary sibling folder (name starting with ``.``), is fsynced, and
+    the folder is renamed to ``final`` only when complete, so readers, which look only for
+    ``final/meta.json``, never see a partial cache. If another process finished first, its
+    folder is kept. On any error the temporary folder is removed.
     """
-    final = cache_dir / f"saccade-mnist-{params.key(seed)}"
-    if (final / "meta.json").is_file():
-        return final
-    images, labels = load_mnist_images()
-    gen = SaccadeGenerator(params, seed=seed)
-    recs = gen.generate_many(images, range(len(images)), progress=progress)
-    store, offsets = _pack(recs)
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=cache_dir))
+    store, offsets = _pack(recordings)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
     try:
         np.save(tmp / "events.npy", store)
         np.save(tmp / "offsets.npy", offsets)
-        np.save(tmp / "labels.npy", labels)
-        meta = {"version": GENERATOR_VERSION, "seed": seed, "params": dataclasses.asdict(params),
-                "n_samples": int(labels.size), "n_events": int(offsets[-1])}
+        np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
+        meta = {**meta, "n_samples": len(recordings), "n_events": int(offsets[-1])}
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -283,7 +278,22 @@ def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log.info("cached saccade-mnist (%d events) in %s", int(offsets[-1]), final)
+    return final
+
+
+def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
+                progress: ProgressFactory | None = None) -> Path:
+    """Generate all 5,000 recordings and write them to the cache (atomically, see
+    :func:`write_cache_folder`); return the cache folder. An existing complete cache is reused."""
+    final = cache_dir / f"saccade-mnist-{params.key(seed)}"
+    if (final / "meta.json").is_file():
+        return final
+    images, labels = load_mnist_images()
+    gen = SaccadeGenerator(params, seed=seed)
+    recs = gen.generate_many(images, range(len(images)), progress=progress)
+    write_cache_folder(final, recs, labels, {"version": GENERATOR_VERSION, "seed": seed,
+                                             "params": dataclasses.asdict(params)})
+    log.info("cached saccade-mnist (%d recordings) in %s", len(recs), final)
     return final
 
 

@@ -135,4 +135,6 @@ def test_frame_dataset_cache_and_binary():
     a, _ = fd[1]
     b, _ = fd[1]
     assert float(a.max()) <= 1.0 and (a == b).all()
-    assert fd._cache_bytes > 0
+    assert fd._cache.nbytes > 0
+    assert FrameDataset(ds, T=4)._cache is fd._cache  # shared per (dataset, T)
+    assert FrameDataset(ds, T=5)._cache is not fd._cache

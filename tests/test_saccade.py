@@ -12,9 +12,9 @@ from flexsnn.data.saccade import (
     SaccadeMNIST,
     SaccadeParams,
     _CachedStore,
-    _pack,
     load_mnist_images,
     saccade_path,
+    write_cache_folder,
 )
 from flexsnn.errors import ConfigError
 
@@ -126,18 +126,43 @@ def test_split_is_stratified_4000_1000():
     assert np.array_equal(is_test, stratified_split(labels, test_fraction=0.2, seed=0))
 
 
-def test_cache_pack_round_trip(tmp_path, images):
-    gen = SaccadeGenerator(seed=0)
-    recs = gen.generate_many(images[0], [0, 1, 2])
-    store, offsets = _pack(recs)
-    (tmp_path / "c").mkdir()
-    np.save(tmp_path / "c" / "events.npy", store)
-    np.save(tmp_path / "c" / "offsets.npy", offsets)
-    np.save(tmp_path / "c" / "labels.npy", images[1])
-    import json
+def test_cache_write_is_atomic(tmp_path, images, monkeypatch):
+    recs = SaccadeGenerator(seed=0).generate_many(images[0], [0, 1, 2])
+    final = tmp_path / "saccade-mnist-abc"
+    calls = {"n": 0}
+    real_save = np.save
 
-    (tmp_path / "c" / "meta.json").write_text(json.dumps({"n_events": int(offsets[-1]),
-                                                          "n_samples": 3}))
-    cs = _CachedStore(tmp_path / "c")
-    for i in range(3):
-        assert _same(cs.get(i), recs[i])
+    def failing_save(path, arr):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        real_save(path, arr)
+
+    monkeypatch.setattr(np, "save", failing_save)
+    with pytest.raises(OSError):
+        write_cache_folder(final, recs, images[1], {"version": 1})
+    monkeypatch.setattr(np, "save", real_save)
+    assert not final.exists() and list(tmp_path.iterdir()) == []  # nothing partial left
+    write_cache_folder(final, recs, images[1], {"version": 1})
+    cs = _CachedStore(final)
+    assert all(_same(cs.get(i), recs[i]) for i in range(3))
+    # a second writer finding the folder complete keeps it
+    write_cache_folder(final, recs[:1], images[1][:1], {"version": 1})
+    assert _CachedStore(final).labels.size == 3
+
+
+def test_inconsistent_cache_is_refused(tmp_path, images):
+    from flexsnn.errors import DataError
+
+    recs = SaccadeGenerator(seed=0).generate_many(images[0][:2], [0, 1])
+    final = write_cache_folder(tmp_path / "c", recs, images[1][:2], {})
+    np.save(final / "offsets.npy", np.array([0, 5, 7]))
+    with pytest.raises(DataError, match="delete it"):
+        _CachedStore(final)
+
+
+def test_partial_temp_folder_is_not_a_cache(tmp_path):
+    p = SaccadeParams()
+    (tmp_path / f".saccade-mnist-{p.key(0)}.xyz").mkdir()
+    ds = SaccadeMNIST(split="test", limit=2, cache_dir=tmp_path)
+    assert ds.cache_path is None and len(ds) == 2
