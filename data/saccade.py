@@ -42,7 +42,7 @@ from flexsnn.seeding import numpy_rng
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes for the same parameters (invalidates caches).
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Stream id of the sensor's fixed-pattern randomness (threshold mismatch).
 SENSOR_STREAM = 2**32
 N_IMAGES = 5000
@@ -56,7 +56,10 @@ class SaccadeParams:
     """Parameters of the saccade-mnist generator (units in the names; lengths in sensor pixels).
 
     Motion: ``path_px`` corner points, ``segment_us`` per segment, ``velocity``
-    ``"cosine"`` (raised-cosine speed, zero at the corners) or ``"constant"``.
+    ``"cosine"`` (raised-cosine speed, zero at the corners) or ``"constant"``; inside segment
+    ``k`` the digit moves during ``motion_windows_us[k]`` = (start, end) µs and rests
+    otherwise (empty tuple: the whole segment). The default windows reproduce the short pauses
+    between the real N-MNIST saccades.
     Placement: the 28x28 image's top-left corner sits at ``(offset_x_px, offset_y_px)`` at t = 0.
     Optics: Gaussian ``blur_sigma_px``. Display: ``background`` black level (fraction of white).
     Pixels: mean thresholds ``threshold_on`` / ``threshold_off`` (log-intensity units),
@@ -73,6 +76,8 @@ class SaccadeParams:
     path_px: tuple[tuple[float, float], ...] = ((0.0, 0.0), (3.5, 7.0), (7.0, 0.0), (0.0, 0.0))
     segment_us: float = 105_000.0
     velocity: str = "cosine"
+    motion_windows_us: tuple[tuple[float, float], ...] = (
+        (0.0, 95_000.0), (102_000.0, 200_000.0), (212_000.0, 308_000.0))
     offset_x_px: float = -1.0
     offset_y_px: float = 1.0
     blur_sigma_px: float = 0.0
@@ -92,6 +97,10 @@ class SaccadeParams:
             ("path_px", len(self.path_px) >= 2, "at least two corner points"),
             ("segment_us", self.segment_us > 0, "> 0 µs"),
             ("velocity", self.velocity in ("cosine", "constant"), "'cosine' or 'constant'"),
+            ("motion_windows_us", not self.motion_windows_us or (
+                len(self.motion_windows_us) == len(self.path_px) - 1
+                and all(0 <= a < b for a, b in self.motion_windows_us)),
+             "empty, or one (start, end) pair per segment with 0 <= start < end (µs)"),
             ("blur_sigma_px", self.blur_sigma_px >= 0, ">= 0 px"),
             ("background", 0 < self.background < 1, "in (0, 1)"),
             ("threshold_on", self.threshold_on > 0, "> 0 (log units)"),
@@ -121,19 +130,32 @@ class SaccadeParams:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def motion_windows(params: SaccadeParams) -> np.ndarray:
+    """``[n_segments, 2]`` start and end (µs) of the motion of each saccade segment: the
+    ``motion_windows_us`` parameter, or the whole segment when it is empty."""
+    n_seg = len(params.path_px) - 1
+    if params.motion_windows_us:
+        return np.asarray(params.motion_windows_us, dtype=np.float64)
+    k = np.arange(n_seg, dtype=np.float64)
+    return np.stack([k * params.segment_us, (k + 1) * params.segment_us], axis=1)
+
+
 def saccade_path(params: SaccadeParams, t_us: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Digit displacement (dx, dy) in px at times ``t_us`` (float64), along ``params.path_px``."""
+    """Digit displacement (dx, dy) in px at times ``t_us`` (float64), along ``params.path_px``.
+
+    Segment ``k`` moves from corner ``k`` to corner ``k+1`` during its motion window
+    (:func:`motion_windows`); with ``velocity="cosine"`` the progress is
+    ``tau - sin(2 pi tau) / (2 pi)`` (speed ``1 - cos(2 pi tau)``, zero at both ends), with
+    ``"constant"`` it is ``tau``. Outside the windows the digit rests at a corner.
+    """
     corners = np.asarray(params.path_px, dtype=np.float64)
-    n_seg = len(corners) - 1
-    t = np.clip(np.asarray(t_us, dtype=np.float64), 0.0, params.duration_us)
-    seg = np.minimum((t // params.segment_us).astype(np.int64), n_seg - 1)
-    tau = t / params.segment_us - seg
-    if params.velocity == "cosine":  # speed ~ 1 - cos(2 pi tau): zero at both corners
-        s = tau - np.sin(2 * np.pi * tau) / (2 * np.pi)
-    else:
-        s = tau
-    start, end = corners[seg], corners[seg + 1]
-    d = start + (end - start) * s[:, None]
+    t = np.asarray(t_us, dtype=np.float64)
+    d = np.broadcast_to(corners[0], (t.size, 2)).copy()
+    for k, (start, end) in enumerate(motion_windows(params)):
+        tau = np.clip((t - start) / (end - start), 0.0, 1.0)
+        if params.velocity == "cosine":
+            tau = tau - np.sin(2 * np.pi * tau) / (2 * np.pi)
+        d += (corners[k + 1] - corners[k]) * tau[:, None]
     return d[:, 0], d[:, 1]
 
 

@@ -30,14 +30,24 @@ def _same(a, b):
 
 
 def test_path_corners_and_smooth_velocity():
+    corners = [[0, 0], [3.5, 7], [7, 0], [0, 0]]
+    whole = SaccadeParams(motion_windows_us=())
+    dx, dy = saccade_path(whole, np.array([0.0, 105e3, 210e3, 315e3]))
+    np.testing.assert_allclose(np.c_[dx, dy], corners, atol=1e-9)
     p = SaccadeParams()
-    t = np.array([0.0, 105e3, 210e3, 315e3])
-    dx, dy = saccade_path(p, t)
-    np.testing.assert_allclose(np.c_[dx, dy], [[0, 0], [3.5, 7], [7, 0], [0, 0]], atol=1e-9)
+    ends = [0.0] + [w[1] for w in p.motion_windows_us]
+    dx, dy = saccade_path(p, np.array(ends))
+    np.testing.assert_allclose(np.c_[dx, dy], corners, atol=1e-9)
     tt = np.linspace(0, 315e3, 3151)
-    dx, dy = saccade_path(p, tt)
-    speed = np.hypot(np.diff(dx), np.diff(dy))
-    assert speed[:3].max() < 1e-3 and speed.max() < 0.02  # starts at rest, no jumps
+    for params in (whole, p):
+        dx, dy = saccade_path(params, tt)
+        speed = np.hypot(np.diff(dx), np.diff(dy))
+        assert speed[:3].max() < 1e-3 and speed.max() < 0.03  # starts at rest, no jumps
+    # rests between the saccades
+    dx, dy = saccade_path(p, np.array([96e3, 101e3]))
+    np.testing.assert_allclose(np.c_[dx, dy], [corners[1]] * 2, atol=1e-9)
+    with pytest.raises(ConfigError):
+        SaccadeParams(motion_windows_us=((0.0, 1.0),))
 
 
 def test_generation_is_deterministic_and_valid(images):
