@@ -138,3 +138,20 @@ def test_frame_dataset_cache_and_binary():
     assert fd._cache.nbytes > 0
     assert FrameDataset(ds, T=4)._cache is fd._cache  # shared per (dataset, T)
     assert FrameDataset(ds, T=5)._cache is not fd._cache
+
+
+def test_event_augmentations_match_frame_augmentations():
+    from flexsnn.data.augment import random_flip_shift
+
+    rng = np.random.default_rng(3)
+    for seed in range(20):
+        ev = _random_events(rng, 80)
+        # keep first and last event in the middle so shifting never moves the bin edges
+        ev["x"][[0, -1]], ev["y"][[0, -1]] = 3, 2
+        frames = events_to_frames(ev, SENSOR, 4)
+        aug = Augment(flip_p=0.5, max_shift=1)
+        by_frames = augment_frames(frames, aug, np.random.default_rng(seed))
+        by_events = random_flip_shift(ev, SENSOR, np.random.default_rng(seed), flip_p=0.5,
+                                      max_shift=1)
+        np.testing.assert_array_equal(events_to_frames(by_events, SENSOR, 4), by_frames)
+        assert ev["x"][0] == 3  # input untouched
