@@ -33,7 +33,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 from flexsnn.data.dvs_kernel import simulate_pixels
-from flexsnn.data.events import EVENT_DTYPE, NMNIST_SENSOR, SensorSize
+from flexsnn.data.events import EVENT_DTYPE, SensorSize
 from flexsnn.data.splits import balanced_subset, stratified_split
 from flexsnn.errors import ConfigError, DataError
 from flexsnn.progress import ProgressFactory, null_progress
