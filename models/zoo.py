@@ -280,3 +280,22 @@ def build_model(name: str, **kwargs: Any) -> TFSNN:
     model.zoo_name = name
     model.zoo_kwargs = resolved
     return model
+
+
+# --------------------------------------------------------------------------- extension (issue 10)
+def register(entry: ZooEntry, builder: Callable[..., TFSNN]) -> None:
+    """Add a model to the zoo under ``entry.name`` (builders take keyword-only arguments).
+
+    Raises:
+        ConfigError: the name is taken.
+    """
+    if entry.name in _REGISTRY:
+        raise ConfigError("model", entry.name, "a name not yet in the zoo")
+    _REGISTRY[entry.name] = (entry, builder)
+
+
+from flexsnn.models import seq_models as _seq_models  # noqa: E402  (imports no zoo at module level)
+
+register(ZooEntry("seqfc", "paper-lif", (1, 1, 28), 10,
+                  "fully connected LIF net (2 x 64, decay 0.99) for sequential MNIST, [T, B, 1, 1, F] input"),
+         _seq_models.seqfc)

@@ -1,0 +1,96 @@
+"""Sequential MNIST data, the seqfc TFSNN, the RNN baseline, and the non-increasing scheme."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flexsnn.data.seqmnist import SeqMNIST, images_to_sequences, seq_length, seqmnist_loader
+from flexsnn.errors import ConfigError
+from flexsnn.models.checkpoint import CheckpointMeta, load_model, save_checkpoint
+from flexsnn.models.seq_models import RNNClassifier
+from flexsnn.models.zoo import build_model
+from flexsnn.training.schemes import SchemeConfig, is_non_increasing, sample_configs
+
+
+def test_raster_order_rows_and_pixel_groups():
+    img = np.arange(784, dtype=np.float64).reshape(1, 28, 28)
+    rows = images_to_sequences(img, 28)
+    assert rows.shape == (1, 28, 1, 1, 28) and rows.dtype == np.float32
+    np.testing.assert_array_equal(rows[0, 3, 0, 0], img[0, 3])            # step 3 = row 3
+    groups = images_to_sequences(img, 16)
+    assert groups.shape == (1, 49, 1, 1, 16)
+    np.testing.assert_array_equal(groups[0, :, 0, 0].ravel(), img.ravel())  # raster order kept
+    assert seq_length(1) == 784
+    with pytest.raises(ConfigError, match="divisor of 784"):
+        seq_length(5)
+
+
+def test_dataset_split_and_loader():
+    train = SeqMNIST(split="train", limit=40)
+    test = SeqMNIST(split="test", limit=20)
+    assert len(train) == 40 and len(test) == 20 and train.T == 28
+    assert not set(train.image_index) & set(test.image_index)
+    assert np.bincount(train.labels, minlength=10).tolist() == [4] * 10
+    x, y = next(iter(seqmnist_loader(dataset=test, batch_size=8)))
+    assert x.shape == (8, 28, 1, 1, 28) and x.dtype == torch.float32 and y.dtype == torch.int64
+    assert 0.0 <= float(x.min()) and float(x.max()) <= 1.0
+
+
+def test_seqfc_forward_at_non_increasing_config():
+    model = build_model("seqfc", T=28)
+    x = torch.rand(28, 3, 1, 1, 28)
+    assert model(x).shape == (28, 3, 10)
+    model.set_temporal_config((28, 7))
+    assert model(x).shape == (7, 3, 10)
+    cfg = model.stages[0].layers[2].config
+    assert cfg.decay == 0.99 and cfg.profile == "paper-lif"
+    n_params = sum(p.numel() for p in model.parameters())
+    assert n_params == 28 * 64 + 64 + 64 * 64 + 64 + 64 * 10 + 10
+
+
+def test_seqfc_checkpoint_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("seqfc", in_features=16, T=49)
+    path = tmp_path / "seq.safetensors"
+    meta = CheckpointMeta(model_name="seqfc", model_kwargs=model.zoo_kwargs, neuron_profile="paper-lif",
+                          stages=model.stage_names)
+    save_checkpoint(path, model, meta)
+    loaded, _ = load_model(path)
+    x = torch.rand(49, 2, 1, 1, 16) * 3
+    torch.testing.assert_close(loaded(x), model(x))
+
+
+@pytest.mark.parametrize("kind", ["rnn", "gru"])
+def test_rnn_baseline(kind):
+    model = RNNClassifier(kind=kind, in_features=28, hidden=64, num_layers=2)
+    out = model(torch.rand(28, 5, 1, 1, 28))
+    assert out.shape == (5, 10)
+    with pytest.raises(ConfigError):
+        model(torch.rand(28, 5, 16))
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    name=st.sampled_from(["nmt", "mtt"]),
+    kind=st.sampled_from(["event", "static"]),
+    T=st.integers(1, 30),
+    t_min=st.integers(1, 30),
+    extra=st.integers(0, 10),
+    n_stages=st.integers(1, 9),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_non_increasing_sampling_never_increases(name, kind, T, t_min, extra, n_stages, seed):
+    """Property (issue 10): with non_increasing=True the training sampler never produces a
+    configuration where a later stage runs at more steps than an earlier one, and the first
+    stage is the input's T."""
+    t_min = min(t_min, T)
+    scheme = SchemeConfig(name=name, T=T, data_kind=kind, t_min=t_min, t_max=T + extra, s=4,
+                          non_increasing=True)
+    for cfg in sample_configs(scheme, n_stages, np.random.default_rng(seed)):
+        assert len(cfg) == n_stages and min(cfg) >= 1
+        assert is_non_increasing(cfg), cfg
+        assert cfg[0] == scheme.input_T
