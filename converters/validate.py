@@ -204,7 +204,7 @@ def rule_kernel(layers, input_shape, limits) -> list[Violation]:
         if kh != kw:
             out.append(Violation(cl.where, "kernel_size", f"{kh}×{kw}", "square", f"use a {max(kh, kw)}×{max(kh, kw)} kernel"))
         if max(kh, kw) > m:
-            half = (max(kh, kw) + 1) // 2 + 1
+            half = (max(kh, kw) + 2) // 2  # two k×k convs see 2k-1 pixels
             out.append(Violation(cl.where, "kernel_size", f"{kh}×{kw}", f"<= {m}×{m}",
                                  f"use two {half}×{half} convolutions or a stride (pool the input first)"))
     return out
