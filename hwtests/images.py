@@ -73,11 +73,11 @@ def random_image(cores: tuple[int, int, int], *, seed: int, size: int = 8, chann
 
 def readout_image(core: int = 3, *, num_classes: int = 3, threshold: int = 10) -> ChipImage:
     """One core 1x1 output map read by the readout: the input (2, 4, 4) fully connected to
-    ``4*(k-1)`` channels (Speck2e erratum); class k listens to input row k."""
+    ``4*(k-1)`` channels (Speck2e erratum); class k listens to input row k (mod 4)."""
     n_ch = 4 * (num_classes - 1) + 1
     weights = np.zeros((n_ch, 2, 4, 4), dtype=np.int8)
     for k in range(num_classes):
-        weights[4 * k, :, k, :] = threshold
+        weights[4 * k, :, k % 4, :] = threshold
     cfg = CoreConfig(core=core, layer=0, name="readout-fc", input_shape=(2, 4, 4), output_shape=(n_ch, 1, 1),
                      kernel_size=4, stride=(1, 1), padding=(0, 0), weights=weights,
                      biases=np.zeros(n_ch, np.int16), threshold_high=threshold, threshold_low=-threshold)
