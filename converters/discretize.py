@@ -103,6 +103,12 @@ def discretize_layer(weight: torch.Tensor, bias: torch.Tensor | None, threshold:
     bq = bq.clamp(blo, bhi)
     slo, shi = limits.state_range
     low, high = (int(v) for v in tq.clamp(slo, shi).tolist())
+    if high <= 0 or low >= high:
+        raise ChipConstraintError([Violation(
+            name, "discrete threshold", (low, high), "threshold_low < threshold_high, threshold_high >= 1",
+            f"threshold {threshold:g} (min_v_mem {min_v_mem:g}) rounds to {high} at scale {float(scale):.4g}, "
+            "set by the largest weight: the weights are far above the threshold; scale weights and "
+            "threshold together (e.g. threshold 1 and weights < 1)")], limits.name)
     nonzero = w != 0
     n_zeroed = int((nonzero & (wq == 0)).sum())
     layer = DiscreteLayer(
