@@ -1,0 +1,105 @@
+"""Dataset evaluation over backends: accuracy, confusion, latency-to-decision, SynOps, workers."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from chip_builders import single_core_image
+from flexsnn.data.events import SensorSize, make_events
+from flexsnn.deploy.backend import CHIP_EVENT_DTYPE, RunResult
+from flexsnn.deploy.evaluate import decision_latency_us, evaluate_dataset
+from flexsnn.deploy.factory import make_backend
+from flexsnn.errors import ConfigError
+
+
+class ListDataset(list):
+    """A real in-memory event dataset: a list of (events, label) with .name and .sensor."""
+
+    name = "tiny"
+    sensor = SensorSize(2, 2, 1)
+
+
+def two_class_image():
+    """Input 2x2, one channel; a 2x2 kernel maps column 0 to class 0 and column 1 to class 1."""
+    w = np.zeros((2, 1, 2, 2), int)
+    w[0, 0, :, 0] = 1
+    w[1, 0, :, 1] = 1
+    return single_core_image(w, (1, 2, 2), thr_high=2)
+
+
+def sample(col_counts, t0=100):
+    """Events alternating between columns: col_counts = (n_col0, n_col1), column 0 first."""
+    xs = [0] * col_counts[0] + [1] * col_counts[1]
+    return make_events(xs, [0] * len(xs), [0] * len(xs), t0 + np.arange(len(xs)) * 10)
+
+
+def dataset():
+    ds = ListDataset()
+    ds += [(sample((4, 1)), 0), (sample((1, 6)), 1), (sample((2, 0)), 0), (sample((5, 1)), 1),
+           (sample((0, 1)), 0)]  # the 4th is labelled wrong; the 5th gives no spike at all
+    return ds
+
+
+def test_decision_latency_hand_computed():
+    image = two_class_image()
+    ev = np.zeros(3, dtype=CHIP_EVENT_DTYPE)
+    ev["core"] = 0
+    ev["feature"] = [1, 0, 0]
+    ev["t"] = [110, 120, 130]
+    r = RunResult(events=ev, spike_counts={0: 3}, synops={0: 0}, class_counts=np.array([2, 1]),
+                  extras={"t0_us": 100})
+    # arg-max: 1 after t=110, tie -> 0 after t=120, stays 0
+    assert decision_latency_us(r, image) == 20
+    r.events = ev[:0]
+    assert decision_latency_us(r, image) is None
+
+
+def test_evaluate_accuracy_confusion_synops_latency():
+    sim = make_backend("async", image=two_class_image())
+    res = evaluate_dataset(sim, dataset())
+    assert res.samples == 5 and res.num_classes == 2
+    assert list(res.predictions) == [0, 1, 0, 0, -1]
+    assert res.accuracy == pytest.approx(3 / 5)
+    assert res.confusion == [[2, 0], [1, 1]] and res.no_decision == 1
+    # each event reaches the one output neuron of both channels: 2 SynOps per event
+    assert [s["synops"] for s in res.per_sample] == [10, 14, 4, 12, 2]
+    # sample 0: class 0 fires at its 2nd event (t = 110) -> latency 10 µs
+    assert res.per_sample[0]["latency_us"] == 10
+    # sample 1: class 1 leads from its 3rd event on (t = 120): 20 µs
+    assert res.per_sample[1]["latency_us"] == 20
+    assert res.per_sample[4]["latency_us"] is None
+
+
+def test_two_workers_give_the_same_records(tmp_path):
+    sim = make_backend("async", image=two_class_image())
+    one = evaluate_dataset(sim, dataset())
+    two = evaluate_dataset(sim, dataset(), workers=2, chunk_size=2)
+    assert two.per_sample == one.per_sample and two.workers == 2
+    tb = make_backend("time-binned", T=3, image=two_class_image())
+    r1 = evaluate_dataset(tb, dataset(), limit=3)
+    r2 = evaluate_dataset(tb, dataset(), limit=3, workers=2, chunk_size=1)
+    assert r1.per_sample == r2.per_sample and r1.samples == 3
+
+
+def test_json_written_atomically(tmp_path):
+    sim = make_backend("async", image=two_class_image())
+    res = evaluate_dataset(sim, dataset(), limit=2)
+    path = res.write(tmp_path / "out" / "eval.json")
+    doc = json.loads(path.read_text())
+    assert doc["accuracy"] == res.accuracy and doc["samples"] == 2 and doc["backend"] == "async"
+    assert json.loads(res.to_json())["confusion"] == res.confusion
+    assert [p.name for p in path.parent.iterdir()] == ["eval.json"]
+
+
+def test_refusals():
+    with pytest.raises(ConfigError):
+        evaluate_dataset(make_backend("async"), dataset())  # not loaded
+    with pytest.raises(ConfigError):
+        evaluate_dataset(make_backend("async", image=two_class_image()), dataset(), workers=0)
+    with pytest.raises(ConfigError):
+        make_backend("quantum")
+    with pytest.raises(ConfigError):
+        make_backend("async", spikes="multi")  # typo
