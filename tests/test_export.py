@@ -1,0 +1,95 @@
+"""export_chip_image on the zoo Speck nets: valid images, per-core memory == formulas, readout, report, PNG."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flexsnn.converters.chip_image import ChipImage, check_chip_image
+from flexsnn.converters.export import export_chip_image
+from flexsnn.converters.memory_plot import plot_memory
+from flexsnn.converters.speck2e import kernel_memory_entries, neuron_memory_entries
+from flexsnn.errors import ChipConstraintError
+from flexsnn.models.checkpoint import CheckpointMeta, save_checkpoint
+from flexsnn.models.zoo import build_model
+
+
+def _model(name="speck3c1fc", seed=0, **kw):
+    torch.manual_seed(seed)
+    return build_model(name, **kw)
+
+
+# expected (c_in, c_out, k, out_h, out_w) per layer, from the zoo docstrings
+GEOMETRY = {
+    "speck3c1fc": [(2, 8, 3, 34, 34), (8, 16, 3, 17, 17), (16, 16, 3, 4, 4), (16, 10, 4, 1, 1)],
+    "speck4c": [(2, 16, 3, 34, 34), (16, 32, 3, 17, 17), (32, 64, 3, 8, 8), (64, 64, 3, 4, 4), (64, 10, 4, 1, 1)],
+}
+
+
+@pytest.mark.parametrize("name", ["speck3c1fc", "speck4c"])
+def test_zoo_nets_export_validate_and_memory_formulas(name):
+    image, report = export_chip_image(_model(name))
+    check_chip_image(image)
+    assert image.input.shape == (2, 34, 34) and image.input.destinations == (image.core_order()[0],)
+    assert image.output_core == image.core_order()[-1] and image.readout is None
+    assert len(image.cores) == len(GEOMETRY[name])
+    for core_id, (c_in, c_out, k, h, w) in zip(image.core_order(), GEOMETRY[name]):
+        c = image.core(core_id)
+        assert c.weights.shape == (c_out, c_in, k, k) and c.output_shape == (c_out, h, w)
+        mem = c.memory()
+        assert mem["kernel"] == kernel_memory_entries(c_in, c_out, k, k)
+        assert mem["neuron"] == neuron_memory_entries(c_out, h, w)
+    # hand-computed for speck3c1fc conv1: 2 * 2^(4+3), 8 * 2^(6+6)
+    if name == "speck3c1fc":
+        assert image.core(0).memory() == {"kernel": 256, "neuron": 32768, "bias": 8}
+        assert [d.pooling for c in image.cores for d in c.destinations] == [2, 2, 1]
+    assert [r.core for r in report.layers] == list(report.core_assignment) == image.core_order()
+    assert all(r.n_clipped == 0 for r in report.layers)
+    assert image.layer_scales == tuple(r.scale for r in report.layers)
+
+
+def test_readout_places_class_k_on_channel_4k():
+    image, report = export_chip_image(_model(), readout=True)
+    out = image.core(image.output_core)
+    assert image.readout is not None and image.readout.num_classes == 10
+    assert out.output_shape[0] == 37
+    plain, _ = export_chip_image(_model())
+    ref = plain.core(plain.output_core).weights
+    for k in range(10):
+        assert (out.weights[4 * k] == ref[k]).all()
+    others = [ch for ch in range(37) if ch % 4]
+    assert not out.weights[others].any()
+    assert "4(k-1)" in report.readout
+
+
+def test_readout_refused_beyond_15_classes():
+    with pytest.raises(ChipConstraintError) as err:
+        export_chip_image(_model(num_classes=16), readout=True)
+    assert "readout" in str(err.value) and "class counts" in str(err.value)
+
+
+def test_user_core_order_used_and_checked():
+    image, _ = export_chip_image(_model(), core_order=[2, 1, 0, 4])
+    assert image.core_order() == [2, 1, 0, 4]
+    with pytest.raises(ChipConstraintError) as err:
+        export_chip_image(_model(), core_order=[5, 1, 0, 4])  # 32Ki neurons on a 16Ki core
+    assert "neuron memory on core 5" in str(err.value)
+
+
+def test_checkpoint_path_export_and_save_load(tmp_path):
+    model = _model()
+    ck = save_checkpoint(tmp_path / "ck.safetensors", model,
+                         CheckpointMeta(model_name="speck3c1fc", model_kwargs=model.zoo_kwargs,
+                                        neuron_profile="speck-iaf"))
+    image, _ = export_chip_image(ck)
+    assert image.source == str(ck)
+    loaded = ChipImage.load(image.save(tmp_path / "m.chip"))
+    for a, b in zip(image.cores, loaded.cores):
+        assert (a.weights == b.weights).all() and a.threshold_high == b.threshold_high
+    assert loaded.core_order() == image.core_order()
+
+
+def test_memory_png(tmp_path):
+    image, _ = export_chip_image(_model("speck4c"))
+    path = plot_memory(image, tmp_path / "mem.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
