@@ -102,3 +102,13 @@ def random_events(seed: int, sensor_w: int, sensor_h: int, polarities: int, n: i
 
 
 __all__ = ["core", "single_core_image", "random_chain_image", "random_events", "ReadoutConfig"]
+
+
+def nmnist_image(seed: int = 0, *, thr: int = 40) -> ChipImage:
+    """A small random 2-core image for N-MNIST-shaped input (2, 34, 34) with 10 classes:
+    core 0 conv 2->4 k3 stride 4 pad 1 (9x9) -> core 3 conv 4->10 k9 (1x1)."""
+    rng = np.random.default_rng(seed)
+    c0 = core(0, (2, 34, 34), rng.integers(-5, 25, (4, 2, 3, 3)), stride=(4, 4), padding=(1, 1),
+              thr_high=thr, thr_low=-thr, dests=[(3, 1)])
+    c1 = core(3, (4, 9, 9), rng.integers(-3, 8, (10, 4, 9, 9)), thr_high=thr, thr_low=-thr, layer=1)
+    return ChipImage(input=InputConfig((2, 34, 34), (0,)), cores=(c0, c1), output_core=3)
