@@ -159,6 +159,7 @@ def fold_batch_norm(model: nn.Module, *, zero_biases: bool = True) -> nn.Module:
     that ``sqrt(var + eps) == 1``, mean 0, beta 0), so the copy computes the bias-free model
     in eval mode. The input is not modified.
     """
+    reset_model_state(model)  # drop neuron state tensors (graph non-leaves cannot be copied)
     out = copy.deepcopy(model)
     if zero_biases:
         for name, p in out.named_parameters():

@@ -1,0 +1,660 @@
+"""The trainer: SDT / NMT / MTT training of a zoo TFSNN on an event dataset, with exact resume.
+
+Entry point: :func:`train(config, out_dir=..., resume=False, progress=None, context=None)`.
+
+One optimizer step (:func:`train_step`): the scheme samples its configurations from a generator
+seeded by ``(config.seed, global_step)``; for each configuration the model is set to it and a
+*step function* (selected by ``config.backprop``, see :func:`get_step_fn`) computes the loss and
+accumulates gradients; after all configurations, one optimizer step. Gradients of the
+configurations are summed (the paper's Algorithm 1).
+
+Outputs in ``out_dir``: ``last.safetensors`` (+ ``.json``; raw weights after the last finished
+epoch), ``state.safetensors`` (+ ``.json``; optimizer, scheduler, RNG states, history: what
+``resume`` needs), ``final.safetensors`` (after BN calibration when the model has BN and the
+scheme mixes time steps), ``metrics.jsonl`` / ``metrics.csv`` (one row per epoch) and
+``config.json`` (resolved config + provenance). Every file is written atomically, every epoch.
+
+Determinism: weights come from ``seed_everything(seed)``; the epoch-``e`` sample order and
+augmentation draws are pure functions of ``(seed, e)`` and the configurations of
+``(seed, step)``, so a resumed run repeats an uninterrupted one exactly (CPU).
+
+Distributed training: pass a :class:`RunContext` subclass (rank, world size, ``shard`` of
+the epoch's sample order, ``no_sync`` around all but the last backward of a step,
+``all_reduce`` of metric sums); only ``context.is_main`` writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import csv
+import io
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from flexsnn.errors import CheckpointError, ConfigError
+from flexsnn.progress import ProgressFactory, null_progress
+from flexsnn.training.schemes import SchemeConfig, sample_configs, step_generator
+
+log = logging.getLogger(__name__)
+
+OPTIMIZERS = ("sgd", "adamw")
+BACKPROPS = ("bptt", "rate")
+PHASES = ("train", "bias_removal")
+STATE_KIND = "flexsnn-train-state"
+EPOCH_STREAM = 0xE90C
+
+
+# =========================================================================== config
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a training run (JSON round trip via :meth:`to_dict` / :meth:`from_dict`).
+
+    Attributes:
+        model, model_kwargs: zoo model name and builder arguments.
+        dataset, root: event dataset name (``load_event_dataset``) and its folder.
+        T: number of time bins of the data (frames per sample).
+        scheme: :class:`SchemeConfig` (its ``T`` must equal ``T``).
+        loss, loss_params: ``build_loss(loss, **loss_params)``.
+        backprop: ``"bptt"`` or ``"rate"`` (rate-based backprop, :mod:`flexsnn.training.rate_backprop`).
+        optimizer: ``"sgd"`` (momentum ``momentum``, Nesterov off) or ``"adamw"``.
+        lr, weight_decay: learning rate (cosine-annealed to 0 over all steps) and decay.
+        epochs, batch_size, seed: as named.
+        limit, test_limit: use only the first N train / test samples (quick runs).
+        augment: event augmentation (flip + shift) on training frames.
+        bn_calibration_batches: batches for BN calibration at T_max (0 = never calibrate).
+        amp: mixed precision (used on CUDA only).
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        phase: ``"train"`` or ``"bias_removal"`` (fold BN of ``init_checkpoint`` and fine-tune
+            without BN and biases, the paper's Speck pipeline).
+        init_checkpoint: weights to start from (required for ``bias_removal``).
+        eval_every: test accuracy every N epochs (and after the last).
+        grad_clip: max gradient norm (None = off).
+    """
+
+    model: str = "speck3c1fc"
+    model_kwargs: dict = field(default_factory=dict)
+    dataset: str = "saccade-mnist"
+    root: str | None = None
+    T: int = 10
+    scheme: SchemeConfig = field(default_factory=SchemeConfig)
+    loss: str = "ce"
+    loss_params: dict = field(default_factory=dict)
+    backprop: str = "bptt"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    epochs: int = 5
+    batch_size: int = 32
+    seed: int = 0
+    limit: int | None = None
+    test_limit: int | None = None
+    augment: bool = False
+    bn_calibration_batches: int = 10
+    amp: bool = True
+    device: str = "auto"
+    phase: str = "train"
+    init_checkpoint: str | None = None
+    eval_every: int = 1
+    grad_clip: float | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.scheme, dict):
+            object.__setattr__(self, "scheme", SchemeConfig(**self.scheme))
+        for name in ("T", "epochs", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ConfigError(name, v, "an integer >= 1")
+        if self.scheme.T != self.T:
+            raise ConfigError("scheme.T", self.scheme.T, f"the data's T ({self.T})")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError("optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
+        if self.backprop not in BACKPROPS:
+            raise ConfigError("backprop", self.backprop, f"one of {', '.join(BACKPROPS)}")
+        if self.phase not in PHASES:
+            raise ConfigError("phase", self.phase, f"one of {', '.join(PHASES)}")
+        if self.phase == "bias_removal" and not self.init_checkpoint:
+            raise ConfigError("init_checkpoint", None, "a checkpoint trained with BN",
+                              "the bias-removal phase fine-tunes an existing model")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError("lr", self.lr, "a positive number")
+        if self.weight_decay < 0:
+            raise ConfigError("weight_decay", self.weight_decay, ">= 0")
+        for name in ("limit", "test_limit"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or v < 1):
+                raise ConfigError(name, v, "an integer >= 1 or None")
+        if self.bn_calibration_batches < 0:
+            raise ConfigError("bn_calibration_batches", self.bn_calibration_batches, ">= 0")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError("device", self.device, "auto, cpu or cuda")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise ConfigError("grad_clip", self.grad_clip, "a positive number or None")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (nested ``scheme``)."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainConfig":
+        """Build from a dict (e.g. a JSON config file); unknown keys raise :class:`ConfigError`."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ConfigError(unknown[0], raw[unknown[0]], f"a TrainConfig field: {sorted(known)}")
+        raw = dict(raw)
+        if isinstance(raw.get("scheme"), dict):
+            sk = {f.name for f in fields(SchemeConfig)}
+            bad = sorted(set(raw["scheme"]) - sk)
+            if bad:
+                raise ConfigError(f"scheme.{bad[0]}", raw["scheme"][bad[0]], f"a scheme field: {sorted(sk)}")
+            raw["scheme"] = SchemeConfig(**raw["scheme"])
+        return cls(**raw)
+
+
+# =========================================================================== distributed hooks
+class RunContext:
+    """Single-process defaults of the hooks a distributed wrapper overrides."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Only the main rank writes checkpoints, logs and progress."""
+        return self.rank == 0
+
+    def shard(self, order: list[int]) -> list[int]:
+        """This rank's part of the epoch's global sample order (default: all of it)."""
+        return order
+
+    def no_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
+        """Context around one configuration's backward; DDP skips the all-reduce unless ``last``."""
+        return contextlib.nullcontext()
+
+    def all_reduce(self, values: torch.Tensor) -> torch.Tensor:
+        """Sum ``values`` over ranks (metric sums); identity for one process."""
+        return values
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """E.g. ``DistributedDataParallel(model)``; identity here."""
+        return model
+
+
+# =========================================================================== step functions
+Backward = Callable[[torch.Tensor], None]
+StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Callable, Backward], tuple[torch.Tensor, torch.Tensor]]
+
+
+def bptt_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
+              backward: Backward) -> tuple[torch.Tensor, torch.Tensor]:
+    """Backprop through time for the model's current configuration.
+
+    ``x`` float ``[T, B, C, H, W]``, ``y`` int64 ``[B]``; calls ``backward(loss)`` (which
+    accumulates into ``.grad``) and returns the detached ``(loss, logits [T_out, B, K])``.
+    """
+    logits = model(x)
+    loss = loss_fn(logits.float(), y)
+    backward(loss)
+    return loss.detach(), logits.detach()
+
+
+def rate_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
+              backward: Backward) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rate-based backprop (:func:`flexsnn.training.rate_backprop.rate_loss_and_backward`),
+    which runs its own single backward; ``backward`` is unused."""
+    from flexsnn.training.rate_backprop import rate_loss_and_backward
+
+    res = rate_loss_and_backward(model, x, y, loss_fn)
+    return res.loss, res.logits
+
+
+STEP_FNS: dict[str, StepFn] = {"bptt": bptt_step, "rate": rate_step}
+
+
+def get_step_fn(backprop: str) -> StepFn:
+    """The per-configuration step function for ``backprop`` (``"bptt"`` | ``"rate"``)."""
+    if backprop not in STEP_FNS:
+        raise ConfigError("backprop", backprop, f"one of {', '.join(STEP_FNS)}")
+    return STEP_FNS[backprop]
+
+
+@dataclass
+class StepStats:
+    """Sums over one step's configurations: ``loss_sum`` (sum of per-config losses),
+    ``correct`` / ``seen`` (samples × configurations), ``configs``."""
+
+    loss_sum: float
+    correct: int
+    seen: int
+    configs: list[tuple[int, ...]]
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequence[tuple[int, ...]],
+               loss_fn: Callable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
+               scaler: Any = None, autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+               context: RunContext | None = None, grad_clip: float | None = None,
+               tfsnn: nn.Module | None = None) -> StepStats:
+    """One optimizer step over ``configs`` (gradients summed, one ``optimizer.step()``).
+
+    Args:
+        model: the module to run (possibly DDP-wrapped).
+        x: float ``[T, B, C, H, W]`` (time first), y: int64 ``[B]``.
+        configs: temporal configurations, one forward/backward each.
+        tfsnn: the underlying TFSNN whose configuration is set (default: ``model``).
+    """
+    context = context or RunContext()
+    tfsnn = tfsnn if tfsnn is not None else model
+    autocast = autocast or contextlib.nullcontext
+    optimizer.zero_grad(set_to_none=True)
+
+    def backward(loss: torch.Tensor) -> None:
+        if scaler is not None:
+            scaler.scale(loss).backward()
+        else:
+            loss.backward()
+
+    loss_sum, correct, seen = 0.0, 0, 0
+    for i, cfg in enumerate(configs):
+        tfsnn.set_temporal_config(cfg)
+        with context.no_sync(model, last=(i == len(configs) - 1)):
+            with autocast():
+                loss, logits = step_fn(model, x, y, loss_fn, backward)
+        loss_sum += float(loss)
+        correct += int((logits.float().sum(0).argmax(-1) == y).sum())
+        seen += int(y.numel())
+    if scaler is not None:
+        if grad_clip is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+    return StepStats(loss_sum=loss_sum, correct=correct, seen=seen, configs=list(configs))
+
+
+# =========================================================================== data
+class EpochFrames:
+    """Epoch view of a :class:`FrameDataset`: augmentation draws from ``numpy_rng(seed, epoch, i)``
+    (a pure function of the sample and epoch), frames from the shared cache."""
+
+    def __init__(self, frames: Any, augment: Any, seed: int, epoch: int) -> None:
+        self.frames, self.augment, self.seed, self.epoch = frames, augment, seed, epoch
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __getitem__(self, index: int):
+        from flexsnn.data.frames import augment_frames
+        from flexsnn.seeding import numpy_rng
+
+        x, label = self.frames.frames(index)
+        if self.augment is not None:
+            x = augment_frames(x, self.augment, numpy_rng(self.seed, EPOCH_STREAM, self.epoch, index))
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(label, dtype=torch.int64)
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The epoch's shuffled sample order: a pure function of ``(seed, epoch)``."""
+    g = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, EPOCH_STREAM, epoch]).generate_state(1)[0]))
+    return torch.randperm(n, generator=g).tolist()
+
+
+def epoch_loader(frames: Any, config: TrainConfig, epoch: int, context: RunContext):
+    """DataLoader of one epoch: ``(x [B, T, C, H, W] float32, y [B] int64)``."""
+    from torch.utils.data import DataLoader
+
+    from flexsnn.data.frames import Augment
+
+    aug = Augment() if config.augment else None
+    order = context.shard(epoch_order(len(frames), config.seed, epoch))
+    return DataLoader(EpochFrames(frames, aug, config.seed, epoch), batch_size=config.batch_size,
+                      sampler=order, drop_last=False, num_workers=0)
+
+
+# =========================================================================== model / optim
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", name, "an available device", "CUDA is not available here; use --device cpu")
+    return torch.device(name)
+
+
+def build_training_model(config: TrainConfig) -> tuple[nn.Module, str, dict[str, Any]]:
+    """The model to train, its zoo name and resolved kwargs (bias removal applied if asked)."""
+    from flexsnn.models.checkpoint import load_model
+    from flexsnn.models.zoo import build_model
+    from flexsnn.training.bn_calibration import freeze_biases, remove_biases
+
+    if config.phase == "bias_removal":
+        trained, meta = load_model(config.init_checkpoint)
+        kwargs = dict(meta.model_kwargs, batch_norm=False)
+        model = remove_biases(trained, rebuild=lambda: build_model(meta.model_name, **kwargs))
+        freeze_biases(model)
+        return model, meta.model_name, dict(getattr(model, "zoo_kwargs", kwargs))
+    model = build_model(config.model, **config.model_kwargs)
+    if config.init_checkpoint:
+        from flexsnn.models.checkpoint import load_checkpoint
+
+        state, _ = load_checkpoint(config.init_checkpoint)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            raise CheckpointError(config.init_checkpoint, f"weights do not fit {config.model}: {err}",
+                                  "use a checkpoint of the same model") from err
+    return model, config.model, dict(getattr(model, "zoo_kwargs", config.model_kwargs))
+
+
+def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
+    """Optimizer over trainable parameters and a per-step cosine schedule to 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if config.optimizer == "sgd":
+        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    else:
+        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=0.0)
+    return opt, sched
+
+
+# =========================================================================== state (resume)
+def _split_optimizer_state(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
+    for pid, st in opt_state["state"].items():
+        entry = {}
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{pid}.{k}"] = v
+                entry[k] = {"tensor": f"optim.{pid}.{k}"}
+            else:
+                entry[k] = v
+        plain["state"][str(pid)] = entry
+    return tensors, plain
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    state = {}
+    for pid, entry in plain["state"].items():
+        state[int(pid)] = {k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v)
+                           for k, v in entry.items()}
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def _rng_states() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    np_state = np.random.get_state()
+    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    py = random.getstate()
+    doc = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
+           "python": [py[0], list(py[1]), py[2]]}
+    return tensors, doc
+
+
+def _set_rng_states(tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    n = doc["numpy"]
+    np.random.set_state((n[0], tensors["rng.numpy_keys"].numpy().astype(np.uint32), n[1], n[2], n[3]))
+    p = doc["python"]
+    random.setstate((p[0], tuple(p[1]), p[2]))
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_train_state(path: Path, *, optimizer, scheduler, scaler, epoch: int, global_step: int,
+                     history: list[dict[str, Any]], config: TrainConfig) -> Path:
+    """Write the resume state (safetensors + JSON, no pickle) atomically."""
+    from flexsnn.models.checkpoint import save_tensors
+
+    opt_tensors, opt_plain = _split_optimizer_state(optimizer.state_dict())
+    rng_tensors, rng_doc = _rng_states()
+    doc = {"kind": STATE_KIND, "epoch": epoch, "global_step": global_step, "optimizer": opt_plain,
+           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
+           "rng": rng_doc, "history": history, "config": config.to_dict()}
+    json.dumps(doc)  # fail early (and clearly) on anything not JSON-serialisable
+    return save_tensors(path, {**opt_tensors, **rng_tensors}, doc)
+
+
+def load_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    from flexsnn.models.checkpoint import load_tensors
+
+    return load_tensors(path, kind=STATE_KIND)
+
+
+# =========================================================================== metrics files
+def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` and ``metrics.csv`` atomically from the full history."""
+    from flexsnn.io_utils import atomic_write_text
+
+    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
+    keys: list[str] = []
+    for r in history:
+        keys += [k for k in r if k not in keys]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
+    w.writeheader()
+    for r in history:
+        w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
+    atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
+
+
+# =========================================================================== train
+@dataclass
+class TrainResult:
+    """``model`` (final, calibrated if applicable, eval mode), ``history`` (one dict per epoch),
+    ``final_path`` / ``last_path`` (checkpoints), ``metrics`` (final)."""
+
+    model: nn.Module
+    history: list[dict[str, Any]]
+    final_path: Path | None
+    last_path: Path | None
+    metrics: dict[str, Any]
+
+
+def _meta(config: TrainConfig, model: nn.Module, name: str, kwargs: dict[str, Any], epoch: int,
+          metrics: dict[str, Any], extra: dict[str, Any]):
+    from flexsnn.models.checkpoint import CheckpointMeta
+
+    return CheckpointMeta(model_name=name, model_kwargs=kwargs, neuron_profile=model.neuron_profile,
+                          stages=tuple(model.stage_names), scheme=config.scheme.to_dict(),
+                          t_range=tuple(config.scheme.t_range), dataset=config.dataset, metrics=metrics,
+                          epoch=epoch, extra={"loss": config.loss, "loss_params": config.loss_params,
+                                              "backprop": config.backprop, "phase": config.phase,
+                                              "train_config": config.to_dict(), **extra})
+
+
+def _calibrated_copy(model: nn.Module, frames: Any, config: TrainConfig, epoch: int,
+                     context: RunContext) -> nn.Module:
+    """The model itself, or a BN-calibrated copy when BN exists and the scheme mixes T."""
+    from flexsnn.training.bn_calibration import calibrate_bn, has_batch_norm
+
+    if not has_batch_norm(model) or config.scheme.name == "sdt" or config.bn_calibration_batches == 0:
+        return model
+    from flexsnn.training.bn_calibration import reset_model_state
+
+    reset_model_state(model)  # neuron state from the last step is not a graph leaf
+    calibrated = copy.deepcopy(model)
+    loader = epoch_loader(frames, config, epoch + 100_000, context)  # separate, fixed order
+    calibrate_bn(calibrated, loader, config=config.scheme.max_config(model.num_stages),
+                 n_batches=config.bn_calibration_batches)
+    return calibrated
+
+
+def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
+          progress: ProgressFactory | None = None, context: RunContext | None = None,
+          train_data: Any = None, test_data: Any = None) -> TrainResult:
+    """Train ``config`` writing everything to ``out_dir`` (see module docstring).
+
+    Args:
+        resume: continue from ``out_dir/state.safetensors`` + ``last.safetensors`` (the stored
+            config must equal ``config``); a finished run is returned unchanged.
+        progress: progress factory (the CLI passes tqdm); bars show loss and accuracy.
+        context: distributed hooks (default single process).
+        train_data, test_data: event datasets to use instead of ``load_event_dataset``.
+
+    Raises:
+        ConfigError: invalid settings or a resume with a different config.
+        CheckpointError: missing / damaged resume files.
+    """
+    from flexsnn.data.frames import FrameDataset
+    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.io_utils import atomic_write_json, provenance
+    from flexsnn.models.checkpoint import load_checkpoint, save_checkpoint
+    from flexsnn.seeding import seed_everything
+    from flexsnn.training.bn_calibration import has_batch_norm
+    from flexsnn.training.evaluate import accuracy
+    from flexsnn.training.losses import build_loss
+
+    context = context or RunContext()
+    progress = progress if (progress is not None and context.is_main) else null_progress
+    out = Path(out_dir)
+    device = resolve_device(config.device)
+    seed_everything(config.seed)
+
+    if train_data is None:
+        train_data = load_event_dataset(config.dataset, split="train", root=config.root, seed=config.seed,
+                                        limit=config.limit)
+    if test_data is None:
+        test_data = load_event_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
+                                       limit=config.test_limit)
+    train_frames = FrameDataset(train_data, T=config.T)
+    test_frames = FrameDataset(test_data, T=config.T)
+    _warm_cache(train_frames)  # bin once up front so epoch_seconds measure training only
+
+    tfsnn, model_name, model_kwargs = build_training_model(config)
+    tfsnn.to(device)
+    loss_fn = build_loss(config.loss, **config.loss_params)
+    step_fn = get_step_fn(config.backprop)
+    steps_per_epoch = math.ceil(len(context.shard(list(range(len(train_frames))))) / config.batch_size)
+    optimizer, scheduler = build_optimizer(tfsnn, config, steps_per_epoch * config.epochs)
+    use_amp = bool(config.amp and device.type == "cuda")
+    scaler = torch.amp.GradScaler("cuda") if (use_amp and config.backprop == "bptt") else None
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
+
+    history: list[dict[str, Any]] = []
+    start_epoch, global_step = 0, 0
+    state_path, last_path, final_path = out / "state.safetensors", out / "last.safetensors", out / "final.safetensors"
+    if resume:
+        if not state_path.is_file():
+            raise CheckpointError(state_path, "no resume state in the output folder",
+                                  "run without --resume, or point --out at the interrupted run")
+        tensors, doc = load_train_state(state_path)
+        stored = doc.get("config")
+        if stored != config.to_dict():
+            diff = sorted(k for k in set(stored or {}) | set(config.to_dict())
+                          if (stored or {}).get(k) != config.to_dict().get(k))
+            raise ConfigError(diff[0] if diff else "config", config.to_dict().get(diff[0]) if diff else None,
+                              f"the interrupted run's value {(stored or {}).get(diff[0]) if diff else None!r}",
+                              "resume with the same settings (or start a new --out)")
+        weights, meta = load_checkpoint(last_path)
+        if meta.epoch != doc["epoch"]:
+            raise CheckpointError(last_path, f"epoch {meta.epoch} does not match the resume state's {doc['epoch']}",
+                                  "the run was interrupted while saving; restart without --resume")
+        tfsnn.load_state_dict(weights, strict=True)
+        optimizer.load_state_dict(_join_optimizer_state(tensors, doc["optimizer"]))
+        scheduler.load_state_dict(doc["scheduler"])
+        if scaler is not None and doc.get("scaler"):
+            scaler.load_state_dict(doc["scaler"])
+        _set_rng_states(tensors, doc["rng"])
+        start_epoch, global_step, history = int(doc["epoch"]), int(doc["global_step"]), list(doc["history"])
+        log.info("resuming %s at epoch %d (step %d)", out, start_epoch, global_step)
+    if context.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "config.json", provenance(config.to_dict()))
+
+    model = context.wrap_model(tfsnn)
+    metrics: dict[str, Any] = dict(history[-1]) if history else {}
+    for epoch in range(start_epoch, config.epochs):
+        tfsnn.train()
+        loader = epoch_loader(train_frames, config, epoch, context)
+        bar = progress(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}")
+        sums = torch.zeros(3, dtype=torch.float64)  # loss_sum, correct, seen
+        t0 = time.perf_counter()
+        for x, y in loader:
+            x = x.to(device, non_blocking=True).transpose(0, 1).contiguous()
+            y = y.to(device, non_blocking=True)
+            configs = sample_configs(config.scheme, tfsnn.num_stages, step_generator(config.seed, global_step))
+            st = train_step(model, x, y, configs, loss_fn, step_fn, optimizer, scaler=scaler, autocast=autocast,
+                            context=context, grad_clip=config.grad_clip, tfsnn=tfsnn)
+            scheduler.step()
+            global_step += 1
+            sums += torch.tensor([st.loss_sum / len(configs) * y.numel(), st.correct / len(configs), y.numel()],
+                                 dtype=torch.float64)
+            bar.update(1)
+            bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}")
+        bar.close()
+        epoch_seconds = time.perf_counter() - t0
+        sums = context.all_reduce(sums)
+        row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": float(sums[0] / sums[2]),
+                               "train_acc": float(sums[1] / sums[2]), "lr": float(scheduler.get_last_lr()[0]),
+                               "epoch_seconds": epoch_seconds}
+        if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
+            evaluated = _calibrated_copy(tfsnn, train_frames, config, epoch, context)
+            row["test_acc"] = accuracy(evaluated, _eval_loader(test_frames, config), config=config.T)
+            tfsnn.set_uniform(config.T)
+        history.append(row)
+        metrics = dict(row)
+        log.info("epoch %d: %s", epoch + 1, row)
+        if context.is_main:
+            save_checkpoint(last_path, tfsnn, _meta(config, tfsnn, model_name, model_kwargs, epoch + 1, metrics,
+                                                    {"calibrated": False}))
+            save_train_state(state_path, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
+                             global_step=global_step, history=history, config=config)
+            write_metrics(out, history)
+
+    final = _calibrated_copy(tfsnn, train_frames, config, config.epochs, context)
+    calibrated = final is not tfsnn
+    if calibrated and history:
+        metrics["test_acc"] = accuracy(final, _eval_loader(test_frames, config), config=config.T)
+    final.set_uniform(config.T)
+    final.eval()
+    if context.is_main:
+        save_checkpoint(final_path, final, _meta(config, final, model_name, model_kwargs, config.epochs, metrics,
+                                                 {"calibrated": calibrated,
+                                                  "has_batch_norm": has_batch_norm(final)}))
+    return TrainResult(model=final, history=history, final_path=final_path if context.is_main else None,
+                       last_path=last_path if context.is_main else None, metrics=metrics)
+
+
+def _warm_cache(frames: Any, limit_bytes: int = 256 * 2**20) -> None:
+    """Bin every sample once when the int16 frame cache can hold them all."""
+    c, h, w = frames.sensor.polarities, frames.sensor.height, frames.sensor.width
+    if len(frames) * frames.T * c * h * w * 2 <= limit_bytes:
+        for i in range(len(frames)):
+            frames.frames(i)
+
+
+def _eval_loader(frames: Any, config: TrainConfig):
+    from flexsnn.data.frames import frame_loader
+
+    return frame_loader(frames, T=config.T, batch_size=max(config.batch_size, 64), shuffle=False)
+
+
+def iter_configs_for_epoch(config: TrainConfig, num_stages: int, first_step: int, steps: int) -> Iterator[list]:
+    """The configurations steps ``first_step ..`` will use (inspection / DDP checks)."""
+    for step in range(first_step, first_step + steps):
+        yield sample_configs(config.scheme, num_stages, step_generator(config.seed, step))
+
+
+__all__ = ["TrainConfig", "RunContext", "TrainResult", "StepStats", "train", "train_step", "bptt_step",
+           "rate_step", "get_step_fn", "STEP_FNS", "epoch_order", "epoch_loader", "build_optimizer",
+           "build_training_model", "save_train_state", "load_train_state", "write_metrics", "replace"]
