@@ -93,3 +93,48 @@ def test_memory_png(tmp_path):
     image, _ = export_chip_image(_model("speck4c"))
     path = plot_memory(image, tmp_path / "mem.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+# ---------------------------------------------------------------------------- CLI
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = _model()
+    return save_checkpoint(tmp_path / "ck.safetensors", model,
+                           CheckpointMeta(model_name="speck3c1fc", model_kwargs=model.zoo_kwargs,
+                                          neuron_profile="speck-iaf"))
+
+
+@pytest.mark.parametrize("cmd", ["export", "inspect", "validate"])
+def test_cli_help_has_examples(cmd, capsys):
+    from flexsnn.cli import main
+
+    assert main([cmd, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "Examples:\n" in out and f"  flexsnn {cmd} " in out
+
+
+def test_cli_export_inspect_validate(checkpoint, tmp_path, capsys):
+    from flexsnn.cli import main
+
+    chip = tmp_path / "m.chip"
+    assert main(["export", "-c", str(checkpoint), "-o", str(chip), "--nir", str(tmp_path / "m.nir"),
+                 "--onnx", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "output core 3" in out and "scale" in out
+    for f in ("m.chip", "m.chip.memory.png", "m.nir", "m.onnx"):
+        assert (tmp_path / f).stat().st_size > 0
+    assert main(["inspect", str(chip), "--png", str(tmp_path / "i.png")]) == 0
+    assert "kernel mem" in capsys.readouterr().out and (tmp_path / "i.png").exists()
+    assert main(["validate", str(chip)]) == 0 and main(["validate", str(checkpoint)]) == 0
+
+
+def test_cli_errors_are_named(checkpoint, tmp_path, capsys):
+    from flexsnn.cli import main
+
+    assert main(["export", "-c", str(checkpoint), "-o", str(tmp_path / "x.chip"), "--core-order", "5,1,2,3"]) == 1
+    err = capsys.readouterr().err
+    assert "error:" in err and "neuron memory on core 5" in err and "over by 16384" in err
+    bad = tmp_path / "bad.chip"
+    bad.write_bytes(b"not a zip")
+    assert main(["validate", str(bad)]) == 1
+    assert "not a readable chip image" in capsys.readouterr().err
