@@ -202,6 +202,7 @@ def save_reliability_diagram(
     steps: Sequence[int] | None = None,
     n_bins: int = N_BINS,
     title: str = "",
+    labels: Sequence[str] | None = None,
 ) -> Path:
     """Write a reliability-diagram PNG (one panel per chosen step, atomically).
 
@@ -211,6 +212,8 @@ def save_reliability_diagram(
         steps: 0-based steps to draw (default: first, middle and last, deduplicated).
         n_bins: equal-width bins (default 15).
         title: figure title.
+        labels: panel names, one per step (default ``"t=<step+1>"``); rows of ``conf`` may also
+            be different models at one step, named here.
     """
     import matplotlib
 
@@ -228,10 +231,14 @@ def save_reliability_diagram(
     for s in steps:
         if not 0 <= s < t_out:
             raise ConfigError("steps", s, f"a step index in [0, {t_out - 1}]")
+    if labels is None:
+        labels = [f"t={s + 1}" for s in steps]
+    if len(labels) != len(steps):
+        raise ConfigError("labels", len(labels), f"one label per step ({len(steps)})")
     fig, axes = plt.subplots(1, len(steps), figsize=(3.6 * len(steps), 3.6), squeeze=False)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     centers = (edges[:-1] + edges[1:]) / 2
-    for ax, s in zip(axes[0], steps):
+    for ax, s, label in zip(axes[0], steps, labels):
         count, acc, mean_conf = reliability_bins(conf[s], correct[s], n_bins=n_bins)
         ece = expected_calibration_error(conf[s], correct[s], n_bins=n_bins)
         shown = np.nan_to_num(acc)
@@ -242,7 +249,7 @@ def save_reliability_diagram(
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
         ax.set_xlabel("confidence")
-        ax.set_title(f"t={s + 1}  acc={correct[s].mean():.3f}  ECE={ece:.3f}", fontsize=9)
+        ax.set_title(f"{label}  acc={correct[s].mean():.3f}  ECE={ece:.3f}", fontsize=9)
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(loc="upper left", fontsize=8)
     if title:

@@ -241,8 +241,9 @@ class _Session:
         dims = _channel_dims(x)
         if self.phase == "spike":
             rec = self.bns.setdefault(id(module), _BNRecord())
-            mean = x.mean(dims)
-            var = x.var(dims, unbiased=False)
+            n = x.numel() // x.shape[1]
+            mean = x.sum(dims) / n  # sums: faster than mean/var over non-leading dims on CPU
+            var = (x.square().sum(dims) / n - mean.square()).clamp_min(0.0)
             rec.mean_sum = mean if rec.mean_sum is None else rec.mean_sum + mean
             rec.var_sum = var if rec.var_sum is None else rec.var_sum + var
             rec.calls += 1
@@ -321,46 +322,56 @@ def _stage_scales(model: nn.Module) -> list[float]:
     return scales
 
 
-def _spike_pass(model: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
-    """Run the model's T steps without autograd; returns logits ``[T_out, B, K]``."""
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The network inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (else ``model``)."""
+    if isinstance(model, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        return model.module
+    return model
+
+
+def _spike_pass(model: nn.Module, net: nn.Module, x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Run the model's T steps without autograd; returns logits ``[T_out, B, K]``.
+
+    ``model`` is what is called (possibly a DDP wrapper), ``net`` the network inside it.
+    """
     from flexsnn.models.neurons import reset_neurons
 
-    reset_neurons(model)
+    reset_neurons(net)
     if mode == "rate_M":
         return model(x)
-    if not _is_tfsnn(model):
+    if not _is_tfsnn(net):
         return torch.cat([model(x[t:t + 1]) for t in range(x.shape[0])], 0)
     from flexsnn.models.ttm import temporal_transform
 
-    config = tuple(model.temporal_config)
+    config = tuple(net.temporal_config)
     try:
         if len(set(config)) == 1:  # uniform: stream the (input-TTM'd) frames through the whole net
-            x0 = temporal_transform(x, config[0], mode=model.ttm_mode(0))
-            model.set_uniform(1)
+            x0 = temporal_transform(x, config[0], mode=net.ttm_mode(0))
+            net.set_uniform(1)
             return torch.cat([model(x0[t:t + 1], reset=(t == 0)) for t in range(x0.shape[0])], 0)
         h = x  # per-stage T: stage by stage, each fed one step at a time
-        for i, (stage, t_i) in enumerate(zip(model.stages, config)):
-            h = temporal_transform(h, t_i, mode=model.ttm_mode(i))
+        for i, (stage, t_i) in enumerate(zip(net.stages, config)):
+            h = temporal_transform(h, t_i, mode=net.ttm_mode(i))
             h = torch.cat([stage(h[t:t + 1]) for t in range(t_i)], 0)
         return h
     finally:
-        model.set_temporal_config(config)
+        net.set_temporal_config(config)
 
 
-def _rate_pass(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _rate_pass(model: nn.Module, net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """One autograd forward on the time-averaged input; returns ``[1, B, K]``."""
     from flexsnn.models.neurons import reset_neurons
 
-    reset_neurons(model)
+    reset_neurons(net)
     x_rate = x.detach().mean(0, keepdim=True)
-    if not _is_tfsnn(model):
+    if not _is_tfsnn(net):
         return model(x_rate)
-    config = tuple(model.temporal_config)
-    model.set_uniform(1)
+    config = tuple(net.temporal_config)
+    net.set_uniform(1)
     try:
         return model(x_rate)  # stage pre-hooks put the exact TTM'd input means in place
     finally:
-        model.set_temporal_config(config)
+        net.set_temporal_config(config)
 
 
 @contextlib.contextmanager
@@ -394,7 +405,9 @@ def rate_loss_and_backward(
     Args:
         model: a :class:`~flexsnn.models.tfsnn.TFSNN` (per-stage T honoured) or any module
             mapping ``[T, B, ...]`` to ``[T_out, B, K]`` whose neurons are
-            :class:`~flexsnn.models.neurons.SpikingNeuron` (reset here before each pass).
+            :class:`~flexsnn.models.neurons.SpikingNeuron` (reset here before each pass); may be
+            wrapped in ``DistributedDataParallel`` (the rate pass's forward/backward go through
+            the wrapper, so gradients are all-reduced once).
         x: input ``[T_in, B, C, H, W]`` float (time first).
         target: labels int64 ``[B]``.
         loss_fn: e.g. ``build_loss("tmc")``: ``(logits [T, B, K], target) -> scalar``.
@@ -405,21 +418,22 @@ def rate_loss_and_backward(
         :class:`RateStepResult` with the detached loss and spike-pass logits.
     """
     config = RateConfig(mode=mode, detach_reset=detach_reset)
-    if not model.training:
+    net = _unwrap(model)
+    if not net.training:
         raise ConfigError("model.training", False, "True (call model.train())",
                           hint="rate-based backprop is a training procedure")
-    with _session(model, config) as session:
+    with _session(net, config) as session:
         with torch.no_grad():
-            logits = _spike_pass(model, x, config.mode)
-        leaf = logits.detach().requires_grad_(True)
+            logits = _spike_pass(model, net, x, config.mode)
+        leaf = logits.detach().float().requires_grad_(True)  # loss in float32 (autocast-safe)
         with torch.enable_grad():
             loss = loss_fn(leaf, target)
             (grad_logits,) = torch.autograd.grad(loss, leaf)
         session.phase = "rate"
         with torch.enable_grad():
-            out = _rate_pass(model, x)
+            out = _rate_pass(model, net, x)
             if out.shape[0] != 1 or tuple(out.shape[1:]) != tuple(logits.shape[1:]):
                 raise ConfigError("rate pass output", tuple(out.shape), f"[1, {', '.join(map(str, logits.shape[1:]))}]")
             if out.requires_grad:
-                out.backward(grad_logits.sum(0, keepdim=True))
+                out.backward(grad_logits.sum(0, keepdim=True).to(out.dtype))
     return RateStepResult(loss=loss.detach(), logits=logits.detach())
