@@ -1,0 +1,187 @@
+"""The hardware-in-the-loop suite: the same checks on every selected backend.
+
+Run ``pytest hwtests`` (simulator), ``pytest hwtests --backend speck2e`` (devkit) or
+``--backend both``; or ``flexsnn hwtest`` for a JSON + markdown report. The reference for
+every comparison is the asynchronous simulator evaluated with an independent event order
+(breadth-first), so the checks mean something on the simulator backend too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from flexsnn.converters.chip_image import check_chip_image
+from flexsnn.converters.samna_config import plan_samna_config
+from flexsnn.deploy.async_sim import AsyncSimulator
+from flexsnn.deploy.speck2e_protocol import decision_time_us
+from flexsnn.hwtests.images import (
+    DETERMINISTIC_CORES,
+    identity_image,
+    random_events,
+    random_image,
+    readout_image,
+)
+
+DET_SETS = [(2, 3, 4), (5, 6, 7), (8, 3, 6)]
+STOCHASTIC_SETS = [(0, 1, 5)]
+SEEDS = [0, 1]
+
+
+def reference_run(image, events):
+    """The simulator's result with every core recorded and breadth-first event order."""
+    sim = AsyncSimulator(record_all=True, order="breadth-first")
+    sim.load(image)
+    return sim.run(events)
+
+
+def per_core(events, core):
+    """Core ``core``'s events as an ordered list of (x, y, feature)."""
+    sel = events[events["core"] == core]
+    return list(zip(sel["x"].tolist(), sel["y"].tolist(), sel["feature"].tolist()))
+
+
+def _suite_images():
+    images = [identity_image(c) for c in DETERMINISTIC_CORES]
+    images += [random_image(cs, seed=s) for cs in DET_SETS + STOCHASTIC_SETS for s in SEEDS]
+    images.append(readout_image(3))
+    return images
+
+
+# ---- configuration ---------------------------------------------------------------------------
+def test_configuration_passes_our_validator(hw_metrics):
+    """Every suite image passes the ChipImage validator and maps onto samna config fields."""
+    images = _suite_images()
+    for image in images:
+        check_chip_image(image)
+        plan = plan_samna_config(image, monitor="all")
+        assert [lp.core for lp in plan.cnn_layers] == image.core_order()
+        for lp in plan.cnn_layers:
+            core = image.core(lp.core)
+            assert lp.weights.shape == (core.weights.shape[0], core.weights.shape[1], core.kernel_size, core.kernel_size)
+            assert lp.threshold_high == core.threshold_high and lp.threshold_low == core.threshold_low
+    hw_metrics["images"] = len(images)
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_exported_image_passes_validators(exported_image):
+    check_chip_image(exported_image)
+    plan = plan_samna_config(exported_image)
+    assert plan.monitored_cores == (exported_image.output_core,)
+
+
+def test_samna_validates_configuration(hw_metrics):
+    """``samna.speck2e.validate_configuration`` accepts every suite image (needs samna)."""
+    from flexsnn._optional import samna_status
+
+    ok, reason = samna_status()
+    if not ok:
+        pytest.skip(f"samna unusable: {reason}")
+    from flexsnn.converters.samna_config import build_samna_config, validate_samna_config
+
+    for image in _suite_images():
+        config, _plan = build_samna_config(image, monitor="all")
+        valid, message = validate_samna_config(config)
+        assert valid, f"{image.source}: samna says {message}"
+
+
+# ---- identity per core ---------------------------------------------------------------------
+@pytest.mark.parametrize("core", DETERMINISTIC_CORES)
+def test_single_neuron_identity(backend_name, open_backend, core, suite, hw_metrics):
+    """weight = threshold on a 1x1 kernel: exactly one output spike per input spike, same place."""
+    if core not in suite["identity"]["cores"]:
+        pytest.skip(f"core {core} not in suite identity.cores")
+    image = identity_image(core)
+    events = random_events(seed=core, n=int(suite["identity"]["events"]), size=(8, 8))
+    result = open_backend(image).run(events)
+    out = result.events[result.events["core"] == core]
+    hw_metrics.update(inputs=int(events.size), outputs=int(out.size))
+    assert out.size == events.size
+    assert per_core(result.events, core) == list(zip(events["x"].tolist(), events["y"].tolist(), [0] * events.size))
+    assert np.all(out["t"] >= events["t"])  # causality, in the input's time base
+
+
+# ---- agreement with the simulator -----------------------------------------------------
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("cores", DET_SETS, ids=lambda c: "cores" + "-".join(map(str, c)))
+def test_agreement_exact_on_deterministic_cores(backend_name, open_backend, cores, seed, suite, hw_metrics):
+    """Random integer images on cores 2-8: every core's output events equal the simulator's."""
+    image = random_image(cores, seed=seed)
+    events = random_events(seed=100 + seed, n=int(suite["agreement"]["events"]), size=(8, 8))
+    ref = reference_run(image, events)
+    got = open_backend(image).run(events)
+    assert sum(ref.spike_counts.values()) > events.size // 4, "test image too quiet to compare"
+    for core in cores:
+        assert Counter(per_core(got.events, core)) == Counter(per_core(ref.events, core)), f"core {core}"
+    assert got.class_counts.tolist() == ref.class_counts.tolist()
+    hw_metrics.update(spikes={int(k): int(v) for k, v in ref.spike_counts.items()})
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("cores", STOCHASTIC_SETS, ids=lambda c: "cores" + "-".join(map(str, c)))
+def test_agreement_statistical_on_cores_0_1(backend_name, open_backend, cores, seed, suite, hw_metrics):
+    """Cores 0 and 1 run in parallel on the chip: per-core spike totals within tolerance."""
+    cfg = suite["agreement"]
+    image = random_image(cores, seed=seed)
+    events = random_events(seed=200 + seed, n=int(cfg["events"]), size=(8, 8))
+    ref = reference_run(image, events)
+    got = open_backend(image).run(events)
+    rel, tol = float(cfg["stochastic_rel_tolerance"]), float(cfg["stochastic_abs_tolerance"])
+    for core in cores:
+        r = int(np.count_nonzero(ref.events["core"] == core))
+        g = int(np.count_nonzero(got.events["core"] == core))
+        hw_metrics[f"core{core}"] = {"simulator": r, "backend": g}
+        assert abs(g - r) <= rel * r + tol, f"core {core}: {g} spikes vs simulator {r}"
+
+
+# ---- reset --------------------------------------------------------------------------------
+@pytest.mark.parametrize("cores", DET_SETS[:2], ids=lambda c: "cores" + "-".join(map(str, c)))
+def test_same_sample_twice_same_output(backend_name, open_backend, cores):
+    """A, then B, then A again: A's outputs repeat exactly (the state is reset per sample)."""
+    image = random_image(cores, seed=7)
+    a = random_events(seed=7, n=300, size=(8, 8))
+    b = random_events(seed=8, n=300, size=(8, 8))
+    backend = open_backend(image)
+    first = backend.run(a)
+    backend.run(b)
+    again = backend.run(a)
+    for core in cores:
+        assert per_core(again.events, core) == per_core(first.events, core), f"core {core}"
+
+
+# ---- N-MNIST accuracy ---------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_nmnist_accuracy(backend_name, open_backend, exported_image, nmnist_test_set, simulator_reference,
+                         suite, hw_metrics):
+    """Exported checkpoint on the test set: accuracy >= threshold and |backend - simulator| <= bound."""
+    acc_cfg = suite["accuracy"]
+    backend = open_backend(exported_image, record_all=False)
+    labels = np.asarray(nmnist_test_set.labels)
+    preds, latencies_ms = [], []
+    t0 = time.perf_counter()
+    for i in range(len(nmnist_test_set)):
+        events, _label = nmnist_test_set[i]
+        result = backend.run(events)
+        preds.append(result.prediction)
+        t_dec = decision_time_us(result.events, exported_image)
+        if t_dec is not None and events.size:
+            latencies_ms.append((t_dec - int(events["t"][0])) / 1000.0)
+    wall = time.perf_counter() - t0
+    preds = np.asarray(preds)
+    acc = float(np.mean(preds == labels))
+    sim_acc = simulator_reference["accuracy"]
+    gap = abs(acc - sim_acc)
+    hw_metrics.update(
+        accuracy=acc, simulator_accuracy=sim_acc, gap_to_simulator=gap, threshold=float(acc_cfg["threshold"]),
+        max_gap=float(acc_cfg["max_gap_to_simulator"]), samples=int(labels.size),
+        agreement_with_simulator=float(np.mean(preds == simulator_reference["predictions"])),
+        throughput_samples_per_s=labels.size / wall if wall > 0 else None,
+        latency_to_decision_ms_median=float(np.median(latencies_ms)) if latencies_ms else None,
+        no_decision=int(np.sum(preds < 0)))
+    assert acc >= float(acc_cfg["threshold"]), f"accuracy {acc:.3f} < threshold {acc_cfg['threshold']}"
+    assert gap <= float(acc_cfg["max_gap_to_simulator"]), f"|{acc:.3f} - simulator {sim_acc:.3f}| too large"
