@@ -91,3 +91,27 @@ def test_reliability_diagram_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ConfigError, match="steps"):
         save_reliability_diagram(tmp_path / "x.png", conf, correct, steps=[9])
+
+
+def test_evaluate_calibration_on_a_model(tmp_path):
+    from torch import nn
+
+    from flexsnn.models.neurons import make_neuron
+    from flexsnn.models.tfsnn import TFSNN, Stage
+    from flexsnn.training.calibration_metrics import evaluate_calibration
+
+    torch.manual_seed(0)
+    model = TFSNN([Stage("fc", [nn.Flatten(), nn.Linear(8, 3), make_neuron("paper-lif")]),
+                   Stage("out", [nn.Linear(3, 3)])],
+                  neuron_profile="paper-lif", num_classes=3, input_shape=(2, 2, 2), default_T=4)
+    batches = [(torch.rand(5, 4, 2, 2, 2), torch.randint(0, 3, (5,))) for _ in range(3)]
+    model.train()
+    rep = evaluate_calibration(model, batches, config=(4, 2), reliability_png=tmp_path / "r.png")
+    assert model.training and model.temporal_config == (4, 2)
+    assert len(rep.accuracy_per_t) == 2 and rep.n_samples == 15
+    # the last step's accuracy is the accuracy of the time-summed output
+    model.eval()
+    with torch.no_grad():
+        correct = sum(int((model(x.transpose(0, 1)).sum(0).argmax(-1) == y).sum()) for x, y in batches)
+    assert rep.accuracy_per_t[-1] == pytest.approx(correct / 15)
+    assert (tmp_path / "r.png").exists()

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -31,6 +31,7 @@ __all__ = [
     "adaptive_ece",
     "calibration_per_step",
     "cumulative_confidences",
+    "evaluate_calibration",
     "expected_calibration_error",
     "reliability_bins",
     "save_reliability_diagram",
@@ -260,3 +261,59 @@ def save_reliability_diagram(
         fig.savefig(tmp, format="png", dpi=100)
     plt.close(fig)
     return path
+
+
+def evaluate_calibration(
+    model: torch.nn.Module,
+    batches: Iterable,
+    *,
+    config: int | Sequence[int] | None = None,
+    device: torch.device | str | None = None,
+    n_bins: int = N_BINS,
+    reliability_png: str | Path | None = None,
+    progress=None,
+    total: int | None = None,
+) -> CalibrationReport:
+    """Accuracy, ECE and AdaECE per output step of ``model`` (eval mode, no grad).
+
+    For ``flexsnn eval --calibration``: the same batches as
+    :func:`flexsnn.training.evaluate.accuracy`.
+
+    Args:
+        model: a TFSNN (or any module ``[T, B, C, H, W] -> [T_out, B, K]``).
+        batches: ``(x float [B, T, C, H, W], y int64 [B])`` pairs (``frame_loader`` output).
+        config: uniform T (int) or per-stage tuple applied before running (left applied).
+        device: where to run (default: the model's parameters' device).
+        n_bins: bins of ECE / AdaECE (default 15).
+        reliability_png: when given, also write a reliability diagram (first, middle, last step).
+        progress: optional :class:`flexsnn.progress.ProgressFactory`; ``total``: its length.
+    """
+    from flexsnn.data.frames import to_time_major
+    from flexsnn.progress import null_progress
+
+    if config is not None:
+        if isinstance(config, int):
+            model.set_uniform(int(config))
+        else:
+            model.set_temporal_config(tuple(int(t) for t in config))
+    if device is None:
+        p = next(model.parameters(), None)
+        device = p.device if p is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    acc = CalibrationAccumulator(n_bins=n_bins)
+    bar = (progress or null_progress)(total=total, desc="calibration")
+    try:
+        with torch.no_grad():
+            for xb, yb in batches:
+                logits = model(to_time_major(xb).to(device))
+                acc.update(logits, yb)
+                bar.update(1)
+    finally:
+        bar.close()
+        model.train(was_training)
+    report = acc.report()
+    if reliability_png is not None:
+        conf, correct = acc.arrays()
+        save_reliability_diagram(reliability_png, conf, correct, n_bins=n_bins)
+    return report
