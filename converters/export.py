@@ -27,7 +27,7 @@ from flexsnn.converters.chip_image import (
     check_chip_image,
 )
 from flexsnn.converters.chip_model import ModelLike, chip_ready_model, load_source_model
-from flexsnn.converters.discretize import DiscreteLayer, discretize_layer
+from flexsnn.converters.discretize import LOSS_WARN_FRACTION, DiscreteLayer, discretize_layer
 from flexsnn.converters.mapping import map_layers_to_cores
 from flexsnn.converters.speck2e import SPECK2E, ChipLimits
 from flexsnn.converters.validate import ChipLayer, validate
@@ -175,9 +175,10 @@ def export_chip_image(
         LayerReport(cl.index, core, image.core(core).name, d.scale, d.n_weights, d.n_clipped, d.n_zeroed,
                     d.threshold_high, d.threshold_low, cl.memory())
         for cl, d, core in zip(layers, discrete, cores))
-    for r in reports:
-        if r.n_weights and r.n_zeroed > 0.5 * r.n_weights:
-            warnings.append(f"layer {r.index}: {r.n_zeroed} of {r.n_weights} weights became 0")
+    for r, d in zip(reports, discrete):
+        if d.zeroed_fraction > LOSS_WARN_FRACTION:
+            warnings.append(f"layer {r.index}: discretization turned {d.n_zeroed} of {d.n_nonzero} "
+                            "non-zero weights into 0")
     report = ExportReport(layers=reports, core_assignment=tuple(cores), readout=readout_note,
                           folded_bn=info.folded_bn, leak_layers=info.leak_layers, warnings=tuple(warnings),
                           extra={"chip_model": chip, "chip_layers": layers, "discrete": discrete})

@@ -21,7 +21,7 @@ from flexsnn.models.tfsnn import TFSNN, Stage
 from flexsnn.models.zoo import build_model
 
 
-def _spikes_in(T=6, B=3, shape=(2, 34, 34), seed=0):
+def _spikes_in(T=6, B=2, shape=(2, 34, 34), seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(T, B, *shape, generator=g) < 0.25).float()
 

@@ -138,3 +138,31 @@ def test_cli_errors_are_named(checkpoint, tmp_path, capsys):
     bad.write_bytes(b"not a zip")
     assert main(["validate", str(bad)]) == 1
     assert "not a readable chip image" in capsys.readouterr().err
+
+
+def test_allow_leak_exports_biases_as_leak():
+    model = _model(batch_norm=True)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    model.eval()
+    with pytest.raises(ChipConstraintError, match="biases"):
+        export_chip_image(model)
+    image, report = export_chip_image(model, allow_leak=True)
+    assert report.folded_bn == 3 and report.leak_layers == (0, 3, 6)
+    leaky = [c for c in image.cores if c.leak_enabled]
+    assert len(leaky) == 3 and all(c.biases.any() for c in leaky)
+    assert any("leak" in w for w in report.warnings)
+
+
+def test_converters_never_import_training():
+    import subprocess
+    import sys
+
+    code = ("import sys, flexsnn.converters.export, flexsnn.converters.nir_export, "
+            "flexsnn.converters.onnx_export, flexsnn.converters.memory_plot, flexsnn.commands.export;"
+            "bad=[m for m in sys.modules if m.startswith(('flexsnn.training', 'samna', 'sinabs.backend'))];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
