@@ -116,6 +116,16 @@ def test_tmc_finite_when_confident_and_bounded_by_eps():
     assert loss.item() == pytest.approx((1e6 + 1e3) / 2, rel=1e-3)
 
 
+@pytest.mark.parametrize("name", LOSSES)
+def test_finite_when_target_probability_underflows(name):
+    logits = torch.zeros(3, 2, 4)
+    logits[:, :, 1] = 300.0  # p_target == 0 in float32 for every sample and step
+    logits.requires_grad_(True)
+    loss = build_loss(name)(logits, torch.tensor([0, 0]))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(logits.grad).all()
+
+
 def test_build_loss_errors():
     with pytest.raises(ConfigError, match="loss"):
         build_loss("focal")

@@ -24,7 +24,8 @@ Numerical safety (TMC): the other-class mass is computed as ``exp(logsumexp(othe
 which is exact to float precision even when it is far below float eps (no ``1 - conf`` cancellation),
 and is clamped from below at ``eps`` (default 1e-6). So θ_t ≤ (1/eps) and the loss stays finite
 (≤ 1e6 per step at λ_t = 1) for any logits, including conf_t == 1 in float; while clamped, the
-denominator sends no gradient (the numerator still does). With K = 1 there are no other classes and the
+denominator sends no gradient (the numerator still does). θ_t is also clamped from below at
+``eps``, because ``d θ^λ / d θ = λ θ^(λ-1)`` is infinite at θ = 0 (conf_t underflowing to 0). With K = 1 there are no other classes and the
 denominator is eps.
 """
 
@@ -171,7 +172,8 @@ class TMCLoss:
             other = log_other.exp().mean(dim=1)  # [T] = 1 - conf_t without cancellation
         else:
             other = torch.zeros_like(conf)
-        theta = conf / other.clamp_min(self.eps)
+        # clamp both ends: conf_t -> 1 makes 1-conf_t vanish; conf_t -> 0 makes d(θ^λ)/dθ infinite
+        theta = (conf / other.clamp_min(self.eps)).clamp_min(self.eps)
         lam_t = (t_out - torch.arange(t_out, dtype=logits.dtype, device=logits.device)) / t_out
         return theta.pow(lam_t)
 
