@@ -15,6 +15,8 @@ import pytest
 import torch
 
 from flexsnn._optional import samna_status
+from flexsnn.converters.chip_model import from_sinabs_layout, run_chip_model, to_sinabs_layout
+from flexsnn.converters.discretize import discretized_chip_model
 from flexsnn.converters.export import export_chip_image
 from flexsnn.models.zoo import build_model
 
@@ -82,3 +84,18 @@ def test_sinabs_agrees_on_weights_thresholds_and_cores(sinabs_dynapcnn, name, ga
     for k, core_id in zip(sorted(net.dynapcnn_layers), sinabs_cores):
         mem = image.core(core_id).memory()
         assert summary["kernel"][k] == mem["kernel"] and summary["neuron"][k] == mem["neuron"]
+
+
+def test_sinabs_discretized_network_spikes_equal_ours(sinabs_dynapcnn):
+    """sinabs' own discretized network, run in time-binned mode, spikes exactly like our integer model."""
+    model = _model("speck3c1fc", 4.0, seed=0)
+    _, report = export_chip_image(model)
+    chip = report.extra["chip_model"]
+    ours = discretized_chip_model(chip, report.extra["chip_layers"], report.extra["discrete"])
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(8, 1, 2, 34, 34, generator=g) < 0.3).float() * 3  # [T, B=1, C, H, W]
+    expected = run_chip_model(ours, x)
+    net = sinabs_dynapcnn.DynapcnnNetwork(chip, input_shape=(2, 34, 34), discretize=True, dvs_input=False)
+    got = from_sinabs_layout(net(to_sinabs_layout(x)), 8).flatten(2)
+    assert expected.sum() > 0
+    assert torch.equal(got, expected)
