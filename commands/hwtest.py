@@ -1,0 +1,94 @@
+"""``flexsnn hwtest``: run the hardware-in-the-loop suite and write its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+HWTEST_HELP = """Run the hardware-in-the-loop suite (hwtests/) on the simulator or a Speck2e devkit.
+
+The same checks run on every selected backend: configuration validity (flexsnn's validator and
+samna's), one-spike-in-one-spike-out identity on cores 2-8, agreement with the simulator on
+random integer chip images (exact on cores 2-8, statistical on cores 0-1), reset between
+samples, and N-MNIST accuracy of an exported checkpoint against the simulator (with throughput
+and latency to decision). Devkit tests skip with the reason when samna or a devkit is missing.
+Without --checkpoint a tiny model is trained first (about a minute; low accuracy threshold,
+see hwtests/suite.json). Writes hwtest_report.json and hwtest_report.md into --out.
+
+\b
+Examples:
+  flexsnn hwtest --backend sim --out hw-report
+  flexsnn hwtest --backend speck2e --checkpoint runs/mtt/final.safetensors --data ~/N-MNIST
+  flexsnn hwtest --backend both --checkpoint ck.safetensors --samples 500 --device-serial 0123
+"""
+
+HWTESTS_DIR = Path(__file__).resolve().parents[1] / "hwtests"
+
+
+def run_hwtest(*, backend: str = "sim", checkpoint: Optional[Path] = None, data: Optional[Path] = None,
+               out: Path = Path("hwtest-report"), samples: Optional[int] = None, suite: Optional[Path] = None,
+               device_index: Optional[int] = None, device_serial: Optional[str] = None,
+               select: Optional[str] = None, quiet: bool = True) -> tuple[int, Path, Path]:
+    """Run the suite through ``pytest.main``; return (pytest exit code, JSON path, markdown path).
+
+    Raises:
+        CheckpointError: ``checkpoint`` does not exist.
+        ConfigError: unknown backend, or ``suite``/``data`` missing.
+    """
+    import pytest
+
+    from flexsnn.errors import CheckpointError, ConfigError
+    from flexsnn.hwtests.report import JSON_NAME, MD_NAME
+
+    if backend not in ("sim", "speck2e", "both"):
+        raise ConfigError("--backend", backend, "sim, speck2e or both")
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise CheckpointError(str(checkpoint), "checkpoint not found", "train one with `flexsnn train`")
+    if data is not None and not Path(data).is_dir():
+        raise ConfigError("--data", str(data), "an N-MNIST folder (Train/<digit>/*.bin, Test/<digit>/*.bin)")
+    if suite is not None and not Path(suite).is_file():
+        raise ConfigError("--suite", str(suite), "a suite config JSON (see hwtests/suite.json)")
+    out = Path(out)
+    args = [str(HWTESTS_DIR), "-p", "no:cacheprovider", "-rs", f"--backend={backend}", f"--hw-report={out}"]
+    args.append("-q" if quiet else "-v")
+    if checkpoint is not None:
+        args.append(f"--checkpoint={Path(checkpoint).resolve()}")
+    if data is not None:
+        args.append(f"--data={Path(data).resolve()}")
+    if samples is not None:
+        args.append(f"--hw-samples={int(samples)}")
+    if suite is not None:
+        args.append(f"--suite={Path(suite).resolve()}")
+    if device_index is not None:
+        args.append(f"--device-index={int(device_index)}")
+    if device_serial is not None:
+        args.append(f"--device-serial={device_serial}")
+    if select:
+        args += ["-k", select]
+    code = int(pytest.main(args))
+    return code, out / JSON_NAME, out / MD_NAME
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("hwtest", help=HWTEST_HELP)
+    def hwtest(
+        backend: str = typer.Option("sim", "--backend", help="sim, speck2e or both."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained checkpoint (.safetensors)."),
+        data: Optional[Path] = typer.Option(None, "--data", help="N-MNIST folder; default the nmnist-small subset."),
+        out: Path = typer.Option(Path("hwtest-report"), "--out", help="Folder for the JSON and markdown report."),
+        samples: Optional[int] = typer.Option(None, "--samples", help="Test samples for the accuracy check."),
+        suite: Optional[Path] = typer.Option(None, "--suite", help="Suite config JSON (default hwtests/suite.json)."),
+        device_index: Optional[int] = typer.Option(None, "--device-index", help="Which Speck2e devkit (0-based)."),
+        device_serial: Optional[str] = typer.Option(None, "--device-serial", help="Devkit serial number."),
+        select: Optional[str] = typer.Option(None, "-k", help="Only tests matching this pytest -k expression."),
+        verbose_tests: bool = typer.Option(False, "--verbose-tests", help="One line per test."),
+    ) -> None:
+        code, json_path, md_path = run_hwtest(
+            backend=backend, checkpoint=checkpoint, data=data, out=out, samples=samples, suite=suite,
+            device_index=device_index, device_serial=device_serial, select=select, quiet=not verbose_tests)
+        typer.echo(f"report: {json_path} and {md_path}")
+        if code not in (0, 5):
+            typer.echo(f"hardware-in-the-loop suite FAILED (pytest exit code {code}); see {md_path}", err=True)
+            raise typer.Exit(code)
