@@ -166,3 +166,10 @@ def test_converters_never_import_training():
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_min_v_mem_none_refused_end_to_end():
+    with pytest.raises(ChipConstraintError) as err:
+        export_chip_image(_model(neuron={"min_v_mem": None}))
+    hits = [v for v in err.value.violations if v.field == "min_v_mem"]
+    assert len(hits) == 4 and hits[0].where == "layer 1 (IAFSqueeze)" and "zeroes small weights" in hits[0].fix
