@@ -49,6 +49,7 @@ from flexsnn.deploy.speck2e_protocol import (
     output_events,
     readout_votes,
     select_devkit,
+    states_from_neuron_values,
 )
 from flexsnn.errors import BackendUnavailable, ConfigError
 
@@ -304,6 +305,46 @@ class Speck2eBackend:
                 ev.layer, ev.address, ev.neuron_state = core, a, 0
                 writes.append(ev)
         self._input_buffer.write(writes)
+
+    def neuron_states(self, cores: tuple[int, ...] | None = None) -> dict[int, np.ndarray]:
+        """Read every neuron of ``cores`` (default all used) back from the chip.
+
+        Writes ``ReadNeuronValue`` events and decodes the ``NeuronValue`` replies (``address``,
+        ``neuron_state``; as sinabs' ``calculate_neuron_address`` / ``neuron_address_to_cxy``
+        examples). Returns core id -> int64 ``[C, H, W]`` (as
+        :meth:`AsyncSimulator.neuron_states`).
+
+        Raises:
+            BackendUnavailable: some neurons did not reply within ``timeout_s``.
+            ConfigError: a core's map has no unambiguous neuron address (non-square).
+        """
+        self._require_loaded()
+        image, samna = self.image, self._samna
+        cores = tuple(cores) if cores is not None else tuple(c.core for c in image.cores)
+        read_cls = samna.speck2e.event.ReadNeuronValue
+        requests, shapes = [], {}
+        for core in cores:
+            shapes[core] = tuple(image.core(core).output_shape)
+            for a in core_neuron_addresses(shapes[core]).tolist():
+                ev = read_cls()
+                ev.layer, ev.address = core, a
+                requests.append(ev)
+        self._output_buffer.get_events()  # flush
+        self._input_buffer.write(requests)
+        got = collect_until_quiet(self._output_buffer.get_events, min_wait_s=self.options.quiet_s,
+                                  quiet_s=self.options.quiet_s, timeout_s=self.options.timeout_s)
+        replies = [e for e in got.items if hasattr(e, "neuron_state") and hasattr(e, "address")]
+        out = {}
+        for core in cores:
+            mine = [e for e in replies if int(e.layer) == core]
+            states, seen = states_from_neuron_values([e.address for e in mine], [e.neuron_state for e in mine],
+                                                     shapes[core])
+            if not seen.all():
+                raise BackendUnavailable(
+                    "speck2e", f"core {core}: {int((~seen).sum())} of {seen.size} neurons did not answer "
+                    f"ReadNeuronValue within {self.options.timeout_s} s", f"raise timeout_s; {USB_HINT}")
+            out[core] = states
+        return out
 
     def run(self, events: np.ndarray) -> RunResult:
         """Reset, replay ``events`` in real time, collect outputs (bounded by ``timeout_s``)."""

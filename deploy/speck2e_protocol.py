@@ -179,6 +179,21 @@ def core_neuron_addresses(shape: tuple[int, int, int]) -> np.ndarray:
     return np.asarray(neuron_address(cc.ravel(), xx.ravel(), yy.ravel(), shape), dtype=np.int64)
 
 
+def states_from_neuron_values(addresses: Sequence[int] | np.ndarray, values: Sequence[int] | np.ndarray,
+                              shape: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """``NeuronValue`` replies (``address``, ``neuron_state``) -> states ``[C, H, W]`` int64 and a
+    bool mask of the neurons that replied. Addresses outside the map raise ``ValueError``."""
+    c, h, w = shape
+    states = np.zeros(shape, dtype=np.int64)
+    seen = np.zeros(shape, dtype=bool)
+    for a, v in zip(np.asarray(addresses, dtype=np.int64).tolist(), np.asarray(values, dtype=np.int64).tolist()):
+        cc, xx, yy = neuron_cxy(int(a), shape)
+        if not (cc < c and xx < w and yy < h):
+            raise ValueError(f"neuron address {a} is outside the map {shape}")
+        states[cc, yy, xx], seen[cc, yy, xx] = v, True
+    return states, seen
+
+
 # ---- readout ---------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ReadoutSample:

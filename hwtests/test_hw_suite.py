@@ -153,6 +153,21 @@ def test_same_sample_twice_same_output(backend_name, open_backend, cores):
         assert per_core(again.events, core) == per_core(first.events, core), f"core {core}"
 
 
+def test_reset_zeroes_every_neuron(backend_name, open_backend, hw_metrics):
+    """After a sample the neurons hold charge; reset() returns every one of them to 0."""
+    image = random_image((2, 3, 4), seed=9)
+    backend = open_backend(image)
+    backend.run(random_events(seed=9, n=300, size=(8, 8)))
+    charged = sum(int(np.count_nonzero(v)) for v in backend.neuron_states().values())
+    backend.reset()
+    states = backend.neuron_states()
+    hw_metrics.update(charged_before_reset=charged)
+    assert charged > 0, "the sample left no charge: the check would be vacuous"
+    assert sorted(states) == sorted(c.core for c in image.cores)
+    for core, v in states.items():
+        assert v.shape == tuple(image.core(core).output_shape) and not np.any(v), f"core {core}"
+
+
 # ---- N-MNIST accuracy ---------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.realdata

@@ -222,3 +222,18 @@ def test_options_are_validated(samna):
             sp.Speck2eOptions(**bad)
     with pytest.raises(ConfigError, match="speck2e option"):
         sp.Speck2eBackend(identity_image(3), timeout=3)
+
+
+def test_neuron_states_read_back_and_reset_clears_them(samna):
+    double = samna()
+    with sp.Speck2eBackend(identity_image(3, size=(4, 4)), **FAST) as chip:
+        before = chip.neuron_states()
+        assert before[3].shape == (1, 4, 4) and np.all(before[3] == 17)  # the double's junk initial state
+        chip.reset()
+        assert not np.any(chip.neuron_states()[3])
+        board = _board(double)
+        board.junk_state = 5
+        board.neurons.clear()
+        board.receive = lambda events: board.written.append(list(events))  # a chip that never answers
+        with pytest.raises(BackendUnavailable, match="16 of 16 neurons did not answer"):
+            chip.neuron_states()

@@ -205,3 +205,17 @@ def test_collect_caps_the_first_wait_and_checks_arguments():
     assert fc.sleeps[0] == 2 and got.timed_out
     with pytest.raises(ConfigError):
         P.collect_until_quiet(lambda: [], min_wait_s=0, quiet_s=0, timeout_s=1)
+
+
+def test_states_from_neuron_values_roundtrip_and_range():
+    shape = (3, 4, 4)
+    addr = P.core_neuron_addresses(shape)
+    values = np.arange(addr.size) - 5
+    states, seen = P.states_from_neuron_values(addr, values, shape)
+    assert seen.all() and states.shape == shape
+    c, x, y = P.neuron_cxy(int(addr[7]), shape)
+    assert states[c, y, x] == values[7]
+    part, seen = P.states_from_neuron_values(addr[:3], values[:3], shape)
+    assert seen.sum() == 3 and part[~seen].sum() == 0
+    with pytest.raises(ValueError, match="outside the map"):
+        P.states_from_neuron_values([P.neuron_address(3, 0, 0, (4, 4, 4))], [1], shape)

@@ -82,6 +82,20 @@ class WriteNeuronValueDouble:
         self.layer, self.address, self.neuron_state = 0, 0, 0
 
 
+class ReadNeuronValueDouble:
+    __slots__ = ("layer", "address")
+
+    def __init__(self) -> None:
+        self.layer, self.address = 0, 0
+
+
+class NeuronValueDouble:
+    __slots__ = ("layer", "address", "neuron_state")
+
+    def __init__(self, layer: int = 0, address: int = 0, neuron_state: int = 0) -> None:
+        self.layer, self.address, self.neuron_state = layer, address, neuron_state
+
+
 class ReadoutPinValueDouble:
     __slots__ = ("index", "timestamp")
 
@@ -164,6 +178,10 @@ class DevkitDouble:
         self.io = IOModuleDouble()
         self.responder = responder or (lambda spikes: [])
         self.written: list[list] = []
+        #: neuron memory: (layer, address) -> state; unwritten neurons hold a non-zero junk
+        #: value (random initial states are what the reset must remove).
+        self.neurons: dict[tuple[int, int], int] = {}
+        self.junk_state = 17
         self.pending: list = []
         self.chatter = False
         self.closed = False
@@ -179,6 +197,12 @@ class DevkitDouble:
 
     def receive(self, events: list) -> None:
         self.written.append(list(events))
+        for e in events:
+            if isinstance(e, WriteNeuronValueDouble):
+                self.neurons[(e.layer, e.address)] = e.neuron_state
+            elif isinstance(e, ReadNeuronValueDouble):
+                state = self.neurons.get((e.layer, e.address), self.junk_state)
+                self.pending.append(NeuronValueDouble(e.layer, e.address, state))
         spikes = [e for e in events if isinstance(e, SpikeDouble)]
         if spikes:
             self.pending.extend(self.responder(spikes))
@@ -266,6 +290,7 @@ def make_samna_double(infos: list[DeviceInfoDouble] | None = None,
         speck2e=SimpleNamespace(
             configuration=SimpleNamespace(SpeckConfiguration=SpeckConfigurationDouble),
             event=SimpleNamespace(Spike=SpikeDouble, WriteNeuronValue=WriteNeuronValueDouble,
+                                  ReadNeuronValue=ReadNeuronValueDouble, NeuronValue=NeuronValueDouble,
                                   ReadoutPinValue=ReadoutPinValueDouble),
             validate_configuration=lambda config: valid,
         ),
