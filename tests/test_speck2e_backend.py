@@ -237,3 +237,14 @@ def test_neuron_states_read_back_and_reset_clears_them(samna):
         board.receive = lambda events: board.written.append(list(events))  # a chip that never answers
         with pytest.raises(BackendUnavailable, match="16 of 16 neurons did not answer"):
             chip.neuron_states()
+
+
+def test_importing_hardware_modules_never_imports_samna():
+    import subprocess
+    import sys
+
+    code = ("import sys, flexsnn.deploy.speck2e, flexsnn.deploy.speck2e_protocol, "
+            "flexsnn.converters.samna_config, flexsnn.commands.hwtest, flexsnn.hwtests.report; "
+            "assert 'samna' not in sys.modules, 'samna imported'; print('ok')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
