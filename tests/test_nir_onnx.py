@@ -30,7 +30,7 @@ def chip_model(request):
     return request.param, chip
 
 
-def _frames(T=8, B=2, seed=0):
+def _frames(T=5, B=2, seed=0):
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(T, B, 2, 34, 34, generator=g) < 0.3).float() * 2
 
