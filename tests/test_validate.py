@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import sinabs.layers as sl
-import torch
 from torch import nn
 
 from flexsnn.converters.speck2e import SPECK2E
