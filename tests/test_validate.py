@@ -56,6 +56,8 @@ CASES = [
      "layer 0 (Conv2d)", 64 * 2 ** (4 + 9)),
     ("neuron memory", lambda: nn.Sequential(conv(2, 32, 1), iaf()), (2, 64, 64), "neuron memory",
      "layer 0 (Conv2d)", 32 * 64 * 64),
+    ("kernel and neuron memory on no single core", lambda: nn.Sequential(conv(32, 64, 3, padding=1), iaf()),
+     (32, 32, 32), "kernel+neuron memory", "layer 0 (Conv2d)", (32 * 2 ** (4 + 6), 64 * 2 ** (5 + 5))),
 ]
 
 
