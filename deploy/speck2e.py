@@ -391,7 +391,7 @@ class Speck2eBackend:
                             cores=self.plan.monitored_cores, t0_us=t0,
                             start_delay_us=self.options.start_delay_us)
         counts = {c: int(np.count_nonzero(out["core"] == c)) for c in self.plan.monitored_cores}
-        extras: dict[str, object] = {"timed_out": timed_out, "wall_s": wall_s,
+        extras: dict[str, object] = {"t0_us": t0, "timed_out": timed_out, "wall_s": wall_s,
                                      "decision_time_us": decision_time_us(out, image),
                                      "device": self._descriptor.describe() if self._descriptor else ""}
         if image.readout is not None and self.plan.readout is not None:

@@ -20,7 +20,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pytest
 
 from flexsnn.hwtests.report import collect_outcome, write_reports
@@ -131,9 +130,11 @@ def open_backend(backend_name: str, suite: dict, pytestconfig: pytest.Config,
     """``open_backend(image, record_all=True)`` -> a loaded backend of the selected kind
     (closed after the test); ``record_all`` returns every core's events, else the output core's.
 
-    ``sim`` is :class:`~flexsnn.deploy.async_sim.AsyncSimulator`; ``speck2e`` is
-    :class:`~flexsnn.deploy.speck2e.Speck2eBackend` (skipped with the reason when unusable).
+    Built by :func:`flexsnn.deploy.factory.make_backend`: ``sim`` is the asynchronous simulator
+    (``"async"``); ``speck2e`` the devkit (skipped with the reason when unusable).
     """
+    from flexsnn.deploy.factory import make_backend
+
     opened: list = []
 
     def make(image, *, record_all: bool = True):
@@ -141,16 +142,11 @@ def open_backend(backend_name: str, suite: dict, pytestconfig: pytest.Config,
             ok, reason = devkit_available
             if not ok:
                 pytest.skip(f"speck2e devkit unavailable: {reason}")
-            from flexsnn.deploy.speck2e import Speck2eBackend
-
-            backend = Speck2eBackend(image, device_index=pytestconfig.getoption("--device-index"),
-                                     serial=pytestconfig.getoption("--device-serial"),
-                                     monitor="all" if record_all else "output", **suite.get("speck2e", {}))
+            backend = make_backend("speck2e", image=image, device_index=pytestconfig.getoption("--device-index"),
+                                   serial=pytestconfig.getoption("--device-serial"),
+                                   monitor="all" if record_all else "output", **suite.get("speck2e", {}))
         else:
-            from flexsnn.deploy.async_sim import AsyncSimulator
-
-            backend = AsyncSimulator(record_all=record_all)
-            backend.load(image)
+            backend = make_backend("async", image=image, record_all=record_all)
         opened.append(backend)
         return backend
 
@@ -219,12 +215,10 @@ def exported_image(trained_checkpoint: Path, pytestconfig: pytest.Config):
 
 
 @pytest.fixture(scope="session")
-def simulator_reference(exported_image, nmnist_test_set) -> dict:
-    """The asynchronous simulator's predictions on the accuracy test set (the reference)."""
-    from flexsnn.deploy.async_sim import AsyncSimulator
+def simulator_reference(exported_image, nmnist_test_set):
+    """The asynchronous simulator's :class:`~flexsnn.deploy.evaluate.EvalResult` on the
+    accuracy test set (the reference)."""
+    from flexsnn.deploy.evaluate import evaluate_dataset
+    from flexsnn.deploy.factory import make_backend
 
-    sim = AsyncSimulator()
-    sim.load(exported_image)
-    preds = np.array([sim.predict(nmnist_test_set[i][0]) for i in range(len(nmnist_test_set))])
-    labels = np.asarray(nmnist_test_set.labels)
-    return {"predictions": preds, "accuracy": float(np.mean(preds == labels))}
+    return evaluate_dataset(make_backend("async", image=exported_image), nmnist_test_set)

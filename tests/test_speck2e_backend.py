@@ -79,7 +79,7 @@ def test_identity_run_counts_resets_and_relative_timestamps(samna):
     assert res.events["core"].tolist() == [3, 3, 3] and res.events["t"].tolist() == [50_005, 50_405, 51_005]
     assert res.class_counts.tolist() == [3] and res.prediction == 0 and res.spike_counts == {3: 3}
     assert res.input_events == 3 and res.duration_us == 1000 and res.extras["timed_out"] is False
-    assert res.extras["decision_time_us"] == 50_005
+    assert res.extras["decision_time_us"] == 50_005 and res.extras["t0_us"] == 50_000
     assert board.closed and double.state.graphs[-1].stopped == 1
 
 
@@ -248,3 +248,17 @@ def test_importing_hardware_modules_never_imports_samna():
             "assert 'samna' not in sys.modules, 'samna imported'; print('ok')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
+
+
+def test_evaluate_dataset_and_factory_drive_the_devkit_backend(samna):
+    from flexsnn.deploy.evaluate import evaluate_dataset
+    from flexsnn.deploy.factory import make_backend
+
+    samna()
+    image = identity_image(3, size=(4, 4))
+    data = [(make_events([0, 1], [0, 1], [0, 1], [1000 * i, 1000 * i + 300]), 0) for i in range(3)]
+    with make_backend("speck2e", image=image, **FAST) as chip:
+        assert isinstance(chip, sp.Speck2eBackend)
+        result = evaluate_dataset(chip, data)
+    assert result.accuracy == 1.0 and result.samples == 3 and result.no_decision == 0
+    assert result.latency_us_median == 5.0  # the responder's latency, relative to each sample's start
