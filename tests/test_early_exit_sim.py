@@ -93,3 +93,27 @@ def test_leaking_image_refused():
     ev = make_events([0, 1], [0, 1], [0, 0], [0, 10])
     with pytest.raises(ConfigError, match="leak"):
         run_early_stop(s, ev, 1)
+
+
+# --------------------------------------------------------------------------- benchmark smoke run
+@pytest.mark.slow
+def test_early_exit_benchmark_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "early_exit.py"
+    spec = importlib.util.spec_from_file_location("_bench_early_exit", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "early_exit.json").read_text())
+    n = len(data["thresholds"])
+    for name in ("sdt", "mtt"):
+        assert len(data[name]["accuracy"]) == len(data[name]["mean_T"]) == n
+        assert data[name]["mean_T"][0] == 1.0 and data[name]["mean_T"][-1] == data["T_max"]
+    sim = data["simulator"]
+    for key in ("k", "accuracy", "fraction_of_events", "synops_fraction"):
+        assert len(sim[key]) == len(sim["k"])
+    assert sim["fraction_of_events"][-1] == 1.0 and "machine" in data
+    assert (tmp_path / "early_exit.png").stat().st_size > 0 and (tmp_path / "early_exit_sim.png").stat().st_size > 0

@@ -94,3 +94,24 @@ def test_batch_accuracy_counts():
     model, batches = _model_and_batches()
     preds = [model(x.transpose(0, 1)).mean(0).argmax(-1) for x, _ in batches]
     assert batch_accuracy(model, [(x, p) for (x, _), p in zip(batches, preds)]) == 1.0
+
+
+@pytest.mark.slow
+def test_robustness_benchmark_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "robustness.py"
+    spec = importlib.util.spec_from_file_location("_bench_robustness", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "robustness.json").read_text())
+    for name in ("sdt", "mtt"):
+        for kind in ("weight_noise", "input_noise"):
+            assert set(data[name][kind]) >= {"mean", "min", "max"}
+        assert len(data[name]["weight_noise"]["mean"]) == len(data["sigma"])
+        assert data[name]["weight_noise"]["mean"][0] == data[name]["clean_accuracy"]
+        assert data[name]["grad_norm_w"] > 0 and data[name]["grad_norm_x"] > 0
+    assert "machine" in data and (tmp_path / "robustness_weight.png").stat().st_size > 0

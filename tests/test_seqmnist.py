@@ -94,3 +94,21 @@ def test_non_increasing_sampling_never_increases(name, kind, T, t_min, extra, n_
         assert len(cfg) == n_stages and min(cfg) >= 1
         assert is_non_increasing(cfg), cfg
         assert cfg[0] == scheme.input_T
+
+
+@pytest.mark.slow
+def test_seqmnist_benchmark_smoke(tmp_path):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seqmnist.py"
+    spec = importlib.util.spec_from_file_location("_bench_seqmnist", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "seqmnist.json").read_text())
+    for key in ("rnn", "sdt", "mtt"):
+        assert 0.0 <= data[key] <= 1.0
+    assert data["hidden"] == 64 and data["epochs"] == 1 and "machine" in data
+    assert (tmp_path / "seqmnist.png").stat().st_size > 0
