@@ -65,3 +65,23 @@ def test_report_builder_counts_and_renders():
     assert list(doc["accuracy"]) == ["a::t1"]
     md = render_markdown(doc)
     assert "**FAIL**" in md and "| a::t1 | 0.9 | 0.92 | 0.02 |" in md and "AssertionError: boom" in md
+
+
+def test_suite_devkit_path_runs_against_the_samna_double(tmp_path):
+    """The suite's speck2e parameter end to end (factory options from suite.json, reset writes,
+    relative timestamps, decoding, report) with the samna device double as the chip."""
+    import pytest
+
+    from flexsnn.commands.hwtest import HWTESTS_DIR
+
+    suite = json.loads((HWTESTS_DIR / "suite.json").read_text())
+    suite["speck2e"].update(config_settle_s=0.0, quiet_s=0.01)
+    path = tmp_path / "suite.json"
+    path.write_text(json.dumps(suite))
+    out = tmp_path / "rep"
+    code = pytest.main([str(HWTESTS_DIR), "-q", "-p", "no:cacheprovider", "-p", "doubles.hwsuite_devkit_plugin",
+                        "--backend=speck2e", f"--suite={path}", f"--hw-report={out}", "-k", "single_neuron_identity"])
+    assert code == 0
+    doc = json.loads((out / "hwtest_report.json").read_text())
+    assert doc["counts"] == {"passed": 7, "failed": 0, "skipped": 0}
+    assert all(t["metrics"] == {"inputs": 200, "outputs": 200} for t in doc["tests"])
