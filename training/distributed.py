@@ -533,7 +533,7 @@ class RankZeroFilter(logging.Filter):
         self.min_level = min_level
 
     def filter(self, record: logging.LogRecord) -> bool:
-        rank = get_rank()
+        rank = get_rank() if torch.distributed.is_initialized() else int(os.environ.get("RANK", "0") or 0)
         record.rank = rank
         return rank == 0 or record.levelno >= self.min_level
 
@@ -625,9 +625,27 @@ def run_context_from_env(*, device: str | torch.device | None = None, backend: s
         device = None
     if not launched_distributed() and not is_distributed():
         return _run_context_base()()
-    info = init_from_env(device=device, backend=backend)
     install_rank_zero_logging()
+    info = init_from_env(device=device, backend=backend)
     return DistributedContext(check_configs=check_configs, device=info.device)
+
+
+@contextlib.contextmanager
+def training_session(*, device: str | torch.device | None = None, backend: str | None = None,
+                     check_configs: bool = True) -> Iterator[Any]:
+    """``with training_session(device=cfg.device) as context: train(..., context=context)``:
+    :func:`run_context_from_env`, and leaving the process group on exit when it was joined
+    here. Used by ``flexsnn train``; alone it yields the single-process ``RunContext``."""
+    owned = launched_distributed() and not (torch.distributed.is_available()
+                                            and torch.distributed.is_initialized())
+    context = run_context_from_env(device=device, backend=backend, check_configs=check_configs)
+    try:
+        yield context
+        if owned:
+            barrier()  # rank 0 may still be writing; nobody leaves before it is done
+    finally:
+        if owned:
+            destroy()
 
 
 # ------------------------------------------------------------------------------ local launch
@@ -713,5 +731,5 @@ __all__ = [
     "env_world_size", "fingerprint", "free_port", "gather_objects", "get_local_rank", "get_rank",
     "get_world_size", "init_from_env", "init_process_group", "install_rank_zero_logging",
     "is_distributed", "is_main_process", "launched_distributed", "make_sampler", "on_main_process", "run_context_from_env", "set_epoch", "shard_indices", "shard_order", "sync_bn_statistics",
-    "spawn_local", "sync_context", "unwrap_model", "wrap_model",
+    "spawn_local", "sync_context", "training_session", "unwrap_model", "wrap_model",
 ]
