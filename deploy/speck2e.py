@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -119,6 +120,16 @@ def _describe_info(info: Any) -> DeviceDescriptor:
     )
 
 
+def _release(samna: Any, handle: Any, graphs: list) -> None:
+    """Stop the event graph(s) and close the device (also run by the garbage-collection
+    finalizer of a backend that was never closed)."""
+    try:
+        while graphs:
+            graphs.pop().stop()
+    finally:
+        samna.device.close_device(handle)
+
+
 def list_devkits() -> list[DeviceDescriptor]:
     """Every device samna sees (``samna.device.get_all_devices()``), Speck2e or not."""
     samna = _samna()
@@ -171,6 +182,8 @@ class Speck2eBackend:
         self._device: Any = None
         self._descriptor: DeviceDescriptor | None = None
         self._graph: Any = None
+        self._graphs: list = []
+        self._finalizer: weakref.finalize | None = None
         self._input_buffer: Any = None
         self._output_buffer: Any = None
         self._config: Any = None
@@ -200,21 +213,20 @@ class Speck2eBackend:
             raise BackendUnavailable("speck2e", f"samna returned no handle for {chosen.describe()}",
                                      USB_HINT)
         self._device, self._descriptor = handle, chosen
+        self._graphs: list = []
+        # closes the device even if the backend is dropped without close() (or the process exits)
+        self._finalizer = weakref.finalize(self, _release, self._samna, handle, self._graphs)
         log.info("opened %s", chosen.describe())
         return chosen
 
     def close(self) -> None:
         """Stop the event graph and close the device; safe to call twice."""
-        graph, device = self._graph, self._device
+        device, finalizer = self._device, self._finalizer
         self._graph = self._input_buffer = self._output_buffer = None
         self._device = None
-        try:
-            if graph is not None:
-                graph.stop()
-        finally:
-            if device is not None:
-                self._samna.device.close_device(device)
-                log.info("closed %s", self._descriptor.describe() if self._descriptor else "devkit")
+        if device is not None and finalizer is not None and finalizer.alive:
+            finalizer()  # runs _release once
+            log.info("closed %s", self._descriptor.describe() if self._descriptor else "devkit")
 
     def __enter__(self) -> "Speck2eBackend":
         return self
@@ -259,8 +271,8 @@ class Speck2eBackend:
         time.sleep(self.options.config_settle_s)
 
     def _connect(self) -> None:
-        if self._graph is not None:
-            self._graph.stop()
+        while self._graphs:
+            self._graphs.pop().stop()
         samna = self._samna
         self._input_buffer = samna.BasicSourceNode_speck2e_event_speck2e_input_event()
         self._output_buffer = samna.BasicSinkNode_speck2e_event_output_event()
@@ -270,6 +282,7 @@ class Speck2eBackend:
         graph.sequential([model.get_source_node(), self._output_buffer])
         graph.start()
         self._graph = graph
+        self._graphs.append(graph)
 
     def _plan_reset(self, image: ChipImage) -> dict[int, np.ndarray]:
         if self.options.reset == "reapply":

@@ -262,3 +262,14 @@ def test_evaluate_dataset_and_factory_drive_the_devkit_backend(samna):
         result = evaluate_dataset(chip, data)
     assert result.accuracy == 1.0 and result.samples == 3 and result.no_decision == 0
     assert result.latency_us_median == 5.0  # the responder's latency, relative to each sample's start
+
+
+def test_a_dropped_backend_still_closes_its_device(samna):
+    import gc
+
+    double = samna()
+    chip = sp.Speck2eBackend(identity_image(3), **FAST)
+    board, graph = _board(double), double.state.graphs[-1]
+    del chip
+    gc.collect()
+    assert board.closed and not graph.running and len(double.state.closed) == 1
