@@ -152,10 +152,12 @@ def format_table(curves: Mapping[str, Mapping[int, float]]) -> str:
     """A text table: one row per T, one column per curve (accuracy in %)."""
     names = list(curves)
     Ts = sorted({int(t) for c in curves.values() for t in c})
-    head = "T".rjust(4) + "".join(n.rjust(10) for n in names)
+    width = {n: max(10, len(n) + 2) for n in names}
+    head = "T".rjust(4) + "".join(n.rjust(width[n]) for n in names)
     rows = [head]
     for T in Ts:
-        cells = "".join((f"{100 * curves[n][T]:9.2f}%" if T in curves[n] else " " * 10) for n in names)
+        cells = "".join((f"{100 * curves[n][T]:.2f}%".rjust(width[n]) if T in curves[n] else " " * width[n])
+                        for n in names)
         rows.append(str(T).rjust(4) + cells)
     return "\n".join(rows)
 

@@ -191,6 +191,12 @@ class RunContext:
         """E.g. ``DistributedDataParallel(model)``; identity here."""
         return model
 
+    # -- added by the distributed helper (flexsnn.training.distributed.DistributedContext) --
+    def sync_bn(self, model: nn.Module, seen: int) -> int:
+        """Combine BN statistics each rank calibrated over ``seen`` of its batches (all-reduce
+        weighted by batch counts); identity for one process. Returns the total batch count."""
+        return seen
+
 
 # =========================================================================== step functions
 Backward = Callable[[torch.Tensor], None]
@@ -492,8 +498,9 @@ def _calibrated_copy(model: nn.Module, frames: Any, config: TrainConfig, epoch: 
     reset_model_state(model)  # neuron state from the last step is not a graph leaf
     calibrated = copy.deepcopy(model)
     loader = epoch_loader(frames, config, epoch + 100_000, context)  # separate, fixed order
-    calibrate_bn(calibrated, loader, config=config.scheme.max_config(model.num_stages),
-                 n_batches=config.bn_calibration_batches)
+    seen = calibrate_bn(calibrated, loader, config=config.scheme.max_config(model.num_stages),
+                        n_batches=config.bn_calibration_batches)
+    context.sync_bn(calibrated, seen)  # distributed: average over every rank's batches
     return calibrated
 
 
@@ -528,6 +535,10 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     device = resolve_device(config.device)
     seed_everything(config.seed)
 
+    state_path, last_path, final_path = out / "state.safetensors", out / "last.safetensors", out / "final.safetensors"
+    if resume and not state_path.is_file():
+        raise CheckpointError(state_path, "no resume state in the output folder",
+                              "run without --resume, or point --out at the interrupted run")
     if train_data is None:
         train_data = load_event_dataset(config.dataset, split="train", root=config.root, seed=config.seed,
                                         limit=config.limit)
@@ -552,11 +563,7 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
 
     history: list[dict[str, Any]] = []
     start_epoch, global_step = 0, 0
-    state_path, last_path, final_path = out / "state.safetensors", out / "last.safetensors", out / "final.safetensors"
     if resume:
-        if not state_path.is_file():
-            raise CheckpointError(state_path, "no resume state in the output folder",
-                                  "run without --resume, or point --out at the interrupted run")
         tensors, doc = load_train_state(state_path)
         stored = doc.get("config")
         if stored != config.to_dict():

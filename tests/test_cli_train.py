@@ -1,0 +1,70 @@
+"""`flexsnn train / eval / calibrate-bn / search`: exit codes, outputs, config precedence."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from flexsnn.cli import main
+from flexsnn.errors import ConfigError
+
+
+def test_help_texts_have_examples(capsys):
+    for cmd in ("train", "eval", "calibrate-bn", "search"):
+        assert main([cmd, "--help"]) == 0
+        out = capsys.readouterr().out
+        assert f"flexsnn {cmd} --" in out and "Examples:" in out
+
+
+def test_config_precedence(tmp_path):
+    from flexsnn.commands.train import parse_int_list, resolve_train_config
+
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"lr": 0.01, "epochs": 7, "T": 6, "scheme": {"name": "mtt", "s": 2}}))
+    cfg = resolve_train_config(f, {"lr": 0.5, "epochs": None}, {"s": None, "name": None})
+    assert cfg.lr == 0.5 and cfg.epochs == 7 and cfg.scheme.name == "mtt" and cfg.scheme.s == 2
+    assert cfg.scheme.T == 6 and cfg.batch_size == 32
+    assert parse_int_list("1-3,8", field="--T") == [1, 2, 3, 8]
+    with pytest.raises(ConfigError):
+        parse_int_list("a-b", field="--T")
+    f.write_text(json.dumps({"nonsense": 1}))
+    with pytest.raises(ConfigError):
+        resolve_train_config(f, {}, {})
+
+
+def test_bad_options_exit_nonzero(tmp_path, capsys):
+    assert main(["train", "--scheme", "xyz", "--out", str(tmp_path / "x")]) == 1
+    assert "scheme.name" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(tmp_path / "missing.safetensors")]) == 1
+    assert "not found" in capsys.readouterr().err
+    assert main(["train", "--resume", "--out", str(tmp_path / "never")]) == 1
+    assert main(["train", "--epochs", "two"]) == 2
+
+
+@pytest.mark.slow
+def test_train_eval_search_calibrate_round_trip(tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["train", "--scheme", "mtt", "--T", "3", "--s", "2", "--epochs", "1", "--limit", "16",
+            "--test-limit", "8", "--batch-size", "8", "--out", str(run)]
+    assert main(args) == 0
+    ck = run / "final.safetensors"
+    assert ck.is_file() and (run / "metrics.jsonl").is_file()
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["config"]["scheme"]["name"] == "mtt" and cfg["config"]["scheme"]["T"] == 3
+    capsys.readouterr()
+    ev = tmp_path / "eval"
+    assert main(["eval", "-c", str(ck), "-c", str(ck), "--T", "1-3", "--config", "3,2,1,1",
+                 "--limit", "8", "--out", str(ev)]) == 0
+    rep = json.loads((ev / "eval.json").read_text())
+    assert len(rep["checkpoints"]) == 2
+    first = next(iter(rep["checkpoints"].values()))
+    assert set(first["accuracy_per_T"]) == {"1", "2", "3"} and first["configs"][0]["config"] == [3, 2, 1, 1]
+    assert (ev / "accuracy.png").stat().st_size > 1000
+    se = tmp_path / "search"
+    assert main(["search", "-c", str(ck), "--n-fit", "6", "--n-holdout", "2", "--limit", "8",
+                 "--budget-T", "2", "--out", str(se)]) == 0
+    doc = json.loads((se / "search.json").read_text())
+    assert len(doc["rates"]) == 4 and doc["result"]["energy"] <= doc["budget"] + 1e-9
+    assert main(["calibrate-bn", "-c", str(ck), "--batches", "1"]) == 1   # no BN in this model
+    assert "BatchNorm" in capsys.readouterr().err
