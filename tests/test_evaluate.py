@@ -1,78 +1,105 @@
-"""Evaluation at any T / configuration, firing rates, table and plot; benchmark smoke run."""
+"""Dataset evaluation over backends: accuracy, confusion, latency-to-decision, SynOps, workers."""
 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
-import torch
 
+from chip_builders import single_core_image
+from flexsnn.data.events import SensorSize, make_events
+from flexsnn.deploy.backend import CHIP_EVENT_DTYPE, RunResult
+from flexsnn.deploy.evaluate import decision_latency_us, evaluate_dataset
+from flexsnn.deploy.factory import make_backend
 from flexsnn.errors import ConfigError
-from flexsnn.models.zoo import build_model
-from flexsnn.training.evaluate import (
-    FrameCache, accuracy, accuracy_per_config, accuracy_per_T, firing_rates, format_table,
-    plot_accuracy_curves, predict,
-)
-
-REPO = Path(__file__).resolve().parents[1]
 
 
-def test_predict_is_argmax_of_time_sum():
-    logits = torch.tensor([[[5.0, 0.0]], [[0.0, 3.0]], [[0.0, 3.0]]])   # [T=3, B=1, K=2]
-    assert predict(logits).tolist() == [1]            # sum 5 vs 6, although step 0 says class 0
+class ListDataset(list):
+    """A real in-memory event dataset: a list of (events, label) with .name and .sensor."""
+
+    name = "tiny"
+    sensor = SensorSize(2, 2, 1)
+
+
+def two_class_image():
+    """Input 2x2, one channel; a 2x2 kernel maps column 0 to class 0 and column 1 to class 1."""
+    w = np.zeros((2, 1, 2, 2), int)
+    w[0, 0, :, 0] = 1
+    w[1, 0, :, 1] = 1
+    return single_core_image(w, (1, 2, 2), thr_high=2)
+
+
+def sample(col_counts, t0=100):
+    """Events alternating between columns: col_counts = (n_col0, n_col1), column 0 first."""
+    xs = [0] * col_counts[0] + [1] * col_counts[1]
+    return make_events(xs, [0] * len(xs), [0] * len(xs), t0 + np.arange(len(xs)) * 10)
+
+
+def dataset():
+    ds = ListDataset()
+    ds += [(sample((4, 1)), 0), (sample((1, 6)), 1), (sample((2, 0)), 0), (sample((5, 1)), 1),
+           (sample((0, 1)), 0)]  # the 4th is labelled wrong; the 5th gives no spike at all
+    return ds
+
+
+def test_decision_latency_hand_computed():
+    image = two_class_image()
+    ev = np.zeros(3, dtype=CHIP_EVENT_DTYPE)
+    ev["core"] = 0
+    ev["feature"] = [1, 0, 0]
+    ev["t"] = [110, 120, 130]
+    r = RunResult(events=ev, spike_counts={0: 3}, synops={0: 0}, class_counts=np.array([2, 1]),
+                  extras={"t0_us": 100})
+    # arg-max: 1 after t=110, tie -> 0 after t=120, stays 0
+    assert decision_latency_us(r, image) == 20
+    r.events = ev[:0]
+    assert decision_latency_us(r, image) is None
+
+
+def test_evaluate_accuracy_confusion_synops_latency():
+    sim = make_backend("async", image=two_class_image())
+    res = evaluate_dataset(sim, dataset())
+    assert res.samples == 5 and res.num_classes == 2
+    assert list(res.predictions) == [0, 1, 0, 0, -1]
+    assert res.accuracy == pytest.approx(3 / 5)
+    assert res.confusion == [[2, 0], [1, 1]] and res.no_decision == 1
+    # each event reaches the one output neuron of both channels: 2 SynOps per event
+    assert [s["synops"] for s in res.per_sample] == [10, 14, 4, 12, 2]
+    # sample 0: class 0 fires at its 2nd event (t = 110) -> latency 10 µs
+    assert res.per_sample[0]["latency_us"] == 10
+    # sample 1: class 1 leads from its 3rd event on (t = 120): 20 µs
+    assert res.per_sample[1]["latency_us"] == 20
+    assert res.per_sample[4]["latency_us"] is None
+
+
+def test_two_workers_give_the_same_records(tmp_path):
+    sim = make_backend("async", image=two_class_image())
+    one = evaluate_dataset(sim, dataset())
+    two = evaluate_dataset(sim, dataset(), workers=2, chunk_size=2)
+    assert two.per_sample == one.per_sample and two.workers == 2
+    tb = make_backend("time-binned", T=3, image=two_class_image())
+    r1 = evaluate_dataset(tb, dataset(), limit=3)
+    r2 = evaluate_dataset(tb, dataset(), limit=3, workers=2, chunk_size=1)
+    assert r1.per_sample == r2.per_sample and r1.samples == 3
+
+
+def test_json_written_atomically(tmp_path):
+    sim = make_backend("async", image=two_class_image())
+    res = evaluate_dataset(sim, dataset(), limit=2)
+    path = res.write(tmp_path / "out" / "eval.json")
+    doc = json.loads(path.read_text())
+    assert doc["accuracy"] == res.accuracy and doc["samples"] == 2 and doc["backend"] == "async"
+    assert json.loads(res.to_json())["confusion"] == res.confusion
+    assert [p.name for p in path.parent.iterdir()] == ["eval.json"]
+
+
+def test_refusals():
     with pytest.raises(ConfigError):
-        predict(torch.zeros(2, 3))
-
-
-@pytest.fixture(scope="module")
-def tiny_test():
-    from flexsnn.data.registry import load_event_dataset
-
-    return load_event_dataset("saccade-mnist", split="test", limit=12, seed=0)
-
-
-def test_accuracy_per_T_and_config(tiny_test):
-    torch.manual_seed(0)
-    model = build_model("speck3c1fc")
-    cache = FrameCache(tiny_test)
-    accs = accuracy_per_T(model, cache, [1, 2, 5], batch_size=8)
-    assert set(accs) == {1, 2, 5} and all(0.0 <= a <= 1.0 for a in accs.values())
-    assert model.temporal_config == (5, 5, 5, 5)
-    # uniform config tuple == uniform T, on the same frames
-    assert accuracy_per_config(model, cache, [(2, 2, 2, 2)], batch_size=8)[0] == accs[2]
-    # an explicit loop over the batches agrees
-    loader = cache.loader(5, 8)
-    correct = 0
-    with torch.no_grad():
-        model.set_uniform(5)
-        for x, y in loader:
-            correct += int((model(x.transpose(0, 1)).sum(0).argmax(-1) == y).sum())
-    assert accs[5] == correct / len(tiny_test)
-    assert accuracy(model, cache.loader(2, 8), config=(2, 1, 1, 1)) >= 0.0
-    rates = firing_rates(model, cache, 5, batch_size=8, n_batches=1)
-    assert len(rates) == 4 and all(r >= 0 for r in rates)
-
-
-def test_table_and_plot(tmp_path):
-    curves = {"sdt": {1: 0.5, 2: 0.75}, "mtt": {1: 0.625, 2: 0.8}}
-    table = format_table(curves)
-    assert "62.50%" in table and table.splitlines()[0].split() == ["T", "sdt", "mtt"]
-    png = plot_accuracy_curves(curves, tmp_path / "a.png")
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.mark.slow
-def test_benchmark_smoke(tmp_path):
-    out = tmp_path / "bench"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "mtt_vs_sdt.py"), "--smoke", "--no-nmnist",
-                           "--out", str(out)], capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads((out / "mtt_vs_sdt_smoke.json").read_text())
-    for key in ("dataset", "T_eval", "accuracy", "epoch_seconds", "cost_ratio_mtt_over_sdt", "machine"):
-        assert key in doc
-    assert len(doc["accuracy"]["sdt"]) == len(doc["T_eval"]) == len(doc["accuracy"]["mtt"])
-    assert set(doc["epoch_seconds"]) == {"sdt", "mtt"} and doc["cost_ratio_mtt_over_sdt"] > 0
-    assert (out / "mtt_vs_sdt_smoke.png").is_file()
+        evaluate_dataset(make_backend("async"), dataset())  # not loaded
+    with pytest.raises(ConfigError):
+        evaluate_dataset(make_backend("async", image=two_class_image()), dataset(), workers=0)
+    with pytest.raises(ConfigError):
+        make_backend("quantum")
+    with pytest.raises(ConfigError):
+        make_backend("async", spikes="multi")  # typo
