@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 READOUT_LAYER = 12
 #: ``readout_configuration_sel`` 3: the readout reads a 1x1 map with up to 16 features.
 READOUT_SEL_1X1X16F = 3
+#: Highest output-core channel count the readout can sit on: its 16 neurons read core channels
+#: 0, 4, .., 60 on Speck2e (erratum), so the output core has at most 64 channels.
+READOUT_MAX_CHANNELS = 64
 #: ``output_mode_sel`` 3: ReadoutValue payload = maximum moving average.
 READOUT_OUTPUT_MODE_MAX_AVERAGE = 3
 
@@ -213,9 +216,10 @@ def plan_samna_config(image: ChipImage, *, monitor: Monitor = "output", use_read
         if tuple(out.output_shape[1:]) != (1, 1):
             problems.append(Violation("readout", "output map", out.output_shape[1:], "1x1",
                                       "end the network with a 1x1 map (Linear) or disable the readout"))
-        if out.output_shape[0] > 16:
-            problems.append(Violation("readout", "output channels", out.output_shape[0], "<= 16",
-                                      "readout mode 1x1x16f reads at most 16 channels"))
+        if out.output_shape[0] > READOUT_MAX_CHANNELS:
+            problems.append(Violation("readout", "output channels", out.output_shape[0], f"<= {READOUT_MAX_CHANNELS}",
+                                      "the readout's 16 neurons read channels 0, 4, .., 60 on Speck2e; "
+                                      "drop the unused output channels"))
         if not image.readout.channel_erratum:
             problems.append(Violation("readout", "channel_erratum", False, "True on Speck2e",
                                       "re-export with the erratum: readout neuron k reads core channel 4*(k-1)"))

@@ -129,8 +129,14 @@ def test_plan_refuses_readouts_the_chip_cannot_run():
     big = random_image((2, 3, 4), seed=0)  # output (3, 1, 1) but 1 channel/class: no erratum room
     with pytest.raises(ChipConstraintError, match="channel_erratum"):
         plan_samna_config(replace(big, readout=ReadoutConfig(num_classes=3, channel_erratum=False)))
-    wide = readout_image(4, num_classes=5)  # 17 channels > 16
-    with pytest.raises(ChipConstraintError, match="output channels"):
+    ten = readout_image(4, num_classes=10)  # classes on channels 0..36: fine with the erratum
+    assert plan_samna_config(ten).readout is not None
+    base = readout_image(4, num_classes=3)
+    core = base.core(4)
+    w = np.zeros((65, 2, 4, 4), np.int8)
+    w[:9] = core.weights
+    wide = with_core(base, 4, weights=w, biases=np.zeros(65, np.int16), output_shape=(65, 1, 1))
+    with pytest.raises(ChipConstraintError, match="output channels = 65 exceeds limit <= 64"):
         plan_samna_config(wide)
 
 
@@ -195,3 +201,18 @@ def test_without_samna_one_error_names_the_hardware_extra():
         build_samna_config(readout_image(4))
     with pytest.raises(BackendUnavailable, match="hardware"):
         validate_samna_config(object())
+
+
+def test_plan_of_an_exported_readout_model():
+    import torch
+
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.models.zoo import build_model
+
+    torch.manual_seed(0)
+    image, _ = export_chip_image(build_model("speck3c1fc", batch_norm=False), readout=True)
+    plan = plan_samna_config(image)
+    out = plan.layer(image.output_core)
+    assert out.destinations[-1].layer == READOUT_LAYER and out.monitor_enable
+    assert plan.readout is not None and plan.slow_clock_required
+    assert [lp.core for lp in plan.cnn_layers] == image.core_order()
