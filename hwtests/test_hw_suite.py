@@ -15,6 +15,7 @@ import pytest
 
 from flexsnn.converters.chip_image import check_chip_image
 from flexsnn.converters.samna_config import plan_samna_config
+from flexsnn.data.events import make_events
 from flexsnn.deploy.async_sim import AsyncSimulator
 from flexsnn.deploy.evaluate import evaluate_dataset
 from flexsnn.hwtests.images import (
@@ -135,6 +136,24 @@ def test_agreement_statistical_on_cores_0_1(backend_name, open_backend, cores, s
         g = int(np.count_nonzero(got.events["core"] == core))
         hw_metrics[f"core{core}"] = {"simulator": r, "backend": g}
         assert abs(g - r) <= rel * r + tol, f"core {core}: {g} spikes vs simulator {r}"
+
+
+# ---- readout ------------------------------------------------------------------------------
+@pytest.mark.parametrize("winner", [0, 1, 2])
+def test_readout_class_follows_the_input(backend_name, open_backend, winner, hw_metrics):
+    """Readout image (class k on core channel 4k, Speck2e erratum): input on row k -> class k,
+    from the spike counts and, where the backend has the readout block, from its votes too."""
+    image = readout_image(3, num_classes=3)
+    rng = np.random.default_rng(winner)
+    n = 300
+    t = np.sort(rng.integers(0, 300_000, n))
+    events = make_events(rng.integers(0, 4, n), np.full(n, winner), rng.integers(0, 2, n), t)
+    result = open_backend(image, record_all=False).run(events)
+    assert result.prediction == winner and result.class_counts[winner] == n
+    votes = result.extras.get("readout_votes")
+    if votes is not None:
+        hw_metrics["readout_votes"] = np.asarray(votes).tolist()
+        assert int(np.argmax(votes)) == winner and int(np.sum(votes)) > 0
 
 
 # ---- reset --------------------------------------------------------------------------------
