@@ -91,7 +91,7 @@ def _random_core_case(rng):
     state = rng.integers(-300, 300, (c_out, h_out, w_out)).astype(np.int32)
     weights = rng.integers(-128, 128, (c_out, c_in, k, k)).astype(np.int8)
     thr = int(rng.integers(1, 200))
-    args = (c_out, h_out, w_out, k, sy, sx, py, px, int(rng.integers(0, c_in)),
+    args = (c_in, c_out, h_out, w_out, k, sy, sx, py, px, int(rng.integers(0, c_in)),
             int(rng.integers(0, h_in)), int(rng.integers(0, w_in)), thr, -int(rng.integers(0, 400)),
             bool(rng.integers(0, 2)), bool(rng.integers(0, 2)), bool(rng.integers(0, 2)),
             bool(rng.integers(0, 2)))
@@ -104,9 +104,13 @@ def test_footprint_update_kernel_equals_numpy_reference():
         state, weights, args = _random_core_case(rng)
         outs = []
         for fn in (K.footprint_update, K.footprint_update_ref):
-            st = state.copy()
-            bufs = [np.full(args[0] * args[3] ** 2, -1, np.int64) for _ in range(4)]
-            m, ops = fn(st, weights, *args, *bufs)
+            # the core's block sits inside larger flat arrays, at offsets
+            flat = np.concatenate([np.full(7, 99, np.int32), state.ravel(), np.full(5, 99, np.int32)])
+            wflat = np.concatenate([np.full(3, 1, np.int8), weights.ravel(), np.full(4, 1, np.int8)])
+            bufs = [np.full(args[1] * args[4] ** 2, -1, np.int64) for _ in range(4)]
+            m, ops = fn(flat, 7, wflat, 3, *args, *bufs)
+            st = flat[7:7 + state.size].reshape(state.shape)
+            assert (flat[:7] == 99).all() and (flat[7 + state.size:] == 99).all()
             outs.append((st, m, ops, [b[:m].tolist() for b in bufs]))
         (s1, m1, o1, b1), (s2, m2, o2, b2) = outs
         np.testing.assert_array_equal(s1, s2)
@@ -119,14 +123,15 @@ def test_leak_update_kernel_equals_numpy_reference():
         c, h, w = (int(v) for v in rng.integers(1, 6, 3))
         state = rng.integers(-32768, 32768, (c, h, w)).astype(np.int32)
         biases = rng.integers(-128, 128, c).astype(np.int16)
-        args = (int(rng.integers(1, 300)), -int(rng.integers(0, 32768)), bool(rng.integers(0, 2)),
-                bool(rng.integers(0, 2)), bool(rng.integers(0, 2)))
+        args = (c, h, w, int(rng.integers(1, 300)), -int(rng.integers(0, 32768)),
+                bool(rng.integers(0, 2)), bool(rng.integers(0, 2)), bool(rng.integers(0, 2)))
         res = []
         for fn in (K.leak_update, K.leak_update_ref):
-            st = state.copy()
+            flat = np.concatenate([np.full(3, 7, np.int32), state.ravel()])
+            b = np.concatenate([np.full(2, 50, np.int16), biases])
             bufs = [np.full(state.size, -1, np.int64) for _ in range(4)]
-            m = fn(st, biases, *args, *bufs)
-            res.append((st, m, [b[:m].tolist() for b in bufs]))
+            m = fn(flat, 3, b, 2, *args, *bufs)
+            res.append((flat.copy(), m, [x[:m].tolist() for x in bufs]))
         np.testing.assert_array_equal(res[0][0], res[1][0])
         assert res[0][1:] == res[1][1:]
 
