@@ -139,3 +139,15 @@ def test_bias_removal_phase_and_bn_calibration(tmp_path, tiny_data):
     model, meta2 = load_model(out.final_path)
     assert meta2.model_kwargs["batch_norm"] is False and meta2.extra["phase"] == "bias_removal"
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def test_rate_step_plugs_into_train_step():
+    torch.manual_seed(1)
+    model = build_model("speck3c1fc")
+    model.train()
+    x = (torch.rand(3, 2, 2, 34, 34) < 0.3).float() * 2
+    y = torch.tensor([0, 1])
+    opt = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = train_step(model, x, y, [(3, 2, 1, 1), (3, 3, 3, 3)], build_loss("ce"), get_step_fn("rate"), opt)
+    assert stats.seen == 4 and all(p.grad is not None for p in model.parameters())
+    assert any(float(p.grad.abs().sum()) > 0 for p in model.parameters())
