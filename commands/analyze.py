@@ -261,6 +261,35 @@ def run_early_exit(checkpoints: Sequence[Path], *, labels: Optional[Sequence[str
     return result
 
 
+def early_stop_entry(backend, dataset, ks: Sequence[int], *, limit: Optional[int] = None, progress=None) -> tuple[dict, list]:
+    """Early-stop sweep of one loaded backend: ``(json entry, points)``."""
+    from flexsnn.deploy.early_exit import early_stop_sweep
+
+    pts, full = early_stop_sweep(backend, dataset, ks, limit=limit, progress=progress)
+    entry = {"full": full, "k": [p.k for p in pts], "accuracy": [p.accuracy for p in pts],
+             "fraction_of_duration": [p.fraction_of_duration for p in pts],
+             "fraction_of_events": [p.fraction_of_events for p in pts],
+             "synops_fraction": [p.synops_fraction for p in pts],
+             "points": [p.to_dict() for p in pts]}
+    return entry, pts
+
+
+def write_early_stop(entries: dict[str, tuple[dict, list]], out: Path, *, ks: Sequence[int], config: dict,
+                     extra: Optional[dict] = None) -> dict:
+    """Write ``early_stop.json`` and ``early_stop.png`` for ``{label: (entry, points)}``."""
+    from flexsnn.io_utils import atomic_write_json, provenance
+
+    out = Path(out)
+    result: dict[str, Any] = {"k": list(ks), **(extra or {})}
+    for name, (entry, _) in entries.items():
+        result[name] = entry
+    out.mkdir(parents=True, exist_ok=True)
+    plot_early_stop({n: pts for n, (_, pts) in entries.items()}, out / "early_stop.png")
+    result.update(provenance({**config, "labels": list(entries)}))
+    atomic_write_json(out / "early_stop.json", result)
+    return result
+
+
 def run_early_stop(chips: Sequence[Path], *, labels: Optional[Sequence[str]] = None,
                    dataset: str = "saccade-mnist", root: Optional[Path] = None, split: str = "test",
                    seed: int = 0, limit: Optional[int] = None, ks: Sequence[int] = (1, 2, 3, 4, 6, 8, 12),
@@ -270,28 +299,15 @@ def run_early_stop(chips: Sequence[Path], *, labels: Optional[Sequence[str]] = N
     from flexsnn.converters.chip_image import ChipImage
     from flexsnn.data.registry import load_event_dataset
     from flexsnn.deploy.async_sim import AsyncSimulator
-    from flexsnn.deploy.early_exit import early_stop_sweep
-    from flexsnn.io_utils import atomic_write_json, provenance
 
-    out = Path(out)
     ds = load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit)
-    result: dict[str, Any] = {"k": list(ks), "dataset": dataset, "split": split}
-    curves = {}
+    entries = {}
     for name, chip in zip(_labels(chips, labels), chips):
         sim = AsyncSimulator()
         sim.load(ChipImage.load(chip))
-        pts, full = early_stop_sweep(sim, ds, ks, progress=progress)
-        curves[name] = pts
-        result[name] = {"full": full, "k": [p.k for p in pts], "accuracy": [p.accuracy for p in pts],
-                        "fraction_of_duration": [p.fraction_of_duration for p in pts],
-                        "fraction_of_events": [p.fraction_of_events for p in pts],
-                        "synops_fraction": [p.synops_fraction for p in pts],
-                        "points": [p.to_dict() for p in pts]}
-    out.mkdir(parents=True, exist_ok=True)
-    plot_early_stop(curves, out / "early_stop.png")
-    result.update(provenance({"chips": [str(c) for c in chips], "labels": list(curves)}))
-    atomic_write_json(out / "early_stop.json", result)
-    return result
+        entries[name] = early_stop_entry(sim, ds, ks, progress=progress)
+    return write_early_stop(entries, out, ks=ks, config={"chips": [str(c) for c in chips]},
+                            extra={"dataset": dataset, "split": split})
 
 
 # --------------------------------------------------------------------------- commands

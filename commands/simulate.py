@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -21,6 +22,8 @@ Examples:
   flexsnn simulate --chip mtt.chip --dataset nmnist --root ~/data/N-MNIST --limit 500
   flexsnn simulate --chip mtt.chip --backend time-binned --T 10 --out runs/sim-T10
   flexsnn simulate --chip mtt.chip --workers 2 --spike multi
+  torchrun --nproc-per-node 2 -m flexsnn.cli -- simulate --chip mtt.chip --shard
+  flexsnn simulate --chip mtt.chip --early-exit 1,2,4,8 --limit 200
 """
 
 
@@ -39,7 +42,13 @@ def simulate(
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most N samples."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
     sample: int = typer.Option(0, "--sample", help="Index of the sample drawn in raster.png."),
+    shard: bool = typer.Option(False, "--shard", help="Split the samples over the ranks of a torchrun "
+                               "launch (automatic under torchrun); rank 0 gathers, writes and prints."),
     out: Path = typer.Option(Path("runs/simulate"), "--out", help="Output folder."),
+    early_exit: Optional[str] = typer.Option(  # issue 10 (deploy/early_exit.py)
+        None, "--early-exit", help="Also sweep early stop (async only): comma-separated output "
+        "spike-count margins k, e.g. 1,2,4,8; stop consuming events once top minus runner-up "
+        ">= k; writes early_stop.json and early_stop.png."),
 ) -> None:
     """Evaluate a chip image on a dataset; print accuracy and SynOps; write JSON and a raster."""
     from flexsnn.converters.chip_image import ChipImage
@@ -63,10 +72,21 @@ def simulate(
     be = make_backend(backend, image=image, **options)
     ds = load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit,
                             progress=tqdm_progress)
-    res = evaluate_dataset(be, ds, limit=limit, progress=tqdm_progress, workers=workers)
+    # -- sharded evaluation (flexsnn.deploy.sharded, distributed helper): exact same results --
+    if shard or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
+        from flexsnn.deploy.sharded import evaluate_in_session
+
+        res = evaluate_in_session(be, ds, limit=limit, progress=tqdm_progress, workers=workers)
+        if res is None:  # not rank 0: rank 0 writes and prints
+            return
+    else:
+        res = evaluate_dataset(be, ds, limit=limit, progress=tqdm_progress, workers=workers)
+    sharding = res.provenance.get("sharding")
     res.provenance = provenance({"chip": str(chip), "dataset": dataset, "split": split,
                                  "seed": seed, "backend": backend, "options": options,
                                  "limit": limit, "workers": workers})
+    if sharding is not None:
+        res.provenance["sharding"] = sharding
     out.mkdir(parents=True, exist_ok=True)
     res.write(out / "eval.json")
     if len(ds):
@@ -89,6 +109,23 @@ def simulate(
     for k, v in rows:
         typer.echo(f"{k.ljust(width)}  {v}")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'raster.png'}")
+    if early_exit:
+        _early_exit(be, ds, early_exit, backend=backend, chip=chip, limit=limit, out=out)
+
+
+def _early_exit(be, ds, ks_text: str, *, backend: str, chip: Path, limit, out: Path) -> None:
+    """``--early-exit``: the early-stop sweep of :mod:`flexsnn.commands.analyze` on this backend."""
+    from flexsnn.commands.analyze import early_stop_entry, echo_early_stop, parse_floats, write_early_stop
+    from flexsnn.errors import ConfigError
+    from flexsnn.progress import tqdm_progress
+
+    if backend != "async":
+        raise ConfigError("--early-exit", ks_text, "--backend async", "early stop replays event prefixes")
+    ks = [int(v) for v in parse_floats(ks_text, option="--early-exit")]
+    entry = early_stop_entry(be, ds, ks, limit=limit, progress=tqdm_progress)
+    res = write_early_stop({Path(chip).stem: entry}, out, ks=ks, config={"chip": str(chip)})
+    echo_early_stop(res)
+    typer.echo(f"wrote {out / 'early_stop.json'} and {out / 'early_stop.png'}")
 
 
 def register(app: typer.Typer) -> None:

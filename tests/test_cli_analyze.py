@@ -77,3 +77,15 @@ def test_bad_sigma_is_a_named_error(ckpts, tmp_path, capsys):
     assert "--sigma" in capsys.readouterr().err
     code = main(["analyze", "robustness", "-c", str(sdt), "--label", "x", "--label", "y", "--out", str(tmp_path)])
     assert code != 0 and "--label" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_simulate_early_exit_option(ckpts, tmp_path):
+    _, chip = ckpts
+    assert main(["simulate", "--chip", str(chip), "--limit", "3", "--early-exit", "1,1000000",
+                 "--out", str(tmp_path)]) == 0
+    e = json.loads((tmp_path / "early_stop.json").read_text())
+    assert e["mtt"]["fraction_of_events"][1] == 1.0 and e["mtt"]["full"]["n"] == 3
+    assert (tmp_path / "eval.json").exists() and (tmp_path / "early_stop.png").exists()
+    assert main(["simulate", "--chip", str(chip), "--limit", "2", "--backend", "time-binned",
+                 "--early-exit", "1", "--out", str(tmp_path / "tb")]) != 0
