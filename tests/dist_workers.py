@@ -161,3 +161,27 @@ def all_checks_worker(rank: int, dirs: dict[str, str], config: dict[str, Any], n
     out = {"collectives": collectives_worker(rank)}
     out["train"] = train_resume_worker(rank, dirs, config, n_train, n_test, crash_step)
     return out
+
+
+def sharded_eval_worker(rank: int, chip_path: str, n: int, cli_out: str) -> dict[str, Any]:
+    """Sharded evaluation on two backends (all ranks get the result), then the CLI path
+    ``flexsnn simulate --shard`` inside the same process group."""
+    from dataclasses import asdict
+
+    from flexsnn.cli import main
+    from flexsnn.converters.chip_image import ChipImage
+    from flexsnn.deploy.factory import make_backend
+    from flexsnn.deploy.sharded import evaluate_sharded
+
+    image = ChipImage.load(chip_path)
+    data = TinyEvents(n, seed=5, events_per_sample=300)
+    out: dict[str, Any] = {"rank": rank}
+    for name, options in (("async", {}), ("time-binned", {"T": 5})):
+        be = make_backend(name, image=image, **options)
+        out[name] = asdict(evaluate_sharded(be, data, all_ranks=True))
+    be = make_backend("async", image=image)
+    gathered = evaluate_sharded(be, data, limit=n - 2)  # rank 0 only, with a limit
+    out["limited"] = None if gathered is None else asdict(gathered)
+    out["cli_rc"] = main(["simulate", "--chip", chip_path, "--limit", "6", "--seed", "0",
+                          "--out", cli_out, "--shard"])
+    return out
