@@ -103,3 +103,18 @@ def test_refusals():
         make_backend("quantum")
     with pytest.raises(ConfigError):
         make_backend("async", spikes="multi")  # typo
+
+
+def test_speck2e_backend_is_imported_lazily_and_refused_without_samna():
+    import sys
+
+    from flexsnn._optional import samna_status
+    from flexsnn.errors import BackendUnavailable
+
+    import flexsnn.deploy.factory  # noqa: F401  (importing the factory loads no devkit code)
+
+    assert "samna" not in sys.modules
+    if samna_status()[0]:
+        pytest.skip("a real samna is installed here")
+    with pytest.raises(BackendUnavailable):
+        make_backend("speck2e")
