@@ -180,10 +180,10 @@ def early_exit_predict(model: torch.nn.Module, x: torch.Tensor, threshold: float
             total = out if total is None else total + out
             mean = total / t
             conf, cls = torch.softmax(mean, -1).max(-1)
-            new = (~done) & ((conf >= float(threshold)) | (t == T_max))
-            pred[new] = cls[new].cpu()
+            new = (~done) & ((conf.cpu() >= float(threshold)) | (t == T_max))
+            pred[new] = cls.cpu()[new]
             exit_t[new] = t
-            done |= new.cpu()
+            done |= new
             if bool(done.all()):
                 break
     finally:
