@@ -2,8 +2,8 @@
 
 Either given (``--sdt PATH --mtt PATH``), or trained here with the project's trainer and
 cached (``<cache>/bench-pair-<key>/``, reused by the next benchmark with the same settings):
-speck3c1fc without BN on saccade-mnist at T bins, a shared SDT base, then the same number of
-fine-tune epochs with SDT and with MTT (s = 3, later stages from U[1, T]) from that base (the
+speck3c1fc without BN on saccade-mnist at T bins, a shared SDT base, then the same fine-tune budget
+(epochs, samples) with SDT and with MTT (s = 3, later stages from U[1, T]) from that base (the
 paper's Speck pipeline without the BN phase, so the models export to a chip image as they
 are). ``smoke``: untrained nets (weights scaled so that they spike), for pipeline tests only.
 """
@@ -19,9 +19,10 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class PairSettings:
-    T: int = 10
+    T: int = 6
     train_limit: int = 800
-    base_epochs: int = 2
+    base_epochs: int = 1
+    finetune_limit: int = 400
     finetune_epochs: int = 1
     batch_size: int = 32
     lr: float = 3e-3
@@ -72,7 +73,7 @@ def get_pair(settings: PairSettings, *, smoke: bool, sdt: Path | None = None, mt
     root = Path(work or cache_root() / f"bench-pair-{settings.key()}")
     s = settings
     common = dict(model="speck3c1fc", model_kwargs={"T": s.T}, dataset="saccade-mnist", T=s.T,
-                  batch_size=s.batch_size, lr=s.lr, seed=s.seed, limit=s.train_limit, test_limit=300,
+                  batch_size=s.batch_size, lr=s.lr, seed=s.seed, limit=s.train_limit, test_limit=100,
                   device="cpu", bn_calibration_batches=0)
     info: dict = {"source": "trained", "settings": s.__dict__, "dir": str(root)}
     base = root / "base" / "final.safetensors"
@@ -86,7 +87,8 @@ def get_pair(settings: PairSettings, *, smoke: bool, sdt: Path | None = None, mt
         if not final.is_file():
             log(f"fine-tuning {name.upper()} ({s.finetune_epochs} epochs) in {final.parent}")
             train(TrainConfig(scheme=SchemeConfig(name=name, T=s.T, s=3), epochs=s.finetune_epochs,
-                              init_checkpoint=str(base), **common), out_dir=final.parent)
+                              init_checkpoint=str(base), **(common | {"limit": s.finetune_limit})),
+                  out_dir=final.parent)
         paths[name] = final
     for name, path in paths.items():
         info[f"{name}_metrics"] = json.loads(path.with_suffix(".json").read_text())["meta"].get("metrics", {})

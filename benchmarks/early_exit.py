@@ -45,9 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sdt", type=Path, default=None, help="SDT checkpoint (default: train the pair)")
     p.add_argument("--mtt", type=Path, default=None, help="MTT checkpoint")
     p.add_argument("--work", type=Path, default=None, help="where the pair is trained / cached")
-    p.add_argument("--T", type=int, default=10, help="T_max (frames per recording)")
-    p.add_argument("--test-limit", type=int, default=500)
-    p.add_argument("--sim-limit", type=int, default=150)
+    p.add_argument("--T", type=int, default=6, help="T_max (frames per recording)")
+    p.add_argument("--test-limit", type=int, default=300)
+    p.add_argument("--sim-limit", type=int, default=100)
     args = p.parse_args(argv)
 
     import torch

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-SIGMA = [0.0, 0.02, 0.05, 0.1, 0.2]
-INPUT_SIGMA = [0.0, 0.25, 0.5, 1.0, 2.0]
+SIGMA = [0.0, 0.05, 0.1, 0.2]
+INPUT_SIGMA = [0.0, 0.5, 1.0, 2.0]
 PAPER_TABLE13 = {"mtt": {"grad_norm_w": 11.59, "grad_norm_x": 1.81}, "sdt": {"grad_norm_w": 38.08, "grad_norm_x": 7.78}}
 
 
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sdt", type=Path, default=None)
     p.add_argument("--mtt", type=Path, default=None)
     p.add_argument("--work", type=Path, default=None)
-    p.add_argument("--T", type=int, default=10)
-    p.add_argument("--test-limit", type=int, default=200)
-    p.add_argument("--grad-limit", type=int, default=400, help="training recordings for the gradient norms")
+    p.add_argument("--T", type=int, default=6)
+    p.add_argument("--test-limit", type=int, default=100)
+    p.add_argument("--grad-limit", type=int, default=200, help="training recordings for the gradient norms")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

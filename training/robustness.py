@@ -227,7 +227,9 @@ def noise_sweep(model: nn.Module, batches: Iterable[Batch], sigmas: Sequence[flo
             for i, sigma in enumerate(sigmas):
                 accs = []
                 for r in range(repeats):
-                    if kind == "weight":
+                    if float(sigma) == 0.0:  # zero noise: exactly the clean model / input
+                        accs.append(clean)
+                    elif kind == "weight":
                         with perturbed_weights(model, float(sigma), _generator(seed, kind_id, i, r),
                                                scale=scale, layers=layers):
                             accs.append(batch_accuracy(model, batches, device=device))
