@@ -160,7 +160,31 @@ def all_checks_worker(rank: int, dirs: dict[str, str], config: dict[str, Any], n
     """Both worker bodies in one process group (one spawn: process start-up dominates)."""
     out = {"collectives": collectives_worker(rank)}
     out["train"] = train_resume_worker(rank, dirs, config, n_train, n_test, crash_step)
+    out["bn"] = bn_train_worker(rank, dirs["bn"], config, n_train, n_test)
     return out
+
+
+def bn_train_worker(rank: int, out_dir: str, config: dict[str, Any], n_train: int, n_test: int) -> dict[str, Any]:
+    """One epoch of MTT with a BN model: the BN calibration after training must leave the
+    same statistics on every rank (averaged over all ranks' calibration batches)."""
+    import torch
+
+    from flexsnn.models.checkpoint import load_checkpoint
+    from flexsnn.training import distributed
+    from flexsnn.training.trainer import TrainConfig, train
+
+    context = distributed.run_context_from_env(device="cpu")
+    cfg = TrainConfig.from_dict(dict(config, epochs=1, eval_every=1, bn_calibration_batches=2,
+                                     model_kwargs={"batch_norm": True}))
+    result = train(cfg, out_dir=Path(out_dir), context=context, train_data=TinyEvents(n_train, seed=1),
+                   test_data=TinyEvents(n_test, seed=2))
+    stats = {k: v.detach().clone() for k, v in result.model.state_dict().items() if "running" in k or "tracked" in k}
+    distributed.barrier()
+    saved = None
+    if rank == 0:
+        weights, _ = load_checkpoint(Path(out_dir) / "final.safetensors")
+        saved = {k: weights[k] for k in stats}
+    return {"stats": stats, "saved": saved, "torch_threads": torch.get_num_threads()}
 
 
 def sharded_eval_worker(rank: int, chip_path: str, n: int, cli_out: str) -> dict[str, Any]:

@@ -113,7 +113,8 @@ N_TRAIN, N_TEST, LOCAL_BATCH, CRASH_STEP = 16, 4, 4, 3
 def two_ranks(tmp_path_factory):
     """One 2-process gloo session running every multi-process check (start-up dominates)."""
     root = tmp_path_factory.mktemp("ddp")
-    dirs = {"full0": str(root / "full0"), "full1": str(root / "full1"), "resume": str(root / "resume")}
+    dirs = {"full0": str(root / "full0"), "full1": str(root / "full1"), "resume": str(root / "resume"),
+            "bn": str(root / "bn")}
     res = d.spawn_local(all_checks_worker, 2, dirs, dict(TRAIN, batch_size=LOCAL_BATCH), N_TRAIN, N_TEST,
                         CRASH_STEP, timeout_s=SPAWN_TIMEOUT_S, threads_per_process=1)
     return res, dirs
@@ -189,3 +190,16 @@ def test_ddp_training_equals_one_process_with_the_global_batch_and_resumes(two_r
 def _close_histories(a, b) -> bool:
     return all(x.keys() == y.keys() and all(k == "epoch_seconds" or x[k] == pytest.approx(y[k]) for k in x)
                for x, y in zip(a, b))
+
+
+@pytest.mark.slow
+def test_bn_calibration_after_ddp_training_is_the_same_on_every_rank(two_ranks):
+    """MTT with BN under DDP: calibration on each rank's 2 batches, then averaged: every rank
+    (and rank 0's final checkpoint) holds the same statistics over 2 x 2 batches."""
+    r0, r1 = (r["bn"] for r in two_ranks[0])
+    assert r0["stats"] and set(r0["stats"]) == set(r1["stats"])
+    for k, v in r0["stats"].items():
+        assert torch.equal(v, r1["stats"][k]), k
+        assert torch.equal(v, r0["saved"][k]), k
+        if k.endswith("num_batches_tracked"):
+            assert int(v) == 4
