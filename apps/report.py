@@ -93,7 +93,7 @@ def plot_accuracy_vs_T(result: "DemoResult", path: Path) -> None:
         ax.plot(Ts, [100 * res.time_binned.get(t, np.nan) for t in Ts], "o-", color=c,
                 label=f"{LABELS[scheme]} chip image, time-binned")
         if res.float_acc:
-            ax.plot(Ts, [100 * res.float_acc.get(t, np.nan) for t in Ts], ":", color=c, alpha=0.7,
+            ax.plot(Ts, [100 * res.float_acc.get(t, np.nan) for t in Ts], "x:", color=c, alpha=0.7,
                     label=f"{LABELS[scheme]} float model")
         if res.async_acc is not None:
             ax.axhline(100 * res.async_acc, color=c, ls="--", lw=1.2,

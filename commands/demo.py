@@ -88,6 +88,7 @@ def register(app: typer.Typer) -> None:
         async_limit: Optional[int] = typer.Option(None, "--async-limit",
                                                   help="Test recordings run on the asynchronous simulator."),
         device: str = typer.Option("auto", "--device", help="Training device: auto (CUDA when present), cpu, cuda."),
+        threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest on a busy machine)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         from flexsnn.apps.demo import DemoConfig, resolve_real_root
@@ -98,7 +99,7 @@ def register(app: typer.Typer) -> None:
             real_root=str(real) if real else None, report_dir=str(out),
             results_json=str(results_json or _default_results_json(out)), reuse=reuse, seed=seed,
             base_epochs=epochs, finetune_epochs=finetune_epochs, train_limit=train_limit,
-            async_limit=async_limit, device=device,
+            async_limit=async_limit, device=device, threads=threads,
         )
         _run(config, quiet=quiet)
 

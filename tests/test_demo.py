@@ -112,6 +112,7 @@ def _synthetic_result(tmp_path: Path):
     return result, image
 
 
+@pytest.mark.slow
 def test_report_files_tables_and_html(tmp_path):
     result, image = _synthetic_result(tmp_path)
     files = write_report(result, tmp_path / "r", images={"mtt": image, "sdt": image})
@@ -219,6 +220,7 @@ def test_reproduce_speck_table_path_on_nmnist_small(tmp_path, nmnist_small):
     assert "reproduce speck-table" in md and "98.61" in md
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_real_recordings_seen_in_training_split(nmnist_small):
     """nmnist-small holds MNIST training images 0..999; about 80 % of them are among the
