@@ -430,7 +430,7 @@ def spawn_local(fn: Callable[..., T], world_size: int, *args: Any, backend: str 
     ctx = mp.get_context("spawn")
     results: Any = ctx.Queue()
     port = free_port()
-    procs = [ctx.Process(target=_spawn_entry, daemon=True,
+    procs = [ctx.Process(target=_spawn_entry, daemon=False,
                          args=(r, world_size, port, backend, threads_per_process, fn, args, results))
              for r in range(world_size)]
     for p in procs:
