@@ -201,9 +201,12 @@ def destroy() -> None:
 def distributed_session(*, device: str | torch.device | None = None,
                         backend: str | None = None) -> Iterator[DistInfo]:
     """``with distributed_session() as info:`` joins the group from the environment (when
-    launched distributed) and leaves it on exit if it joined it here."""
+    launched distributed; INFO logs then come from rank 0 only) and leaves it on exit if it
+    joined it here."""
     owned = launched_distributed() and not (torch.distributed.is_available()
                                             and torch.distributed.is_initialized())
+    if owned:
+        install_rank_zero_logging()
     info = init_from_env(device=device, backend=backend)
     try:
         yield info
