@@ -73,6 +73,7 @@ from flexsnn.parallel import (  # noqa: F401  (re-exported: one import for train
     spawn_local,
 )
 from flexsnn.parallel import _collective_device
+from flexsnn.training.trainer import RunContext  # the trainer's hooks (it does not import this module)
 
 log = logging.getLogger(__name__)
 
@@ -229,13 +230,7 @@ def calibrate_bn_across_ranks(model: nn.Module, batches: Iterable, *, n_batches:
 
 
 # ------------------------------------------------------------------------------ trainer hooks
-def _run_context_base() -> type:
-    from flexsnn.training.trainer import RunContext
-
-    return RunContext
-
-
-class DistributedContext(_run_context_base()):  # type: ignore[misc]
+class DistributedContext(RunContext):
     """The trainer's :class:`~flexsnn.training.trainer.RunContext` for a process group.
 
     - ``batch_size`` stays per process (PyTorch's DDP convention): the global batch is
@@ -296,7 +291,7 @@ def run_context_from_env(*, device: str | torch.device | None = None, backend: s
     if device == "auto":
         device = None
     if not launched_distributed() and not is_distributed():
-        return _run_context_base()()
+        return RunContext()
     install_rank_zero_logging()
     info = init_from_env(device=device, backend=backend)
     return DistributedContext(check_configs=check_configs, device=info.device)
