@@ -238,6 +238,10 @@ class AsyncSimulator:
                  **options) -> None:
         if config is not None and options:
             raise ConfigError("options", sorted(options), "either config= or keyword options")
+        known = set(SimConfig.__dataclass_fields__)
+        if set(options) - known:
+            raise ConfigError("AsyncSimulator option", sorted(set(options) - known),
+                              f"one of {sorted(known)}")
         self.config = config if config is not None else SimConfig(**options)
         self.limits = limits
         self.image: ChipImage | None = None

@@ -208,6 +208,8 @@ def test_invalid_chip_image_refused():
         AsyncSimulator().run(ev([0], [0]))  # nothing loaded
     with pytest.raises(ConfigError):
         SimConfig(spike="double")
+    with pytest.raises(ConfigError):
+        AsyncSimulator(spikes="multi")  # a typo is named, not swallowed
 
 
 def test_runaway_feedback_stops_with_named_error():
