@@ -57,7 +57,7 @@ def simulate(
     from flexsnn.deploy.factory import make_backend
     from flexsnn.deploy.plots import raster_png
     from flexsnn.errors import ConfigError
-    from flexsnn.io_utils import atomic_write_json, provenance
+    from flexsnn.io_utils import provenance
     from flexsnn.progress import tqdm_progress
 
     if backend not in ("async", "time-binned"):
