@@ -151,3 +151,29 @@ def test_run_events_kernel_equals_python_reference():
             rec, n_rec = r[0], r[1]
             outs.append((rec[:, :n_rec].tolist(), [np.asarray(a).tolist() for a in r[2:]], state.tolist()))
         assert outs[0] == outs[1]
+
+
+def test_input_pooling_merged_polarities_and_two_input_destinations_equal_reference():
+    from chip_builders import core
+    from flexsnn.converters.chip_image import ChipImage, InputConfig, ReadoutConfig
+
+    for seed in range(6):
+        rng = np.random.default_rng(seed)
+        shape = (1, 4, 5)
+        c0 = core(0, shape, rng.integers(-3, 9, (2, 1, 3, 3)), padding=(1, 1), thr_high=6,
+                  thr_low=-8, dests=[(2, 1)])
+        c1 = core(1, shape, rng.integers(-3, 9, (2, 1, 3, 3)), padding=(1, 1), thr_high=7,
+                  thr_low=-8, reset="zero", dests=[(2, 1)], layer=1)
+        c2 = core(2, (2, 4, 5), rng.integers(-2, 6, (5, 2, 2, 2)), thr_high=5, thr_low=-5, layer=2)
+        image = ChipImage(input=InputConfig(shape, (0, 1), pooling=2, merge_polarities=True),
+                          cores=(c0, c1, c2), output_core=2, readout=ReadoutConfig(2))
+        events = random_events(seed, 10, 8, 2, 200)
+        for order in ("depth-first", "breadth-first"):
+            sim = AsyncSimulator(record_all=True, order=order)
+            sim.load(image)
+            got = sim.run(events)
+            ref_events, ref_counts, ref_synops = RefSim(image, order=order).run(events, record_all=True)
+            assert _as_tuples(got.events) == ref_events and len(ref_events) > 20
+            assert got.spike_counts == ref_counts and got.synops == ref_synops
+            out = [e for e in ref_events if e[0] == 2]
+            assert list(got.class_counts) == [sum(e[3] == 0 for e in out), sum(e[3] == 4 for e in out)]
