@@ -330,6 +330,7 @@ class DemoResult:
     reused: dict[str, bool] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    load_average: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The ``demo.json`` document (keys per BENCHMARKS.md, plus machine and config)."""
@@ -355,6 +356,7 @@ class DemoResult:
             "paper": PAPER_SPECK_TABLE,
             "reused_checkpoints": self.reused,
             "notes": self.notes,
+            "load_average_1min": self.load_average,
             "machine": machine_info(),
             "config": self.config.to_dict(),
             "flexsnn_version": flexsnn.__version__,
@@ -385,6 +387,16 @@ class _Stages:
 
     def close(self) -> None:
         self.bar.close()
+
+
+def _load_average() -> float:
+    """1-minute load average (other jobs on the machine slow every timing down); -1 if unknown."""
+    import os
+
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return -1.0
 
 
 def resolve_real_root(explicit: Optional[str | Path], *, use_shared: bool = True) -> Optional[Path]:
@@ -431,6 +443,7 @@ def run_demo(config: DemoConfig, *, progress: ProgressFactory | None = None,
     art = config.artifacts_dir
     art.mkdir(parents=True, exist_ok=True)
     result = DemoResult(config=config, models={s: ModelResult(scheme=s) for s in SCHEMES})
+    result.load_average["start"] = _load_average()
     try:
         train_ds, test_ds, real_ds = stages.run("data", lambda: _load_data(config, result, progress))
         base = stages.run("train base (SDT+BN)",
@@ -458,6 +471,7 @@ def run_demo(config: DemoConfig, *, progress: ProgressFactory | None = None,
                 result.stage_seconds = stages.seconds
                 result.seconds = time.perf_counter() - t_start
                 result.files = _write(result, Path(config.report_dir), images=images)
+            result.load_average["end"] = _load_average()
             stages.run("report", _report)
             result.stage_seconds = stages.seconds
             result.seconds = time.perf_counter() - t_start

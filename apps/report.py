@@ -365,6 +365,10 @@ def build_markdown(result: "DemoResult") -> str:
         rows.append([name, f"{result.stage_seconds.get(name, 0):.1f}"])
     rows.append(["**total**", f"**{result.seconds:.1f}**"])
     out += [_md_table(["stage", "seconds"], rows), ""]
+    if result.load_average:
+        out += ["Machine load (1-minute load average) at start / end: "
+                + " / ".join(f"{v:.1f}" for v in result.load_average.values())
+                + f" on {_cores()} cores; timings grow with it.", ""]
     if sdt.synops_per_sample and mtt.synops_per_sample:
         out += [f"Mean SynOps per sample on the simulator: SDT {sdt.synops_per_sample:,.0f}, "
                 f"MTT {mtt.synops_per_sample:,.0f}.", ""]
@@ -380,6 +384,12 @@ def build_markdown(result: "DemoResult") -> str:
                                                (sdt.checkpoint, sdt.chip, mtt.checkpoint, mtt.chip) if p)
             + f" in `{cfg.artifacts_dir}`.", ""]
     return "\n".join(out)
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
 
 
 def _verdict(result: "DemoResult") -> str:
