@@ -301,10 +301,15 @@ def build_markdown(result: "DemoResult") -> str:
     out += [_md_table(["model", f"float model, T={T}", f"chip image time-binned, T={T}",
                        "chip image asynchronous (gap)", f"real N-MNIST time-binned, T={T}",
                        "real N-MNIST asynchronous (gap)"], rows), ""]
-    out += [f"Accuracy in % on {result.n_test} generated test recordings (asynchronous: the first "
-            f"{result.n_async}); real N-MNIST: {result.n_real} recordings"
-            + (f" from `{result.real_root}` (split `{result.real_split}`)" if result.real_root else
-               " (none given: pass `--data DIR`)") + ".", ""]
+    if cfg.dataset == "nmnist":
+        out += [f"Accuracy in % on {result.n_test} real N-MNIST test recordings from "
+                f"`{cfg.data_root}` (asynchronous: the first {result.n_async}); the models were "
+                "trained on real N-MNIST, so there are no separate real-data columns.", ""]
+    else:
+        out += [f"Accuracy in % on {result.n_test} generated test recordings (asynchronous: the "
+                f"first {result.n_async}); real N-MNIST: {result.n_real} recordings"
+                + (f" from `{result.real_root}` (split `{result.real_split}`)" if result.real_root else
+                   " (none given: pass `--data DIR`)") + ".", ""]
     if result.real_root and cfg.dataset == "saccade-mnist":
         out += ["The models never saw a real recording: the real columns measure the transfer from "
                 "generated saccade-mnist events to real N-MNIST recordings, and the gap to the "

@@ -124,6 +124,8 @@ def register(app: typer.Typer) -> None:
         reuse: bool = typer.Option(False, "--reuse", help="Reuse matching checkpoints in <out>/artifacts."),
         seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default 1000, as the paper's code)."),
         device: str = typer.Option("auto", "--device", help="Training device: auto (CUDA when present), cpu, cuda."),
+        threads: Optional[int] = typer.Option(None, "--threads",
+                                              help="torch CPU threads (default: torch's choice)."),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     ) -> None:
         from flexsnn.apps.demo import resolve_real_root
@@ -135,5 +137,6 @@ def register(app: typer.Typer) -> None:
             results_json=str(results_json or (out / "speck_table.json")), base_epochs=epochs,
             finetune_epochs=finetune_epochs, train_limit=train_limit, test_limit=test_limit,
             async_limit=async_limit, batch_size=batch_size, reuse=reuse, seed=seed, device=device,
+            threads=threads,
         )
         _run(config, quiet=quiet)

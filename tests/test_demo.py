@@ -210,7 +210,7 @@ def test_reproduce_speck_table_path_on_nmnist_small(tmp_path, nmnist_small):
     out = tmp_path / "repro"
     code = main(["reproduce", "speck-table", "--data", str(nmnist_small), "--out", str(out),
                  "--epochs", "1", "--finetune-epochs", "1", "--train-limit", "32", "--test-limit", "12",
-                 "--async-limit", "6", "--batch-size", "16", "--quiet"])
+                 "--async-limit", "6", "--batch-size", "16", "--threads", "1", "--quiet"])
     assert code == 0
     doc = json.loads((out / "speck_table.json").read_text())
     assert doc["mode"] == "reproduce" and doc["dataset"] == "nmnist"
