@@ -20,6 +20,13 @@ from typing import Any, Iterator
 import flexsnn
 
 
+def _default_mode() -> int:
+    """0666 minus the process umask: the mode ``open()`` would have given a new file."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
@@ -39,6 +46,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, _default_mode())  # mkstemp creates 0600; outputs are ordinary files
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -1,0 +1,32 @@
+import json
+import os
+import stat
+
+import pytest
+
+from flexsnn.io_utils import atomic_path, atomic_write_json, provenance
+
+
+def test_atomic_write_json_round_trip_and_normal_permissions(tmp_path):
+    path = atomic_write_json(tmp_path / "out" / "r.json", {"a": 1})
+    assert json.loads(path.read_text()) == {"a": 1}
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+    target = tmp_path / "keep.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.txt"]
+
+
+def test_provenance_has_version_and_config():
+    info = provenance({"x": 1})
+    assert info["config"] == {"x": 1} and info["flexsnn_version"]
+    assert {"cores", "cpu", "torch", "date"} <= set(info["machine"])
