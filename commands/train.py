@@ -214,6 +214,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate N samples only."),
     batch_size: int = typer.Option(64, "--batch-size"),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder."),
+    early_exit: Optional[str] = typer.Option(  # issue 10 (training/early_exit.py)
+        None, "--early-exit", help="Also run early-exit inference (SEENN-I) at T_max = the largest "
+        "--T: comma-separated confidence thresholds, e.g. 0.5,0.9,0.99; writes early_exit.json/png."),
 ) -> None:
     """Evaluate checkpoints at several T; see the examples above."""
     from flexsnn.data.registry import load_event_dataset
@@ -254,6 +257,14 @@ def eval_cmd(
     atomic_write_json(out / "eval.json", report)
     plot_accuracy_curves(curves, out / "accuracy.png", title=f"accuracy vs T ({name})")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'accuracy.png'}")
+    if early_exit:  # issue 10: the same run as `flexsnn analyze early-exit`
+        from flexsnn.commands.analyze import echo_early_exit, parse_floats, run_early_exit
+
+        ee = run_early_exit(checkpoint, dataset=name, root=root, split=split, seed=seed, limit=limit,
+                            T=max(Ts), thresholds=parse_floats(early_exit, option="--early-exit"),
+                            batch_size=batch_size, out=out, progress=tqdm_progress)
+        echo_early_exit(ee)
+        typer.echo(f"wrote {out / 'early_exit.json'} and {out / 'early_exit.png'}")
 
 
 def calibrate_cmd(

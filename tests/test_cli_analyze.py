@@ -89,3 +89,13 @@ def test_simulate_early_exit_option(ckpts, tmp_path):
     assert (tmp_path / "eval.json").exists() and (tmp_path / "early_stop.png").exists()
     assert main(["simulate", "--chip", str(chip), "--limit", "2", "--backend", "time-binned",
                  "--early-exit", "1", "--out", str(tmp_path / "tb")]) != 0
+
+
+@pytest.mark.slow
+def test_eval_early_exit_option(ckpts, tmp_path):
+    (_, mtt), _ = ckpts
+    assert main(["eval", "-c", str(mtt), "--T", "1,4", "--limit", "5", "--early-exit", "0,2",
+                 "--out", str(tmp_path)]) == 0
+    e = json.loads((tmp_path / "early_exit.json").read_text())
+    assert e["mtt"]["T_max"] == 4 and e["mtt"]["mean_T"] == [1.0, 4.0]
+    assert (tmp_path / "eval.json").exists() and (tmp_path / "early_exit.png").exists()
