@@ -1,0 +1,43 @@
+"""Smoke runs of benchmarks/loss_comparison.py and benchmarks/rate_vs_bptt.py (smallest sizes)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"_bench_{name}", BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_loss_comparison_smoke(tmp_path):
+    assert _load("loss_comparison").main(["--smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "loss_comparison.json").read_text())
+    for name in ("ce", "tet", "tmc"):
+        assert len(data[name]["accuracy_per_t"]) == len(data[name]["ece_per_t"]) == data["setup"]["T"]
+        assert all(0.0 <= v <= 1.0 for v in data[name]["ece_per_t"])
+    assert "machine" in data
+    assert (tmp_path / "loss_comparison.png").stat().st_size > 0
+    assert (tmp_path / "loss_comparison_reliability.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_rate_vs_bptt_smoke(tmp_path):
+    assert _load("rate_vs_bptt").main(["--smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "rate_vs_bptt.json").read_text())
+    for key in ("T", "peak_memory_mb", "seconds_per_iter", "rate_memory_ratio_Tmax_over_Tmin",
+                "bptt_memory_ratio_Tmax_over_Tmin", "time_ratio_rate_over_bptt_T16", "accuracy", "machine"):
+        assert key in data, key
+    for key in ("peak_memory_mb", "seconds_per_iter"):
+        assert len(data[key]["bptt"]) == len(data[key]["rate"]) == len(data["T"])
+    assert set(data["accuracy"]) == {"bptt", "rate"}
+    assert (tmp_path / "rate_vs_bptt.png").stat().st_size > 0
