@@ -217,6 +217,10 @@ def eval_cmd(
     early_exit: Optional[str] = typer.Option(  # issue 10 (training/early_exit.py)
         None, "--early-exit", help="Also run early-exit inference (SEENN-I) at T_max = the largest "
         "--T: comma-separated confidence thresholds, e.g. 0.5,0.9,0.99; writes early_exit.json/png."),
+    calibration: bool = typer.Option(  # issue 4 (training/calibration_metrics.py)
+        False, "--calibration", help="Also report accuracy, ECE and AdaECE (15 bins) of the cumulative-mean "
+        "prediction at every step t of T_max = the largest --T; writes calibration.json and "
+        "reliability_<label>.png."),
 ) -> None:
     """Evaluate checkpoints at several T; see the examples above."""
     from flexsnn.data.registry import load_event_dataset
@@ -265,6 +269,33 @@ def eval_cmd(
                             batch_size=batch_size, out=out, progress=tqdm_progress)
         echo_early_exit(ee)
         typer.echo(f"wrote {out / 'early_exit.json'} and {out / 'early_exit.png'}")
+    if calibration:  # issue 4: per-step accuracy / ECE / AdaECE at T_max
+        _eval_calibration(loaded, cache, T=max(Ts), batch_size=batch_size, out=out)
+
+
+def _eval_calibration(loaded: list, cache: Any, *, T: int, batch_size: int, out: Path) -> None:
+    """``eval --calibration``: per-step calibration of each checkpoint at uniform ``T`` (issue 4)."""
+    import re
+
+    from flexsnn.io_utils import atomic_write_json
+    from flexsnn.progress import tqdm_progress
+    from flexsnn.training.calibration_metrics import evaluate_calibration
+
+    result: dict[str, Any] = {"T": T, "bins": 15, "checkpoints": {}}
+    for (model, meta), path in loaded:
+        label = meta.scheme.get("name", path.stem) if meta.scheme else path.stem
+        if label in result["checkpoints"]:
+            label = f"{label} ({path.parent.name}/{path.stem})"
+        png = out / f"reliability_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}.png"
+        loader = cache.loader(T, batch_size)
+        rep = evaluate_calibration(model, loader, config=T, reliability_png=png, progress=tqdm_progress,
+                                   total=len(loader))
+        result["checkpoints"][label] = {"path": str(path), **rep.to_dict(), "reliability_png": str(png)}
+        typer.echo(f"{label} calibration at T={T} (t: accuracy / ECE / AdaECE):")
+        for t, (a, e, ae) in enumerate(zip(rep.accuracy_per_t, rep.ece_per_t, rep.adaece_per_t), 1):
+            typer.echo(f"  t={t:3d}  {a:.4f} / {e:.4f} / {ae:.4f}")
+    atomic_write_json(out / "calibration.json", result)
+    typer.echo(f"wrote {out / 'calibration.json'}")
 
 
 def calibrate_cmd(
