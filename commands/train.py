@@ -151,7 +151,7 @@ def train_cmd(
                                                   help="Only non-increasing T along the stages."),
     data_kind: Optional[str] = typer.Option(None, "--data-kind", help="event (default) or static."),
     loss: Optional[str] = typer.Option(None, "--loss", help="ce, tet or tmc."),
-    backprop: Optional[str] = typer.Option(None, "--backprop", help="bptt or rate."),
+    backprop: Optional[str] = typer.Option(None, "--backprop", help="bptt, rate (= rate_M) or rate_S (rate-based, memory flat in T)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adamw."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (cosine to 0)."),
     weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),

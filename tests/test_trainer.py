@@ -141,13 +141,29 @@ def test_bias_removal_phase_and_bn_calibration(tmp_path, tiny_data):
     assert not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def test_rate_step_plugs_into_train_step():
+@pytest.mark.parametrize("backprop", ["rate", "rate_S"])
+def test_rate_step_plugs_into_train_step(backprop):
     torch.manual_seed(1)
     model = build_model("speck3c1fc")
     model.train()
     x = (torch.rand(3, 2, 2, 34, 34) < 0.3).float() * 2
     y = torch.tensor([0, 1])
     opt = torch.optim.SGD(model.parameters(), lr=0.0)
-    stats = train_step(model, x, y, [(3, 2, 1, 1), (3, 3, 3, 3)], build_loss("ce"), get_step_fn("rate"), opt)
+    stats = train_step(model, x, y, [(3, 2, 1, 1), (3, 3, 3, 3)], build_loss("ce"), get_step_fn(backprop), opt)
     assert stats.seen == 4 and all(p.grad is not None for p in model.parameters())
     assert any(float(p.grad.abs().sum()) > 0 for p in model.parameters())
+
+
+def test_rate_modes_give_their_own_gradients():
+    """--backprop rate_S really selects the single-step mode: same gradient as rate_M without BN."""
+    grads = {}
+    for backprop in ("rate_M", "rate_S"):
+        torch.manual_seed(3)
+        model = build_model("speck3c1fc")
+        x = (torch.rand(4, 2, 2, 34, 34) < 0.3).float() * 2
+        y = torch.tensor([2, 7])
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        train_step(model, x, y, [(4, 4, 4, 4)], build_loss("ce"), get_step_fn(backprop), opt)
+        grads[backprop] = torch.cat([p.grad.flatten() for p in model.parameters()])
+    assert torch.allclose(grads["rate_M"], grads["rate_S"], atol=1e-6)
+    assert get_step_fn("rate_S").__name__ == "rate_step_rate_S"

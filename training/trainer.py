@@ -49,7 +49,7 @@ from flexsnn.training.schemes import SchemeConfig, sample_configs, step_generato
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
-BACKPROPS = ("bptt", "rate")
+BACKPROPS = ("bptt", "rate", "rate_M", "rate_S")  # "rate" is rate_M
 PHASES = ("train", "bias_removal")
 STATE_KIND = "flexsnn-train-state"
 EPOCH_STREAM = 0xE90C
@@ -66,7 +66,8 @@ class TrainConfig:
         T: number of time bins of the data (frames per sample).
         scheme: :class:`SchemeConfig` (its ``T`` must equal ``T``).
         loss, loss_params: ``build_loss(loss, **loss_params)``.
-        backprop: ``"bptt"`` or ``"rate"`` (rate-based backprop, :mod:`flexsnn.training.rate_backprop`).
+        backprop: ``"bptt"``, or rate-based backprop (:mod:`flexsnn.training.rate_backprop`):
+            ``"rate_M"`` (alias ``"rate"``) or ``"rate_S"`` (memory flat in T).
         optimizer: ``"sgd"`` (momentum ``momentum``, Nesterov off) or ``"adamw"``.
         lr, weight_decay: learning rate (cosine-annealed to 0 over all steps) and decay.
         epochs, batch_size, seed: as named.
@@ -216,21 +217,29 @@ def bptt_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Calla
     return loss.detach(), logits.detach()
 
 
-def rate_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-              backward: Backward) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rate-based backprop (:func:`flexsnn.training.rate_backprop.rate_loss_and_backward`),
-    which runs its own single backward; ``backward`` is unused."""
-    from flexsnn.training.rate_backprop import rate_loss_and_backward
+def _rate_step(mode: str) -> StepFn:
+    def rate_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
+                  backward: Backward) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rate-based backprop (:func:`flexsnn.training.rate_backprop.rate_loss_and_backward`)
+        in ``mode``; it runs its own single backward, so ``backward`` is unused."""
+        from flexsnn.training.rate_backprop import rate_loss_and_backward
 
-    res = rate_loss_and_backward(model, x, y, loss_fn)
-    return res.loss, res.logits
+        res = rate_loss_and_backward(model, x, y, loss_fn, mode=mode)
+        return res.loss, res.logits
+
+    rate_step.__name__ = f"rate_step_{mode}"
+    return rate_step
 
 
-STEP_FNS: dict[str, StepFn] = {"bptt": bptt_step, "rate": rate_step}
+#: rate_M (multi-step) keeps the T spike-pass steps' inputs; rate_S (single-step) accumulates
+#: eligibility step by step, so its memory does not grow with T.
+rate_step = _rate_step("rate_M")
+STEP_FNS: dict[str, StepFn] = {"bptt": bptt_step, "rate": rate_step, "rate_M": rate_step,
+                               "rate_S": _rate_step("rate_S")}
 
 
 def get_step_fn(backprop: str) -> StepFn:
-    """The per-configuration step function for ``backprop`` (``"bptt"`` | ``"rate"``)."""
+    """The per-configuration step function for ``backprop`` (one of :data:`BACKPROPS`)."""
     if backprop not in STEP_FNS:
         raise ConfigError("backprop", backprop, f"one of {', '.join(STEP_FNS)}")
     return STEP_FNS[backprop]
