@@ -35,31 +35,6 @@ BACKENDS = {"sim": ("sim",), "speck2e": ("speck2e",), "both": ("sim", "speck2e")
 _STATE: dict[str, dict] = {"outcomes": {}, "metrics": {}}
 
 
-def _share_tests_helpers() -> None:
-    """Keep ``from conftest import <helper>`` working in tests/ when both folders run.
-
-    Neither tests/ nor hwtests/ is a package, so pytest (prepend import mode) keeps a single
-    module named ``conftest`` in ``sys.modules``: the last one it imported, this one. The plain
-    helper functions of tests/conftest.py (not its fixtures) are therefore re-exported here.
-    """
-    import importlib.util
-    import inspect
-
-    path = REPO / "tests" / "conftest.py"
-    if not path.is_file():
-        return
-    spec = importlib.util.spec_from_file_location("_flexsnn_tests_conftest_helpers", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    for name, obj in vars(module).items():
-        if inspect.isfunction(obj) and obj.__module__ == module.__name__ and not name.startswith("_") \
-                and name not in globals():
-            globals()[name] = obj
-
-
-_share_tests_helpers()
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("flexsnn-hw", "flexsnn hardware-in-the-loop suite")
     g.addoption("--backend", choices=sorted(BACKENDS), default="sim",

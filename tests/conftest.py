@@ -1,5 +1,6 @@
-"""Shared fixtures: seeded generators, the real N-MNIST folder (skipped when absent),
-and one layout-assertion helper."""
+"""Shared fixtures: seeded generators and the real N-MNIST folder (skipped when absent).
+Plain helpers live in modules beside the tests (``layout.py``, ``chip_builders.py``), not
+here: pytest keeps only one module named ``conftest`` when tests/ and hwtests/ run together."""
 
 from __future__ import annotations
 
@@ -25,11 +26,3 @@ def nmnist_small() -> Path:
     if not (NMNIST_SMALL / "Train").is_dir():
         pytest.skip(f"real N-MNIST subset not found at {NMNIST_SMALL} (set FLEXSNN_NMNIST_SMALL)")
     return NMNIST_SMALL
-
-
-def assert_layout(tensor, shape: tuple, *, name: str = "tensor") -> None:
-    """Assert ``tensor.shape == shape``; ``None`` entries in ``shape`` match any size."""
-    actual = tuple(tensor.shape)
-    assert len(actual) == len(shape) and all(s is None or s == a for s, a in zip(shape, actual)), (
-        f"{name}: shape {actual} does not match expected layout {shape}"
-    )

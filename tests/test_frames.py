@@ -8,7 +8,7 @@ import tonic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import assert_layout
+from layout import assert_layout
 from flexsnn.data.events import SensorSize, empty_events, make_events
 from flexsnn.data.frames import (
     Augment,

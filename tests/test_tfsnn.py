@@ -12,7 +12,7 @@ from flexsnn.models.neurons import SpikingNeuron, neuron_step
 from flexsnn.models.tfsnn import TFSNN, Stage, fold_time
 from flexsnn.models.ttm import temporal_transform
 from flexsnn.models.zoo import build_model
-from conftest import assert_layout
+from layout import assert_layout
 
 
 def _init(model: nn.Module, seed: int = 0, scale: float = 1.0) -> nn.Module:

@@ -16,7 +16,7 @@ from flexsnn.errors import ConfigError
 from flexsnn.models.neurons import SpikingNeuron, iter_neurons
 from flexsnn.models.tfsnn import TFSNN
 from flexsnn.models.zoo import ZooEntry, build_model, group_blocks, list_models
-from conftest import assert_layout
+from layout import assert_layout
 
 SPECK_NETS = ["speck3c1fc", "speck4c"]
 
