@@ -168,10 +168,11 @@ class DemoConfig:
         - ``default``: 4,000 generated training recordings, 5 SDT+BN epochs (AdamW, lr 3e-3),
           then 3 epochs of each fine-tune (lr 1e-3); 1,000 test recordings at T = 1..10,
           time-binned and async; up to 1,000 real recordings. Calibrated by timing on a 2-core
-          CPU: about 18 ms per sample-epoch for SDT and 34 ms for MTT (quiet machine), so about
-          7 min in all; a machine shared with other jobs takes up to 2.5x longer.
+          CPU (about 5 ms per sample-epoch for SDT and 13 ms for MTT): measured 449 s in all
+          at load average 4 -> 1.5, and 971 s at load 10 -> 3 (the machine shared with other
+          jobs).
         - ``quick``: 1,500 training recordings, 3 + 2 epochs, 300 test and real recordings
-          (about 2 min on a quiet 2-core CPU).
+          (measured 144 s at load 2.5 -> 4.5; 400 s at load 13).
         The demo presets use a higher learning rate than the paper's code (5e-4 over 300
         epochs): with a few epochs, 3e-3 reached 87 % after 3 epochs where 5e-4 reached 61 %.
         - ``reproduce``: full N-MNIST from ``data_root``; the paper's code's settings
