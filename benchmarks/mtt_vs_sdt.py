@@ -70,7 +70,8 @@ def measure_epoch_cost(train_ds, *, T: int, s: int, batch_size: int, n_samples: 
 
 
 def run_dataset(name: str, root: str | None, *, n_train: int | None, n_test: int | None, epochs: int,
-                T: int, s: int, batch_size: int, lr: float, out: Path, seed: int) -> dict:
+                T: int, s: int, batch_size: int, lr: float, out: Path, seed: int,
+                grad_clip: float | None = None) -> dict:
     from flexsnn.data.registry import load_event_dataset
     from flexsnn.training.evaluate import FrameCache, accuracy_per_T
     from flexsnn.training.schemes import SchemeConfig
@@ -89,7 +90,8 @@ def run_dataset(name: str, root: str | None, *, n_train: int | None, n_test: int
     for key, scheme in schemes.items():
         cfg = TrainConfig(model="speck3c1fc", model_kwargs={"T": T}, dataset=name, root=root, T=T,
                           scheme=scheme, loss="ce", optimizer="adamw", lr=lr, epochs=epochs,
-                          batch_size=batch_size, seed=seed, eval_every=epochs)
+                          batch_size=batch_size, seed=seed, eval_every=epochs,
+                          grad_clip=grad_clip)
         t0 = time.perf_counter()
         res = train(cfg, out_dir=out / "runs" / f"{name}-{key}", train_data=train_ds, test_data=test_ds)
         histories[key] = res.history
@@ -117,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-test", type=int, default=None)
     parser.add_argument("--no-nmnist", action="store_true", help="skip the real N-MNIST subset")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lr", type=float, default=1e-3,
+                        help="AdamW learning rate for both schemes (3e-3 made MTT from scratch diverge: "
+                             "summing TTMs scale the output stage's spike counts with the configuration)")
+    parser.add_argument("--grad-clip", type=float, default=None, help="max gradient norm for both schemes")
     parser.add_argument("--runs", type=Path, default=None,
                         help="folder for the training runs' checkpoints (default: a temporary folder)")
     args = parser.parse_args(argv)
@@ -143,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or Path(tmp.name)
     t0 = time.perf_counter()
     train_size = {k: v for k, v in size.items() if not k.startswith("cost_")}
-    main_res = run_dataset("saccade-mnist", None, lr=3e-3, out=runs, seed=args.seed, **train_size)
+    main_res = run_dataset("saccade-mnist", None, lr=args.lr, grad_clip=args.grad_clip, out=runs,
+                           seed=args.seed, **train_size)
     from flexsnn.data.registry import load_event_dataset
 
     cost = measure_epoch_cost(load_event_dataset("saccade-mnist", split="train", seed=args.seed,
@@ -158,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         "cost_ratio_mtt_over_sdt": cost["cost_ratio_mtt_over_sdt"],
         "cost_measurement": cost,
         "model": "speck3c1fc",
-        "settings": {**size, "lr": 3e-3, "optimizer": "adamw", "loss": "ce", "seed": args.seed,
+        "settings": {**size, "lr": args.lr, "grad_clip": args.grad_clip, "optimizer": "adamw", "loss": "ce", "seed": args.seed,
                      "mtt_stage_range": [1, size["T"]], "smoke": args.smoke},
         "details": {"saccade-mnist": main_res},
         "machine": machine_info(),
@@ -170,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     atomic_write_json(args.out / f"{name}.json", result)  # saccade part first; N-MNIST is added below
     plot_accuracy_curves(curves, args.out / f"{name}.png", title="speck3c1fc: SDT (T=10) vs MTT")
     if not args.no_nmnist and (NMNIST_SMALL / "Train").is_dir():
-        nm = run_dataset("nmnist", str(NMNIST_SMALL), lr=3e-3, out=runs, seed=args.seed,
+        nm = run_dataset("nmnist", str(NMNIST_SMALL), lr=args.lr, grad_clip=args.grad_clip, out=runs,
+                         seed=args.seed,
                          **train_size)
         result["nmnist_small"] = {k: nm[k] for k in ("T_eval", "accuracy", "train_epoch_seconds",
                                                      "train_cost_ratio_mtt_over_sdt", "n_train", "n_test")}
