@@ -47,7 +47,13 @@ Choices where the public sources are silent (each is a parameter of :class:`SimC
   leaky cores add their biases in core order (:meth:`ChipImage.core_order`), each core's
   spikes are forwarded (same order rules) before the next core leaks. No leak without biases.
 - ``max_cascade``: an input event (or tick) may cause at most this many core events
-  (guards against runaway feedback); past it :class:`SimulationError` is raised.
+  (guards against runaway feedback in time); past it :class:`SimulationError` is raised.
+- ``max_events``: pending plus recorded events may not pass this many (guards memory: a core
+  that feeds itself, a 2-core cycle or thresholds of 1 make both grow without bound); past it
+  :class:`SimulationError` is raised. Default (None): :func:`default_max_events`, sized to this
+  machine's memory. Recurrent images are allowed; only a runaway stops.
+- ``kernel``: ``"fast"`` (default, :mod:`flexsnn.deploy.kernels_fast`) or ``"reference"``
+  (:mod:`flexsnn.deploy.kernels`, the straightforward layout): identical results.
 
 State (every neuron 0) is reset before every sample.
 """
@@ -65,6 +71,7 @@ from flexsnn.converters.speck2e import SPECK2E, ChipLimits
 from flexsnn.data.events import SensorSize, validate_events
 from flexsnn.deploy.backend import CHIP_EVENT_DTYPE, RunResult
 from flexsnn.deploy import kernels as K
+from flexsnn.deploy import kernels_fast as KF
 from flexsnn.errors import ChipConstraintError, ConfigError, FlexsnnError, Violation
 
 log = logging.getLogger(__name__)
@@ -72,6 +79,34 @@ log = logging.getLogger(__name__)
 SpikeMode = Literal["single", "multi"]
 EventOrder = Literal["depth-first", "breadth-first"]
 UpdateOrder = Literal["channel-major", "position-major"]
+Kernel = Literal["fast", "reference"]
+
+#: memory one held event may cost at the peak (bytes): a recorded event is 40 B in the kernel's
+#: buffer, up to 80 B while it doubles, plus 16 B in the result; a pending one 8-32 B
+BYTES_PER_EVENT = 128
+
+
+def memory_budget_bytes() -> int:
+    """Bytes this process may sensibly use: the smaller of physical memory and the address
+    space limit (``RLIMIT_AS``), whichever is known."""
+    import os
+    import resource
+
+    budget = 1 << 62
+    try:
+        budget = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+        budget = min(budget, int(soft))
+    return int(budget)
+
+
+def default_max_events() -> int:
+    """Default ``max_events``: a quarter of :func:`memory_budget_bytes` at
+    :data:`BYTES_PER_EVENT` bytes per event (at least 100,000)."""
+    return max(100_000, memory_budget_bytes() // 4 // BYTES_PER_EVENT)
 
 
 class SimulationError(FlexsnnError):
@@ -90,6 +125,9 @@ class SimConfig:
         leak_period_us: slow-clock period in µs (> 0); used only by cores with a leak.
         record_all: record the output events of every core, not only the output core's.
         max_cascade: most core events one input event or tick may cause.
+        max_events: most pending plus recorded events (memory guard); None: sized to this
+            machine's memory (:func:`default_max_events`).
+        kernel: "fast" (default) or "reference" (same results, straightforward layout).
     """
 
     spike: SpikeMode = "single"
@@ -99,6 +137,8 @@ class SimConfig:
     leak_period_us: int = 1000
     record_all: bool = False
     max_cascade: int = 10_000_000
+    max_events: int | None = None
+    kernel: Kernel = "fast"
 
     def __post_init__(self) -> None:
         if self.spike not in ("single", "multi"):
@@ -111,6 +151,10 @@ class SimConfig:
             raise ConfigError("leak_period_us", self.leak_period_us, "an integer > 0 (µs)")
         if int(self.max_cascade) < 1:
             raise ConfigError("max_cascade", self.max_cascade, "an integer >= 1")
+        if self.max_events is not None and int(self.max_events) < 1:
+            raise ConfigError("max_events", self.max_events, "an integer >= 1 (or None: sized to memory)")
+        if self.kernel not in ("fast", "reference"):
+            raise ConfigError("kernel", self.kernel, "'fast' or 'reference'")
 
 
 @dataclass
@@ -118,7 +162,11 @@ class PackedImage:
     """A ChipImage flattened into the arrays :func:`flexsnn.deploy.kernels.run_events` takes.
 
     ``core_ids[i]`` is the chip core id of local core ``i``; ``ch_off`` the offsets of each
-    core's channels in the per-channel spike counts.
+    core's channels in the per-channel spike counts. ``weights`` (int8, per core
+    ``[c_out, c_in, k, k]``) serve the reference kernel; ``weights_t`` (int16, per core
+    ``[c_in, k, k, c_out]``) and the footprint tables ``fp_*`` (see
+    :func:`flexsnn.deploy.kernels_fast.run_events_fast`) the fast one. ``dests`` is int64
+    ``[n, 2, 3]``: (local core, pooling, log2 of the pooling or -1), -1 when unused.
     """
 
     core_ids: np.ndarray
@@ -132,6 +180,13 @@ class PackedImage:
     dests: np.ndarray
     input_dests: np.ndarray
     ch_off: np.ndarray = field(default_factory=lambda: np.zeros(1, dtype=np.int64))
+    weights_t: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int16))
+    fp_ylo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fp_yhi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fp_xlo: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fp_xhi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fp_yoff: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    fp_xoff: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def input_sensor(image: ChipImage) -> SensorSize:
@@ -163,8 +218,12 @@ def pack_image(image: ChipImage) -> PackedImage:
     local = {cid: i for i, cid in enumerate(order)}
     n = len(order)
     geom = np.zeros((n, K.N_GEOM), dtype=np.int64)
-    dests = np.full((n, 2, 2), -1, dtype=np.int64)
-    w_parts, b_parts = [], []
+    dests = np.full((n, 2, 3), -1, dtype=np.int64)
+    w_parts, wt_parts, b_parts = [], [], []
+    fp = {"ylo": [], "yhi": [], "xlo": [], "xhi": []}
+    fp_yoff = np.zeros(n, dtype=np.int64)
+    fp_xoff = np.zeros(n, dtype=np.int64)
+    ypos = xpos = 0
     w_off = np.zeros(n, dtype=np.int64)
     b_off = np.zeros(n, dtype=np.int64)
     s_off = np.zeros(n, dtype=np.int64)
@@ -180,8 +239,19 @@ def pack_image(image: ChipImage) -> PackedImage:
                    1 if c.reset_mode == "zero" else 0,
                    1 if (c.leak_enabled and np.any(c.biases != 0)) else 0, cid)
         for d_i, d in enumerate(c.destinations):
-            dests[i, d_i] = (local[d.core], d.pooling)
+            p = int(d.pooling)
+            dests[i, d_i] = (local[d.core], p, p.bit_length() - 1 if p & (p - 1) == 0 else -1)
         w_parts.append(np.ascontiguousarray(c.weights, dtype=np.int8).ravel())
+        wt_parts.append(np.ascontiguousarray(np.asarray(c.weights).transpose(1, 2, 3, 0),
+                                             dtype=np.int16).ravel())
+        for axis, (n_in, n_out, st, pd) in (("y", (h_in, h_out, c.stride[0], c.padding[0])),
+                                            ("x", (w_in, w_out, c.stride[1], c.padding[1]))):
+            lo, hi = KF.footprint_tables(n_in, n_out, k, st, pd)
+            fp[axis + "lo"].append(lo)
+            fp[axis + "hi"].append(hi)
+        fp_yoff[i], fp_xoff[i] = ypos, xpos
+        ypos += h_in
+        xpos += w_in
         b_parts.append(np.ascontiguousarray(c.biases, dtype=np.int16).ravel())
         w_off[i], b_off[i], s_off[i] = wpos, bpos, spos
         wpos += w_parts[-1].size
@@ -195,7 +265,14 @@ def pack_image(image: ChipImage) -> PackedImage:
         s_off=s_off, n_state=spos, dests=dests,
         input_dests=np.asarray([local[d] for d in image.input.destinations], dtype=np.int64),
         ch_off=ch_off,
+        weights_t=np.concatenate(wt_parts) if wt_parts else np.zeros(0, np.int16),
+        fp_ylo=_cat64(fp["ylo"]), fp_yhi=_cat64(fp["yhi"]), fp_xlo=_cat64(fp["xlo"]),
+        fp_xhi=_cat64(fp["xhi"]), fp_yoff=fp_yoff, fp_xoff=fp_xoff,
     )
+
+
+def _cat64(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
 def map_input_events(events: np.ndarray, image: ChipImage) -> tuple[np.ndarray, ...]:
@@ -248,6 +325,7 @@ class AsyncSimulator:
         self._packed: PackedImage | None = None
         self._state: np.ndarray | None = None
         self._sensor: SensorSize | None = None
+        self._kernel: str = self.config.kernel
 
     # ---- Backend protocol -----------------------------------------------------------------
     def load(self, image: ChipImage) -> None:
@@ -263,7 +341,13 @@ class AsyncSimulator:
                                   f"cores {bad} have threshold_high <= 0; use spike='single'")
         self.image = image
         self._packed = pack_image(image)
-        self._state = np.zeros(self._packed.n_state, dtype=np.int32)
+        self._kernel = self.config.kernel
+        if self._kernel == "fast" and not all(KF.fast_kernel_supports(c.threshold_high, c.threshold_low)
+                                              for c in image.cores):
+            log.debug("thresholds outside -32768 <= low < high <= 32767: reference kernel")
+            self._kernel = "reference"
+        # fast: [h, w, c] per core, 16 bits; reference: [c, h, w], int32 holding 16-bit values
+        self._state = np.zeros(self._packed.n_state, dtype=np.int16 if self._kernel == "fast" else np.int32)
         self._sensor = input_sensor(image)
 
     def reset(self) -> None:
@@ -278,7 +362,11 @@ class AsyncSimulator:
         out = {}
         for i, cid in enumerate(pk.core_ids):
             c_out, h, w = (int(v) for v in pk.geom[i, [K.G_COUT, K.G_HOUT, K.G_WOUT]])
-            out[int(cid)] = self._state[pk.s_off[i]:pk.s_off[i] + c_out * h * w].reshape(c_out, h, w).copy()
+            block = self._state[pk.s_off[i]:pk.s_off[i] + c_out * h * w]
+            if self._kernel == "fast":  # [h, w, c] -> [c, h, w]
+                out[int(cid)] = block.reshape(h, w, c_out).transpose(2, 0, 1).astype(np.int32)
+            else:
+                out[int(cid)] = block.reshape(c_out, h, w).copy()
         return out
 
     def factory_spec(self) -> tuple[str, dict]:
@@ -298,7 +386,8 @@ class AsyncSimulator:
 
         Raises:
             EventFormatError: events outside the input, bad polarity, unsorted, wrong dtype.
-            SimulationError: more than ``max_cascade`` core events from one input event.
+            SimulationError: more than ``max_cascade`` core events from one input event, or
+                more than ``max_events`` pending plus recorded events.
         """
         self._require_loaded()
         validate_events(events, self._sensor, source=source)
@@ -310,16 +399,33 @@ class AsyncSimulator:
             record[:] = 1
         out_local = int(np.flatnonzero(pk.core_ids == image.output_core)[0])
         record[out_local] = 1
-        rec, n_rec, spike_counts, synops, channel_counts, status, n_done = K.run_events(
-            in_c, in_y, in_x, in_t, pk.input_dests, pk.geom, pk.weights, pk.w_off, pk.biases,
-            pk.b_off, self._state, pk.s_off, pk.dests, np.int64(cfg.leak_period_us), record,
-            cfg.spike == "multi", bool(cfg.saturate), cfg.order == "breadth-first",
-            cfg.update_order == "position-major", np.int64(cfg.max_cascade))
+        max_events = self.max_events
+        rules = (np.int64(cfg.leak_period_us), record, cfg.spike == "multi", bool(cfg.saturate),
+                 cfg.order == "breadth-first", cfg.update_order == "position-major",
+                 np.int64(cfg.max_cascade), np.int64(max_events))
+        if self._kernel == "fast":
+            out = KF.run_events_fast(
+                in_c, in_y, in_x, in_t, pk.input_dests, pk.geom, pk.weights_t, pk.w_off,
+                pk.biases, pk.b_off, self._state, pk.s_off, pk.dests, pk.fp_ylo, pk.fp_yhi,
+                pk.fp_xlo, pk.fp_xhi, pk.fp_yoff, pk.fp_xoff, *rules)
+        else:
+            out = K.run_events(in_c, in_y, in_x, in_t, pk.input_dests, pk.geom, pk.weights,
+                               pk.w_off, pk.biases, pk.b_off, self._state, pk.s_off, pk.dests,
+                               *rules)
+        rec, n_rec, spike_counts, synops, channel_counts, status, n_done = out
         if status == K.STATUS_CASCADE_LIMIT:
             raise SimulationError(
                 f"{source}: input event {n_done} caused more than max_cascade="
                 f"{cfg.max_cascade} core events (runaway activity or feedback); raise "
                 "max_cascade or check thresholds")
+        if status == K.STATUS_EVENT_LIMIT:
+            cores = ", ".join(f"core {int(c)}: {int(n):,}" for c, n in zip(pk.core_ids, spike_counts))
+            raise SimulationError(
+                f"{source}: stopped at input event {n_done}: pending plus recorded events would "
+                f"pass max_events={max_events:,} (about {max_events * BYTES_PER_EVENT / 2**30:.1f} "
+                f"GiB; spikes so far: {cores}). The activity runs away (a core feeding itself or "
+                "a cycle with loop gain >= 1, or thresholds too low): check thresholds and "
+                "feedback weights, or raise --max-events if the memory is there")
         return self._result(rec, n_rec, spike_counts, synops, channel_counts, events)
 
     def predict(self, events: np.ndarray) -> int:
@@ -329,6 +435,11 @@ class AsyncSimulator:
     def close(self) -> None:
         """Nothing to release (kept for the Backend protocol)."""
         return None
+
+    @property
+    def max_events(self) -> int:
+        """The memory guard in effect (``config.max_events`` or :func:`default_max_events`)."""
+        return int(self.config.max_events) if self.config.max_events is not None else default_max_events()
 
     # ---- helpers ----------------------------------------------------------------------------
     def _require_loaded(self) -> None:

@@ -1,4 +1,8 @@
-"""Compiled inner loops of the asynchronous simulator, each beside a plain reference.
+"""The reference kernel of the asynchronous simulator (``SimConfig(kernel="reference")``): compiled
+inner loops in the ChipImage layout, each beside a plain reference.
+
+The default kernel, :mod:`flexsnn.deploy.kernels_fast`, lays the data out for speed and must give
+the same results bit for bit; this module is the straightforward version it is tested against.
 
 Every numba kernel here has a reference implementation with the same signature (NumPy where
 the operation vectorises, plain Python otherwise) that the tests compare it with:
@@ -38,6 +42,9 @@ STATE_MAX = 2 ** 15 - 1
 #: return codes of :func:`run_events`
 STATUS_OK = 0
 STATUS_CASCADE_LIMIT = 1
+STATUS_EVENT_LIMIT = 2  # pending plus recorded events would pass max_events (memory guard)
+#: default ``max_events`` of the kernels (no limit)
+NO_EVENT_LIMIT = 2 ** 62
 
 
 @njit(cache=True, inline="always")
@@ -282,7 +289,7 @@ _grow2 = njit(cache=True)(_grow2_impl)
 
 def _run_events_impl(in_c, in_y, in_x, in_t, input_dests, geom, weights, w_off, biases, b_off,
                      state, s_off, dests, leak_period_us, record, multi, saturate,
-                     breadth_first, position_major, max_cascade):
+                     breadth_first, position_major, max_cascade, max_events=NO_EVENT_LIMIT):
     """Simulate one sample (body of :func:`run_events`, and of :func:`run_events_ref`).
 
     Args:
@@ -295,6 +302,8 @@ def _run_events_impl(in_c, in_y, in_x, in_t, input_dests, geom, weights, w_off, 
         record: uint8 ``[n]``: 1 = record the output events of that core.
         multi, saturate, breadth_first, position_major: rules (see async_sim).
         max_cascade: most core events one input event (or one core's tick) may cause.
+        max_events: most pending plus recorded events (memory guard): when a core's spikes
+            could push that sum past it, the run stops with STATUS_EVENT_LIMIT.
 
     Returns:
         ``(rec, n_rec, spike_counts, synops, channel_counts, status, n_done)``: ``rec`` int64
@@ -416,9 +425,17 @@ def _run_events_impl(in_c, in_y, in_x, in_t, input_dests, geom, weights, w_off, 
         for s in range(m):
             n_spikes += sp_n[s]
         spike_counts[i] += n_spikes
+        if tail - head + 2 * n_spikes + n_rec + (n_spikes if record[i] != 0 else 0) > max_events:
+            return rec, n_rec, spike_counts, synops, channel_counts, STATUS_EVENT_LIMIT, j - 1
         if record[i] != 0 and n_rec + n_spikes > rec.shape[1]:
             rec = _grow2(rec, n_rec + n_spikes)
         need = tail + 2 * n_spikes
+        if need > q_core.shape[0] and head > 0:  # breadth-first: drop the delivered head first
+            for a in range(tail - head):
+                q_core[a], q_c[a], q_y[a], q_x[a] = q_core[head + a], q_c[head + a], q_y[head + a], q_x[head + a]
+            tail -= head
+            head = 0
+            need = tail + 2 * n_spikes
         if need > q_core.shape[0]:
             q_core = _grow(q_core, need)
             q_c = _grow(q_c, need)
@@ -481,7 +498,7 @@ run_events.__doc__ = _run_events_impl.__doc__
 
 def run_events_ref(in_c, in_y, in_x, in_t, input_dests, geom, weights, w_off, biases, b_off,
                    state, s_off, dests, leak_period_us, record, multi, saturate,
-                   breadth_first, position_major, max_cascade):
+                   breadth_first, position_major, max_cascade, max_events=NO_EVENT_LIMIT):
     """Plain-Python reference of :func:`run_events` (same signature and results).
 
     Runs the same event loop uncompiled, with the NumPy references
@@ -496,6 +513,7 @@ def run_events_ref(in_c, in_y, in_x, in_t, input_dests, geom, weights, w_off, bi
                  _grow=_grow_impl, _grow2=_grow2_impl)
         return _run_events_impl(in_c, in_y, in_x, in_t, input_dests, geom, weights, w_off,
                                 biases, b_off, state, s_off, dests, leak_period_us, record,
-                                multi, saturate, breadth_first, position_major, max_cascade)
+                                multi, saturate, breadth_first, position_major, max_cascade,
+                                max_events)
     finally:
         g.update(saved)
