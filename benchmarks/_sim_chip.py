@@ -24,7 +24,7 @@ class ChipSettings:
     T: int = 10
     train_limit: int = 4000
     test_limit: int = 300
-    epochs: int = 5
+    epochs: int = 6
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0

@@ -24,6 +24,11 @@ Examples:
   flexsnn simulate --chip mtt.chip --workers 2 --spike multi
   torchrun --nproc-per-node 2 -m flexsnn.cli -- simulate --chip mtt.chip --shard
   flexsnn simulate --chip mtt.chip --early-exit 1,2,4,8 --limit 200
+  flexsnn simulate --chip loop.chip --max-events 2000000
+
+Speed: samples/s and SynOps/s (synaptic operations per second, comparable across networks).
+Recurrent images (a core feeding itself, cycles) are simulated; a runaway cascade stops with a
+named error once pending plus recorded events pass --max-events, instead of eating memory.
 """
 
 
@@ -39,8 +44,14 @@ def simulate(
     T: int = typer.Option(10, "--T", help="Time bins per sample (time-binned backend only)."),
     spike: Optional[str] = typer.Option(None, "--spike", help="single or multi spikes per neuron "
                                         "update (default: single for async, multi for time-binned)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most N samples."),
-    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most N samples (>= 1)."),
+    workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (>= 1; capped at the "
+                                "number of samples and of CPU cores)."),
+    max_events: Optional[int] = typer.Option(
+        None, "--max-events", help="Memory guard of the async simulator: most pending plus "
+        "recorded events one sample may hold (default: a quarter of this machine's memory at "
+        "128 bytes per event). Past it the run stops with a named error (runaway feedback or "
+        "thresholds too low) instead of growing."),
     sample: int = typer.Option(0, "--sample", help="Index of the sample drawn in raster.png."),
     shard: bool = typer.Option(False, "--shard", help="Split the samples over the ranks of a torchrun "
                                "launch (automatic under torchrun); rank 0 gathers, writes and prints."),
@@ -63,12 +74,22 @@ def simulate(
     if backend not in ("async", "time-binned"):
         raise ConfigError("--backend", backend, "async or time-binned",
                           "the devkit runs through `flexsnn hwtest`")
+    if limit is not None and limit < 1:
+        raise ConfigError("--limit", limit, "an integer >= 1", "omit --limit to evaluate every sample")
+    if workers < 1:
+        raise ConfigError("--workers", workers, "an integer >= 1")
+    if max_events is not None and max_events < 1:
+        raise ConfigError("--max-events", max_events, "an integer >= 1", "omit it for the default")
+    if T < 1:
+        raise ConfigError("--T", T, "an integer >= 1")
     image = ChipImage.load(chip)
     options: dict = {}
     if spike is not None:
         options["spike"] = spike
     if backend == "time-binned":
         options["T"] = T
+    if max_events is not None:
+        options["max_events"] = max_events
     be = make_backend(backend, image=image, **options)
     ds = load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit,
                             progress=tqdm_progress)
@@ -103,7 +124,8 @@ def simulate(
             ("SynOps / sample", f"{res.synops_mean:,.0f}"),
             ("latency-to-decision (median)",
              "-" if res.latency_us_median is None else f"{res.latency_us_median / 1e3:.1f} ms"),
-            ("samples / s", f"{res.samples_per_s:.1f} ({workers} worker{'s' if workers > 1 else ''})")]
+            ("samples / s", f"{res.samples_per_s:.1f} ({res.workers} worker{'s' if res.workers > 1 else ''})"),
+            ("SynOps / s", f"{res.synops_mean * res.samples_per_s:,.0f}")]
     rows += [(f"spikes / sample, core {c}", f"{v:.1f}") for c, v in sorted(res.spikes_mean.items())]
     width = max(len(k) for k, _ in rows)
     for k, v in rows:

@@ -3,17 +3,22 @@
 Per sample the backend's :class:`~flexsnn.deploy.backend.RunResult` gives the prediction
 (arg-max of the class counts; -1 when no class spiked), SynOps and spike counts; the
 latency-to-decision is computed from the output core's timed events (see
-:func:`decision_latency_us`). With ``workers > 1`` samples are spread over a process pool
-(fork): each worker rebuilds the backend from ``backend.factory_spec()`` and loads the same
-ChipImage, so deterministic backends give the same result for any number of workers.
+:func:`decision_latency_us`). With ``workers > 1`` (capped at the number of samples and of CPU
+cores) ``workers - 1`` processes are forked once per call and the calling process works too:
+they inherit the loaded backend and the dataset (copy-on-write, nothing big is pickled), take
+small chunks of sample indices from a shared counter as they finish (so a slow chunk does not
+hold the others up), and send back only their per-sample records; results are put back in
+dataset order, so deterministic backends give the same result for any number of workers.
 """
 
 from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import os
+import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -22,7 +27,7 @@ import numpy as np
 
 from flexsnn.converters.chip_image import ChipImage
 from flexsnn.deploy.backend import Backend, RunResult
-from flexsnn.errors import ConfigError
+from flexsnn.errors import ConfigError, FlexsnnError
 from flexsnn.io_utils import atomic_write_json, provenance, to_json
 from flexsnn.progress import ProgressFactory, null_progress
 
@@ -145,41 +150,123 @@ def _run_indices(backend: Backend, image: ChipImage, dataset, indices: Sequence[
     return out
 
 
-# ---- process pool ----------------------------------------------------------------------------
-_WORKER: dict[str, Any] = {}
+# ---- worker processes ------------------------------------------------------------------------
+class WorkerError(FlexsnnError):
+    """A worker process failed without a picklable error (its traceback is in the message)."""
 
 
-def _worker_init(spec: tuple[str, dict], image: ChipImage, dataset) -> None:
-    from flexsnn.deploy.factory import make_backend
-
-    name, options = spec
-    _WORKER["backend"] = make_backend(name, image=image, **options)
-    _WORKER["image"] = image
-    _WORKER["dataset"] = dataset
+def effective_workers(workers: int, n_samples: int) -> int:
+    """``workers`` capped at the number of samples and of CPU cores (at least 1)."""
+    return max(1, min(int(workers), int(n_samples), os.cpu_count() or 1))
 
 
-def _worker_run(indices: list[int]) -> list[dict[str, Any]]:
-    return _run_indices(_WORKER["backend"], _WORKER["image"], _WORKER["dataset"], indices)
+def _chunk_size(n: int, workers: int, chunk_size: int | None) -> int:
+    """Small enough that every worker gets ~8 chunks (load balance), large enough to amortise
+    the shared counter."""
+    if chunk_size is not None:
+        return max(1, int(chunk_size))
+    return max(1, min(16, n // (8 * workers)))
+
+
+def _take_chunks(backend, image, dataset, chunks, counter, done, records, on_chunk=None) -> None:
+    """Run chunks taken from the shared ``counter`` until none is left (records appended)."""
+    while True:
+        with counter.get_lock():
+            c = counter.value
+            counter.value += 1
+        if c >= len(chunks):
+            return
+        records += _run_indices(backend, image, dataset, chunks[c])
+        with done.get_lock():
+            done.value += len(chunks[c])
+        if on_chunk is not None:
+            on_chunk()
+
+
+def _child(conn, backend, image, dataset, chunks, counter, done) -> None:
+    """Body of a forked worker: take chunks, send ``("ok", records)`` or ``("error", exc)``."""
+    try:
+        if "torch" in sys.modules:  # one intra-op thread per process: the processes are the parallelism
+            sys.modules["torch"].set_num_threads(1)
+        records: list[dict[str, Any]] = []
+        _take_chunks(backend, image, dataset, chunks, counter, done, records)
+        conn.send(("ok", records))
+    except BaseException as exc:  # reported to the parent, which raises it
+        try:
+            conn.send(("error", exc))
+        except Exception:
+            conn.send(("error", WorkerError(traceback.format_exc())))
+    finally:
+        conn.close()
+
+
+def _run_forked(backend, image, dataset, indices: list[int], workers: int, chunk_size: int | None,
+                bar) -> list[dict[str, Any]]:
+    """``indices`` over this process and ``workers - 1`` forked ones; records in index order."""
+    ctx = mp.get_context("fork")
+    size = _chunk_size(len(indices), workers, chunk_size)
+    chunks = [indices[i:i + size] for i in range(0, len(indices), size)]
+    counter, done = ctx.Value("q", 0), ctx.Value("q", 0)
+    procs, pipes = [], []
+    for _ in range(workers - 1):
+        recv, send = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_child, args=(send, backend, image, dataset, chunks, counter, done),
+                        daemon=True)
+        p.start()
+        send.close()
+        procs.append(p)
+        pipes.append(recv)
+    records: list[dict[str, Any]] = []
+    shown = [0]
+
+    def progress() -> None:
+        now = done.value
+        bar.update(now - shown[0])
+        shown[0] = now
+
+    try:
+        _take_chunks(backend, image, dataset, chunks, counter, done, records, on_chunk=progress)
+        for recv, p in zip(pipes, procs):
+            try:
+                status, payload = recv.recv()
+            except EOFError:
+                p.join()
+                raise WorkerError(f"a worker process died (exit code {p.exitcode}) before "
+                                  "reporting; out of memory?") from None
+            if status != "ok":
+                raise payload
+            records += payload
+            progress()
+    finally:
+        for p in procs:
+            p.join(timeout=5.0)
+            if p.is_alive():
+                p.kill()
+                p.join()
+    records.sort(key=lambda r: r["index"])
+    return records
 
 
 def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = None,
                      progress: ProgressFactory | None = None, workers: int = 1,
-                     chunk_size: int = 8) -> EvalResult:
+                     chunk_size: int | None = None) -> EvalResult:
     """Run every sample of ``event_dataset`` (a sequence of ``(events, label)``) on a loaded
     ``backend`` and summarise accuracy, confusion, latency-to-decision and SynOps.
 
     Args:
-        backend: a loaded backend (has ``.image``); for ``workers > 1`` it must provide
-            ``factory_spec()`` (the async and time-binned backends do).
+        backend: a loaded backend (has ``.image``); for ``workers > 1`` deterministic and
+            not real-time (forked workers inherit it as it is).
         event_dataset: e.g. :func:`flexsnn.data.registry.load_event_dataset`'s result.
         limit: the first ``limit`` samples only.
         progress: progress factory (one update per sample).
-        workers: processes (1 = in this process). Samples are handed out in chunks of
-            ``chunk_size``; results are put back in dataset order.
+        workers: processes including this one (1 = in this process only); capped at the
+            number of samples and of CPU cores (:func:`effective_workers`, recorded in the
+            result). Samples are handed out in chunks of ``chunk_size`` (default: about 8
+            chunks per worker, at most 16 samples); results are put back in dataset order.
 
     Raises:
-        ConfigError: unloaded backend, bad ``workers``, or a multi-process request for a
-            backend that cannot be rebuilt in a worker.
+        ConfigError: unloaded backend, bad ``workers``, or several workers for a real-time
+            (hardware) backend.
     """
     image: ChipImage | None = getattr(backend, "image", None)
     if image is None:
@@ -189,29 +276,22 @@ def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = Non
         raise ConfigError("workers", workers, "an integer >= 1")
     n = len(event_dataset) if limit is None else min(int(limit), len(event_dataset))
     indices = list(range(n))
+    used = effective_workers(workers, n)
+    if used < int(workers):
+        log.info("workers: %d -> %d (%d samples, %d CPU cores)", int(workers), used, n, os.cpu_count() or 1)
+    if used > 1 and (not getattr(backend, "deterministic", False) or getattr(backend, "real_time", False)):
+        raise ConfigError("workers", workers, "1 for a real-time/hardware backend")
     bar = (progress or null_progress)(total=n, desc=f"{backend.name} on "
                                       f"{getattr(event_dataset, 'name', 'dataset')}")
     t_start = time.perf_counter()
-    if workers == 1 or n <= 1:
+    if used == 1:
         records = _run_indices(backend, image, event_dataset, indices, on_done=bar.update)
     else:
-        if not hasattr(backend, "factory_spec"):
-            raise ConfigError("workers", workers, "1 for this backend",
-                              f"backend {backend.name!r} cannot be rebuilt in a worker process")
-        if not getattr(backend, "deterministic", False) or getattr(backend, "real_time", False):
-            raise ConfigError("workers", workers, "1 for a real-time/hardware backend")
-        chunks = [indices[i:i + chunk_size] for i in range(0, n, chunk_size)]
-        ctx = mp.get_context("fork")
-        records = []
-        with ProcessPoolExecutor(max_workers=int(workers), mp_context=ctx, initializer=_worker_init,
-                                 initargs=(backend.factory_spec(), image, event_dataset)) as pool:
-            for part in pool.map(_worker_run, chunks):
-                records += part
-                bar.update(len(part))
+        records = _run_forked(backend, image, event_dataset, indices, used, chunk_size, bar)
     seconds = time.perf_counter() - t_start
     bar.close()
     return summarise(records, backend=backend, dataset=getattr(event_dataset, "name", "dataset"),
-                     num_classes=image.num_classes, seconds=seconds, workers=int(workers))
+                     num_classes=image.num_classes, seconds=seconds, workers=used)
 
 
 def summarise(records: list[dict[str, Any]], *, backend: Backend, dataset: str, num_classes: int,

@@ -76,7 +76,7 @@ def merge_records(parts: Sequence[Sequence[dict[str, Any]]], *, n: int) -> list[
 
 
 def evaluate_sharded(backend: Backend, event_dataset: Any, *, limit: int | None = None,
-                     progress: ProgressFactory | None = None, workers: int = 1, chunk_size: int = 8,
+                     progress: ProgressFactory | None = None, workers: int = 1, chunk_size: int | None = None,
                      all_ranks: bool = False, check_image: bool = True) -> EvalResult | None:
     """Evaluate ``event_dataset`` on ``backend`` with the samples split over the ranks.
 

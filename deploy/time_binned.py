@@ -35,7 +35,9 @@ from flexsnn.converters.chip_image import ChipImage, check_chip_image
 from flexsnn.converters.speck2e import SPECK2E, ChipLimits
 from flexsnn.data.events import validate_events
 from flexsnn.data.frames import events_to_frames
-from flexsnn.deploy.async_sim import class_counts_from_channels, input_sensor
+from flexsnn.deploy.async_sim import (
+    SimulationError, class_counts_from_channels, default_max_events, input_sensor, memory_budget_bytes,
+)
 from flexsnn.deploy.backend import CHIP_EVENT_DTYPE, RunResult
 from flexsnn.errors import ConfigError
 
@@ -92,8 +94,16 @@ class TimeBinnedBackend:
         T: number of time bins per sample (>= 1).
         spike: "multi" (default; sinabs' MultiSpike, as the chip-ready model is trained) or
             "single" (SingleSpike).
-        batch_size: samples per forward pass in :meth:`run_batch`.
+        batch_size: samples per forward pass in :meth:`run_batch` (fewer when a pass of
+            ``batch_size`` samples would not fit in memory, see :meth:`memory_per_sample_bytes`).
+        max_events: most output events one sample may produce (None: sized to this machine's
+            memory, as the async simulator's guard); past it :class:`SimulationError`.
         limits: chip limits the image is checked against.
+
+    Memory: a forward pass holds every time bin of every core at once, about
+    :meth:`memory_per_sample_bytes` per sample (linear in ``T``). :meth:`load` refuses a ``T``
+    for which one sample exceeds a quarter of this machine's memory (the message gives the
+    estimate); otherwise batches are cut to fit.
     """
 
     name = "time-binned"
@@ -101,14 +111,17 @@ class TimeBinnedBackend:
     real_time = False
 
     def __init__(self, T: int = 10, *, spike: str = "multi", batch_size: int = 50,
-                 limits: ChipLimits = SPECK2E) -> None:
+                 max_events: int | None = None, limits: ChipLimits = SPECK2E) -> None:
         if int(T) < 1:
             raise ConfigError("T", T, "an integer >= 1", "pass --T N with N >= 1")
         if spike not in ("single", "multi"):
             raise ConfigError("spike", spike, "'single' or 'multi'")
         if int(batch_size) < 1:
             raise ConfigError("batch_size", batch_size, "an integer >= 1")
+        if max_events is not None and int(max_events) < 1:
+            raise ConfigError("max_events", max_events, "an integer >= 1 (or None: sized to memory)")
         self.T, self.spike, self.batch_size, self.limits = int(T), spike, int(batch_size), limits
+        self.max_events = None if max_events is None else int(max_events)
         self.image: ChipImage | None = None
         self._convs: dict = {}
         self._order: list[int] = []
@@ -116,7 +129,8 @@ class TimeBinnedBackend:
 
     def factory_spec(self) -> tuple[str, dict]:
         """``(name, options)`` for :func:`flexsnn.deploy.factory.make_backend`."""
-        return self.name, {"T": self.T, "spike": self.spike, "batch_size": self.batch_size}
+        return self.name, {"T": self.T, "spike": self.spike, "batch_size": self.batch_size,
+                           "max_events": self.max_events}
 
     # ---- Backend protocol -----------------------------------------------------------------
     def load(self, image: ChipImage) -> None:
@@ -141,6 +155,32 @@ class TimeBinnedBackend:
             self._fanout[c.core] = fanout_map(c_out, c.input_shape[1], c.input_shape[2],
                                               c.output_shape[1], c.output_shape[2], k,
                                               tuple(c.stride), tuple(c.padding))
+        per_sample, budget = self.memory_per_sample_bytes(), memory_budget_bytes() // 4
+        if per_sample > budget:
+            self.image = None
+            raise ConfigError(
+                "T", self.T, f"a T whose forward pass fits in memory: at T={self.T} one sample "
+                f"needs about {per_sample / 2**30:,.1f} GiB, the budget is {budget / 2**30:,.1f} GiB "
+                "(a quarter of this machine's memory)",
+                f"use a smaller --T (memory grows linearly with T; T <= {max(1, self.T * budget // per_sample):,} "
+                "fits) or the async backend, which needs no time bins")
+
+    def memory_per_sample_bytes(self) -> int:
+        """Estimated peak bytes of one sample in a forward pass (float32): the frames
+        ``[T, C, H, W]``, and per core and time bin its input, convolution output, membrane and
+        spikes (x2 for torch temporaries) and its pooled outputs."""
+        image = self._require_loaded()
+        per_bin = int(np.prod(image.input.shape)) * 2
+        for c in image.cores:
+            out = int(np.prod(c.output_shape))
+            per_bin += int(np.prod(c.input_shape)) + 2 * 3 * out
+            per_bin += sum(out // (d.pooling * d.pooling) for d in c.destinations)
+        return 4 * self.T * per_bin
+
+    def _samples_per_pass(self) -> int:
+        """``batch_size``, or fewer so that one forward pass fits the memory budget."""
+        fit = (memory_budget_bytes() // 4) // max(1, self.memory_per_sample_bytes())
+        return max(1, min(self.batch_size, int(fit)))
 
     def reset(self) -> None:
         """Nothing persists between forward passes (fresh neuron layers every batch)."""
@@ -179,11 +219,14 @@ class TimeBinnedBackend:
         Every sample is validated before anything runs (EventFormatError).
         """
         self._require_loaded()
-        frames = [self.frames(ev, source=f"<events {i}>") for i, ev in enumerate(batch)]
+        for i, ev in enumerate(batch):  # every sample checked before anything runs
+            validate_events(ev, input_sensor(self.image), source=f"<events {i}>")
+        step = self._samples_per_pass()
         out: list[RunResult] = []
-        for s in range(0, len(batch), self.batch_size):
-            chunk = slice(s, s + self.batch_size)
-            out += self._forward(np.stack(frames[chunk]), list(batch[chunk]))
+        for s in range(0, len(batch), step):
+            chunk = list(batch[s:s + step])
+            frames = [self.frames(ev, source=f"<events {s + i}>") for i, ev in enumerate(chunk)]
+            out += self._forward(np.stack(frames), chunk)
         return out
 
     def _forward(self, x: np.ndarray, events: list[np.ndarray]) -> list[RunResult]:
@@ -232,6 +275,13 @@ class TimeBinnedBackend:
         window = (int(events["t"][-1]) - t0) // T if events.size else 0
         tt, cc, yy, xx = np.nonzero(sp)
         reps = sp[tt, cc, yy, xx]
+        limit = self.max_events if self.max_events is not None else default_max_events()
+        if int(reps.sum()) > limit:
+            raise SimulationError(
+                f"time-binned T={T}: the output core emitted {int(reps.sum()):,} spikes in one sample, "
+                f"more than max_events={limit:,} output events (about {int(reps.sum()) * 16 / 2**30:,.1f} "
+                "GiB): the activity runs away (thresholds too low?); check the chip image's "
+                "thresholds, or raise --max-events if the memory is there")
         ev_out = np.empty(int(reps.sum()), dtype=CHIP_EVENT_DTYPE)
         ev_out["core"] = image.output_core
         ev_out["x"] = np.repeat(xx, reps)
