@@ -24,6 +24,9 @@ def test_smoke(tmp_path, nmnist_small):
         assert key in doc
     assert set(doc["time_binned_samples_per_s"]) == {"T10", "T100"}
     assert doc["samples"] == 8 and doc["synops_per_s"] > 0 and len(doc["loadavg_before"]) == 3
+    assert set(doc["trained_chip"]) >= {"synops_per_sample", "synops_per_s_per_core", "samples_per_s_1",
+                                        "samples_per_s_2", "time_binned_T100_samples_per_s", "load_average"}
+    assert doc["trained_chip"]["synops_per_s_per_core"] > 0 and doc["idle_wait"]["waited_s"] >= 0
 
 
 def _small_chip(tmp_path):
