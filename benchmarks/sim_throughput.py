@@ -97,12 +97,14 @@ def calibrate(image, samples, target: float) -> tuple[object, float, float]:
 
 
 def timed(fn, repeats: int) -> tuple[float, object, list[float]]:
-    """Median seconds of ``repeats`` calls, the last result, and the load after each call."""
+    """Median seconds of ``repeats`` evaluations (the EvalResult's own ``seconds``: the samples'
+    work, workers included, without the summary and provenance), the last result, and the load
+    after each call."""
     times, loads, out = [], [], None
     for _ in range(repeats):
         t = time.perf_counter()
         out = fn()
-        times.append(time.perf_counter() - t)
+        times.append(getattr(out, "seconds", time.perf_counter() - t))
         loads.append(os.getloadavg()[0])
     return statistics.median(times), out, loads
 

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from chip_builders import single_core_image
+from chip_builders import nmnist_image, single_core_image
 from flexsnn.data.events import SensorSize, make_events
 from flexsnn.deploy.backend import CHIP_EVENT_DTYPE, RunResult
 from flexsnn.deploy.evaluate import decision_latency_us, evaluate_dataset
@@ -118,3 +118,41 @@ def test_speck2e_backend_is_imported_lazily_and_refused_without_samna():
         pytest.skip("a real samna is installed here")
     with pytest.raises(BackendUnavailable):
         make_backend("speck2e")
+
+
+def _latency_loop(result, image):
+    """The per-event loop decision_latency_us replaced (reference for the vectorised one)."""
+    from flexsnn.deploy.evaluate import class_of_channel
+
+    ch2cls = class_of_channel(image)
+    ev = result.events[result.events["core"] == image.output_core]
+    counts = np.zeros(image.num_classes, dtype=np.int64)
+    best, t_change = -1, None
+    for f, t in zip(ev["feature"].tolist(), ev["t"].tolist()):
+        k = ch2cls.get(int(f))
+        if k is None:
+            continue
+        counts[k] += 1
+        new = int(np.argmax(counts))
+        if new != best:
+            best, t_change = new, int(t)
+    return None if t_change is None else t_change - int(result.extras.get("t0_us", 0))
+
+
+def test_decision_latency_vectorised_equals_loop():
+    from flexsnn.converters.chip_image import ReadoutConfig
+
+    rng = np.random.default_rng(0)
+    for readout in (None, ReadoutConfig(3)):
+        image = nmnist_image(0)
+        if readout is not None:
+            image = image.__class__(input=image.input, cores=image.cores, output_core=image.output_core,
+                                    readout=readout)
+        for n in (0, 1, 5, 200, 70_000):
+            ev = np.zeros(n, dtype=CHIP_EVENT_DTYPE)
+            ev["core"] = rng.choice([image.output_core, 0], n, p=[0.9, 0.1])
+            ev["feature"] = rng.integers(0, 10, n)
+            ev["t"] = np.sort(rng.integers(0, 10**6, n))
+            r = RunResult(events=ev, spike_counts={}, synops={}, class_counts=np.zeros(1, np.int64),
+                          extras={"t0_us": 7})
+            assert decision_latency_us(r, image) == _latency_loop(r, image), (readout, n)
