@@ -50,7 +50,7 @@ def simulate(
     max_events: Optional[int] = typer.Option(
         None, "--max-events", help="Memory guard of the async simulator: most pending plus "
         "recorded events one sample may hold (default: a quarter of this machine's memory at "
-        "128 bytes per event). Past it the run stops with a named error (runaway feedback or "
+        "160 bytes per event). Past it the run stops with a named error (runaway feedback or "
         "thresholds too low) instead of growing."),
     sample: int = typer.Option(0, "--sample", help="Index of the sample drawn in raster.png."),
     shard: bool = typer.Option(False, "--shard", help="Split the samples over the ranks of a torchrun "

@@ -81,9 +81,9 @@ EventOrder = Literal["depth-first", "breadth-first"]
 UpdateOrder = Literal["channel-major", "position-major"]
 Kernel = Literal["fast", "reference"]
 
-#: memory one held event may cost at the peak (bytes): a recorded event is 40 B in the kernel's
-#: buffer, up to 80 B while it doubles, plus 16 B in the result; a pending one 8-32 B
-BYTES_PER_EVENT = 128
+#: memory one held event may cost at the peak (bytes, with margin): a recorded event is 40 B
+#: in the kernel's buffer, 120 B while it doubles, then 16 B in the result; a pending one 8-96 B
+BYTES_PER_EVENT = 160
 
 
 def memory_budget_bytes() -> int:
