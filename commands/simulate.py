@@ -114,8 +114,9 @@ def simulate(
 
 
 def _early_exit(be, ds, ks_text: str, *, backend: str, chip: Path, limit, out: Path) -> None:
-    """``--early-exit``: the early-stop sweep of :mod:`flexsnn.commands.analyze` on this backend."""
-    from flexsnn.commands.analyze import early_stop_entry, echo_early_stop, parse_floats, write_early_stop
+    """``--early-exit``: the early-stop sweep of :mod:`flexsnn.apps.analysis` on this backend."""
+    from flexsnn.apps.analysis import early_stop_entry, format_early_stop, write_early_stop
+    from flexsnn.options import parse_floats
     from flexsnn.errors import ConfigError
     from flexsnn.progress import tqdm_progress
 
@@ -124,7 +125,7 @@ def _early_exit(be, ds, ks_text: str, *, backend: str, chip: Path, limit, out: P
     ks = [int(v) for v in parse_floats(ks_text, option="--early-exit")]
     entry = early_stop_entry(be, ds, ks, limit=limit, progress=tqdm_progress)
     res = write_early_stop({Path(chip).stem: entry}, out, ks=ks, config={"chip": str(chip)})
-    echo_early_stop(res)
+    typer.echo(format_early_stop(res))
     typer.echo(f"wrote {out / 'early_stop.json'} and {out / 'early_stop.png'}")
 
 

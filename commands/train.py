@@ -262,12 +262,13 @@ def eval_cmd(
     plot_accuracy_curves(curves, out / "accuracy.png", title=f"accuracy vs T ({name})")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'accuracy.png'}")
     if early_exit:  # issue 10: the same run as `flexsnn analyze early-exit`
-        from flexsnn.commands.analyze import echo_early_exit, parse_floats, run_early_exit
+        from flexsnn.apps.analysis import format_early_exit, run_early_exit
+        from flexsnn.options import parse_floats
 
         ee = run_early_exit(checkpoint, dataset=name, root=root, split=split, seed=seed, limit=limit,
                             T=max(Ts), thresholds=parse_floats(early_exit, option="--early-exit"),
                             batch_size=batch_size, out=out, progress=tqdm_progress)
-        echo_early_exit(ee)
+        typer.echo(format_early_exit(ee))
         typer.echo(f"wrote {out / 'early_exit.json'} and {out / 'early_exit.png'}")
     if calibration:  # issue 4: per-step accuracy / ECE / AdaECE at T_max
         _eval_calibration(loaded, cache, T=max(Ts), batch_size=batch_size, out=out)
