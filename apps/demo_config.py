@@ -193,7 +193,7 @@ def resolve_real_root(explicit: Optional[str | Path], *, use_shared: bool = True
     shared ``nmnist-small`` beside the repository when present, else None."""
     if explicit is not None:
         path = Path(explicit).expanduser()
-        if not path.is_dir():
+        if not ((path / "Train").is_dir() or (path / "Test").is_dir()):  # checked before any training
             raise ConfigError("data", str(path), "an existing N-MNIST folder (Train/ and/or Test/)",
                               "check the path, or leave --data out to skip real recordings")
         return path

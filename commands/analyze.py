@@ -55,12 +55,12 @@ def robustness(checkpoint: list[Path] = _CKPT, label: Optional[list[str]] = _LAB
       flexsnn analyze robustness -c runs/sdt/final.safetensors -c runs/mtt/final.safetensors \\
           --label sdt --label mtt --sigma 0,0.1,0.2,0.4 --repeats 5 --limit 500 --out rob/
     """
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     res = run_robustness(checkpoint, labels=label, dataset=dataset, root=root, split=split, seed=seed,
                          limit=limit, T=T, sigmas=parse_floats(sigma, option="--sigma"),
                          input_sigmas=parse_floats(input_sigma, option="--input-sigma") if input_sigma else None,
-                         repeats=repeats, scale=scale, batch_size=batch_size, out=out, progress=tqdm_progress)
+                         repeats=repeats, scale=scale, batch_size=batch_size, out=out, progress=cli_progress)
     for name in res["config"]["labels"]:
         r = res[name]
         typer.echo(f"{name} (T={r['T']}): clean {r['clean_accuracy']:.4f}")
@@ -83,10 +83,10 @@ def gradients(checkpoint: list[Path] = _CKPT, label: Optional[list[str]] = _LABE
     Example:
       flexsnn analyze gradients -c sdt.safetensors -c mtt.safetensors --label sdt --label mtt --out grad/
     """
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     res = run_gradients(checkpoint, labels=label, dataset=dataset, root=root, split=split, seed=seed, limit=limit,
-                        T=T, layers=layers, batch_size=batch_size, out=out, progress=tqdm_progress)
+                        T=T, layers=layers, batch_size=batch_size, out=out, progress=cli_progress)
     for name in res["config"]["labels"]:
         r = res[name]
         typer.echo(f"{name} (T={r['T']}, n={r['n']}): ||dL/dW|| = {r['grad_norm_w']:.4g}   "
@@ -106,11 +106,11 @@ def early_exit(checkpoint: list[Path] = _CKPT, label: Optional[list[str]] = _LAB
     Example:
       flexsnn analyze early-exit -c sdt.safetensors -c mtt.safetensors --T 10 --out ee/
     """
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     res = run_early_exit(checkpoint, labels=label, dataset=dataset, root=root, split=split, seed=seed, limit=limit,
                          T=T, thresholds=parse_floats(thresholds, option="--thresholds"), batch_size=batch_size,
-                         out=out, progress=tqdm_progress)
+                         out=out, progress=cli_progress)
     typer.echo(format_early_exit(res))
     typer.echo(f"wrote {Path(out) / 'early_exit.json'} and early_exit.png")
 
@@ -127,11 +127,11 @@ def early_stop(chip: list[Path] = typer.Option(..., "--chip", help="ChipImage (.
     Example:
       flexsnn analyze early-stop --chip mtt.chip --k 1,2,4,8 --limit 200 --out es/
     """
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     ks = [int(v) for v in parse_floats(k, option="--k")]
     res = run_early_stop(chip, labels=label, dataset=dataset, root=root, split=split, seed=seed, limit=limit,
-                         ks=ks, out=out, progress=tqdm_progress)
+                         ks=ks, out=out, progress=cli_progress)
     typer.echo(format_early_stop(res))
     typer.echo(f"wrote {Path(out) / 'early_stop.json'} and early_stop.png")
 

@@ -32,10 +32,10 @@ _LIMIT = typer.Option(None, "--limit", help="Use at most this many samples (clas
 def _load(dataset: str, *, split: str, root: Optional[Path], seed: int, limit: Optional[int],
           download: bool = False):
     from flexsnn.data.registry import load_event_dataset
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     return load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit,
-                              download=download, progress=tqdm_progress)
+                              download=download, progress=cli_progress)
 
 
 def dataset_stats(ds, *, progress=None) -> dict:
@@ -97,12 +97,12 @@ def prepare(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _
       flexsnn data prepare --dataset nmnist --root ~/data --download
     """
     from flexsnn.io_utils import atomic_write_json, provenance
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     summary = {}
     for split in ("train", "test"):
         ds = _load(dataset, split=split, root=root, seed=seed, limit=None, download=download)
-        stats = dataset_stats(ds, progress=tqdm_progress)
+        stats = dataset_stats(ds, progress=cli_progress)
         summary[split] = stats
         typer.echo(f"[{split}]")
         _print_stats(stats)
@@ -127,10 +127,10 @@ def info(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _SEE
       flexsnn data info --split test
       flexsnn data info --dataset nmnist --root ../shared/data/nmnist-small --split all
     """
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     ds = _load(dataset, split=split, root=root, seed=seed, limit=limit)
-    stats = dataset_stats(ds, progress=tqdm_progress)
+    stats = dataset_stats(ds, progress=cli_progress)
     typer.echo(f"[{split}]")
     _print_stats(stats)
 

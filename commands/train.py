@@ -169,7 +169,7 @@ def train_cmd(
 ) -> None:
     """Train a model; see the examples above."""
     from flexsnn.errors import ConfigError
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
     from flexsnn.training.trainer import train
 
     kwargs = None
@@ -192,7 +192,7 @@ def train_cmd(
     from flexsnn.training.distributed import training_session
 
     with training_session(device=cfg.device) as context:
-        res = train(cfg, out_dir=out, resume=resume, progress=tqdm_progress, context=context)
+        res = train(cfg, out_dir=out, resume=resume, progress=cli_progress, context=context)
     if not context.is_main:
         return
     for row in res.history:
@@ -226,7 +226,7 @@ def eval_cmd(
     from flexsnn.data.registry import load_event_dataset
     from flexsnn.errors import ConfigError
     from flexsnn.io_utils import atomic_write_json, provenance
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
     from flexsnn.training.evaluate import (FrameCache, accuracy_per_config, accuracy_per_T, format_table,
                                            plot_accuracy_curves)
 
@@ -244,10 +244,10 @@ def eval_cmd(
         label = meta.scheme.get("name", path.stem) if meta.scheme else path.stem
         if label in curves:
             label = f"{label} ({path.parent.name}/{path.stem})"
-        curves[label] = accuracy_per_T(model, cache, Ts, batch_size=batch_size, progress=tqdm_progress)
+        curves[label] = accuracy_per_T(model, cache, Ts, batch_size=batch_size, progress=cli_progress)
         entry: dict[str, Any] = {"path": str(path), "accuracy_per_T": curves[label]}
         if configs:
-            accs = accuracy_per_config(model, cache, configs, batch_size=batch_size, progress=tqdm_progress)
+            accs = accuracy_per_config(model, cache, configs, batch_size=batch_size, progress=cli_progress)
             entry["configs"] = [{"config": list(c), "accuracy": a} for c, a in zip(configs, accs)]
         report["checkpoints"][label] = entry
     typer.echo(format_table(curves))
@@ -267,7 +267,7 @@ def eval_cmd(
 
         ee = run_early_exit(checkpoint, dataset=name, root=root, split=split, seed=seed, limit=limit,
                             T=max(Ts), thresholds=parse_floats(early_exit, option="--early-exit"),
-                            batch_size=batch_size, out=out, progress=tqdm_progress)
+                            batch_size=batch_size, out=out, progress=cli_progress)
         typer.echo(format_early_exit(ee))
         typer.echo(f"wrote {out / 'early_exit.json'} and {out / 'early_exit.png'}")
     if calibration:  # issue 4: per-step accuracy / ECE / AdaECE at T_max
@@ -279,7 +279,7 @@ def _eval_calibration(loaded: list, cache: Any, *, T: int, batch_size: int, out:
     import re
 
     from flexsnn.io_utils import atomic_write_json
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
     from flexsnn.training.calibration_metrics import evaluate_calibration
 
     result: dict[str, Any] = {"T": T, "bins": 15, "checkpoints": {}}
@@ -289,7 +289,7 @@ def _eval_calibration(loaded: list, cache: Any, *, T: int, batch_size: int, out:
             label = f"{label} ({path.parent.name}/{path.stem})"
         png = out / f"reliability_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}.png"
         loader = cache.loader(T, batch_size)
-        rep = evaluate_calibration(model, loader, config=T, reliability_png=png, progress=tqdm_progress,
+        rep = evaluate_calibration(model, loader, config=T, reliability_png=png, progress=cli_progress,
                                    total=len(loader))
         result["checkpoints"][label] = {"path": str(path), **rep.to_dict(), "reliability_png": str(png)}
         typer.echo(f"{label} calibration at T={T} (t: accuracy / ECE / AdaECE):")
