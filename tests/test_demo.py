@@ -78,6 +78,9 @@ def test_training_key_changes_with_the_settings_a_checkpoint_depends_on():
 def test_resolve_real_root(tmp_path):
     with pytest.raises(ConfigError, match="data"):
         resolve_real_root(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="Train/ and/or Test/"):   # refused before any training
+        resolve_real_root(tmp_path)
+    (tmp_path / "Test").mkdir()
     assert resolve_real_root(tmp_path) == tmp_path
     assert resolve_real_root(None, use_shared=False) is None
 

@@ -12,6 +12,15 @@ from flexsnn import progress as progress_mod
 from flexsnn.progress import LineProgress, cli_progress, configure_output
 
 
+@pytest.fixture
+def restore_logging():
+    root = logging.getLogger()
+    level = root.level
+    yield
+    configure_output()
+    root.setLevel(level)
+
+
 def test_line_progress_writes_plain_throttled_lines(monkeypatch) -> None:
     now = [0.0]
     monkeypatch.setattr(progress_mod.time, "monotonic", lambda: now[0])
@@ -29,7 +38,8 @@ def test_line_progress_writes_plain_throttled_lines(monkeypatch) -> None:
     assert "\x1b" not in out.getvalue() and "\r" not in out.getvalue()
 
 
-def test_cli_progress_without_a_terminal_is_line_based(capsys) -> None:
+def test_cli_progress_without_a_terminal_is_line_based(restore_logging, capsys) -> None:
+    configure_output()              # an earlier `-q` in this process must not leak into this check
     bar = cli_progress(total=3, desc="eval")
     assert isinstance(bar, LineProgress)    # pytest's captured stderr is not a terminal
     for _ in range(3):
@@ -37,15 +47,6 @@ def test_cli_progress_without_a_terminal_is_line_based(capsys) -> None:
     bar.close()
     err = capsys.readouterr().err
     assert err.strip().splitlines() == [err.strip()] and err.startswith("eval: done 3/3")
-
-
-@pytest.fixture
-def restore_logging():
-    root = logging.getLogger()
-    level = root.level
-    yield
-    configure_output()
-    root.setLevel(level)
 
 
 def test_quiet_leaves_warnings_and_errors_only(restore_logging, capsys) -> None:
