@@ -26,8 +26,7 @@ INT_MIN, INT_MAX = -(2 ** 63), 2 ** 63 - 1
 
 def canonical_json(doc: Any) -> bytes:
     """The canonical UTF-8 JSON of ``doc``: sorted keys, no spaces, ASCII only."""
-    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
-                      allow_nan=False).encode("ascii")
+    return json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def canonical_sha256(doc: dict[str, Any], *, exclude: str) -> str:
@@ -43,13 +42,14 @@ def short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 12] + f"...({len(text)} chars)"
 
 
-def json_loads(data: bytes | str, source: str | Path, *, config: bool = False) -> Any:
-    """``json.loads`` whose every failure (syntax, encoding, huge integers, NaN) is a named error."""
+def json_loads(data: bytes | str, source: str | Path, *, config: bool = False, allow_nan: bool = False) -> Any:
+    """``json.loads`` whose every failure (syntax, encoding, huge integers, and NaN/Infinity
+    unless ``allow_nan``) is a named error."""
     def reject(obj: str) -> float:
         raise ValueError(f"non-standard JSON constant {obj}")
 
     try:
-        return json.loads(data, parse_constant=reject)
+        return json.loads(data, parse_constant=None if allow_nan else reject)
     except (ValueError, UnicodeDecodeError, RecursionError) as err:  # JSONDecodeError is a ValueError
         reason = f"not valid JSON ({type(err).__name__}: {short(str(err), 160)})"
         if config:
