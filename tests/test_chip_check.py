@@ -101,3 +101,26 @@ def test_chain_has_no_cycles_and_no_warnings():
     img = ChipImage(input=InputConfig((1, 4, 4), (0,)), cores=(c0, c1), output_core=1)
     assert cycles(img) == [] and chip_image_warnings(img) == []
     assert isinstance(img.core(0).destinations[0], Destination)
+
+
+def test_dataset_sensor_must_match_the_image_input():
+    """``input.pooling = 2`` on a (2, 34, 34) input means a 68x68 sensor: 34x34 N-MNIST is refused
+    before any sample runs (it would land in one quarter of every map and classify nothing)."""
+    from chip_builders import nmnist_image, random_events
+    from flexsnn.data.events import SensorSize
+    from flexsnn.deploy.evaluate import evaluate_dataset
+    from flexsnn.deploy.factory import make_backend
+    from flexsnn.errors import ConfigError
+
+    class Samples(list):
+        name = "nmnist"
+        sensor = SensorSize(width=34, height=34, polarities=2)
+
+    data = Samples([(random_events(i, 34, 34, 2, 50), 0) for i in range(2)])
+    base = nmnist_image(0)
+    assert evaluate_dataset(make_backend("async", image=base), data).samples == 2
+    pooled = replace(base, input=replace(base.input, pooling=2))
+    check_chip_image(pooled)  # self-consistent: a 68x68 sensor pooled to 34x34
+    with pytest.raises(ConfigError, match=r"nmnist sensor='34x34' is invalid: expected the chip image's input "
+                                          r"68x68 \(input.shape 34x34 x input.pooling 2\)"):
+        evaluate_dataset(make_backend("async", image=pooled), data)
