@@ -65,6 +65,37 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def check_distinct_paths(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Refuse, before any work, an output path that is an input or another output.
+
+    ``inputs`` and ``outputs`` map a name for messages (an option such as ``--onnx``) to a path
+    or None (skipped). Paths are compared after resolving ``..`` and symlinks.
+
+    Raises:
+        ConfigError: naming both options and the path.
+    """
+    from flexsnn.errors import ConfigError
+
+    def key(p: Any) -> str:
+        return os.path.normcase(str(Path(p).expanduser().resolve()))
+
+    seen: dict[str, tuple[str, bool]] = {}
+    for name, p in inputs.items():
+        if p is not None:
+            seen.setdefault(key(p), (name, True))
+    for name, p in outputs.items():
+        if p is None:
+            continue
+        k = key(p)
+        if k in seen:
+            other, is_input = seen[k]
+            what = f"the input {other}" if is_input else f"the output {other}"
+            raise ConfigError(name, str(p), f"a path other than {what}",
+                              f"writing it would {'destroy the input' if is_input else 'overwrite the other output'}; "
+                              "choose another file name")
+        seen[k] = (name, False)
+
+
 def _json_default(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays and scalars, torch tensors
         return obj.tolist()

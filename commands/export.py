@@ -22,8 +22,9 @@ Examples:
   flexsnn export --checkpoint ck.safetensors --out m.chip --readout --allow-leak
 """
 
-INSPECT_HELP = """Print a chip image's summary (cores, shapes, thresholds, memory) and write a PNG
-of each core's kernel and neuron memory use against its capacity.
+INSPECT_HELP = """Print a chip image's summary (cores, shapes, thresholds, memory) and any warning
+(e.g. a feedback cycle whose loop gain can run away). Writes nothing unless --png FILE asks for
+a PNG of each core's kernel and neuron memory use against its capacity.
 
 \b
 Examples:
@@ -32,7 +33,9 @@ Examples:
 """
 
 VALIDATE_HELP = """Check a checkpoint (conversion + every Speck2e limit + core mapping) or a chip
-image (schema, hashes, dtypes, limits) without writing anything. Exit code 0 when it fits.
+image (document hash, every field's type, array hashes, shapes, thresholds, limits) without
+writing anything. Exit code 0 when it fits; warnings (e.g. a feedback cycle whose loop gain can
+run away) go to stderr.
 
 \b
 Examples:
@@ -67,6 +70,12 @@ def export(
     """Export a checkpoint to a Speck2e chip image."""
     from flexsnn.converters.export import export_chip_image
     from flexsnn.converters.memory_plot import plot_memory
+    from flexsnn.io_utils import check_distinct_paths
+
+    png_path = out.with_suffix(out.suffix + ".memory.png") if png else None
+    check_distinct_paths({"--checkpoint": checkpoint, "the checkpoint's weights": checkpoint.with_suffix(".safetensors"),
+                          "the checkpoint's sidecar": checkpoint.with_suffix(".json")},
+                         {"--out": out, "--nir": nir_path, "--onnx": onnx_path, "the memory PNG": png_path})
 
     image, report = export_chip_image(checkpoint, allow_leak=allow_leak, core_order=_parse_order(core_order),
                                       readout=readout)
@@ -76,8 +85,8 @@ def export(
     for w in report.warnings:
         typer.echo(f"warning: {w}", err=True)
     typer.echo(f"wrote {out}")
-    if png:
-        typer.echo(f"wrote {plot_memory(image, out.with_suffix(out.suffix + '.memory.png'))}")
+    if png_path is not None:
+        typer.echo(f"wrote {plot_memory(image, png_path)}")
     chip_model = report.extra["chip_model"]
     if nir_path is not None:
         from flexsnn.converters.nir_export import export_nir
@@ -91,26 +100,38 @@ def export(
 
 def inspect(
     chip: Path = typer.Argument(..., help="Chip image (.chip)."),
-    png: Optional[Path] = typer.Option(None, "--png", help="Memory PNG path (default <chip>.memory.png)."),
+    png: Optional[Path] = typer.Option(None, "--png", help="Also write a PNG of each core's memory use to FILE "
+                                       "(nothing is written without it)."),
+    trust_edits: bool = typer.Option(False, "--trust-edits", help="Read an image whose document hash no longer "
+                                     "matches (edited by hand) or a version-1 image; every other check still runs."),
 ) -> None:
-    """Summary of a chip image and its memory PNG."""
+    """Summary of a chip image (read-only unless --png is given)."""
+    from flexsnn.converters.chip_check import chip_image_warnings
     from flexsnn.converters.chip_image import ChipImage
-    from flexsnn.converters.memory_plot import plot_memory
+    from flexsnn.io_utils import check_distinct_paths
 
-    image = ChipImage.load(chip)
+    check_distinct_paths({"CHIP": chip}, {"--png": png})
+    image = ChipImage.load(chip, trust_edits=trust_edits)
     typer.echo(image.summary())
     if image.source:
         typer.echo(f"source: {image.source}")
     typer.echo("scales: " + ", ".join(f"{s:.4g}" for s in image.layer_scales))
-    out = png or chip.with_suffix(chip.suffix + ".memory.png")
-    typer.echo(f"wrote {plot_memory(image, out)}")
+    for w in chip_image_warnings(image):
+        typer.echo(f"warning: {w}", err=True)
+    if png is not None:
+        from flexsnn.converters.memory_plot import plot_memory
+
+        typer.echo(f"wrote {plot_memory(image, png)}")
 
 
 def validate(
     path: Path = typer.Argument(..., help="Checkpoint (.safetensors) or chip image (.chip)."),
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Accept biases as a leak."),
+    trust_edits: bool = typer.Option(False, "--trust-edits", help="Accept a chip image whose document hash no "
+                                     "longer matches, or a version-1 image; every other check still runs."),
 ) -> None:
     """Validate a checkpoint or a chip image against the Speck2e limits."""
+    from flexsnn.converters.chip_check import chip_image_warnings
     from flexsnn.converters.chip_image import ChipImage
 
     if path.suffix in (".safetensors", ".json"):
@@ -118,7 +139,9 @@ def validate(
 
         image, _ = export_chip_image(path, allow_leak=allow_leak)
     else:
-        image = ChipImage.load(path)
+        image = ChipImage.load(path, trust_edits=trust_edits)
+    for w in chip_image_warnings(image):
+        typer.echo(f"warning: {w}", err=True)
     typer.echo(f"ok: {path} fits {image.chip} (cores {image.core_order()}, output core {image.output_core})")
 
 

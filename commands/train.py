@@ -94,14 +94,22 @@ def parse_int_list(text: str, *, field: str) -> list[int]:
 def _read_config_file(path: Path) -> dict[str, Any]:
     from flexsnn.errors import ConfigError
 
+    from flexsnn.fields import json_loads
+
     try:
-        raw = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
+        data = Path(path).read_bytes()
+    except OSError as err:
         raise ConfigError("--config", str(path), "a readable JSON file", str(err)) from err
+    raw = json_loads(data, path, config=True)
     if isinstance(raw, dict) and "config" in raw and "flexsnn_version" in raw:
         raw = raw["config"]  # a config.json written by a previous run
     if not isinstance(raw, dict):
         raise ConfigError("--config", str(path), "a JSON object of TrainConfig fields")
+    from flexsnn.fields import FieldReader, check_dataclass_values
+    from flexsnn.training.trainer import TrainConfig
+
+    # every value's type before use: {"lr": "fast"} is refused by name, not a TypeError later
+    check_dataclass_values(raw, TrainConfig, FieldReader(path, "fix the value in the config file", config=True))
     return raw
 
 

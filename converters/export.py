@@ -104,7 +104,10 @@ def widen_for_readout(model: nn.Sequential, out_index: int, num_classes: int) ->
 
 
 def _chip_layers_and_model(model_or_checkpoint, input_shape, allow_leak):
+    from flexsnn.models.checkpoint import check_finite
+
     model, source = load_source_model(model_or_checkpoint)
+    check_finite(dict(model.state_dict()), source or "model")  # NaN/Inf refused by layer name
     chip, info = chip_ready_model(model, input_shape=input_shape, allow_leak=allow_leak)
     return chip, info, source
 
