@@ -16,8 +16,10 @@ TRAIN_HELP = """Train a temporally flexible SNN (SDT, NMT or MTT) and write chec
 
 Writes into --out: last.safetensors (+ .json) every epoch, state.safetensors (resume state),
 final.safetensors (BN-calibrated when the model has BN and the scheme mixes T), metrics.jsonl,
-metrics.csv and config.json (resolved config + version + git hash). Settings: defaults <
---config FILE (JSON with TrainConfig fields, "scheme" nested) < command-line options.
+metrics.csv and config.json (resolved config + version + git hash). Each epoch is committed
+through run.json, so a kill at any moment leaves a run that --resume continues; a folder that
+holds a run needs --resume or --overwrite. Settings: defaults < --config FILE (JSON with
+TrainConfig fields, "scheme" nested) < command-line options.
 
 \b
 Examples:
@@ -165,7 +167,11 @@ def train_cmd(
     phase: Optional[str] = typer.Option(None, "--phase", help="train or bias_removal."),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Start from these weights."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out (from its "
+                                "last committed epoch; a finished run is returned as it is)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (its "
+                                   "checkpoints, metrics and config; other files stay). Without it, "
+                                   "a folder holding a run is refused."),
 ) -> None:
     """Train a model; see the examples above."""
     from flexsnn.errors import ConfigError
@@ -192,7 +198,8 @@ def train_cmd(
     from flexsnn.training.distributed import training_session
 
     with training_session(device=cfg.device) as context:
-        res = train(cfg, out_dir=out, resume=resume, progress=tqdm_progress, context=context)
+        res = train(cfg, out_dir=out, resume=resume, overwrite=overwrite, progress=tqdm_progress,
+                    context=context)
     if not context.is_main:
         return
     for row in res.history:
