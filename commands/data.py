@@ -100,7 +100,15 @@ def prepare(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _
     from flexsnn.progress import tqdm_progress
 
     summary = {}
-    for split in ("train", "test"):
+    splits: tuple[str, ...] = ("train", "test")
+    if dataset == "nmnist" and not download:  # a folder with only Test/ has no train split
+        import os
+
+        from flexsnn.data.nmnist import folder_splits
+        from flexsnn.data.registry import NMNIST_ROOT_ENV
+
+        splits = folder_splits(root or os.environ.get(NMNIST_ROOT_ENV))
+    for split in splits:
         ds = _load(dataset, split=split, root=root, seed=seed, limit=None, download=download)
         stats = dataset_stats(ds, progress=tqdm_progress)
         summary[split] = stats
