@@ -67,7 +67,11 @@ def export(
     """Export a checkpoint to a Speck2e chip image."""
     from flexsnn.converters.export import export_chip_image
     from flexsnn.converters.memory_plot import plot_memory
+    from flexsnn.options import check_output_path
 
+    for path, option in ((out, "--out"), (nir_path, "--nir"), (onnx_path, "--onnx")):
+        if path is not None:  # before any work: parent writable, not a folder, not under a file
+            check_output_path(path, option)
     image, report = export_chip_image(checkpoint, allow_leak=allow_leak, core_order=_parse_order(core_order),
                                       readout=readout)
     image.save(out)
@@ -96,7 +100,10 @@ def inspect(
     """Summary of a chip image and its memory PNG."""
     from flexsnn.converters.chip_image import ChipImage
     from flexsnn.converters.memory_plot import plot_memory
+    from flexsnn.options import check_output_path
 
+    if png is not None:
+        check_output_path(png, "--png")
     image = ChipImage.load(chip)
     typer.echo(image.summary())
     if image.source:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from flexsnn.options import MAX_COUNT, in_range
+
 HWTEST_HELP = """Run the hardware-in-the-loop suite (hwtests/) on the simulator or a Speck2e devkit.
 
 The same checks run on every selected backend: configuration validity (flexsnn's validator and
@@ -78,13 +80,18 @@ def register(app: typer.Typer) -> None:
         checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Trained checkpoint (.safetensors)."),
         data: Optional[Path] = typer.Option(None, "--data", help="N-MNIST folder; default the nmnist-small subset."),
         out: Path = typer.Option(Path("hwtest-report"), "--out", help="Folder for the JSON and markdown report."),
-        samples: Optional[int] = typer.Option(None, "--samples", help="Test samples for the accuracy check."),
+        samples: Optional[int] = typer.Option(None, "--samples", help="Test samples for the accuracy check.",
+                                              callback=in_range(1, MAX_COUNT)),
         suite: Optional[Path] = typer.Option(None, "--suite", help="Suite config JSON (default hwtests/suite.json)."),
-        device_index: Optional[int] = typer.Option(None, "--device-index", help="Which Speck2e devkit (0-based)."),
+        device_index: Optional[int] = typer.Option(None, "--device-index", help="Which Speck2e devkit (0-based).",
+                                                   callback=in_range(0, 255)),
         device_serial: Optional[str] = typer.Option(None, "--device-serial", help="Devkit serial number."),
         select: Optional[str] = typer.Option(None, "-k", help="Only tests matching this pytest -k expression."),
         verbose_tests: bool = typer.Option(False, "--verbose-tests", help="One line per test."),
     ) -> None:
+        from flexsnn.options import check_output_path
+
+        check_output_path(out, "--out", folder=True)
         code, json_path, md_path = run_hwtest(
             backend=backend, checkpoint=checkpoint, data=data, out=out, samples=samples, suite=suite,
             device_index=device_index, device_serial=device_serial, select=select, quiet=not verbose_tests)

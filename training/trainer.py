@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from flexsnn.errors import CheckpointError, ConfigError
+from flexsnn.options import MAX_SEED, MAX_T, check_field_types, check_range
 from flexsnn.progress import ProgressFactory, null_progress
 from flexsnn.training.run_store import (STATE_KIND, RunFolder, _join_optimizer_state, _set_rng_states,
                                         load_train_state, save_train_state, write_metrics)
@@ -110,12 +111,14 @@ class TrainConfig:
     grad_clip: float | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)})
         if isinstance(self.scheme, dict):
             object.__setattr__(self, "scheme", SchemeConfig(**self.scheme))
         for name in ("T", "epochs", "batch_size", "eval_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(name, v, "an integer >= 1")
+        check_range("bn_calibration_batches", self.bn_calibration_batches, lo=0, integer=True)
         if self.scheme.T != self.T:
             raise ConfigError("scheme.T", self.scheme.T, f"the data's T ({self.T})")
         if self.optimizer not in OPTIMIZERS:
@@ -127,19 +130,20 @@ class TrainConfig:
         if self.phase == "bias_removal" and not self.init_checkpoint:
             raise ConfigError("init_checkpoint", None, "a checkpoint trained with BN",
                               "the bias-removal phase fine-tunes an existing model")
+        check_range("T", self.T, lo=1, hi=MAX_T, integer=True)
+        check_range("seed", self.seed, lo=0, hi=MAX_SEED, integer=True)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError("lr", self.lr, "a positive number")
-        if self.weight_decay < 0:
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError("weight_decay", self.weight_decay, ">= 0")
+        check_range("momentum", self.momentum, lo=0, hi=1)
         for name in ("limit", "test_limit"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(name, v, "an integer >= 1 or None")
-        if self.bn_calibration_batches < 0:
-            raise ConfigError("bn_calibration_batches", self.bn_calibration_batches, ">= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", self.device, "auto, cpu or cuda")
-        if self.grad_clip is not None and self.grad_clip <= 0:
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError("grad_clip", self.grad_clip, "a positive number or None")
 
     def to_dict(self) -> dict[str, Any]:
@@ -154,6 +158,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(unknown[0], raw[unknown[0]], f"a TrainConfig field: {sorted(known)}")
         raw = dict(raw)
+        check_field_types(cls, raw)
         if isinstance(raw.get("scheme"), dict):
             sk = {f.name for f in fields(SchemeConfig)}
             bad = sorted(set(raw["scheme"]) - sk)
