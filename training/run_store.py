@@ -67,7 +67,8 @@ class RunFolder:
         final = self.out / "final.safetensors"
         committed = self.committed_epoch()
         if final.is_file():
-            return f"a finished run ({final.name}" + (f", {committed} epochs)" if committed and committed > 0 else ")")
+            epochs = f", {committed} epochs" if committed and committed > 0 else ""
+            return f"a finished run ({final.name}{epochs})"
         if committed == -1:
             return "a run whose resume files are damaged"
         if committed:
@@ -79,7 +80,8 @@ class RunFolder:
         return (self.out / "config.json").is_file() or bool(_temp_files(self.out))
 
     def committed_epoch(self) -> int | None:
-        """Epoch number of the committed epoch, or None."""
+        """Number of the committed epoch; None when there is none, -1 when the pointer or the
+        state sidecar is damaged (still a run: never replaced without ``--overwrite``)."""
         try:
             found = self.committed()
         except CheckpointError:
