@@ -169,3 +169,17 @@ def test_interrupted_run_is_refused_without_resume(tmp_path):
         store.prepare(resume=False, overwrite=False)
     with pytest.raises(CheckpointError, match="no resume state"):
         RunFolder(tmp_path / "empty").prepare(resume=True, overwrite=False)
+
+
+def test_cli_train_into_a_finished_run_is_refused_before_work(tmp_path, capsys):
+    from flexsnn.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "final.safetensors").write_bytes(b"weights")
+    assert main(["train", "--epochs", "1", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"--out='{out}'" in err and "finished run" in err and "--resume" in err and "--overwrite" in err
+    assert main(["train", "--resume", "--overwrite", "--out", str(out)]) == 1
+    assert "--overwrite=True" in capsys.readouterr().err
+    assert (out / "final.safetensors").read_bytes() == b"weights"
