@@ -1,6 +1,8 @@
-"""Checks shared by every command and config file: ranges, JSON option values, typed config
-fields and output paths. Each failure is a :class:`~flexsnn.errors.ConfigError` naming the
-option (or field), the value and what is allowed, so the CLI prints it as one line.
+"""Parsing and checks of option values that several ``flexsnn`` commands share: ranges,
+comma-separated lists, JSON option values, typed config fields and output paths. Each failure
+is a :class:`~flexsnn.errors.ConfigError` naming the option (or field), the value and what is
+allowed, so the CLI prints it as one line. Lives outside ``commands/`` so that command modules
+never import each other.
 
 Numeric command-line options declare their range on the option itself with
 ``callback=in_range(lo, hi)``: it runs while the command line is parsed, before any work, and
@@ -77,6 +79,17 @@ def in_range(lo: float | None = None, hi: float | None = None, *,
 
     check.__annotations__ = {"param": typer.CallbackParam}  # typer passes the parameter by type
     return check
+
+
+def parse_floats(text: str, *, option: str) -> list[float]:
+    """``"0,0.1,0.2"`` -> ``[0.0, 0.1, 0.2]`` (ConfigError naming ``option`` otherwise)."""
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ConfigError(option, text, "comma-separated numbers, e.g. 0,0.05,0.1") from err
+    if not values:
+        raise ConfigError(option, text, "at least one number")
+    return values
 
 
 def parse_json_object(text: str, option: str) -> dict[str, Any]:

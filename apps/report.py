@@ -27,7 +27,7 @@ import numpy as np
 from flexsnn.io_utils import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from flexsnn.apps.demo import DemoResult
+    from flexsnn.apps.demo_results import DemoResult
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def plot_accuracy_vs_T(result: "DemoResult", path: Path) -> None:
 def plot_timebinned_vs_async(result: "DemoResult", path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from flexsnn.apps.demo import PAPER_SPECK_TABLE
+    from flexsnn.apps.paper_figures import PAPER_SPECK_TABLE
 
     T = result.config.T
     fig, (ax, axp) = plt.subplots(1, 2, figsize=(9.6, 4.0), gridspec_kw={"width_ratios": [2, 1]})
@@ -263,7 +263,7 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 def build_markdown(result: "DemoResult") -> str:
     """The report's markdown text."""
-    from flexsnn.apps.demo import PAPER_SPECK_TABLE
+    from flexsnn.apps.paper_figures import PAPER_SPECK_TABLE
 
     cfg = result.config
     T = cfg.T

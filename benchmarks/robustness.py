@@ -50,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from _pair import PairSettings, get_pair
-    from flexsnn.commands.analyze import checkpoint_batches, plot_noise_curves
+    from flexsnn.apps.analysis import checkpoint_batches
+    from flexsnn.apps.analysis_plots import plot_noise_curves
     from flexsnn.io_utils import atomic_write_json, machine_info, provenance
     from flexsnn.models.checkpoint import load_model
     from flexsnn.training.robustness import gradient_norms, noise_sweep

@@ -36,10 +36,10 @@ _LIMIT = typer.Option(None, "--limit", help="Use at most this many samples (clas
 def _load(dataset: str, *, split: str, root: Optional[Path], seed: int, limit: Optional[int],
           download: bool = False):
     from flexsnn.data.registry import load_event_dataset
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     return load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit,
-                              download=download, progress=tqdm_progress)
+                              download=download, progress=cli_progress)
 
 
 def dataset_stats(ds, *, progress=None) -> dict:
@@ -102,7 +102,7 @@ def prepare(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _
     """
     from flexsnn.io_utils import atomic_write_json, provenance
     from flexsnn.options import check_output_path
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     if out is not None:
         check_output_path(out, "--out")
@@ -117,7 +117,7 @@ def prepare(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _
         splits = folder_splits(root or os.environ.get(NMNIST_ROOT_ENV))
     for split in splits:
         ds = _load(dataset, split=split, root=root, seed=seed, limit=None, download=download)
-        stats = dataset_stats(ds, progress=tqdm_progress)
+        stats = dataset_stats(ds, progress=cli_progress)
         summary[split] = stats
         typer.echo(f"[{split}]")
         _print_stats(stats)
@@ -142,10 +142,10 @@ def info(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _SEE
       flexsnn data info --split test
       flexsnn data info --dataset nmnist --root ../shared/data/nmnist-small --split all
     """
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     ds = _load(dataset, split=split, root=root, seed=seed, limit=limit)
-    stats = dataset_stats(ds, progress=tqdm_progress)
+    stats = dataset_stats(ds, progress=cli_progress)
     typer.echo(f"[{split}]")
     _print_stats(stats)
 

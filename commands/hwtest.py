@@ -48,6 +48,13 @@ def run_hwtest(*, backend: str = "sim", checkpoint: Optional[Path] = None, data:
         raise ConfigError("--backend", backend, "sim, speck2e or both")
     if checkpoint is not None and not Path(checkpoint).is_file():
         raise CheckpointError(str(checkpoint), "checkpoint not found", "train one with `flexsnn train`")
+    if checkpoint is not None:  # fail before the suite starts, with the loader's named error
+        from flexsnn.models.checkpoint import load_model
+
+        if Path(checkpoint).suffix == ".chip":
+            raise CheckpointError(str(checkpoint), "is a chip image, not a training checkpoint",
+                                  "pass the .safetensors checkpoint that `flexsnn export` read")
+        load_model(checkpoint)
     if data is not None and not Path(data).is_dir():
         raise ConfigError("--data", str(data), "an N-MNIST folder (Train/<digit>/*.bin, Test/<digit>/*.bin)")
     if suite is not None and not Path(suite).is_file():

@@ -62,14 +62,14 @@ def simulate(
     from flexsnn.deploy.plots import raster_png
     from flexsnn.errors import ConfigError
     from flexsnn.io_utils import provenance
-    from flexsnn.progress import tqdm_progress
-
     from flexsnn.options import check_output_path
+    from flexsnn.progress import cli_progress
 
     if backend not in ("async", "time-binned"):
         raise ConfigError("--backend", backend, "async or time-binned",
                           "the devkit runs through `flexsnn hwtest`")
     check_output_path(out, "--out", folder=True)
+    ks = _parse_margins(early_exit, backend) if early_exit else None  # refused before the run
     image = ChipImage.load(chip)
     options: dict = {}
     if spike is not None:
@@ -78,16 +78,16 @@ def simulate(
         options["T"] = T
     be = make_backend(backend, image=image, **options)
     ds = load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit,
-                            progress=tqdm_progress)
+                            progress=cli_progress)
     # -- sharded evaluation (flexsnn.deploy.sharded, distributed helper): exact same results --
     if shard or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         from flexsnn.deploy.sharded import evaluate_in_session
 
-        res = evaluate_in_session(be, ds, limit=limit, progress=tqdm_progress, workers=workers)
+        res = evaluate_in_session(be, ds, limit=limit, progress=cli_progress, workers=workers)
         if res is None:  # not rank 0: rank 0 writes and prints
             return
     else:
-        res = evaluate_dataset(be, ds, limit=limit, progress=tqdm_progress, workers=workers)
+        res = evaluate_dataset(be, ds, limit=limit, progress=cli_progress, workers=workers)
     sharding = res.provenance.get("sharding")
     res.provenance = provenance({"chip": str(chip), "dataset": dataset, "split": split,
                                  "seed": seed, "backend": backend, "options": options,
@@ -117,21 +117,30 @@ def simulate(
         typer.echo(f"{k.ljust(width)}  {v}")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'raster.png'}")
     if early_exit:
-        _early_exit(be, ds, early_exit, backend=backend, chip=chip, limit=limit, out=out)
+        _early_exit(be, ds, ks, chip=chip, limit=limit, out=out)
 
 
-def _early_exit(be, ds, ks_text: str, *, backend: str, chip: Path, limit, out: Path) -> None:
-    """``--early-exit``: the early-stop sweep of :mod:`flexsnn.commands.analyze` on this backend."""
-    from flexsnn.commands.analyze import early_stop_entry, echo_early_stop, parse_floats, write_early_stop
+def _parse_margins(ks_text: str, backend: str) -> list[int]:
+    """``--early-exit`` margins, checked before any simulation runs."""
     from flexsnn.errors import ConfigError
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.options import parse_floats
 
     if backend != "async":
         raise ConfigError("--early-exit", ks_text, "--backend async", "early stop replays event prefixes")
-    ks = [int(v) for v in parse_floats(ks_text, option="--early-exit")]
-    entry = early_stop_entry(be, ds, ks, limit=limit, progress=tqdm_progress)
+    values = parse_floats(ks_text, option="--early-exit")
+    if any(v != int(v) or v < 1 for v in values):
+        raise ConfigError("--early-exit", ks_text, "whole numbers >= 1 (output spike-count margins), e.g. 1,2,4,8")
+    return [int(v) for v in values]
+
+
+def _early_exit(be, ds, ks: list[int], *, chip: Path, limit, out: Path) -> None:
+    """``--early-exit``: the early-stop sweep of :mod:`flexsnn.apps.analysis` on this backend."""
+    from flexsnn.apps.analysis import early_stop_entry, format_early_stop, write_early_stop
+    from flexsnn.progress import cli_progress
+
+    entry = early_stop_entry(be, ds, ks, limit=limit, progress=cli_progress)
     res = write_early_stop({Path(chip).stem: entry}, out, ks=ks, config={"chip": str(chip)})
-    echo_early_stop(res)
+    typer.echo(format_early_stop(res))
     typer.echo(f"wrote {out / 'early_stop.json'} and {out / 'early_stop.png'}")
 
 

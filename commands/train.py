@@ -204,7 +204,7 @@ def train_cmd(
 ) -> None:
     """Train a model; see the examples above."""
     from flexsnn.options import check_output_path, parse_json_object
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
     from flexsnn.training.trainer import train
 
     check_output_path(out, "--out", folder=True)
@@ -223,7 +223,7 @@ def train_cmd(
     from flexsnn.training.distributed import training_session
 
     with training_session(device=cfg.device) as context:
-        res = train(cfg, out_dir=out, resume=resume, overwrite=overwrite, progress=tqdm_progress,
+        res = train(cfg, out_dir=out, resume=resume, overwrite=overwrite, progress=cli_progress,
                     context=context)
     if not context.is_main:
         return
@@ -259,7 +259,7 @@ def eval_cmd(
     from flexsnn.data.registry import load_event_dataset
     from flexsnn.errors import ConfigError
     from flexsnn.io_utils import atomic_write_json, provenance
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
     from flexsnn.training.evaluate import (FrameCache, accuracy_per_config, accuracy_per_T, format_table,
                                            plot_accuracy_curves)
 
@@ -280,10 +280,10 @@ def eval_cmd(
         label = meta.scheme.get("name", path.stem) if meta.scheme else path.stem
         if label in curves:
             label = f"{label} ({path.parent.name}/{path.stem})"
-        curves[label] = accuracy_per_T(model, cache, Ts, batch_size=batch_size, progress=tqdm_progress)
+        curves[label] = accuracy_per_T(model, cache, Ts, batch_size=batch_size, progress=cli_progress)
         entry: dict[str, Any] = {"path": str(path), "accuracy_per_T": curves[label]}
         if configs:
-            accs = accuracy_per_config(model, cache, configs, batch_size=batch_size, progress=tqdm_progress)
+            accs = accuracy_per_config(model, cache, configs, batch_size=batch_size, progress=cli_progress)
             entry["configs"] = [{"config": list(c), "accuracy": a} for c, a in zip(configs, accs)]
         report["checkpoints"][label] = entry
     typer.echo(format_table(curves))
@@ -298,12 +298,13 @@ def eval_cmd(
     plot_accuracy_curves(curves, out / "accuracy.png", title=f"accuracy vs T ({name})")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'accuracy.png'}")
     if early_exit:  # issue 10: the same run as `flexsnn analyze early-exit`
-        from flexsnn.commands.analyze import echo_early_exit, parse_floats, run_early_exit
+        from flexsnn.apps.analysis import format_early_exit, run_early_exit
+        from flexsnn.options import parse_floats
 
         ee = run_early_exit(checkpoint, dataset=name, root=root, split=split, seed=seed, limit=limit,
                             T=max(Ts), thresholds=parse_floats(early_exit, option="--early-exit"),
-                            batch_size=batch_size, out=out, progress=tqdm_progress)
-        echo_early_exit(ee)
+                            batch_size=batch_size, out=out, progress=cli_progress)
+        typer.echo(format_early_exit(ee))
         typer.echo(f"wrote {out / 'early_exit.json'} and {out / 'early_exit.png'}")
     if calibration:  # issue 4: per-step accuracy / ECE / AdaECE at T_max
         _eval_calibration(loaded, cache, T=max(Ts), batch_size=batch_size, out=out)
@@ -314,7 +315,7 @@ def _eval_calibration(loaded: list, cache: Any, *, T: int, batch_size: int, out:
     import re
 
     from flexsnn.io_utils import atomic_write_json
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
     from flexsnn.training.calibration_metrics import evaluate_calibration
 
     result: dict[str, Any] = {"T": T, "bins": 15, "checkpoints": {}}
@@ -324,7 +325,7 @@ def _eval_calibration(loaded: list, cache: Any, *, T: int, batch_size: int, out:
             label = f"{label} ({path.parent.name}/{path.stem})"
         png = out / f"reliability_{re.sub(r'[^A-Za-z0-9_.-]+', '_', label)}.png"
         loader = cache.loader(T, batch_size)
-        rep = evaluate_calibration(model, loader, config=T, reliability_png=png, progress=tqdm_progress,
+        rep = evaluate_calibration(model, loader, config=T, reliability_png=png, progress=cli_progress,
                                    total=len(loader))
         result["checkpoints"][label] = {"path": str(path), **rep.to_dict(), "reliability_png": str(png)}
         typer.echo(f"{label} calibration at T={T} (t: accuracy / ECE / AdaECE):")

@@ -191,8 +191,8 @@ def find_nmnist_root(root: str | os.PathLike[str]) -> Path:
             return cand
     raise DataError(
         f"no N-MNIST folder at {root}: expected {root}/Train/<digit>/*.bin (and optionally "
-        f"{root}/Test/<digit>/*.bin). Point --root at a local copy, or pass --download to fetch "
-        "N-MNIST through tonic"
+        f"{root}/Test/<digit>/*.bin). Point the command at a local copy, or fetch N-MNIST once "
+        "through tonic with `flexsnn data prepare --dataset nmnist --root DIR --download`"
     )
 
 

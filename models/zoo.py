@@ -27,7 +27,7 @@ from torch import nn
 
 from flexsnn.errors import ConfigError
 from flexsnn.models.neurons import SpikingNeuron, make_neuron
-from flexsnn.models.tfsnn import TFSNN, Stage, fold_time
+from flexsnn.models.tfsnn import TFSNN, Block, fold_time, group_blocks  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -40,28 +40,6 @@ class ZooEntry:
     input_shape: tuple[int, int, int]
     num_classes: int
     description: str
-
-
-Block = tuple[str, list[nn.Module]]
-
-
-def group_blocks(blocks: Sequence[Block], granularity: int) -> list[Stage]:
-    """Group consecutive blocks, ``granularity`` per stage (the last stage may hold fewer).
-
-    A stage's name joins its blocks' names with ``+``; its layers are the blocks' layers,
-    flattened into one ``nn.Sequential``.
-
-    Raises:
-        ConfigError: ``granularity`` below 1.
-    """
-    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
-        raise ConfigError("granularity", granularity, "an integer >= 1 (blocks per stage)")
-    stages = []
-    for start in range(0, len(blocks), granularity):
-        group = blocks[start:start + granularity]
-        name = "+".join(n for n, _ in group)
-        stages.append(Stage(name, [layer for _, layers in group for layer in layers]))
-    return stages
 
 
 def _neuron(profile: str, overrides: Optional[dict]) -> SpikingNeuron:

@@ -159,21 +159,37 @@ def test_cli_help_and_exit_codes(tmp_path, capsys):
     assert "--epochs=-3" in capsys.readouterr().err  # range-checked while parsing
 
 
-def test_default_results_json_location(tmp_path, monkeypatch):
-    from flexsnn.commands.demo import _default_results_json
+def test_demo_writes_only_where_asked(tmp_path, monkeypatch):
+    """`flexsnn demo` writes into its report folder; only --record touches benchmarks/results,
+    and a quick run's record never replaces the default run's (issue 20)."""
+    import flexsnn.commands.demo as demo_cmd
 
+    seen = []
+    monkeypatch.setattr(demo_cmd, "_run", lambda config, **kw: seen.append((config, kw)))
     monkeypatch.chdir(tmp_path)
-    assert _default_results_json(tmp_path / "rep") == tmp_path / "rep" / "demo.json"
+    assert main(["demo", "--no-real"]) == 0
+    assert main(["demo", "--quick", "--no-real"]) == 0
+    assert main(["demo", "--quick", "--no-real", "--record", "--out", "x"]) == 0
+    (default, kw0), (quick, _), (recorded, kw2) = seen
+    assert Path(default.report_dir) == Path("reports/demo") and default.results_path == Path("reports/demo/demo.json")
+    assert Path(quick.report_dir) == Path("reports/demo-quick")
+    assert quick.results_path == Path("reports/demo-quick/demo.json")
+    assert kw0["record"] is False and kw2["record"] is True and recorded.results_path == Path("x/demo.json")
     repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(repo)
-    assert _default_results_json(Path("reports/demo")) == repo / "benchmarks" / "results" / "demo.json"
+    assert demo_cmd.record_path("default") == repo / "benchmarks" / "results" / "demo.json"
+    assert demo_cmd.record_path("quick") == repo / "benchmarks" / "results" / "demo-quick.json"
 
 
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_pipeline_end_to_end_smallest_size(tmp_path):
+def test_pipeline_end_to_end_smallest_size(tmp_path, capsys):
+    from flexsnn.progress import cli_progress
+
     cfg = _tiny(tmp_path)
-    result = run_demo(cfg)
+    result = run_demo(cfg, progress=cli_progress)
+    log = capsys.readouterr().err      # not a terminal: plain lines, no cursor movement (issue 20)
+    assert "\x1b" not in log and "\r" not in log
+    assert "demo: done 12/12" in log and 0 < len(log.splitlines()) < 300
     for name in (*FIGURES, "report.md", "report.html"):
         path = Path(cfg.report_dir) / name
         assert path.is_file() and path.stat().st_size > 0, name
