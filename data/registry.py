@@ -41,7 +41,7 @@ def load_event_dataset(name: str, *, split: str = "train", root: str | os.PathLi
         events, label = ds[0]
     """
     if name == "saccade-mnist":
-        from flexsnn.data.saccade_cache import SaccadeMNIST
+        from flexsnn.data.saccade import SaccadeMNIST
 
         return SaccadeMNIST(split=split, seed=seed, limit=limit, cache_dir=cache_dir,
                             progress=progress)

