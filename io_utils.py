@@ -15,9 +15,20 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import flexsnn
+
+#: Fault-injection hook for tests: called as ``hook(point, target)`` at each commit point of a
+#: write (``"replace"``: the data is in the temporary file, just before it replaces the target).
+#: A test sets it to a function that ends the process (``os._exit``) to simulate a kill there.
+FAULT_HOOK: "Callable[[str, Path], None] | None" = None
+
+
+def fault_point(point: str, target: Path) -> None:
+    """Run :data:`FAULT_HOOK` (if set) at a named commit point; a no-op in normal runs."""
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(point, target)
 
 
 def _default_mode() -> int:
@@ -47,6 +58,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _default_mode())  # mkstemp creates 0600; outputs are ordinary files
+        fault_point("replace", target)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)

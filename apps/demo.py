@@ -239,14 +239,14 @@ def _fit(config: DemoConfig, tcfg, out_dir: Path, train_ds, test_ds, result: Dem
     resume = config.reuse and (out_dir / "state.safetensors").is_file()
     t0 = time.perf_counter()
     try:
-        res = train(tcfg, out_dir=out_dir, resume=resume, progress=progress, train_data=train_ds,
-                    test_data=test_ds)
+        res = train(tcfg, out_dir=out_dir, resume=resume, overwrite=not resume, progress=progress,
+                    train_data=train_ds, test_data=test_ds)
     except (ConfigError, CheckpointError):
         if not resume:
             raise
         log.warning("could not resume %s; training from scratch", out_dir)
-        res = train(tcfg, out_dir=out_dir, resume=False, progress=progress, train_data=train_ds,
-                    test_data=test_ds)
+        res = train(tcfg, out_dir=out_dir, resume=False, overwrite=True, progress=progress,
+                    train_data=train_ds, test_data=test_ds)
     seconds = time.perf_counter() - t0
     return res.model, res.final_path, seconds, _median_epoch(res.history)
 

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from flexsnn.options import MAX_COUNT, MAX_SEED, in_range
+
 DEMO_HELP = """The README's main job: SDT vs MTT, trained here, run on a Speck2e chip image.
 
 On saccade-mnist (generated offline, cached), train speck3c1fc with SDT at T=10 and
@@ -58,6 +60,14 @@ def record_path(mode: str) -> Path:
     return results / ("demo.json" if mode == "default" else f"demo-{mode}.json")
 
 
+def _check_outputs(out: Path, results_json: Optional[Path]) -> None:
+    from flexsnn.options import check_output_path
+
+    check_output_path(out, "--out", folder=True)
+    if results_json is not None:
+        check_output_path(results_json, "--results-json")
+
+
 def _run(config, *, quiet: bool = False, record: bool = False) -> None:
     from flexsnn.apps.demo import run_demo
     from flexsnn.apps.report import format_table
@@ -95,20 +105,27 @@ def register(app: typer.Typer) -> None:
                                     "demo-quick.json (--quick). Nothing in the checkout changes without it."),
         reuse: bool = typer.Option(False, "--reuse", help="Reuse checkpoints of an earlier run with "
                                    "the same settings (in <out>/artifacts)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of data split, initialisation, shuffling, MTT sampling."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="SDT+BN (base) epochs."),
+        seed: int = typer.Option(0, "--seed", help="Seed of data split, initialisation, shuffling, MTT sampling.",
+                                 callback=in_range(0, MAX_SEED)),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="SDT+BN (base) epochs.",
+                                             callback=in_range(1, MAX_COUNT)),
         finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs",
-                                                      help="Epochs of each fine-tune (SDT and MTT)."),
-        train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Training recordings (class-balanced)."),
+                                                      help="Epochs of each fine-tune (SDT and MTT).",
+                                                      callback=in_range(1, MAX_COUNT)),
+        train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Training recordings (class-balanced).",
+                                                  callback=in_range(1, MAX_COUNT)),
         async_limit: Optional[int] = typer.Option(None, "--async-limit",
-                                                  help="Test recordings run on the asynchronous simulator."),
+                                                  help="Test recordings run on the asynchronous simulator.",
+                                                  callback=in_range(1, MAX_COUNT)),
         device: str = typer.Option("auto", "--device", help="Training device: auto (CUDA when present), cpu, cuda."),
-        threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest on a busy machine)."),
+        threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest on a busy machine).",
+                                    callback=in_range(1, 1024)),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only (no progress, no INFO)."),
     ) -> None:
         from flexsnn.apps.demo import DemoConfig, resolve_real_root
 
         out = out or Path("reports/demo-quick" if quick else "reports/demo")
+        _check_outputs(out, results_json)
         real = None if no_real else resolve_real_root(data)
         config = DemoConfig.preset(
             "quick" if quick else "default",
@@ -129,24 +146,33 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(Path("reports/speck-table"), "--out", "-o", help="Report folder."),
         results_json: Optional[Path] = typer.Option(None, "--results-json",
                                                     help="Results JSON (default <out>/speck_table.json)."),
-        epochs: Optional[int] = typer.Option(None, "--epochs", help="SDT+BN epochs (paper's code: 300)."),
+        epochs: Optional[int] = typer.Option(None, "--epochs", help="SDT+BN epochs (paper's code: 300).",
+                                             callback=in_range(1, MAX_COUNT)),
         finetune_epochs: Optional[int] = typer.Option(None, "--finetune-epochs",
-                                                      help="Fine-tune epochs (paper's code: 60)."),
-        train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Limit training recordings."),
-        test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Limit test recordings."),
+                                                      help="Fine-tune epochs (paper's code: 60).",
+                                                      callback=in_range(1, MAX_COUNT)),
+        train_limit: Optional[int] = typer.Option(None, "--train-limit", help="Limit training recordings.",
+                                                  callback=in_range(1, MAX_COUNT)),
+        test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Limit test recordings.",
+                                                 callback=in_range(1, MAX_COUNT)),
         async_limit: Optional[int] = typer.Option(None, "--async-limit",
-                                                  help="Limit asynchronous test recordings (default all)."),
-        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (paper's code: 32)."),
+                                                  help="Limit asynchronous test recordings (default all).",
+                                                  callback=in_range(1, MAX_COUNT)),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Batch size (paper's code: 32).",
+                                                 callback=in_range(1, MAX_COUNT)),
         reuse: bool = typer.Option(False, "--reuse", help="Reuse matching checkpoints in <out>/artifacts."),
-        seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default 1000, as the paper's code)."),
+        seed: Optional[int] = typer.Option(None, "--seed", help="Seed (default 1000, as the paper's code).",
+                                           callback=in_range(0, MAX_SEED)),
         device: str = typer.Option("auto", "--device", help="Training device: auto (CUDA when present), cpu, cuda."),
         threads: Optional[int] = typer.Option(None, "--threads",
-                                              help="torch CPU threads (default: torch's choice)."),
+                                              help="torch CPU threads (default: torch's choice).",
+                                              callback=in_range(1, 1024)),
         quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only (no progress, no INFO)."),
     ) -> None:
         from flexsnn.apps.demo import resolve_real_root
         from flexsnn.apps.reproduce import speck_table_config
 
+        _check_outputs(out, results_json)
         root = resolve_real_root(data, use_shared=False)
         config = speck_table_config(
             root, report_dir=str(out),

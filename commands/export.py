@@ -71,12 +71,16 @@ def export(
     from flexsnn.converters.export import export_chip_image
     from flexsnn.converters.memory_plot import plot_memory
     from flexsnn.io_utils import check_distinct_paths
+    from flexsnn.options import check_output_path
 
     png_path = out.with_suffix(out.suffix + ".memory.png") if png else None
     check_distinct_paths({"--checkpoint": checkpoint, "the checkpoint's weights": checkpoint.with_suffix(".safetensors"),
                           "the checkpoint's sidecar": checkpoint.with_suffix(".json")},
                          {"--out": out, "--nir": nir_path, "--onnx": onnx_path, "the memory PNG": png_path})
 
+    for path, option in ((out, "--out"), (nir_path, "--nir"), (onnx_path, "--onnx")):
+        if path is not None:  # before any work: parent writable, not a folder, not under a file
+            check_output_path(path, option)
     image, report = export_chip_image(checkpoint, allow_leak=allow_leak, core_order=_parse_order(core_order),
                                       readout=readout)
     image.save(out)
@@ -109,8 +113,11 @@ def inspect(
     from flexsnn.converters.chip_check import chip_image_warnings
     from flexsnn.converters.chip_image import ChipImage
     from flexsnn.io_utils import check_distinct_paths
+    from flexsnn.options import check_output_path
 
     check_distinct_paths({"CHIP": chip}, {"--png": png})
+    if png is not None:
+        check_output_path(png, "--png")
     image = ChipImage.load(chip, trust_edits=trust_edits)
     typer.echo(image.summary())
     if image.source:

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from flexsnn.options import MAX_COUNT, in_range
+
 HWTEST_HELP = """Run the hardware-in-the-loop suite (hwtests/) on a Speck2e devkit, the simulator,
 or the independent reference simulator standing in for the device.
 
@@ -102,13 +104,18 @@ def register(app: typer.Typer) -> None:
                                             "(accuracy and chip agreement); replaces --checkpoint."),
         data: Optional[Path] = typer.Option(None, "--data", help="N-MNIST folder; default the nmnist-small subset."),
         out: Path = typer.Option(Path("hwtest-report"), "--out", help="Folder for the JSON and markdown report."),
-        samples: Optional[int] = typer.Option(None, "--samples", help="Test samples for the accuracy check."),
+        samples: Optional[int] = typer.Option(None, "--samples", help="Test samples for the accuracy check.",
+                                              callback=in_range(1, MAX_COUNT)),
         suite: Optional[Path] = typer.Option(None, "--suite", help="Suite config JSON (default hwtests/suite.json)."),
-        device_index: Optional[int] = typer.Option(None, "--device-index", help="Which Speck2e devkit (0-based)."),
+        device_index: Optional[int] = typer.Option(None, "--device-index", help="Which Speck2e devkit (0-based).",
+                                                   callback=in_range(0, 255)),
         device_serial: Optional[str] = typer.Option(None, "--device-serial", help="Devkit serial number."),
         select: Optional[str] = typer.Option(None, "-k", help="Only tests matching this pytest -k expression."),
         verbose_tests: bool = typer.Option(False, "--verbose-tests", help="One line per test."),
     ) -> None:
+        from flexsnn.options import check_output_path
+
+        check_output_path(out, "--out", folder=True)
         code, json_path, md_path = run_hwtest(
             backend=backend, checkpoint=checkpoint, chip=chip, data=data, out=out, samples=samples, suite=suite,
             device_index=device_index, device_serial=device_serial, select=select, quiet=not verbose_tests)

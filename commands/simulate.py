@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from flexsnn.options import MAX_COUNT, MAX_SEED, in_range
+
 SIMULATE_HELP = """Run a chip image (from `flexsnn export`) on an event dataset.
 
 Backends: async (default; the event-driven, integer-exact Speck2e simulator: every input
@@ -34,14 +36,16 @@ def simulate(
     root: Optional[Path] = typer.Option(None, "--root", help="N-MNIST folder (default "
                                         "$FLEXSNN_NMNIST_ROOT); ignored for saccade-mnist."),
     split: str = typer.Option("test", "--split", help="train, test or all."),
-    seed: int = typer.Option(0, "--seed", help="Dataset split / generator seed."),
+    seed: int = typer.Option(0, "--seed", help="Dataset split / generator seed.",
+                             callback=in_range(0, MAX_SEED)),
     backend: str = typer.Option("async", "--backend", "-b", help="async or time-binned."),
     T: int = typer.Option(10, "--T", help="Time bins per sample (time-binned backend only)."),
     spike: Optional[str] = typer.Option(None, "--spike", help="single or multi spikes per neuron "
                                         "update (default: single for async, multi for time-binned)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most N samples."),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes."),
-    sample: int = typer.Option(0, "--sample", help="Index of the sample drawn in raster.png."),
+    sample: int = typer.Option(0, "--sample", help="Index of the sample drawn in raster.png.",
+                               callback=in_range(0, MAX_COUNT)),
     shard: bool = typer.Option(False, "--shard", help="Split the samples over the ranks of a torchrun "
                                "launch (automatic under torchrun); rank 0 gathers, writes and prints."),
     out: Path = typer.Option(Path("runs/simulate"), "--out", help="Output folder."),
@@ -58,11 +62,13 @@ def simulate(
     from flexsnn.deploy.plots import raster_png
     from flexsnn.errors import ConfigError
     from flexsnn.io_utils import provenance
+    from flexsnn.options import check_output_path
     from flexsnn.progress import cli_progress
 
     if backend not in ("async", "time-binned"):
         raise ConfigError("--backend", backend, "async or time-binned",
                           "the devkit runs through `flexsnn hwtest`")
+    check_output_path(out, "--out", folder=True)
     ks = _parse_margins(early_exit, backend) if early_exit else None  # refused before the run
     image = ChipImage.load(chip)
     options: dict = {}

@@ -12,12 +12,16 @@ from typing import Any, Optional
 
 import typer
 
+from flexsnn.options import MAX_COUNT, MAX_SEED, MAX_T, in_range
+
 TRAIN_HELP = """Train a temporally flexible SNN (SDT, NMT or MTT) and write checkpoints.
 
 Writes into --out: last.safetensors (+ .json) every epoch, state.safetensors (resume state),
 final.safetensors (BN-calibrated when the model has BN and the scheme mixes T), metrics.jsonl,
-metrics.csv and config.json (resolved config + version + git hash). Settings: defaults <
---config FILE (JSON with TrainConfig fields, "scheme" nested) < command-line options.
+metrics.csv and config.json (resolved config + version + git hash). Each epoch is committed
+through run.json, so a kill at any moment leaves a run that --resume continues; a folder that
+holds a run needs --resume or --overwrite. Settings: defaults < --config FILE (JSON with
+TrainConfig fields, "scheme" nested) < command-line options.
 
 \b
 Examples:
@@ -71,8 +75,9 @@ Examples:
 
 
 # ----------------------------------------------------------------------------- helpers
-def parse_int_list(text: str, *, field: str) -> list[int]:
-    """``"1-10"``, ``"1,2,4"`` or ``"1-3,8"`` -> list of ints (ConfigError when malformed)."""
+def parse_int_list(text: str, *, field: str, hi: int = MAX_T) -> list[int]:
+    """``"1-10"``, ``"1,2,4"`` or ``"1-3,8"`` -> list of ints in ``1..hi`` (ConfigError when
+    malformed or out of range; bounds are checked before a range is expanded)."""
     from flexsnn.errors import ConfigError
 
     out: list[int] = []
@@ -80,14 +85,18 @@ def parse_int_list(text: str, *, field: str) -> list[int]:
         for part in text.split(","):
             part = part.strip()
             if "-" in part:
-                a, b = part.split("-", 1)
-                out.extend(range(int(a), int(b) + 1))
+                a, b = (int(v) for v in part.split("-", 1))
+                if b > hi:
+                    raise ConfigError(field, text, f"integers in 1..{hi}", f"{b} is too large")
+                out.extend(range(a, b + 1))
             elif part:
                 out.append(int(part))
+    except ConfigError:
+        raise
     except ValueError as err:
         raise ConfigError(field, text, "integers like 1-10 or 1,2,4") from err
-    if not out or min(out) < 1:
-        raise ConfigError(field, text, "one or more integers >= 1")
+    if not out or min(out) < 1 or max(out) > hi:
+        raise ConfigError(field, text, f"one or more integers in 1..{hi}")
     return out
 
 
@@ -117,9 +126,17 @@ def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: 
     """defaults < config file < command line (``None`` = not given) -> TrainConfig."""
     from flexsnn.training.trainer import TrainConfig
 
+    from flexsnn.errors import ConfigError
+    from flexsnn.options import check_field_types
+
     merged = TrainConfig().to_dict()
     if file is not None:
         raw = _read_config_file(file)
+        try:
+            check_field_types(TrainConfig, raw)
+        except ConfigError as err:  # name the file: the value came from it
+            raise ConfigError(f"{file}: {err.field}", err.value, err.expected,
+                              "fix the value in the config file") from err
         scheme_raw = raw.pop("scheme", {}) or {}
         merged.update(raw)
         merged["scheme"] = {**merged["scheme"], **scheme_raw}
@@ -149,43 +166,57 @@ def train_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="saccade-mnist or nmnist."),
     root: Optional[Path] = typer.Option(None, "--root", help="N-MNIST folder."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="sdt, nmt or mtt."),
-    T: Optional[int] = typer.Option(None, "--T", help="Time bins of the data (default 10)."),
-    t_min: Optional[int] = typer.Option(None, "--t-min", help="Smallest stage T (default 1)."),
-    t_max: Optional[int] = typer.Option(None, "--t-max", help="Largest stage T (default T)."),
-    s: Optional[int] = typer.Option(None, "--s", help="Configurations per step, NMT/MTT (default 3)."),
-    r_left: Optional[int] = typer.Option(None, "--r-left", help="Event data: stages from T-r_left ..."),
-    r_right: Optional[int] = typer.Option(None, "--r-right", help="... to T+r_right."),
+    T: Optional[int] = typer.Option(None, "--T", help=f"Time bins of the data (default 10; 1..{MAX_T}).",
+                                    callback=in_range(1, MAX_T)),
+    t_min: Optional[int] = typer.Option(None, "--t-min", help="Smallest stage T (default 1).",
+                                        callback=in_range(1, MAX_T)),
+    t_max: Optional[int] = typer.Option(None, "--t-max", help="Largest stage T (default T).",
+                                        callback=in_range(1, MAX_T)),
+    s: Optional[int] = typer.Option(None, "--s", help="Configurations per step, NMT/MTT (default 3).",
+                                    callback=in_range(1, 1000)),
+    r_left: Optional[int] = typer.Option(None, "--r-left", help="Event data: stages from T-r_left ...",
+                                         callback=in_range(0, MAX_T)),
+    r_right: Optional[int] = typer.Option(None, "--r-right", help="... to T+r_right.",
+                                          callback=in_range(0, MAX_T)),
     non_increasing: Optional[bool] = typer.Option(None, "--non-increasing/--any-order",
                                                   help="Only non-increasing T along the stages."),
     data_kind: Optional[str] = typer.Option(None, "--data-kind", help="event (default) or static."),
     loss: Optional[str] = typer.Option(None, "--loss", help="ce, tet or tmc."),
     backprop: Optional[str] = typer.Option(None, "--backprop", help="bptt, rate (= rate_M) or rate_S (rate-based, memory flat in T)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adamw."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (cosine to 0)."),
-    weight_decay: Optional[float] = typer.Option(None, "--weight-decay"),
-    epochs: Optional[int] = typer.Option(None, "--epochs"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
-    seed: Optional[int] = typer.Option(None, "--seed"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N samples only."),
-    test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Test on N samples only."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (cosine to 0; > 0).",
+                                       callback=in_range(hi=10.0, above=0.0)),
+    weight_decay: Optional[float] = typer.Option(None, "--weight-decay", help="Weight decay (>= 0).",
+                                                 callback=in_range(0.0, 10.0)),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Epochs (default 5).",
+                                         callback=in_range(1, MAX_COUNT)),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per step (default 32).",
+                                             callback=in_range(1, MAX_COUNT)),
+    seed: Optional[int] = typer.Option(None, "--seed", help=f"Seed of initialisation, data order, "
+                                       f"augmentation and sampling (0..{MAX_SEED}).",
+                                       callback=in_range(0, MAX_SEED)),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N samples only.",
+                                        callback=in_range(1, MAX_COUNT)),
+    test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Test on N samples only.",
+                                             callback=in_range(1, MAX_COUNT)),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     phase: Optional[str] = typer.Option(None, "--phase", help="train or bias_removal."),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Start from these weights."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out (from its "
+                                "last committed epoch; a finished run is returned as it is)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in --out (its "
+                                   "checkpoints, metrics and config; other files stay). Without it, "
+                                   "a folder holding a run is refused."),
 ) -> None:
     """Train a model; see the examples above."""
-    from flexsnn.errors import ConfigError
+    from flexsnn.options import check_output_path, parse_json_object
     from flexsnn.progress import cli_progress
     from flexsnn.training.trainer import train
 
-    kwargs = None
-    if model_kwargs is not None:
-        try:
-            kwargs = json.loads(model_kwargs)
-        except json.JSONDecodeError as err:
-            raise ConfigError("--model-kwargs", model_kwargs, "a JSON object") from err
+    check_output_path(out, "--out", folder=True)
+    kwargs = parse_json_object(model_kwargs, "--model-kwargs") if model_kwargs is not None else None
     cli = dict(model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
                loss=loss, backprop=backprop, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                epochs=epochs, batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit,
@@ -200,7 +231,8 @@ def train_cmd(
     from flexsnn.training.distributed import training_session
 
     with training_session(device=cfg.device) as context:
-        res = train(cfg, out_dir=out, resume=resume, progress=cli_progress, context=context)
+        res = train(cfg, out_dir=out, resume=resume, overwrite=overwrite, progress=cli_progress,
+                    context=context)
     if not context.is_main:
         return
     for row in res.history:
@@ -218,9 +250,10 @@ def eval_cmd(
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Default: the checkpoint's dataset."),
     root: Optional[Path] = typer.Option(None, "--root", help="N-MNIST folder."),
     split: str = typer.Option("test", "--split"),
-    seed: int = typer.Option(0, "--seed"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate N samples only."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    seed: int = typer.Option(0, "--seed", callback=in_range(0, MAX_SEED)),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate N samples only.",
+                                        callback=in_range(1, MAX_COUNT)),
+    batch_size: int = typer.Option(64, "--batch-size", callback=in_range(1, MAX_COUNT)),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder."),
     early_exit: Optional[str] = typer.Option(  # issue 10 (training/early_exit.py)
         None, "--early-exit", help="Also run early-exit inference (SEENN-I) at T_max = the largest "
@@ -238,8 +271,11 @@ def eval_cmd(
     from flexsnn.training.evaluate import (FrameCache, accuracy_per_config, accuracy_per_T, format_table,
                                            plot_accuracy_curves)
 
+    from flexsnn.options import check_output_path
+
     if len(checkpoint) > 2:
         raise ConfigError("--checkpoint", [str(c) for c in checkpoint], "one or two checkpoints")
+    check_output_path(out, "--out", folder=True)
     Ts = parse_int_list(T, field="--T")
     configs = [tuple(parse_int_list(c, field="--config")) for c in (config or [])]
     loaded = [(_load(c), c) for c in checkpoint]
@@ -311,11 +347,12 @@ def calibrate_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c"),
     out: Optional[Path] = typer.Option(None, "--out", help="Output .safetensors (default: <checkpoint>-calibrated)."),
     config: Optional[str] = typer.Option(None, "--config", help="Configuration to calibrate at (default T_max)."),
-    batches: int = typer.Option(10, "--batches", help="Training batches to average over."),
-    batch_size: int = typer.Option(32, "--batch-size"),
+    batches: int = typer.Option(10, "--batches", help="Training batches to average over.",
+                                callback=in_range(1, MAX_COUNT)),
+    batch_size: int = typer.Option(32, "--batch-size", callback=in_range(1, MAX_COUNT)),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
     root: Optional[Path] = typer.Option(None, "--root"),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", callback=in_range(0, MAX_SEED)),
     remove_biases_: bool = typer.Option(False, "--remove-biases", help="Also fold BN and drop biases."),
 ) -> None:
     """Calibrate BN statistics of a checkpoint; see the examples above."""
@@ -329,6 +366,10 @@ def calibrate_cmd(
     from flexsnn.training.bn_calibration import calibrate_bn, has_batch_norm, remove_biases
     from flexsnn.training.schemes import SchemeConfig
 
+    from flexsnn.options import check_output_path
+
+    if out is not None:
+        check_output_path(out, "--out")
     model, meta = _load(checkpoint)
     if not has_batch_norm(model):
         raise ConfigError("--checkpoint", str(checkpoint), "a model with BatchNorm layers",
@@ -354,16 +395,20 @@ def calibrate_cmd(
 
 def search_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", "-c"),
-    budget_T: int = typer.Option(3, "--budget-T", help="Energy budget = that of uniform T."),
-    n_fit: int = typer.Option(18, "--n-fit", help="Configurations to fit on."),
-    n_holdout: int = typer.Option(10, "--n-holdout", help="Held-out configurations."),
-    t_min: int = typer.Option(1, "--t-min"),
-    t_max: Optional[int] = typer.Option(None, "--t-max", help="Default: the checkpoint's T_max."),
+    budget_T: int = typer.Option(3, "--budget-T", help="Energy budget = that of uniform T.",
+                                 callback=in_range(1, MAX_T)),
+    n_fit: int = typer.Option(18, "--n-fit", help="Configurations to fit on.", callback=in_range(1, 10_000)),
+    n_holdout: int = typer.Option(10, "--n-holdout", help="Held-out configurations.",
+                                  callback=in_range(0, 10_000)),
+    t_min: int = typer.Option(1, "--t-min", callback=in_range(1, MAX_T)),
+    t_max: Optional[int] = typer.Option(None, "--t-max", help="Default: the checkpoint's T_max.",
+                                        callback=in_range(1, MAX_T)),
     dataset: Optional[str] = typer.Option(None, "--dataset", "-d"),
     root: Optional[Path] = typer.Option(None, "--root"),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Test samples used per measurement."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    seed: int = typer.Option(0, "--seed"),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Test samples used per measurement.",
+                                        callback=in_range(1, MAX_COUNT)),
+    batch_size: int = typer.Option(64, "--batch-size", callback=in_range(1, MAX_COUNT)),
+    seed: int = typer.Option(0, "--seed", callback=in_range(0, MAX_SEED)),
     out: Path = typer.Option(Path("runs/search"), "--out"),
 ) -> None:
     """Fit the accuracy model and search configurations; see the examples above."""
@@ -372,8 +417,19 @@ def search_cmd(
     from flexsnn.training.evaluate import FrameCache, accuracy_per_config, firing_rates
     from flexsnn.training.search import run_search
 
+    from flexsnn.errors import ConfigError
+    from flexsnn.options import check_output_path, check_range
+
+    check_output_path(out, "--out", folder=True)
     model, meta = _load(checkpoint)
-    hi = t_max or int(meta.t_range[1])
+    t_range = meta.t_range
+    if len(t_range) != 2 or not all(isinstance(t, int) and not isinstance(t, bool) for t in t_range):
+        raise ConfigError(f"{checkpoint.with_suffix('.json')}: meta.t_range", meta.t_range,
+                          "two integers [T_min, T_max]", "Re-export the checkpoint, or pass --t-max")
+    hi = t_max or check_range(f"{checkpoint.with_suffix('.json')}: meta.t_range[1]", t_range[1],
+                              lo=1, hi=MAX_T, integer=True)
+    if t_min > hi:
+        raise ConfigError("--t-min", t_min, f"<= T_max ({hi})")
     name = dataset or meta.dataset or "saccade-mnist"
     ds = load_event_dataset(name, split="test", root=root, seed=seed, limit=limit)
     cache = FrameCache(ds)
