@@ -33,14 +33,18 @@ Examples:
 
 EVAL_HELP = """Accuracy of one or two checkpoints at uniform T values and temporal configurations.
 
-Recordings are binned into as many frames as the input stage's T. Prints a table, writes
-eval.json and accuracy.png (one curve per checkpoint, e.g. SDT vs MTT) into --out.
+Event data at a T other than the training T follow --t-protocol: `rebin` (default) bins the
+whole recording into T frames (every event seen, as a time-binned chip run at that T); `prefix`
+bins it into the training T frames and keeps the first T (the MTT paper's code; T above the
+training T is refused). Prints a table, writes eval.json and accuracy.png (one curve per
+checkpoint, e.g. SDT vs MTT) into --out.
 
 \b
 Examples:
   flexsnn eval --checkpoint runs/mtt/final.safetensors --T 1-10
   flexsnn eval --checkpoint runs/sdt/final.safetensors --checkpoint runs/mtt/final.safetensors
   flexsnn eval --checkpoint runs/mtt/final.safetensors --config 10,4,2,2 --config 10,10,5,5
+  flexsnn eval --checkpoint runs/mtt/final.safetensors --T 1-10 --t-protocol prefix
 """
 
 CALIBRATE_HELP = """Re-estimate BatchNorm statistics at T_max (cumulative average, ~10 batches).
@@ -214,6 +218,9 @@ def eval_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate N samples only."),
     batch_size: int = typer.Option(64, "--batch-size"),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder."),
+    t_protocol: str = typer.Option("rebin", "--t-protocol", help="Event data at another T: rebin (whole "
+                                   "recording into T frames) or prefix (first T of the training T frames, "
+                                   "the MTT paper's code)."),
     early_exit: Optional[str] = typer.Option(  # issue 10 (training/early_exit.py)
         None, "--early-exit", help="Also run early-exit inference (SEENN-I) at T_max = the largest "
         "--T: comma-separated confidence thresholds, e.g. 0.5,0.9,0.99; writes early_exit.json/png."),
@@ -237,9 +244,14 @@ def eval_cmd(
     loaded = [(_load(c), c) for c in checkpoint]
     name = dataset or loaded[0][0][1].dataset or "saccade-mnist"
     ds = load_event_dataset(name, split=split, root=root, seed=seed, limit=limit)
-    cache = FrameCache(ds)
+    data_T = _data_T(loaded[0][0][1])
+    if t_protocol == "prefix" and any(_data_T(m) != data_T for (_, m), _ in loaded):
+        raise ConfigError("--t-protocol", "prefix", "checkpoints trained at the same T",
+                          hint="compare checkpoints of different training T with --t-protocol rebin")
+    cache = FrameCache(ds, protocol=t_protocol, data_T=data_T)
     curves: dict[str, dict[int, float]] = {}
-    report: dict[str, Any] = {"dataset": name, "split": split, "samples": len(ds), "T": Ts, "checkpoints": {}}
+    report: dict[str, Any] = {"dataset": name, "split": split, "samples": len(ds), "T": Ts, "checkpoints": {},
+                              "t_protocol": t_protocol, "data_T": data_T}
     for (model, meta), path in loaded:
         label = meta.scheme.get("name", path.stem) if meta.scheme else path.stem
         if label in curves:
@@ -257,7 +269,7 @@ def eval_cmd(
     out.mkdir(parents=True, exist_ok=True)
     report["provenance"] = provenance({"checkpoint": [str(c) for c in checkpoint], "T": Ts,
                                        "config": [list(c) for c in configs], "dataset": name,
-                                       "split": split, "seed": seed, "limit": limit})
+                                       "split": split, "seed": seed, "limit": limit, "t_protocol": t_protocol})
     atomic_write_json(out / "eval.json", report)
     plot_accuracy_curves(curves, out / "accuracy.png", title=f"accuracy vs T ({name})")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'accuracy.png'}")
