@@ -65,7 +65,9 @@ SEARCH_HELP = """Estimate accuracy over temporal configurations and search the b
 Measures N sampled configurations, fits acc = sum_i K_i sqrt(log2 t_i) + c, reports R2/MAE on
 held-out configurations, measures stage firing rates R_i at T_max, and searches (DFS) the
 configuration with the best estimated accuracy whose energy sum_i t_i R_i does not exceed that
-of uniform --budget-T; then measures it. Writes search.json into --out.
+of uniform --budget-T; then measures it. For a model with BatchNorm every measurement first
+calibrates BN at that configuration (--bn-calibrations times on different training batches,
+accuracies averaged, as the paper's A.3). Writes search.json into --out.
 
 \b
 Examples:
@@ -367,13 +369,19 @@ def search_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Test samples used per measurement."),
     batch_size: int = typer.Option(64, "--batch-size"),
     seed: int = typer.Option(0, "--seed"),
+    bn_calibrations: int = typer.Option(3, "--bn-calibrations", min=0, help="Models with BN: calibrate BN at "
+                                        "each configuration this many times (on different training batches) "
+                                        "and average the accuracies (paper A.3); 0 = the checkpoint's statistics."),
+    calib_batches: int = typer.Option(10, "--calib-batches", min=1, help="Training batches per BN calibration."),
     out: Path = typer.Option(Path("runs/search"), "--out"),
 ) -> None:
     """Fit the accuracy model and search configurations; see the examples above."""
+    from flexsnn.data.frames import frame_loader
     from flexsnn.data.registry import load_event_dataset
     from flexsnn.io_utils import atomic_write_json, provenance
+    from flexsnn.training.bn_calibration import has_batch_norm
     from flexsnn.training.evaluate import FrameCache, accuracy_per_config, firing_rates
-    from flexsnn.training.search import run_search
+    from flexsnn.training.search import bn_calibrated_measure, run_search
 
     model, meta = _load(checkpoint)
     hi = t_max or int(meta.t_range[1])
@@ -382,13 +390,22 @@ def search_cmd(
     cache = FrameCache(ds)
     rates = firing_rates(model, cache, hi, batch_size=batch_size)
     ranges = [(t_min, hi)] * model.num_stages
-    rep = run_search(lambda c: accuracy_per_config(model, cache, [c], batch_size=batch_size)[0], rates, ranges,
-                     budget_T=budget_T, n_fit=n_fit, n_holdout=n_holdout, seed=seed)
+    measure = lambda c: accuracy_per_config(model, cache, [c], batch_size=batch_size)[0]  # noqa: E731
+    n_cal = bn_calibrations if has_batch_norm(model) else 0
+    if n_cal:
+        train_cache = FrameCache(load_event_dataset(name, split="train", root=root, seed=seed))
+        measure = bn_calibrated_measure(
+            model, measure, lambda c, k: frame_loader(train_cache.get(c[0]), T=c[0], batch_size=batch_size,
+                                                      shuffle=True, seed=seed * 1000 + k),
+            n_calibrations=n_cal, n_batches=calib_batches)
+    rep = run_search(measure, rates, ranges, budget_T=budget_T, n_fit=n_fit, n_holdout=n_holdout, seed=seed)
     doc = rep.to_dict()
     doc["stages"] = list(model.stage_names)
+    doc["bn_calibrations"] = n_cal
     doc["provenance"] = provenance({"checkpoint": str(checkpoint), "budget_T": budget_T, "n_fit": n_fit,
                                     "n_holdout": n_holdout, "t_min": t_min, "t_max": hi, "dataset": name,
-                                    "limit": limit, "seed": seed})
+                                    "limit": limit, "seed": seed, "bn_calibrations": n_cal,
+                                    "calib_batches": calib_batches})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "search.json", doc)
     q, h = rep.fit_quality_train, rep.fit_quality_holdout
