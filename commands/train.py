@@ -25,6 +25,9 @@ Examples:
   flexsnn train --scheme mtt --T 10 --t-min 1 --s 3 --epochs 5 --out runs/mtt
   flexsnn train --scheme mtt --limit 500 --epochs 1 --out runs/quick
   flexsnn train --config mtt.json --lr 0.002 --out runs/mtt2
+  flexsnn train --dataset mnist --model resnet19 --model-kwargs '{"width": 8}' --T 4 \\
+      --scheme mtt --epochs 3 --out runs/mnist        # static images, direct encoding
+  flexsnn train --preset cifar10-resnet19 --root ~/data/cifar --device cuda --out runs/c10
   flexsnn train --resume --out runs/mtt            # continue an interrupted run
   flexsnn train --model-kwargs '{"batch_norm": true}' --scheme sdt --out runs/bn
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
@@ -111,19 +114,35 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return raw
 
 
-def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: dict[str, Any]):
-    """defaults < config file < command line (``None`` = not given) -> TrainConfig."""
+def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: dict[str, Any],
+                         preset: Optional[str] = None):
+    """defaults < preset < config file < command line (``None`` = not given) -> TrainConfig.
+
+    Static image datasets (mnist, cifar10, cifar100, imagenet) default to ``data_kind="static"``
+    (MTT samples every stage's T) and a paper net's input channels, image size and class count
+    are filled from the dataset (:func:`flexsnn.training.presets.static_model_kwargs`).
+    """
+    from flexsnn.data.registry import is_static
+    from flexsnn.training.presets import get_preset, static_model_kwargs
     from flexsnn.training.trainer import TrainConfig
 
     merged = TrainConfig().to_dict()
+    kind_given = scheme_cli.get("data_kind") is not None
+    layers = [get_preset(preset)["config"]] if preset else []
     if file is not None:
-        raw = _read_config_file(file)
+        layers.append(_read_config_file(file))
+    for raw in layers:
         scheme_raw = raw.pop("scheme", {}) or {}
+        kind_given = kind_given or "data_kind" in scheme_raw
         merged.update(raw)
         merged["scheme"] = {**merged["scheme"], **scheme_raw}
     merged.update({k: v for k, v in cli.items() if v is not None})
     merged["scheme"] = {**merged["scheme"], **{k: v for k, v in scheme_cli.items() if v is not None}}
     merged["scheme"]["T"] = merged["T"]
+    if is_static(merged["dataset"]):
+        if not kind_given:
+            merged["scheme"]["data_kind"] = "static"
+        merged["model_kwargs"] = static_model_kwargs(merged["model"], merged["dataset"], merged["model_kwargs"] or {})
     return TrainConfig.from_dict(merged)
 
 
@@ -144,8 +163,16 @@ def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of TrainConfig fields."),
     model: Optional[str] = typer.Option(None, "--model", help="Zoo model (default speck3c1fc)."),
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of model arguments."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="saccade-mnist or nmnist."),
-    root: Optional[Path] = typer.Option(None, "--root", help="N-MNIST folder."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's setting by name, e.g. cifar10-resnet19 "
+                                         "(--list-presets shows them); options and --config override it."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="Print the presets and their sources, then exit."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Event data: saccade-mnist (default) or nmnist; "
+                                          "static images (direct encoding): mnist (offline), cifar10, cifar100, "
+                                          "imagenet (--root)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (N-MNIST layout; CIFAR binary files or "
+                                        "ImageFolder; ImageNet ImageFolder)."),
+    download: bool = typer.Option(False, "--download", help="Fetch the dataset into --root first when it is missing "
+                                  "(N-MNIST through tonic, CIFAR's binary version); never without this flag."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="sdt, nmt or mtt."),
     T: Optional[int] = typer.Option(None, "--T", help="Time bins of the data (default 10)."),
     t_min: Optional[int] = typer.Option(None, "--t-min", help="Smallest stage T (default 1)."),
@@ -155,7 +182,8 @@ def train_cmd(
     r_right: Optional[int] = typer.Option(None, "--r-right", help="... to T+r_right."),
     non_increasing: Optional[bool] = typer.Option(None, "--non-increasing/--any-order",
                                                   help="Only non-increasing T along the stages."),
-    data_kind: Optional[str] = typer.Option(None, "--data-kind", help="event (default) or static."),
+    data_kind: Optional[str] = typer.Option(None, "--data-kind", help="event or static (default: static for image "
+                                            "datasets, else event)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="ce, tet or tmc."),
     backprop: Optional[str] = typer.Option(None, "--backprop", help="bptt, rate (= rate_M) or rate_S (rate-based, memory flat in T)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adamw."),
@@ -178,6 +206,13 @@ def train_cmd(
     from flexsnn.progress import tqdm_progress
     from flexsnn.training.trainer import train
 
+    if list_presets:
+        from flexsnn.training.presets import PRESETS
+
+        for name in sorted(PRESETS):
+            typer.echo(f"{name}: {PRESETS[name]['source']} ({PRESETS[name]['notes']})")
+        return
+
     kwargs = None
     if model_kwargs is not None:
         try:
@@ -193,7 +228,12 @@ def train_cmd(
                       non_increasing=non_increasing, data_kind=data_kind)
     if resume and config is None and (out / "config.json").is_file():
         config = out / "config.json"  # the interrupted run's resolved settings
-    cfg = resolve_train_config(config, cli, scheme_cli)
+    cfg = resolve_train_config(config, cli, scheme_cli, preset=None if resume else preset)
+    if download:
+        from flexsnn.data.registry import load_dataset
+
+        for split in ("train", "test"):
+            load_dataset(cfg.dataset, split=split, root=cfg.root, seed=cfg.seed, limit=1, download=True)
     # -- distributed (flexsnn.training.distributed): under torchrun every rank trains, rank 0 writes/prints --
     from flexsnn.training.distributed import training_session
 
@@ -232,7 +272,7 @@ def eval_cmd(
         "reliability_<label>.png."),
 ) -> None:
     """Evaluate checkpoints at several T; see the examples above."""
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.registry import load_dataset
     from flexsnn.errors import ConfigError
     from flexsnn.io_utils import atomic_write_json, provenance
     from flexsnn.progress import tqdm_progress
@@ -245,7 +285,7 @@ def eval_cmd(
     configs = [tuple(parse_int_list(c, field="--config")) for c in (config or [])]
     loaded = [(_load(c), c) for c in checkpoint]
     name = dataset or loaded[0][0][1].dataset or "saccade-mnist"
-    ds = load_event_dataset(name, split=split, root=root, seed=seed, limit=limit)
+    ds = load_dataset(name, split=split, root=root, seed=seed, limit=limit)
     data_T = _data_T(loaded[0][0][1])
     if t_protocol == "prefix" and any(_data_T(m) != data_T for (_, m), _ in loaded):
         raise ConfigError("--t-protocol", "prefix", "checkpoints trained at the same T",
@@ -327,7 +367,8 @@ def calibrate_cmd(
     from dataclasses import replace
 
     from flexsnn.data.frames import frame_loader
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.images import frames_for
+    from flexsnn.data.registry import load_dataset
     from flexsnn.errors import ConfigError
     from flexsnn.models.checkpoint import save_checkpoint
     from flexsnn.models.zoo import build_model
@@ -343,8 +384,8 @@ def calibrate_cmd(
     else:
         cfg = SchemeConfig(**meta.scheme).max_config(model.num_stages) if meta.scheme else (meta.t_range[1],) * model.num_stages
     name = dataset or meta.dataset or "saccade-mnist"
-    ds = load_event_dataset(name, split="train", root=root, seed=seed, limit=batches * batch_size)
-    loader = frame_loader(ds, T=cfg[0], batch_size=batch_size, shuffle=True, seed=seed)
+    ds = load_dataset(name, split="train", root=root, seed=seed, limit=batches * batch_size)
+    loader = frame_loader(frames_for(ds, cfg[0]), T=cfg[0], batch_size=batch_size, shuffle=True, seed=seed)
     used = calibrate_bn(model, loader, config=cfg, n_batches=batches)
     extra = dict(meta.extra, calibrated=True, calibration={"config": list(cfg), "batches": used})
     kwargs = meta.model_kwargs
@@ -377,7 +418,7 @@ def search_cmd(
 ) -> None:
     """Fit the accuracy model and search configurations; see the examples above."""
     from flexsnn.data.frames import frame_loader
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.registry import load_dataset
     from flexsnn.io_utils import atomic_write_json, provenance
     from flexsnn.training.bn_calibration import has_batch_norm
     from flexsnn.training.evaluate import FrameCache, accuracy_per_config, firing_rates
@@ -386,14 +427,14 @@ def search_cmd(
     model, meta = _load(checkpoint)
     hi = t_max or int(meta.t_range[1])
     name = dataset or meta.dataset or "saccade-mnist"
-    ds = load_event_dataset(name, split="test", root=root, seed=seed, limit=limit)
+    ds = load_dataset(name, split="test", root=root, seed=seed, limit=limit)
     cache = FrameCache(ds)
     rates = firing_rates(model, cache, hi, batch_size=batch_size)
     ranges = [(t_min, hi)] * model.num_stages
     measure = lambda c: accuracy_per_config(model, cache, [c], batch_size=batch_size)[0]  # noqa: E731
     n_cal = bn_calibrations if has_batch_norm(model) else 0
     if n_cal:
-        train_cache = FrameCache(load_event_dataset(name, split="train", root=root, seed=seed))
+        train_cache = FrameCache(load_dataset(name, split="train", root=root, seed=seed))
         measure = bn_calibrated_measure(
             model, measure, lambda c, k: frame_loader(train_cache.get(c[0]), T=c[0], batch_size=batch_size,
                                                       shuffle=True, seed=seed * 1000 + k),

@@ -100,6 +100,10 @@ class FrameCache:
             raise ConfigError("t_protocol", protocol, "one of " + ", ".join(T_PROTOCOLS),
                               hint="rebin bins the whole recording into T frames; prefix keeps the first T "
                                    "of the training T frames")
+        from flexsnn.data.images import ImageDataset
+
+        if isinstance(event_dataset, ImageDataset):
+            protocol = "rebin"  # one direct-encoded frame per image: both protocols are the same
         if protocol == "prefix" and (data_T is None or int(data_T) < 1):
             raise ConfigError("data_T", data_T, "the training T (>= 1) for the prefix protocol")
         self.events = event_dataset
@@ -110,6 +114,7 @@ class FrameCache:
     def get(self, T: int):
         """The dataset of ``(x [T, C, H, W], y)`` at ``T`` under this cache's protocol."""
         from flexsnn.data.frames import FrameDataset, PrefixFrames
+        from flexsnn.data.images import frames_for
 
         T = int(T)
         if self.protocol == "prefix":
@@ -120,7 +125,7 @@ class FrameCache:
                 self._by_T[self.data_T] = FrameDataset(self.events, T=self.data_T)
             return PrefixFrames(self._by_T[self.data_T], T)
         if T not in self._by_T:
-            self._by_T[T] = FrameDataset(self.events, T=T)
+            self._by_T[T] = frames_for(self.events, T)  # static images: direct encoding
         return self._by_T[T]
 
     def loader(self, T: int, batch_size: int):
