@@ -86,8 +86,15 @@ def _speck_conv(name: str, c_in: int, c_out: int, *, stride: int = 1, pool: int 
     return name, layers
 
 
-def _speck_fc(name: str, n_in: int, n_out: int, *, neuron: Optional[dict]) -> Block:
-    return name, [nn.Flatten(), nn.Linear(n_in, n_out, bias=False), _neuron("speck-iaf", neuron)]
+READOUTS = ("spiking", "linear")
+
+
+def _speck_fc(name: str, n_in: int, n_out: int, *, neuron: Optional[dict], readout: str = "spiking") -> Block:
+    if readout not in READOUTS:
+        raise ConfigError("readout", readout, f"one of {READOUTS}",
+                          hint="spiking = the chip's spike counts; linear = real-valued logits (not deployable)")
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(n_in, n_out, bias=False)]
+    return name, layers + ([_neuron("speck-iaf", neuron)] if readout == "spiking" else [])
 
 
 def _speck_model(blocks: list[Block], *, num_classes: int, T: int, granularity: int) -> TFSNN:
@@ -96,7 +103,7 @@ def _speck_model(blocks: list[Block], *, num_classes: int, T: int, granularity: 
 
 
 def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
-               neuron: Optional[dict] = None) -> TFSNN:
+               neuron: Optional[dict] = None, readout: str = "spiking") -> TFSNN:
     """The paper's class of Speck2e net (6,160 weights, no biases), input ``(2, 34, 34)``::
 
         conv1: Conv(2->8, 3, pad 1)  [BN] IAF SumPool2    34x34 -> 17x17
@@ -105,18 +112,21 @@ def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, 
         fc:    Flatten Linear(256->num_classes) IAF
 
     ``neuron``: overrides of the ``speck-iaf`` profile (e.g. ``{"surrogate": "triangle"}``).
+    ``readout``: ``"spiking"`` (default: the fc layer's IAF spike counts are the output, what the
+    chip counts) or ``"linear"`` (no neuron after the fc layer: real-valued logits per step, as
+    the TET/TMC papers' and the official Speck TFSNN code's training; not exportable to the chip).
     """
     blocks = [
         _speck_conv("conv1", 2, 8, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv2", 8, 16, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv3", 16, 16, stride=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_fc("fc", 256, num_classes, neuron=neuron),
+        _speck_fc("fc", 256, num_classes, neuron=neuron, readout=readout),
     ]
     return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
 
 
 def speck4c(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
-            neuron: Optional[dict] = None) -> TFSNN:
+            neuron: Optional[dict] = None, readout: str = "spiking") -> TFSNN:
     """A deeper Speck2e net (5 cores; every layer fits a core, see tests), input ``(2, 34, 34)``::
 
         conv1: Conv(2->16, 3, pad 1)  [BN] IAF SumPool2   34x34 -> 17x17
@@ -124,13 +134,15 @@ def speck4c(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, gra
         conv3: Conv(32->64, 3, pad 1) [BN] IAF SumPool2   8x8 -> 4x4
         conv4: Conv(64->64, 3, pad 1) [BN] IAF            4x4
         fc:    Flatten Linear(1024->num_classes) IAF
+
+    ``readout``: as :func:`speck3c1fc`.
     """
     blocks = [
         _speck_conv("conv1", 2, 16, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv2", 16, 32, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv3", 32, 64, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv4", 64, 64, batch_norm=batch_norm, neuron=neuron),
-        _speck_fc("fc", 1024, num_classes, neuron=neuron),
+        _speck_fc("fc", 1024, num_classes, neuron=neuron, readout=readout),
     ]
     return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
 
