@@ -249,6 +249,33 @@ def vgg(*, num_classes: int = 10, width: int = 64, T: int = 4, granularity: int 
                  input_shape=(in_channels, image_size, image_size), default_T=T)
 
 
+def vggsnn(*, num_classes: int = 10, width: int = 64, T: int = 10, granularity: int = 1,
+           neuron: Optional[dict] = None, in_channels: int = 2, image_size: int = 48) -> TFSNN:
+    """VGGSNN of TET/TMC's DVS experiments (zju-bmi-lab/TMC ``models/VGG_models.py``): 8 conv3x3-BN-LIF
+    layers w, 2w, /2, 4w, 4w, /2, 8w, 8w, /2, 8w, 8w, /2 (2x2 average pooling) and one linear
+    layer on 8w x (image_size/16)^2 features; input ``(2, 48, 48)`` DVS frames. Every conv
+    layer is a block (stage); the pooling and the readout join the block before them."""
+    plan = [(1, False), (2, True), (4, False), (4, True), (8, False), (8, True), (8, False), (8, True)]
+    blocks: list[Block] = []
+    c_in, size = in_channels, image_size
+    for i, (mult, pool) in enumerate(plan):
+        c_out = mult * width
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                                   _neuron("paper-lif", neuron)]
+        if pool:
+            layers.append(nn.AvgPool2d(2))
+            size //= 2
+        if i == len(plan) - 1:
+            if size < 1:
+                raise ConfigError("image_size", image_size, "at least 16 (four 2x2 poolings)")
+            layers += [nn.Flatten(), nn.Linear(c_out * size * size, num_classes)]
+        blocks.append((f"conv{i + 1}", layers))
+        c_in = c_out
+    return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
+                 input_shape=(in_channels, image_size, image_size), default_T=T, first_ttm_mode="trim",
+                 input_ttm_mode="trim")
+
+
 # --------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, tuple[ZooEntry, Callable[..., TFSNN]]] = {
     "speck3c1fc": (ZooEntry("speck3c1fc", "speck-iaf", (2, 34, 34), 10,
@@ -262,6 +289,8 @@ _REGISTRY: dict[str, tuple[ZooEntry, Callable[..., TFSNN]]] = {
                           "spiking ResNet-19 of the MTT paper (8 blocks = 8 stages), static images"), resnet19),
     "vgg": (ZooEntry("vgg", "paper-lif", (3, 32, 32), 10,
                      "spiking VGG14 of the MTT paper (13 conv stages), static images"), vgg),
+    "vggsnn": (ZooEntry("vggsnn", "paper-lif", (2, 48, 48), 10,
+                        "VGGSNN of TET/TMC's DVS experiments (8 conv stages), 48x48 DVS frames"), vggsnn),
 }
 
 

@@ -23,7 +23,8 @@ SPECK_NETS = ["speck3c1fc", "speck4c"]
 
 def test_registry():
     entries = list_models()
-    assert [e.name for e in entries] == ["speck3c1fc", "speck4c", "resnet18", "resnet19", "vgg", "seqfc"]  # seqfc: issue 10
+    assert [e.name for e in entries] == ["speck3c1fc", "speck4c", "resnet18", "resnet19", "vgg", "vggsnn",
+                                         "seqfc"]  # seqfc: issue 10, vggsnn: issue 18
     assert all(isinstance(e, ZooEntry) for e in entries)
     by_name = {e.name: e for e in entries}
     assert by_name["speck3c1fc"].neuron_profile == "speck-iaf" and by_name["speck3c1fc"].input_shape == (2, 34, 34)
