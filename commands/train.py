@@ -25,7 +25,7 @@ Examples:
   flexsnn train --scheme mtt --T 10 --t-min 1 --s 3 --epochs 5 --out runs/mtt
   flexsnn train --scheme mtt --limit 500 --epochs 1 --out runs/quick
   flexsnn train --config mtt.json --lr 0.002 --out runs/mtt2
-  flexsnn train --dataset mnist --model resnet19 --model-kwargs '{"width": 8}' --T 4 \\
+  flexsnn train --dataset mnist --model convnet --model-kwargs '{"width": 8}' --T 4 \\
       --scheme mtt --epochs 3 --out runs/mnist        # static images, direct encoding
   flexsnn train --preset cifar10-resnet19 --root ~/data/cifar --device cuda --out runs/c10
   flexsnn train --resume --out runs/mtt            # continue an interrupted run

@@ -249,6 +249,29 @@ def vgg(*, num_classes: int = 10, width: int = 64, T: int = 4, granularity: int 
                  input_shape=(in_channels, image_size, image_size), default_T=T)
 
 
+def convnet(*, num_classes: int = 10, width: int = 16, T: int = 4, granularity: int = 1,
+            neuron: Optional[dict] = None, in_channels: int = 1, image_size: int = 28) -> TFSNN:
+    """A small paper-lif CNN for quick static-image runs on a CPU (e.g. MNIST)::
+
+        conv1: Conv3x3(c_in -> w) BN LIF AvgPool2
+        conv2: Conv3x3(w -> 2w) BN LIF AvgPool2
+        fc:    Flatten Linear(2w * (image_size/4)^2 -> num_classes)     # real-valued readout
+
+    Three blocks = three stages under MTT."""
+    if image_size < 4:
+        raise ConfigError("image_size", image_size, "at least 4 (two 2x2 poolings)")
+    size = image_size // 4
+    blocks: list[Block] = [
+        ("conv1", [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                   _neuron("paper-lif", neuron), nn.AvgPool2d(2)]),
+        ("conv2", [nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+                   _neuron("paper-lif", neuron), nn.AvgPool2d(2)]),
+        ("fc", [nn.Flatten(), nn.Linear(2 * width * size * size, num_classes)]),
+    ]
+    return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
+                 input_shape=(in_channels, image_size, image_size), default_T=T)
+
+
 def vggsnn(*, num_classes: int = 10, width: int = 64, T: int = 10, granularity: int = 1,
            neuron: Optional[dict] = None, in_channels: int = 2, image_size: int = 48) -> TFSNN:
     """VGGSNN of TET/TMC's DVS experiments (zju-bmi-lab/TMC ``models/VGG_models.py``): 8 conv3x3-BN-LIF
@@ -289,6 +312,8 @@ _REGISTRY: dict[str, tuple[ZooEntry, Callable[..., TFSNN]]] = {
                           "spiking ResNet-19 of the MTT paper (8 blocks = 8 stages), static images"), resnet19),
     "vgg": (ZooEntry("vgg", "paper-lif", (3, 32, 32), 10,
                      "spiking VGG14 of the MTT paper (13 conv stages), static images"), vgg),
+    "convnet": (ZooEntry("convnet", "paper-lif", (1, 28, 28), 10,
+                         "small paper-lif CNN (2 conv + linear readout) for quick static-image runs"), convnet),
     "vggsnn": (ZooEntry("vggsnn", "paper-lif", (2, 48, 48), 10,
                         "VGGSNN of TET/TMC's DVS experiments (8 conv stages), 48x48 DVS frames"), vggsnn),
 }

@@ -23,7 +23,7 @@ SPECK_NETS = ["speck3c1fc", "speck4c"]
 
 def test_registry():
     entries = list_models()
-    assert [e.name for e in entries] == ["speck3c1fc", "speck4c", "resnet18", "resnet19", "vgg", "vggsnn",
+    assert [e.name for e in entries] == ["speck3c1fc", "speck4c", "resnet18", "resnet19", "vgg", "convnet", "vggsnn",
                                          "seqfc"]  # seqfc: issue 10, vggsnn: issue 18
     assert all(isinstance(e, ZooEntry) for e in entries)
     by_name = {e.name: e for e in entries}

@@ -123,7 +123,7 @@ def static_model_kwargs(model: str, dataset: str, model_kwargs: dict[str, Any]) 
     from a static dataset where they are not given (unchanged for event data or Speck nets)."""
     from flexsnn.data.registry import is_static
 
-    if not is_static(dataset) or model not in ("resnet18", "resnet19", "vgg"):
+    if not is_static(dataset) or model not in ("resnet18", "resnet19", "vgg", "convnet"):
         return dict(model_kwargs)
     from flexsnn.data.images import image_spec
 
