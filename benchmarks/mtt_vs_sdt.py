@@ -166,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "cost_ratio_mtt_over_sdt": cost["cost_ratio_mtt_over_sdt"],
         "cost_measurement": cost,
         "model": "speck3c1fc",
+        "t_protocol": "rebin",  # T' < T: whole recording binned into T' frames (flexsnn eval's default)
         "settings": {**size, "lr": args.lr, "grad_clip": args.grad_clip, "optimizer": "adamw", "loss": "ce", "seed": args.seed,
                      "mtt_stage_range": [1, size["T"]], "smoke": args.smoke},
         "details": {"saccade-mnist": main_res},

@@ -6,7 +6,6 @@ line), calls the library (:mod:`flexsnn.training`) and prints a short report.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
@@ -29,6 +28,9 @@ Examples:
   flexsnn train --scheme mtt --T 10 --t-min 1 --s 3 --epochs 5 --out runs/mtt
   flexsnn train --scheme mtt --limit 500 --epochs 1 --out runs/quick
   flexsnn train --config mtt.json --lr 0.002 --out runs/mtt2
+  flexsnn train --dataset mnist --model convnet --model-kwargs '{"width": 8}' --T 4 \\
+      --scheme mtt --epochs 3 --out runs/mnist        # static images, direct encoding
+  flexsnn train --preset cifar10-resnet19 --root ~/data/cifar --device cuda --out runs/c10
   flexsnn train --resume --out runs/mtt            # continue an interrupted run
   flexsnn train --model-kwargs '{"batch_norm": true}' --scheme sdt --out runs/bn
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
@@ -37,14 +39,18 @@ Examples:
 
 EVAL_HELP = """Accuracy of one or two checkpoints at uniform T values and temporal configurations.
 
-Recordings are binned into as many frames as the input stage's T. Prints a table, writes
-eval.json and accuracy.png (one curve per checkpoint, e.g. SDT vs MTT) into --out.
+Event data at a T other than the training T follow --t-protocol: `rebin` (default) bins the
+whole recording into T frames (every event seen, as a time-binned chip run at that T); `prefix`
+bins it into the training T frames and keeps the first T (the MTT paper's code; T above the
+training T is refused). Prints a table, writes eval.json and accuracy.png (one curve per
+checkpoint, e.g. SDT vs MTT) into --out.
 
 \b
 Examples:
   flexsnn eval --checkpoint runs/mtt/final.safetensors --T 1-10
   flexsnn eval --checkpoint runs/sdt/final.safetensors --checkpoint runs/mtt/final.safetensors
   flexsnn eval --checkpoint runs/mtt/final.safetensors --config 10,4,2,2 --config 10,10,5,5
+  flexsnn eval --checkpoint runs/mtt/final.safetensors --T 1-10 --t-protocol prefix
 """
 
 CALIBRATE_HELP = """Re-estimate BatchNorm statistics at T_max (cumulative average, ~10 batches).
@@ -65,7 +71,9 @@ SEARCH_HELP = """Estimate accuracy over temporal configurations and search the b
 Measures N sampled configurations, fits acc = sum_i K_i sqrt(log2 t_i) + c, reports R2/MAE on
 held-out configurations, measures stage firing rates R_i at T_max, and searches (DFS) the
 configuration with the best estimated accuracy whose energy sum_i t_i R_i does not exceed that
-of uniform --budget-T; then measures it. Writes search.json into --out.
+of uniform --budget-T; then measures it. For a model with BatchNorm every measurement first
+calibrates BN at that configuration (--bn-calibrations times on different training batches,
+accuracies averaged, as the paper's A.3). Writes search.json into --out.
 
 \b
 Examples:
@@ -122,14 +130,24 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return raw
 
 
-def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: dict[str, Any]):
-    """defaults < config file < command line (``None`` = not given) -> TrainConfig."""
+def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: dict[str, Any],
+                         preset: Optional[str] = None):
+    """defaults < preset < config file < command line (``None`` = not given) -> TrainConfig.
+
+    Static image datasets (mnist, cifar10, cifar100, imagenet) default to ``data_kind="static"``
+    (MTT samples every stage's T) and a paper net's input channels, image size and class count
+    are filled from the dataset (:func:`flexsnn.training.presets.static_model_kwargs`).
+    """
+    from flexsnn.data.registry import is_static
+    from flexsnn.training.presets import get_preset, static_model_kwargs
     from flexsnn.training.trainer import TrainConfig
 
     from flexsnn.errors import ConfigError
     from flexsnn.options import check_field_types
 
     merged = TrainConfig().to_dict()
+    kind_given = scheme_cli.get("data_kind") is not None
+    layers = [get_preset(preset)["config"]] if preset else []
     if file is not None:
         raw = _read_config_file(file)
         try:
@@ -137,12 +155,19 @@ def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: 
         except ConfigError as err:  # name the file: the value came from it
             raise ConfigError(f"{file}: {err.field}", err.value, err.expected,
                               "fix the value in the config file") from err
+        layers.append(raw)
+    for raw in layers:
         scheme_raw = raw.pop("scheme", {}) or {}
+        kind_given = kind_given or "data_kind" in scheme_raw
         merged.update(raw)
         merged["scheme"] = {**merged["scheme"], **scheme_raw}
     merged.update({k: v for k, v in cli.items() if v is not None})
     merged["scheme"] = {**merged["scheme"], **{k: v for k, v in scheme_cli.items() if v is not None}}
     merged["scheme"]["T"] = merged["T"]
+    if is_static(merged["dataset"]):
+        if not kind_given:
+            merged["scheme"]["data_kind"] = "static"
+        merged["model_kwargs"] = static_model_kwargs(merged["model"], merged["dataset"], merged["model_kwargs"] or {})
     return TrainConfig.from_dict(merged)
 
 
@@ -163,8 +188,16 @@ def train_cmd(
     config: Optional[Path] = typer.Option(None, "--config", help="JSON file of TrainConfig fields."),
     model: Optional[str] = typer.Option(None, "--model", help="Zoo model (default speck3c1fc)."),
     model_kwargs: Optional[str] = typer.Option(None, "--model-kwargs", help="JSON object of model arguments."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="saccade-mnist or nmnist."),
-    root: Optional[Path] = typer.Option(None, "--root", help="N-MNIST folder."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="A paper's setting by name, e.g. cifar10-resnet19 "
+                                         "(--list-presets shows them); options and --config override it."),
+    list_presets: bool = typer.Option(False, "--list-presets", help="Print the presets and their sources, then exit."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", "-d", help="Event data: saccade-mnist (default) or nmnist; "
+                                          "static images (direct encoding): mnist (offline), cifar10, cifar100, "
+                                          "imagenet (--root)."),
+    root: Optional[Path] = typer.Option(None, "--root", help="Dataset folder (N-MNIST layout; CIFAR binary files or "
+                                        "ImageFolder; ImageNet ImageFolder)."),
+    download: bool = typer.Option(False, "--download", help="Fetch the dataset into --root first when it is missing "
+                                  "(N-MNIST through tonic, CIFAR's binary version); never without this flag."),
     scheme: Optional[str] = typer.Option(None, "--scheme", help="sdt, nmt or mtt."),
     T: Optional[int] = typer.Option(None, "--T", help=f"Time bins of the data (default 10; 1..{MAX_T}).",
                                     callback=in_range(1, MAX_T)),
@@ -180,7 +213,8 @@ def train_cmd(
                                           callback=in_range(0, MAX_T)),
     non_increasing: Optional[bool] = typer.Option(None, "--non-increasing/--any-order",
                                                   help="Only non-increasing T along the stages."),
-    data_kind: Optional[str] = typer.Option(None, "--data-kind", help="event (default) or static."),
+    data_kind: Optional[str] = typer.Option(None, "--data-kind", help="event or static (default: static for image "
+                                            "datasets, else event)."),
     loss: Optional[str] = typer.Option(None, "--loss", help="ce, tet or tmc."),
     backprop: Optional[str] = typer.Option(None, "--backprop", help="bptt, rate (= rate_M) or rate_S (rate-based, memory flat in T)."),
     optimizer: Optional[str] = typer.Option(None, "--optimizer", help="sgd or adamw."),
@@ -215,6 +249,13 @@ def train_cmd(
     from flexsnn.progress import cli_progress
     from flexsnn.training.trainer import train
 
+    if list_presets:
+        from flexsnn.training.presets import PRESETS
+
+        for name in sorted(PRESETS):
+            typer.echo(f"{name}: {PRESETS[name]['source']} ({PRESETS[name]['notes']})")
+        return
+
     check_output_path(out, "--out", folder=True)
     kwargs = parse_json_object(model_kwargs, "--model-kwargs") if model_kwargs is not None else None
     cli = dict(model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
@@ -226,7 +267,12 @@ def train_cmd(
                       non_increasing=non_increasing, data_kind=data_kind)
     if resume and config is None and (out / "config.json").is_file():
         config = out / "config.json"  # the interrupted run's resolved settings
-    cfg = resolve_train_config(config, cli, scheme_cli)
+    cfg = resolve_train_config(config, cli, scheme_cli, preset=None if resume else preset)
+    if download:
+        from flexsnn.data.registry import load_dataset
+
+        for split in ("train", "test"):
+            load_dataset(cfg.dataset, split=split, root=cfg.root, seed=cfg.seed, limit=1, download=True)
     # -- distributed (flexsnn.training.distributed): under torchrun every rank trains, rank 0 writes/prints --
     from flexsnn.training.distributed import training_session
 
@@ -255,6 +301,9 @@ def eval_cmd(
                                         callback=in_range(1, MAX_COUNT)),
     batch_size: int = typer.Option(64, "--batch-size", callback=in_range(1, MAX_COUNT)),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder."),
+    t_protocol: str = typer.Option("rebin", "--t-protocol", help="Event data at another T: rebin (whole "
+                                   "recording into T frames) or prefix (first T of the training T frames, "
+                                   "the MTT paper's code)."),
     early_exit: Optional[str] = typer.Option(  # issue 10 (training/early_exit.py)
         None, "--early-exit", help="Also run early-exit inference (SEENN-I) at T_max = the largest "
         "--T: comma-separated confidence thresholds, e.g. 0.5,0.9,0.99; writes early_exit.json/png."),
@@ -264,7 +313,7 @@ def eval_cmd(
         "reliability_<label>.png."),
 ) -> None:
     """Evaluate checkpoints at several T; see the examples above."""
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.registry import load_dataset
     from flexsnn.errors import ConfigError
     from flexsnn.io_utils import atomic_write_json, provenance
     from flexsnn.progress import cli_progress
@@ -280,10 +329,15 @@ def eval_cmd(
     configs = [tuple(parse_int_list(c, field="--config")) for c in (config or [])]
     loaded = [(_load(c), c) for c in checkpoint]
     name = dataset or loaded[0][0][1].dataset or "saccade-mnist"
-    ds = load_event_dataset(name, split=split, root=root, seed=seed, limit=limit)
-    cache = FrameCache(ds)
+    ds = load_dataset(name, split=split, root=root, seed=seed, limit=limit)
+    data_T = _data_T(loaded[0][0][1])
+    if t_protocol == "prefix" and any(_data_T(m) != data_T for (_, m), _ in loaded):
+        raise ConfigError("--t-protocol", "prefix", "checkpoints trained at the same T",
+                          hint="compare checkpoints of different training T with --t-protocol rebin")
+    cache = FrameCache(ds, protocol=t_protocol, data_T=data_T)
     curves: dict[str, dict[int, float]] = {}
-    report: dict[str, Any] = {"dataset": name, "split": split, "samples": len(ds), "T": Ts, "checkpoints": {}}
+    report: dict[str, Any] = {"dataset": name, "split": split, "samples": len(ds), "T": Ts, "checkpoints": {},
+                              "t_protocol": t_protocol, "data_T": data_T}
     for (model, meta), path in loaded:
         label = meta.scheme.get("name", path.stem) if meta.scheme else path.stem
         if label in curves:
@@ -301,7 +355,7 @@ def eval_cmd(
     out.mkdir(parents=True, exist_ok=True)
     report["provenance"] = provenance({"checkpoint": [str(c) for c in checkpoint], "T": Ts,
                                        "config": [list(c) for c in configs], "dataset": name,
-                                       "split": split, "seed": seed, "limit": limit})
+                                       "split": split, "seed": seed, "limit": limit, "t_protocol": t_protocol})
     atomic_write_json(out / "eval.json", report)
     plot_accuracy_curves(curves, out / "accuracy.png", title=f"accuracy vs T ({name})")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'accuracy.png'}")
@@ -359,7 +413,8 @@ def calibrate_cmd(
     from dataclasses import replace
 
     from flexsnn.data.frames import frame_loader
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.images import frames_for
+    from flexsnn.data.registry import load_dataset
     from flexsnn.errors import ConfigError
     from flexsnn.models.checkpoint import save_checkpoint
     from flexsnn.models.zoo import build_model
@@ -379,8 +434,8 @@ def calibrate_cmd(
     else:
         cfg = SchemeConfig(**meta.scheme).max_config(model.num_stages) if meta.scheme else (meta.t_range[1],) * model.num_stages
     name = dataset or meta.dataset or "saccade-mnist"
-    ds = load_event_dataset(name, split="train", root=root, seed=seed, limit=batches * batch_size)
-    loader = frame_loader(ds, T=cfg[0], batch_size=batch_size, shuffle=True, seed=seed)
+    ds = load_dataset(name, split="train", root=root, seed=seed, limit=batches * batch_size)
+    loader = frame_loader(frames_for(ds, cfg[0]), T=cfg[0], batch_size=batch_size, shuffle=True, seed=seed)
     used = calibrate_bn(model, loader, config=cfg, n_batches=batches)
     extra = dict(meta.extra, calibrated=True, calibration={"config": list(cfg), "batches": used})
     kwargs = meta.model_kwargs
@@ -409,13 +464,19 @@ def search_cmd(
                                         callback=in_range(1, MAX_COUNT)),
     batch_size: int = typer.Option(64, "--batch-size", callback=in_range(1, MAX_COUNT)),
     seed: int = typer.Option(0, "--seed", callback=in_range(0, MAX_SEED)),
+    bn_calibrations: int = typer.Option(3, "--bn-calibrations", min=0, help="Models with BN: calibrate BN at "
+                                        "each configuration this many times (on different training batches) "
+                                        "and average the accuracies (paper A.3); 0 = the checkpoint's statistics."),
+    calib_batches: int = typer.Option(10, "--calib-batches", min=1, help="Training batches per BN calibration."),
     out: Path = typer.Option(Path("runs/search"), "--out"),
 ) -> None:
     """Fit the accuracy model and search configurations; see the examples above."""
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.frames import frame_loader
+    from flexsnn.data.registry import load_dataset
     from flexsnn.io_utils import atomic_write_json, provenance
+    from flexsnn.training.bn_calibration import has_batch_norm
     from flexsnn.training.evaluate import FrameCache, accuracy_per_config, firing_rates
-    from flexsnn.training.search import run_search
+    from flexsnn.training.search import bn_calibrated_measure, run_search
 
     from flexsnn.errors import ConfigError
     from flexsnn.options import check_output_path, check_range
@@ -431,17 +492,26 @@ def search_cmd(
     if t_min > hi:
         raise ConfigError("--t-min", t_min, f"<= T_max ({hi})")
     name = dataset or meta.dataset or "saccade-mnist"
-    ds = load_event_dataset(name, split="test", root=root, seed=seed, limit=limit)
+    ds = load_dataset(name, split="test", root=root, seed=seed, limit=limit)
     cache = FrameCache(ds)
     rates = firing_rates(model, cache, hi, batch_size=batch_size)
     ranges = [(t_min, hi)] * model.num_stages
-    rep = run_search(lambda c: accuracy_per_config(model, cache, [c], batch_size=batch_size)[0], rates, ranges,
-                     budget_T=budget_T, n_fit=n_fit, n_holdout=n_holdout, seed=seed)
+    measure = lambda c: accuracy_per_config(model, cache, [c], batch_size=batch_size)[0]  # noqa: E731
+    n_cal = bn_calibrations if has_batch_norm(model) else 0
+    if n_cal:
+        train_cache = FrameCache(load_dataset(name, split="train", root=root, seed=seed))
+        measure = bn_calibrated_measure(
+            model, measure, lambda c, k: frame_loader(train_cache.get(c[0]), T=c[0], batch_size=batch_size,
+                                                      shuffle=True, seed=seed * 1000 + k),
+            n_calibrations=n_cal, n_batches=calib_batches)
+    rep = run_search(measure, rates, ranges, budget_T=budget_T, n_fit=n_fit, n_holdout=n_holdout, seed=seed)
     doc = rep.to_dict()
     doc["stages"] = list(model.stage_names)
+    doc["bn_calibrations"] = n_cal
     doc["provenance"] = provenance({"checkpoint": str(checkpoint), "budget_T": budget_T, "n_fit": n_fit,
                                     "n_holdout": n_holdout, "t_min": t_min, "t_max": hi, "dataset": name,
-                                    "limit": limit, "seed": seed})
+                                    "limit": limit, "seed": seed, "bn_calibrations": n_cal,
+                                    "calib_batches": calib_batches})
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "search.json", doc)
     q, h = rep.fit_quality_train, rep.fit_quality_holdout

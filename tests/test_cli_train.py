@@ -60,7 +60,13 @@ def test_train_eval_search_calibrate_round_trip(tmp_path, capsys):
     assert len(rep["checkpoints"]) == 2
     first = next(iter(rep["checkpoints"].values()))
     assert set(first["accuracy_per_T"]) == {"1", "2", "3"} and first["configs"][0]["config"] == [3, 2, 1, 1]
-    assert (ev / "accuracy.png").stat().st_size > 1000
+    assert (ev / "accuracy.png").stat().st_size > 1000 and rep["t_protocol"] == "rebin"
+    assert main(["eval", "-c", str(ck), "--T", "1-3", "--limit", "8", "--t-protocol", "prefix",
+                 "--out", str(ev)]) == 0
+    assert json.loads((ev / "eval.json").read_text())["t_protocol"] == "prefix"
+    assert main(["eval", "-c", str(ck), "--T", "4", "--limit", "8", "--t-protocol", "prefix",
+                 "--out", str(ev)]) == 1
+    assert "prefix" in capsys.readouterr().err
     se = tmp_path / "search"
     assert main(["search", "-c", str(ck), "--n-fit", "6", "--n-holdout", "2", "--limit", "8",
                  "--budget-T", "2", "--out", str(se)]) == 0

@@ -62,7 +62,7 @@ class TrainConfig:
 
     Attributes:
         model, model_kwargs: zoo model name and builder arguments.
-        dataset, root: event dataset name (``load_event_dataset``) and its folder.
+        dataset, root: dataset name (``flexsnn.data.registry.load_dataset``: event or static) and its folder.
         T: number of time bins of the data (frames per sample).
         scheme: :class:`SchemeConfig` (its ``T`` must equal ``T``).
         loss, loss_params: ``build_loss(loss, **loss_params)``.
@@ -339,7 +339,7 @@ def epoch_loader(frames: Any, config: TrainConfig, epoch: int, context: RunConte
 
     from flexsnn.data.frames import Augment
 
-    aug = Augment() if config.augment else None
+    aug = (getattr(frames, "train_augment", None) or Augment()) if config.augment else None
     order = context.shard(epoch_order(len(frames), config.seed, epoch))
     return DataLoader(EpochFrames(frames, aug, config.seed, epoch), batch_size=config.batch_size,
                       sampler=order, drop_last=False, num_workers=0)
@@ -444,7 +444,7 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
             returned unchanged.
         progress: progress factory (the CLI passes tqdm); bars show loss and accuracy.
         context: distributed hooks (default single process).
-        train_data, test_data: event datasets to use instead of ``load_event_dataset``.
+        train_data, test_data: datasets (event or ImageDataset) to use instead of ``load_dataset``.
         overwrite: replace a run already in ``out_dir`` (without it, and without ``resume``,
             such a folder is refused).
 
@@ -453,8 +453,8 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
             holds a run (neither ``resume`` nor ``overwrite``).
         CheckpointError: missing / damaged resume files.
     """
-    from flexsnn.data.frames import FrameDataset
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.images import frames_for
+    from flexsnn.data.registry import load_dataset
     from flexsnn.io_utils import atomic_write_json, provenance
     from flexsnn.models.checkpoint import load_checkpoint, save_checkpoint
     from flexsnn.seeding import seed_everything
@@ -472,13 +472,13 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     store = RunFolder(out)
     committed = store.prepare(resume=resume, overwrite=overwrite, is_main=context.is_main)
     if train_data is None:
-        train_data = load_event_dataset(config.dataset, split="train", root=config.root, seed=config.seed,
+        train_data = load_dataset(config.dataset, split="train", root=config.root, seed=config.seed,
                                         limit=config.limit)
     if test_data is None:
-        test_data = load_event_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
+        test_data = load_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
                                        limit=config.test_limit)
-    train_frames = FrameDataset(train_data, T=config.T)
-    test_frames = FrameDataset(test_data, T=config.T)
+    train_frames = frames_for(train_data, T=config.T)  # static images: direct encoding (data/images.py)
+    test_frames = frames_for(test_data, T=config.T)
     _warm_cache(train_frames)  # bin once up front so epoch_seconds measure training only
 
     tfsnn, model_name, model_kwargs = build_training_model(config)
