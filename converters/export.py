@@ -147,8 +147,8 @@ def _source_model(obj: Any, input_shape: Optional[Sequence[int]]):
 
         graph = read_nir(obj) if isinstance(obj, (str, Path)) else obj
         source = str(obj) if isinstance(obj, (str, Path)) else "NIR graph"
+        model, names = nir_to_sequential(graph, where=source)  # refused nodes first: they say most
         shape = resolve_input_shape(graph, input_shape, source)
-        model, names = nir_to_sequential(graph, where=source)
         return model, shape, source, names
     model, source = load_source_model(obj)
     shape = tuple(int(v) for v in (input_shape if input_shape is not None else DVS_INPUT_SHAPE))
