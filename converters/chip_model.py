@@ -12,8 +12,7 @@ The result holds only ``nn.Conv2d`` (weights ``[c_out, c_in, k, k]``), ``sinabs.
 - ``AvgPool2d(k)`` becomes ``SumPool2d(k)`` and the next Conv/Linear's weights are divided by k².
 - ``Linear`` becomes a ``Conv2d`` whose kernel is the whole input map (``Flatten`` is dropped;
   C, H, W flatten order is kept), so the output is ``[B*T, K, 1, 1]``.
-- ``SpikingNeuron`` (``speck-iaf``: decay 1, multi spike, subtract reset; or decay 1, single
-  spike, hard reset = the chip's reset to zero) and sinabs ``IAF``/``IAFSqueeze``
+- ``SpikingNeuron`` (``speck-iaf``: decay 1, multi spike, subtract reset) and sinabs ``IAF``/``IAFSqueeze``
   (``MembraneSubtract`` or ``MembraneReset``, ``MultiSpike`` or ``SingleSpike``) become
   ``IAFSqueeze``; ``min_v_mem=None`` is carried over so that :func:`validate` refuses it.
   Anything the chip cannot express is refused by name, never dropped: a leak (``LIF``,
@@ -213,7 +212,7 @@ def _neuron_to_iaf(layer: nn.Module, where: str) -> nn.Module:
     a spike cap, a non-zero reset value, recurrence).
 
     Kept from the source: threshold, ``min_v_mem``, the reset (``MembraneSubtract`` -> chip
-    reset_mode ``subtract``; ``MembraneReset`` / flexsnn ``reset="hard"`` -> ``zero``) and the
+    reset_mode ``subtract``; ``MembraneReset`` -> ``zero``) and the
     spike function (``MultiSpike``, or ``SingleSpike``: the chip itself emits one spike per
     neuron update, see the weights-reach-threshold warning of the export).
     """
@@ -239,15 +238,13 @@ def _neuron_to_iaf(layer: nn.Module, where: str) -> nn.Module:
     if c.decay != 1.0:
         bad.append(Violation(where, "neuron decay", c.decay, "1.0 (integrate-and-fire)",
                              "train with the speck-iaf neuron profile"))
-    zero = c.reset == "hard" and c.spike == "single"
-    if not zero and (c.reset != "subtract" or c.spike != "multi"):
-        bad.append(Violation(where, "neuron spike/reset", f"{c.spike}/{c.reset}", "multi/subtract or single/hard",
-                             "train with the speck-iaf neuron profile"))
+    if c.reset != "subtract" or c.spike != "multi":
+        bad.append(Violation(where, "neuron spike/reset", f"{c.spike}/{c.reset}", "multi/subtract",
+                             "train with the speck-iaf neuron profile (a zero reset needs a sinabs IAF with "
+                             "MembraneReset: flexsnn's single spike fires at v > threshold, the chip at "
+                             "v >= threshold)"))
     if bad:
         raise ChipConstraintError(bad)
-    if zero:  # u = v * (1 - s) with s in {0, 1}: the chip's reset to zero
-        return sl.IAFSqueeze(spike_threshold=float(c.threshold), min_v_mem=c.min_v_mem,
-                             spike_fn=sa.SingleSpike, reset_fn=sa.MembraneReset(), batch_size=1)
     return sl.IAFSqueeze(spike_threshold=float(c.threshold), min_v_mem=c.min_v_mem,
                          spike_fn=sa.MultiSpike, reset_fn=sa.MembraneSubtract(), batch_size=1)
 
