@@ -38,12 +38,13 @@ Examples:
   flexsnn inspect mtt.chip --png mtt-memory.png
 """
 
-VALIDATE_HELP = """Check a checkpoint (conversion + every Speck2e limit + core mapping) or a chip
-image (schema, hashes, dtypes, limits) without writing anything. Exit code 0 when it fits.
+VALIDATE_HELP = """Check a checkpoint or NIR graph (conversion + every limit of --chip + core mapping)
+or a chip image (schema, hashes, dtypes, limits) without writing anything. Exit code 0 when it fits.
 
 \b
 Examples:
   flexsnn validate runs/mtt/final.safetensors
+  flexsnn validate net.nir --chip speck2f
   flexsnn validate mtt.chip
 """
 
@@ -155,17 +156,21 @@ def inspect(
 def validate(
     path: Path = typer.Argument(..., help="Checkpoint (.safetensors), NIR graph (.nir) or chip image (.chip)."),
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Accept biases as a leak."),
+    chip: str = typer.Option("speck2e", "--chip", help=CHIP_HELP),
 ) -> None:
-    """Validate a checkpoint or a chip image against the Speck2e limits."""
+    """Validate a checkpoint, a NIR graph or a chip image against a chip's limits."""
     from flexsnn.converters.chip_image import ChipImage
 
     if path.suffix in (".safetensors", ".json", ".nir"):
         from flexsnn.converters.export import export_chip_image
 
-        image, _ = export_chip_image(path, allow_leak=allow_leak)
+        image, _ = export_chip_image(path, allow_leak=allow_leak, chip=chip)
     else:
-        image = ChipImage.load(path)
-    typer.echo(f"ok: {path} fits {image.chip} (cores {image.core_order()}, output core {image.output_core})")
+        from flexsnn.converters.chips import chip_limits
+
+        image = ChipImage.load(path, limits=chip_limits(chip))
+    made_for = f", exported for {image.chip}" if image.chip != chip else ""
+    typer.echo(f"ok: {path} fits {chip} (cores {image.core_order()}, output core {image.output_core}{made_for})")
 
 
 def register(app: typer.Typer) -> None:

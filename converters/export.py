@@ -212,8 +212,13 @@ def export_chip_image(
     profile = get_profile(chip) if chip is not None else PROFILES.get(limits.name)
     if chip is not None:
         limits = profile.limits()
-    source_model, shape, source, rename = _source_model(model_or_checkpoint, input_shape)
-    chip_model, info = chip_ready_model(source_model, input_shape=shape, allow_leak=allow_leak)
+    try:
+        source_model, shape, source, rename = _source_model(model_or_checkpoint, input_shape)
+        chip_model, info = chip_ready_model(source_model, input_shape=shape, allow_leak=allow_leak)
+    except ChipConstraintError as err:
+        if err.chip == limits.name:
+            raise
+        raise ChipConstraintError(err.violations, limits.name) from None  # name the chosen device
     if rename:
         info = replace(info, source_names=tuple(rename.get(n, n) for n in info.source_names))
     layers = validate(chip_model, shape, limits=limits)

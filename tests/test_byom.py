@@ -356,3 +356,12 @@ def test_unknown_facts_are_refused_not_guessed():
     facts = dict(SPECK2E_PROFILE.facts, max_padding=Fact(None, None))
     with pytest.raises(ChipConstraintError, match="max_padding"):
         ChipProfile("speck9", "hypothetical", facts).limits()
+
+
+def test_validate_takes_nir_graphs_and_a_chip(tmp_path, capsys):
+    path = tmp_path / "if.nir"
+    nir.write(str(path), if_graph())
+    assert main(["validate", str(path), "--chip", "dynapcnn"]) == 0
+    assert "fits dynapcnn" in capsys.readouterr().out
+    assert main(["validate", str(path), "--chip", "speck3"]) != 0
+    assert "--chip" in capsys.readouterr().err
