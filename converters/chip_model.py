@@ -361,7 +361,7 @@ def chip_ready_model(
                     tuple(pool(torch.zeros(1, *shape)).shape[1:])
             elif isinstance(layer, nn.Flatten):
                 pass  # Linear -> Conv keeps the C, H, W order; the map stays [C, H, W]
-            elif isinstance(layer, (nn.Dropout, nn.Identity)):
+            elif isinstance(layer, (nn.modules.dropout._DropoutNd, nn.Identity)):  # any Dropout: dropped
                 pass
             elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 violations.append(Violation(where, "layer type", "BatchNorm not after Conv/Linear",

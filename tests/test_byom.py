@@ -194,6 +194,7 @@ def test_lif_without_leak_is_an_if_and_per_channel_thresholds_fold_exactly():
 # --------------------------------------------------------------------------- torch / sinabs in
 def test_plain_sinabs_network_exports_and_keeps_its_spikes():
     net = tutorial_net()
+    net.insert(3, nn.Dropout2d(0.2))  # any Dropout is dropped
     with torch.no_grad():
         for m in net:
             if isinstance(m, (nn.Conv2d, nn.Linear)):
