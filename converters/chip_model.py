@@ -120,7 +120,10 @@ def load_source_model(model_or_checkpoint: ModelLike) -> tuple[nn.Module, str]:
 
 
 def flat_source_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, layer)`` pairs of a TFSNN (all stages) or an ``nn.Sequential``, input to output."""
+    """``(name, layer)`` pairs of a TFSNN (all stages), an ``nn.Sequential`` or a sinabs
+    ``Network`` (``sinabs.from_torch.from_model``: its ``spiking_model``), input to output."""
+    if not isinstance(model, nn.Sequential) and isinstance(getattr(model, "spiking_model", None), nn.Sequential):
+        return flat_source_layers(model.spiking_model)
     if hasattr(model, "stages") and hasattr(model, "flat_layers"):
         out = []
         for stage in model.stages:
@@ -135,7 +138,7 @@ def flat_source_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             else:
                 out.append((name, layer))
         return out
-    raise ConfigError("model", type(model).__name__, "a TFSNN or an nn.Sequential of layers",
+    raise ConfigError("model", type(model).__name__, "a TFSNN, an nn.Sequential of layers or a sinabs Network",
                       "pass a zoo model, a checkpoint path, or an nn.Sequential")
 
 

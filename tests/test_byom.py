@@ -366,3 +366,17 @@ def test_validate_takes_nir_graphs_and_a_chip(tmp_path, capsys):
     assert "fits dynapcnn" in capsys.readouterr().out
     assert main(["validate", str(path), "--chip", "speck3"]) != 0
     assert "--chip" in capsys.readouterr().err
+
+
+def test_sinabs_from_model_network_exports():
+    """sinabs' ANN-to-SNN tutorials: ``from_model(ann, ...)`` gives a Network (spiking_model inside)."""
+    from sinabs.from_torch import from_model
+
+    torch.manual_seed(2)
+    ann = nn.Sequential(nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.ReLU(), nn.AvgPool2d(2),
+                        nn.Flatten(), nn.Linear(8 * 8 * 8, 10, bias=False), nn.ReLU())
+    net = from_model(ann, input_shape=(2, 34, 34), batch_size=1)
+    image, _ = export_chip_image(net, input_shape=(2, 34, 34))
+    direct, _ = export_chip_image(net.spiking_model, input_shape=(2, 34, 34))
+    assert len(image.cores) == 3 and image_doc(image) == image_doc(direct)
