@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -176,6 +177,17 @@ def _trailing_pooling(layers: Sequence[ChipLayer], limits: ChipLimits) -> Option
     return p
 
 
+def _with_source_names(err: ChipConstraintError, names: Sequence[str]) -> ChipConstraintError:
+    """``err`` with each ``layer i (Type)`` completed by the source layer's name (e.g. a NIR node)."""
+    def named(where: str) -> str:
+        m = re.match(r"^layer (\d+) \((\w+)\)", where)
+        if not m or int(m.group(1)) >= len(names):
+            return where
+        return f"layer {m.group(1)} ({m.group(2)}, from {names[int(m.group(1))]!r}){where[m.end():]}"
+
+    return ChipConstraintError([replace(v, where=named(v.where)) for v in err.violations], err.chip)
+
+
 def export_chip_image(
     model_or_checkpoint: Any,
     *,
@@ -221,7 +233,10 @@ def export_chip_image(
         raise ChipConstraintError(err.violations, limits.name) from None  # name the chosen device
     if rename:
         info = replace(info, source_names=tuple(rename.get(n, n) for n in info.source_names))
-    layers = validate(chip_model, shape, limits=limits)
+    try:
+        layers = validate(chip_model, shape, limits=limits)
+    except ChipConstraintError as err:
+        raise _with_source_names(err, info.source_names) from None
     output_pooling = _trailing_pooling(layers, limits)
     warnings: list[str] = []
     if info.leak_layers:

@@ -142,7 +142,7 @@ def test_input_shape_from_option_and_named_errors(tmp_path):
 
 def test_leaky_lif_and_17x17_kernel_refused_by_name_on_the_cli(tmp_path, capsys):
     for kind, graph, words in (("lif", if_graph(leaky=True), ["'if1' (LIF)", "leak (tau)", "retrain with IF"]),
-                               ("k17", if_graph(kernel=17), ["kernel_size", "17×17", "<= 16×16"])):
+                               ("k17", if_graph(kernel=17), ["(Conv2d, from 'conv')", "kernel_size", "17×17", "<= 16×16"])):
         path = tmp_path / f"{kind}.nir"
         nir.write(str(path), graph)
         code = main(["export", "--from-nir", str(path), "--out", str(tmp_path / f"{kind}.chip")])
