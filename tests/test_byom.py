@@ -19,7 +19,7 @@ from flexsnn.converters.chip_model import run_chip_model
 from flexsnn.converters.chips import PROFILES, SPECK2E_PROFILE, ChipProfile, Fact, get_profile
 from flexsnn.converters.export import export_chip_image
 from flexsnn.converters.from_nir import nir_to_sequential
-from flexsnn.converters.nir_export import export_nir, to_nir_graph
+from flexsnn.converters.nir_export import export_nir
 from flexsnn.converters.speck2e import SPECK2E
 from flexsnn.errors import ChipConstraintError, ConfigError
 from flexsnn.models.zoo import build_model
@@ -380,3 +380,14 @@ def test_sinabs_from_model_network_exports():
     image, _ = export_chip_image(net, input_shape=(2, 34, 34))
     direct, _ = export_chip_image(net.spiking_model, input_shape=(2, 34, 34))
     assert len(image.cores) == 3 and image_doc(image) == image_doc(direct)
+
+
+def test_missing_or_damaged_nir_file_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.nir"
+    bad.write_bytes(b"not hdf5 at all")
+    for path, words in ((tmp_path / "none.nir", "NIR file not found"), (bad, "not a readable NIR graph")):
+        assert main(["export", "--from-nir", str(path), "--out", str(tmp_path / "x.chip")]) != 0
+        err = capsys.readouterr().err
+        assert words in err and str(path) in err and "Traceback" not in err
+    assert main(["export", "--from-nir", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "x.chip")]) != 0
+    assert "a .nir file" in capsys.readouterr().err
