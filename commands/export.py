@@ -121,7 +121,9 @@ def export(
     if nir_path is not None:
         from flexsnn.converters.nir_export import export_nir
 
-        typer.echo(f"wrote {export_nir(chip_model, nir_path, input_shape=image.input.shape, names=report.extra['source_names'])}")
+        written = export_nir(chip_model, nir_path, input_shape=image.input.shape,
+                             names=report.extra["source_names"], readout=image.readout)
+        typer.echo(f"wrote {written}")
     if onnx_path is not None:
         from flexsnn.converters.onnx_export import export_onnx
 

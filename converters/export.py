@@ -142,20 +142,22 @@ def _is_nir_source(obj: Any) -> bool:
 
 
 def _source_model(obj: Any, input_shape: Optional[Sequence[int]]):
-    """``(model, input_shape, source, names)``; ``names`` renames layers (NIR sources) or is None."""
+    """``(model, input_shape, source, names, readout)``: ``names`` renames layers and ``readout``
+    is ``(num_classes, channel_erratum)`` of an already widened output layer (NIR sources from
+    flexsnn), else None."""
     if _is_nir_source(obj):
-        from flexsnn.converters.from_nir import nir_to_sequential, read_nir, resolve_input_shape
+        from flexsnn.converters.from_nir import graph_readout, nir_to_sequential, read_nir, resolve_input_shape
 
         graph = read_nir(obj) if isinstance(obj, (str, Path)) else obj
         source = str(obj) if isinstance(obj, (str, Path)) else "NIR graph"
         model, names = nir_to_sequential(graph, where=source)  # refused nodes first: they say most
         shape = resolve_input_shape(graph, input_shape, source)
-        return model, shape, source, names
+        return model, shape, source, names, graph_readout(graph)
     model, source = load_source_model(obj)
     shape = tuple(int(v) for v in (input_shape if input_shape is not None else DVS_INPUT_SHAPE))
     if len(shape) != 3 or min(shape) < 1:
         raise ConfigError("input_shape", input_shape, "three positive integers (C, H, W)")
-    return model, shape, source, None
+    return model, shape, source, None, None
 
 
 def _trailing_pooling(layers: Sequence[ChipLayer], limits: ChipLimits) -> Optional[int]:
@@ -225,7 +227,7 @@ def export_chip_image(
     if chip is not None:
         limits = profile.limits()
     try:
-        source_model, shape, source, rename = _source_model(model_or_checkpoint, input_shape)
+        source_model, shape, source, rename, widened = _source_model(model_or_checkpoint, input_shape)
         chip_model, info = chip_ready_model(source_model, input_shape=shape, allow_leak=allow_leak)
     except ChipConstraintError as err:
         if err.chip == limits.name:
@@ -246,7 +248,18 @@ def export_chip_image(
     readout_cfg = None
     readout_note: Optional[str] = None
     num_classes = info.num_classes or layers[-1].output_shape[0]
-    if readout:
+    if widened is not None:  # flexsnn wrote this NIR graph with its output layer already widened
+        num_classes, erratum = widened
+        if profile is not None:
+            profile.require("readout_classes", "the readout block the NIR graph was exported for")
+        ok, why = readout_possible(num_classes, limits)
+        if not ok:
+            raise ChipConstraintError([Violation("readout (from the NIR graph)", "num_classes", num_classes,
+                                                 f"<= {limits.readout_classes}", "export the source again "
+                                                 "without --readout")], limits.name)
+        readout_cfg = ReadoutConfig(num_classes=num_classes, channel_erratum=erratum)
+        readout_note = "from the NIR graph (output layer already widened)"
+    elif readout:
         erratum = True
         if profile is not None:
             profile.require("readout_classes", "the readout block (--readout)")

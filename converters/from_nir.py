@@ -41,6 +41,9 @@ from flexsnn.errors import CheckpointError, ChipConstraintError, ConfigError, Vi
 
 #: graph metadata key flexsnn writes: JSON ``{node key: source layer name}``
 NAMES_KEY = "flexsnn_layer_names"
+#: graph metadata key flexsnn writes when the output layer was widened for the readout block:
+#: JSON ``{"num_classes": n, "channel_erratum": bool}``
+READOUT_KEY = "flexsnn_readout"
 
 _REFUSED = {
     "CubaLIF": "a current-based LIF has a synaptic current and a leak; the chip's neurons have neither",
@@ -319,6 +322,19 @@ def nir_to_sequential(graph, *, where: str = "NIR graph") -> tuple[nn.Sequential
             layers[name] = mod
             names[name] = str(meta_names.get(str(key), key))
     return nn.Sequential(layers), names
+
+
+def graph_readout(graph) -> Optional[tuple[int, bool]]:
+    """``(num_classes, channel_erratum)`` when flexsnn wrote the graph with a widened readout layer."""
+    raw = (graph.metadata or {}).get(READOUT_KEY)
+    if raw is None:
+        return None
+    try:
+        doc = json.loads(str(raw))
+        return int(doc["num_classes"]), bool(doc["channel_erratum"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ConfigError(f"graph metadata {READOUT_KEY}", raw, 'JSON {"num_classes": n, "channel_erratum": bool}',
+                          "write the graph again with flexsnn export --nir") from err
 
 
 def resolve_input_shape(graph, input_shape: Optional[Sequence[int]], source: str) -> tuple[int, int, int]:

@@ -42,16 +42,20 @@ def _layer_shapes(model: nn.Sequential, input_shape: Sequence[int]) -> list[tupl
     return shapes
 
 
-def to_nir_graph(model: nn.Sequential, input_shape: Sequence[int], *, names: Optional[Sequence[str]] = None):
+def to_nir_graph(model: nn.Sequential, input_shape: Sequence[int], *, names: Optional[Sequence[str]] = None,
+                 readout=None):
     """A complete ``nir.NIRGraph`` of a chip-ready model (input ``(C, H, W)`` per sample).
 
-    ``names[i]``: the source name of chip-ready layer i (stored in the graph metadata).
+    ``names[i]``: the source name of chip-ready layer i (stored in the graph metadata);
+    ``readout``: the image's :class:`~flexsnn.converters.chip_image.ReadoutConfig` when the
+    model's output layer was widened for it (stored, so that the re-import does not read the
+    widened channels as classes).
     """
     import nir
     import sinabs.activation as sa
     import sinabs.layers as sl
 
-    from flexsnn.converters.from_nir import NAMES_KEY
+    from flexsnn.converters.from_nir import NAMES_KEY, READOUT_KEY
     from sinabs.nir import to_nir
 
     shape = tuple(int(v) for v in input_shape)
@@ -84,19 +88,22 @@ def to_nir_graph(model: nn.Sequential, input_shape: Sequence[int], *, names: Opt
                 "reset": "zero" if isinstance(layer.reset_fn, sa.MembraneReset) else "subtract",
                 "spike": "single" if layer.spike_fn is sa.SingleSpike else "multi",
             }
+    graph.metadata = dict(graph.metadata or {})
     if names is not None:
-        graph.metadata = dict(graph.metadata or {})
         graph.metadata[NAMES_KEY] = json.dumps({str(i): str(n) for i, n in enumerate(names)})
+    if readout is not None:
+        graph.metadata[READOUT_KEY] = json.dumps({"num_classes": int(readout.num_classes),
+                                                  "channel_erratum": bool(readout.channel_erratum)})
     return graph
 
 
 def export_nir(model: nn.Sequential, path: str | Path, *, input_shape: Sequence[int],
-               names: Optional[Sequence[str]] = None) -> Path:
+               names: Optional[Sequence[str]] = None, readout=None) -> Path:
     """Write the chip-ready ``model`` as a NIR file (HDF5) atomically; returns the path.
-    ``names``: source layer names per chip-ready layer (see :func:`to_nir_graph`)."""
+    ``names``, ``readout``: see :func:`to_nir_graph`."""
     import nir
 
-    graph = to_nir_graph(model, input_shape, names=names)
+    graph = to_nir_graph(model, input_shape, names=names, readout=readout)
     path = Path(path)
     with atomic_path(path) as tmp:
         nir.write(str(tmp), graph)

@@ -270,8 +270,8 @@ def test_rockpool_graph_is_read_and_its_cubalif_refused_by_name(monkeypatch):
 
 
 # --------------------------------------------------------------------------- NIR out and back
-@pytest.mark.parametrize("reset", ["subtract", "zero"])
-def test_nir_round_trip_gives_an_identical_chip_image(tmp_path, reset):
+@pytest.mark.parametrize("reset,readout", [("subtract", False), ("subtract", True), ("zero", False)])
+def test_nir_round_trip_gives_an_identical_chip_image(tmp_path, reset, readout):
     torch.manual_seed(1)
     model = build_model("speck3c1fc")
     if reset == "zero":
@@ -282,10 +282,10 @@ def test_nir_round_trip_gives_an_identical_chip_image(tmp_path, reset):
             if isinstance(m, sl.IAF):
                 m.reset_fn = sa.MembraneReset()
                 m.min_v_mem = torch.nn.Parameter(torch.tensor(-0.5), requires_grad=False)
-    image, report = export_chip_image(model)
-    assert {c.reset_mode for c in image.cores} == {reset}
+    image, report = export_chip_image(model, readout=readout)
+    assert {c.reset_mode for c in image.cores} == {reset} and (image.readout is not None) == readout
     path = export_nir(report.extra["chip_model"], tmp_path / "m.nir", input_shape=image.input.shape,
-                      names=report.extra["source_names"])
+                      names=report.extra["source_names"], readout=image.readout)
     graph = nir.read(str(path))
     back, _ = export_chip_image(path)
     assert image_doc(back) == image_doc(image)
@@ -305,11 +305,11 @@ def test_cli_export_nir_then_from_nir(tmp_path, capsys):
                          CheckpointMeta(model_name="speck3c1fc", model_kwargs=model.zoo_kwargs,
                                         neuron_profile="speck-iaf"))
     assert main(["export", "-c", str(ck), "--out", str(tmp_path / "a.chip"), "--nir", str(tmp_path / "a.nir"),
-                 "--no-png"]) == 0
+                 "--readout", "--no-png"]) == 0
     assert main(["export", "--from-nir", str(tmp_path / "a.nir"), "--out", str(tmp_path / "b.chip"),
                  "--no-png"]) == 0
     a, b = ChipImage.load(tmp_path / "a.chip"), ChipImage.load(tmp_path / "b.chip")
-    assert image_doc(a) == image_doc(b)
+    assert a.readout is not None and image_doc(a) == image_doc(b)
     capsys.readouterr()
     assert main(["export", "--out", str(tmp_path / "c.chip")]) != 0
     assert "--from-nir" in capsys.readouterr().err
