@@ -1,7 +1,8 @@
 """The package's import graph, read from the source with :mod:`ast` (nothing is imported).
 
 Every ``import`` counts, at module level or inside a function (a lazy import still ties two
-modules together). Used by ``test_structure.py``.
+modules together), except those under ``if TYPE_CHECKING:``, which never run. Used by
+``test_structure.py``.
 """
 
 from __future__ import annotations
@@ -38,12 +39,29 @@ def _resolve(name: str, mods: dict[str, Path]) -> str | None:
     return None
 
 
+def _is_type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+
+
+def _runtime_nodes(tree: ast.AST):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and _is_type_checking(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def imports_of(module: str, path: Path, mods: dict[str, Path]) -> set[str]:
     """The flexsnn modules that ``module`` imports anywhere in its source."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     out: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _runtime_nodes(tree):
         targets: list[str] = []
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]

@@ -17,8 +17,10 @@ def test_cycle_finder_sees_a_lazy_cycle(tmp_path) -> None:
     (tmp_path / "a.py").write_text("def f():\n    from flexsnn.b import g\n")
     (tmp_path / "b.py").write_text("from flexsnn import a\n")
     (tmp_path / "c.py").write_text("import flexsnn.a\n")
+    (tmp_path / "d.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from flexsnn.c import x\n")
     graph = import_graph(tmp_path)
     assert graph["flexsnn.c"] == {"flexsnn.a"}
+    assert graph["flexsnn.d"] == set()          # type-checking imports never run
     assert cycles(graph) == [["flexsnn.a", "flexsnn.b"]]
 
 
