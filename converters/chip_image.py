@@ -265,9 +265,10 @@ class ChipImage:
         doc[DOC_HASH] = canonical_sha256(doc, exclude=DOC_HASH)
         with atomic_path(path) as tmp:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr(JSON_MEMBER, json.dumps(doc, indent=2))
+                # fixed member dates: the same image always gives the same bytes (and sha256)
+                zf.writestr(_member(JSON_MEMBER), json.dumps(doc, indent=2))
                 for name, blob in blobs.items():
-                    zf.writestr(f"arrays/{name}.npy", blob)
+                    zf.writestr(_member(f"arrays/{name}.npy"), blob)
         return Path(path)
 
     @classmethod
@@ -317,6 +318,12 @@ MAX_ARRAY_ELEMENTS = 1 << 24  # more than any Speck2e core's kernel memory
 NPY_HEADER_MAX = 4096
 REEXPORT = "re-export it with `flexsnn export --checkpoint CKPT --out FILE.chip`"
 DOC_HASH = "document_sha256"
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
 
 
 def _plain(obj: Any) -> Any:
