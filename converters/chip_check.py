@@ -243,11 +243,13 @@ def check_chip_image(image: "ChipImage", *, limits: ChipLimits = SPECK2E,
 
 # ---- recurrence ------------------------------------------------------------------------------
 def core_gain(core: "CoreConfig") -> float:
-    """Upper bound on the spikes one input event can cause in ``core``, in the long run.
+    """How many spikes one input event can cause in ``core`` in the long run, at most.
 
     For each input channel: the sum of its positive weights over every output channel and
     kernel position, divided by ``threshold_high`` (a subtract or zero reset spends at least
-    ``threshold_high`` of charge per spike). The maximum over input channels.
+    ``threshold_high`` of charge per spike). The maximum over input channels. It is an upper
+    bound as long as the ``threshold_low`` floor is not reached (a clipped negative input leaves
+    charge the bound does not count), so a loop gain below 1 is a strong hint, not a proof.
     """
     w = np.clip(core.weights.astype(np.int64), 0, None)
     per_channel = w.sum(axis=(0, 2, 3)) if w.size else np.zeros(1)

@@ -415,7 +415,7 @@ def _load_arrays(members: dict[str, bytes], infos: dict, path: Path) -> dict[str
                                   REEXPORT, field=f"arrays.{name}.sha256", value=sha)
         try:
             arr = np.load(io.BytesIO(blob), allow_pickle=False)
-        except (ValueError, EOFError, OSError, TypeError) as err:
+        except Exception as err:  # numpy's header parser raises assorted types on garbage (tokenize.TokenError, ...)
             raise CheckpointError(path, f"array {name!r} is not a plain .npy array ({err})", REEXPORT,
                                   field=f"arrays.{name}") from err
         if str(arr.dtype) != dtype or tuple(arr.shape) != shape:

@@ -29,7 +29,7 @@ from torch import nn
 import flexsnn
 from flexsnn import fields
 from flexsnn.errors import CheckpointError
-from flexsnn.io_utils import atomic_path, atomic_write_json
+from flexsnn.io_utils import atomic_path, atomic_write_json, to_json
 
 DOC_HASH = "document_sha256"
 
@@ -96,7 +96,7 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], document: d
     with atomic_path(path) as tmp:
         save_file(plain, str(tmp))
     doc = dict(document, weights_sha256=_sha256(path), weights_file=path.name)
-    doc = json.loads(fields.canonical_json(doc))  # exactly what a reader will see (tuples -> lists)
+    doc = json.loads(to_json(doc))  # exactly what a reader will see (tuples -> lists, NumPy -> numbers)
     doc[DOC_HASH] = fields.canonical_sha256(doc, exclude=DOC_HASH)
     atomic_write_json(sidecar_path(path), doc)
     return path

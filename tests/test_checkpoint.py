@@ -287,3 +287,15 @@ def test_nonfinite_weights_refused_by_layer_name(tmp_path, bad):
     path = save_checkpoint(tmp_path / "ck.safetensors", model, _meta(model))
     err = _refused(path, f"NaN or Inf weights in {name!r} (1 values)")
     assert err.field == name
+
+
+def test_sidecar_with_numpy_values_and_nan_metrics_round_trips(tmp_path):
+    """Values the trainer may record (NumPy integers, a NaN loss) are written and hashed as a
+    reader sees them, so the checkpoint loads."""
+    import numpy as np
+
+    model = _trained("speck3c1fc", batch_norm=True)
+    meta = _meta(model, extra={"steps": np.int64(7), "loss": float("nan")})
+    path = save_checkpoint(tmp_path / "ck.safetensors", model, meta)
+    loaded = load_model(path)[1]
+    assert loaded.extra["steps"] == 7 and loaded.extra["loss"] != loaded.extra["loss"]

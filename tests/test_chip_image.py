@@ -313,3 +313,17 @@ def test_save_refuses_an_invalid_image(image, tmp_path):
     with pytest.raises(ChipConstraintError, match="thresholds"):
         bad.save(tmp_path / "x.chip")
     assert not (tmp_path / "x.chip").exists()
+
+
+def test_every_damage_kind_is_one_line_from_inspect(saved, tmp_path, capsys):
+    """Through `flexsnn inspect`: each damaged image exits 1 with `error: <file>...`, no traceback."""
+    from flexsnn.cli import main
+
+    for i, (name, doc_fn, err, _match) in enumerate(FIELD_DAMAGE):
+        if err is None:
+            continue
+        path = _rewrite(saved, tmp_path / f"{name}.chip", doc_fn=doc_fn, rehash=True)
+        assert main(["inspect", str(path)]) == 1, name
+        out = capsys.readouterr()
+        assert out.err.startswith("error: ") and "Traceback" not in out.err, (name, out.err)
+        assert str(path) in out.err, name
