@@ -110,7 +110,6 @@ def parse_int_list(text: str, *, field: str, hi: int = MAX_T) -> list[int]:
 
 def _read_config_file(path: Path) -> dict[str, Any]:
     from flexsnn.errors import ConfigError
-
     from flexsnn.fields import json_loads
 
     try:
@@ -122,12 +121,7 @@ def _read_config_file(path: Path) -> dict[str, Any]:
         raw = raw["config"]  # a config.json written by a previous run
     if not isinstance(raw, dict):
         raise ConfigError("--config", str(path), "a JSON object of TrainConfig fields")
-    from flexsnn.fields import FieldReader, check_dataclass_values
-    from flexsnn.training.trainer import TrainConfig
-
-    # every value's type before use: {"lr": "fast"} is refused by name, not a TypeError later
-    check_dataclass_values(raw, TrainConfig, FieldReader(path, "fix the value in the config file", config=True))
-    return raw
+    return raw  # value types are checked by resolve_train_config (options.check_field_types)
 
 
 def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: dict[str, Any],
@@ -140,10 +134,9 @@ def resolve_train_config(file: Optional[Path], cli: dict[str, Any], scheme_cli: 
     """
     from flexsnn.data.registry import is_static
     from flexsnn.training.presets import get_preset, static_model_kwargs
-    from flexsnn.training.trainer import TrainConfig
-
     from flexsnn.errors import ConfigError
     from flexsnn.options import check_field_types
+    from flexsnn.training.trainer import TrainConfig
 
     merged = TrainConfig().to_dict()
     kind_given = scheme_cli.get("data_kind") is not None

@@ -92,7 +92,8 @@ def test_search_refuses_a_string_t_range(tmp_path, capsys):
                          CheckpointMeta(model_name="speck3c1fc", model_kwargs={},
                                         neuron_profile=model.neuron_profile, t_range="1-10"))
     err = _err(["search", "-c", str(ck), "--out", str(tmp_path / "s")], capsys)
-    assert "ck.json: meta.t_range=" in err and "two integers" in err
+    # refused when the sidecar is read, by file and field path, before any search runs
+    assert "ck.json" in err and "meta.t_range" in err and "'1-10'" in err and "2 items" in err
 
 
 def test_output_paths_are_checked_before_work(tmp_path, capsys):
