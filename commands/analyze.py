@@ -14,7 +14,7 @@ import typer
 from flexsnn.apps.analysis import (checkpoint_batches, format_early_exit, format_early_stop, run_early_exit,  # noqa: F401
                                    run_early_stop,
                                    run_gradients, run_robustness)
-from flexsnn.options import parse_floats
+from flexsnn.options import MAX_COUNT, MAX_SEED, MAX_T, in_range, parse_floats
 
 ANALYZE_HELP = """Analyses of trained checkpoints: robustness to noise, gradient norms, early exit.
 
@@ -30,10 +30,12 @@ _CKPT = typer.Option(..., "--checkpoint", "-c", help="Checkpoint (.safetensors);
 _LABEL = typer.Option(None, "--label", help="Name per checkpoint (default: the file stem); repeat in order.")
 _DATASET = typer.Option("saccade-mnist", "--dataset", "-d", help="saccade-mnist, nmnist or seqmnist.")
 _ROOT = typer.Option(None, "--root", help="N-MNIST folder (nmnist only).")
-_SEED = typer.Option(0, "--seed", help="Split seed and noise seed.")
-_LIMIT = typer.Option(None, "--limit", help="Use at most this many samples (class-balanced).")
-_T = typer.Option(None, "--T", help="Time steps (frames) to run at; default: the checkpoint's T_max.")
-_BATCH = typer.Option(64, "--batch-size", help="Batch size.")
+_SEED = typer.Option(0, "--seed", help="Split seed and noise seed.", callback=in_range(0, MAX_SEED))
+_LIMIT = typer.Option(None, "--limit", help="Use at most this many samples (class-balanced).",
+                      callback=in_range(1, MAX_COUNT))
+_T = typer.Option(None, "--T", help=f"Time steps (frames) to run at (1..{MAX_T}); default: the checkpoint's T_max.",
+                  callback=in_range(1, MAX_T))
+_BATCH = typer.Option(64, "--batch-size", help="Batch size.", callback=in_range(1, MAX_COUNT))
 _OUT = typer.Option(Path("analysis"), "--out", help="Output folder (JSON + PNG).")
 
 
@@ -44,7 +46,8 @@ def robustness(checkpoint: list[Path] = _CKPT, label: Optional[list[str]] = _LAB
                sigma: str = typer.Option("0,0.05,0.1,0.2,0.3", "--sigma", help="Weight-noise sigmas, comma-separated."),
                input_sigma: Optional[str] = typer.Option(None, "--input-sigma",
                                                          help="Input-noise sigmas (default: --sigma)."),
-               repeats: int = typer.Option(5, "--repeats", help="Noise draws per sigma (the paper: 5)."),
+               repeats: int = typer.Option(5, "--repeats", help="Noise draws per sigma (the paper: 5).",
+                                           callback=in_range(1, 1000)),
                scale: str = typer.Option("absolute", "--scale", help="Weight noise: absolute, or relative to "
                                          "each weight tensor's std."),
                batch_size: int = _BATCH, out: Path = _OUT) -> None:
