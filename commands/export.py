@@ -185,7 +185,8 @@ def validate(
     allow_leak: bool = typer.Option(False, "--allow-leak", help="Accept biases as a leak."),
     trust_edits: bool = typer.Option(False, "--trust-edits", help="Accept a chip image whose document hash no "
                                      "longer matches, or a version-1 image; every other check still runs."),
-    chip: str = typer.Option("speck2e", "--chip", help=CHIP_HELP),
+    chip: Optional[str] = typer.Option(None, "--chip", help=CHIP_HELP + " Default: the device a chip image "
+                                       "was exported for; speck2e for checkpoints and NIR graphs."),
 ) -> None:
     """Validate a checkpoint, a NIR graph or a chip image against a chip's limits."""
     from flexsnn.converters.chip_check import chip_image_warnings
@@ -194,11 +195,13 @@ def validate(
     if path.suffix in (".safetensors", ".json", ".nir"):
         from flexsnn.converters.export import export_chip_image
 
+        chip = chip or "speck2e"
         image, _ = export_chip_image(path, allow_leak=allow_leak, chip=chip)
     else:
         from flexsnn.converters.chips import chip_limits
 
-        image = ChipImage.load(path, limits=chip_limits(chip), trust_edits=trust_edits)
+        image = ChipImage.load(path, limits=chip_limits(chip) if chip else None, trust_edits=trust_edits)
+        chip = chip or image.chip
     for w in chip_image_warnings(image):
         typer.echo(f"warning: {w}", err=True)
     made_for = f", exported for {image.chip}" if image.chip != chip else ""

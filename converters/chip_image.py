@@ -42,7 +42,7 @@ from flexsnn.converters.speck2e import (
     kernel_memory_entries,
     neuron_memory_entries,
 )
-from flexsnn.converters.chip_check import check_chip_image, chip_image_violations
+from flexsnn.converters.chip_check import check_chip_image, chip_image_violations  # noqa: F401  (re-exported)
 from flexsnn import fields
 from flexsnn.errors import CheckpointError
 from flexsnn.fields import canonical_sha256
@@ -272,11 +272,13 @@ class ChipImage:
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, *, limits: ChipLimits = SPECK2E, trust_edits: bool = False) -> "ChipImage":
+    def load(cls, path: str | Path, *, limits: ChipLimits | None = None, trust_edits: bool = False) -> "ChipImage":
         """Read and fully check a chip image: size of every member before reading it, schema
         (every field's type, length and bounds), version, document and array hashes, then
         :func:`check_chip_image`.
 
+        ``limits``: the device to check against; None (default) takes the one the image names in
+        its ``chip`` field (speck2e, speck2f, dynapcnn: :mod:`flexsnn.converters.chips`).
         ``trust_edits`` accepts a document whose hash no longer matches (a hand-edited image)
         and a version-1 image (which has no document hash); every other check still runs.
 
@@ -467,7 +469,8 @@ def _read_core(r: fields.FieldReader, raw: Any, i: int, arrays: dict[str, np.nda
     )
 
 
-def _from_document(doc: dict, members: dict[str, bytes], infos: dict, path: Path, limits: ChipLimits) -> ChipImage:
+def _from_document(doc: dict, members: dict[str, bytes], infos: dict, path: Path,
+                   limits: ChipLimits | None) -> ChipImage:
     r = fields.FieldReader(path, REEXPORT)
     r.obj(doc, "", required=TOP_FIELDS, optional=TOP_OPTIONAL)
     arrays = _load_arrays(members, infos, path)
@@ -479,6 +482,10 @@ def _from_document(doc: dict, members: dict[str, bytes], infos: dict, path: Path
         readout = ReadoutConfig(num_classes=r.int(ro["num_classes"], "readout.num_classes", 0, SMALL),
                                 channel_erratum=r.bool(ro["channel_erratum"], "readout.channel_erratum"))
     notes = r.obj(doc.get("notes", {}), "notes", extra_ok=True)
+    from flexsnn.converters.chips import PROFILES, chip_limits
+
+    chip = r.str(doc["chip"], "chip", choices=tuple(PROFILES))
+    limits = limits or chip_limits(chip)  # the device the image was exported for, unless asked otherwise
     image = ChipImage(
         input=InputConfig(
             shape=r.ints(inp["shape"], "input.shape", length=3, lo=0, hi=SMALL),  # type: ignore[arg-type]
@@ -488,7 +495,7 @@ def _from_document(doc: dict, members: dict[str, bytes], infos: dict, path: Path
         cores=cores,
         output_core=r.int(doc["output_core"], "output_core", 0, SMALL),
         readout=readout,
-        chip=r.str(doc["chip"], "chip", choices=(limits.name,)),
+        chip=chip,
         layer_scales=tuple(r.float(s, f"layer_scales[{i}]")
                            for i, s in enumerate(r.list(doc.get("layer_scales", []), "layer_scales", max_len=64))),
         source=r.str(doc.get("source", ""), "source"),

@@ -391,3 +391,17 @@ def test_missing_or_damaged_nir_file_is_named(tmp_path, capsys):
         assert words in err and str(path) in err and "Traceback" not in err
     assert main(["export", "--from-nir", str(tmp_path / "x.onnx"), "--out", str(tmp_path / "x.chip")]) != 0
     assert "a .nir file" in capsys.readouterr().err
+
+
+def test_an_image_exported_for_speck2f_loads_validates_and_simulates_as_speck2f(tmp_path, capsys):
+    """A chip image is checked against the device it was exported for (its ``chip`` field)."""
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1, bias=False), sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0),
+                        nn.AvgPool2d(2, 2), nn.Conv2d(4, 4, 3, stride=2, padding=1, bias=False),
+                        sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0), nn.Flatten(),
+                        nn.Linear(4 * 9 * 9, 10, bias=False), sl.IAFSqueeze(batch_size=1, min_v_mem=-1.0))
+    image, _ = export_chip_image(net, input_shape=(2, 34, 34), chip="speck2f")
+    path = image.save(tmp_path / "f.chip")
+    assert ChipImage.load(path).chip == "speck2f"
+    assert main(["validate", str(path)]) == 0
+    assert "fits speck2f" in capsys.readouterr().out
+    assert main(["simulate", "--chip", str(path), "--limit", "2", "--out", str(tmp_path / "sim")]) == 0
