@@ -68,7 +68,7 @@ def base_config(*, smoke: bool, seed: int = 0):
 
 def train_or_reuse(cfg, out: Path, train_ds, test_ds):
     """Train ``cfg`` into ``out`` unless a finished run with the same config is there.
-    Returns ``(final checkpoint, seconds, history)``."""
+    Returns ``(final checkpoint, training seconds (sum of the epochs' times), history)``."""
     from flexsnn.training.trainer import train
 
     final = out / "final.safetensors"
@@ -77,9 +77,11 @@ def train_or_reuse(cfg, out: Path, train_ds, test_ds):
         if stored == json.loads(json.dumps(cfg.to_dict())):
             hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
             return final, float(sum(r.get("epoch_seconds", 0.0) for r in hist)), hist
-    t0 = time.perf_counter()
-    res = train(cfg, out_dir=out, resume=False, train_data=train_ds, test_data=test_ds)
-    return res.final_path, time.perf_counter() - t0, res.history
+    # an interrupted run of the same config continues from its last finished epoch
+    resume = (out / "state.safetensors").is_file() and (out / "config.json").is_file() and \
+        json.loads((out / "config.json").read_text()).get("config") == json.loads(json.dumps(cfg.to_dict()))
+    res = train(cfg, out_dir=out, resume=resume, train_data=train_ds, test_data=test_ds)
+    return res.final_path, float(sum(r.get("epoch_seconds", 0.0) for r in res.history)), res.history
 
 
 def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, async_limit: int | None,
@@ -128,6 +130,52 @@ def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, 
     return out
 
 
+def measure_fine_cost(train_ds, *, base: Path, steps: int, batch_size: int, rounds: int = 2) -> dict[str, Any]:
+    """Seconds per optimizer step of MTT at the demo's ranges (BPTT) and of the fine ranges
+    (input and later stages log-uniform in [1, 100]) with BPTT, rate_M and rate_S, on the same
+    batches and the same sampled configurations; methods alternate every round so that the
+    shared machine's load hits them alike. Peak memory per T: ``rate_vs_bptt.json``."""
+    import statistics
+
+    import torch
+
+    from flexsnn.data.frames import FrameDataset
+    from flexsnn.training.losses import build_loss
+    from flexsnn.training.recipes import chip_finetune_config
+    from flexsnn.training.schemes import input_frames, sample_configs, step_generator
+    from flexsnn.training.trainer import build_optimizer, build_training_model, get_step_fn, train_step
+
+    coarse = chip_finetune_config(base, scheme="mtt", floor=-4.0)
+    fine = chip_finetune_config(base, scheme="mtt", floor=-4.0, fine=True)
+    frames = {10: FrameDataset(train_ds, T=10), 100: FrameDataset(train_ds, T=100)}
+    idx = list(range(steps * batch_size))
+    batches = {T: [(torch.stack([torch.from_numpy(f.frames(i)[0]) for i in idx[k:k + batch_size]]).transpose(0, 1)
+                    .contiguous(), torch.tensor([f.frames(i)[1] for i in idx[k:k + batch_size]]))
+                   for k in range(0, len(idx), batch_size)] for T, f in frames.items()}
+    methods = {"mtt_T10_bptt": (coarse, "bptt"), "fine_bptt": (fine, "bptt"), "fine_rate_M": (fine, "rate_M"),
+               "fine_rate_S": (fine, "rate_S")}
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    loss = build_loss("ce")
+    for _ in range(rounds):
+        for name, (cfg, backprop) in methods.items():
+            model, _, _ = build_training_model(cfg)
+            opt, _ = build_optimizer(model, cfg, 10)
+            step_fn = get_step_fn(backprop)
+            data = batches[cfg.scheme.data_T]
+            t0 = time.perf_counter()
+            for step, (x, y) in enumerate(data):
+                configs = sample_configs(cfg.scheme, model.num_stages, step_generator(0, step))
+                train_step(model, x, y, configs, loss, step_fn, opt, tfsnn=model,
+                           resample_input=cfg.scheme.draws_input)
+            times[name].append((time.perf_counter() - t0) / len(data))
+    sec = {k: statistics.median(v) for k, v in times.items()}
+    return {"seconds_per_step": sec, "ratio_over_mtt_T10_bptt": {k: v / sec["mtt_T10_bptt"] for k, v in sec.items()},
+            "batch_size": batch_size, "steps": steps, "rounds": rounds, "load_average": os.getloadavg()[0],
+            "setup": "s=3 configurations per step; fine: input and later stages' T log-uniform in [1, 100] "
+                     "(data binned into 100 frames, summed into each drawn input T); the same sampled "
+                     "configurations (seeded per step) for every method"}
+
+
 def _mean(values: list) -> Any:
     vals = [v for v in values if v is not None]
     return sum(vals) / len(vals) if vals else None
@@ -174,7 +222,9 @@ def aggregate(work: Path, out: Path, *, name: str = "async_gap", settings: dict 
             e = item[1]
             return (sum(bool(v) for v in e["targets"].values()), e["async"])
         best = max(arms.items(), key=score)[0]
+    cost_path = work / "fine_cost.json"
     result = {"best_arm": best, "arms": arms,
+              "fine_T_cost": json.loads(cost_path.read_text()) if cost_path.is_file() else None,
               "best_arm_rule": "most targets met (async >= T10 - 0.3 pt, real async >= real T10 - 1 pt, "
                                "async >= SDT T10 - 0.3 pt, <= 2.0M SynOps, >= 2 seeds), then highest async",
               "settings": settings or {}, "machine": machine_info()}
@@ -262,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate", action="store_true", help="only rebuild the JSON/PNG from stored runs")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--cost", action="store_true",
+                        help="only measure seconds per step of fine temporal configurations (BPTT, rate_M, rate_S)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
 
@@ -302,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     bcfg = base_config(smoke=args.smoke)
     base, base_s, _ = train_or_reuse(bcfg, work / "base", train_ds, test_ds)
     print(f"base: {base} ({base_s:.0f} s)", flush=True)
+    if args.cost:
+        cost = measure_fine_cost(train_ds, base=base, steps=2 if args.smoke else 4,
+                                 batch_size=8 if args.smoke else 32, rounds=1 if args.smoke else 2)
+        atomic_write_json(work / "fine_cost.json", cost)
+        print(json.dumps(cost["seconds_per_step"]), json.dumps(cost["ratio_over_mtt_T10_bptt"]), flush=True)
+        print_table(aggregate(work, args.out, name=name, settings=settings))
+        return 0
     for seed in seeds:
         for arm in arms:
             parts = ARMS[arm]
