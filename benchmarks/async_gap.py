@@ -270,15 +270,16 @@ def write_mtt_vs_sdt(result: dict, work: Path, out: Path) -> None:
         seeds = arms[k]["per_seed"]
         acc[k] = [_mean([s["float_per_T"].get(str(t)) for s in seeds.values() if s.get("float_per_T")]) for t in T_eval]
         per_seed[k] = {sd: [s["float_per_T"].get(str(t)) for t in T_eval] for sd, s in seeds.items()}
-        epoch_s[k] = _mean([s.get("epoch_seconds") for s in seeds.values()])
+        epochs = max(1, int(result.get("settings", {}).get("epochs", 1)))
+        epoch_s[k] = _mean([s["train_seconds"] / epochs for s in seeds.values() if s.get("train_seconds")])
     doc = {"dataset": "saccade-mnist", "T_eval": T_eval, "accuracy": acc, "accuracy_per_seed": per_seed,
            "epoch_seconds": epoch_s,
            "cost_ratio_mtt_over_sdt": (epoch_s["mtt"] / epoch_s["sdt"]) if epoch_s["sdt"] else None,
            "model": "speck3c1fc",
            "source": "benchmarks/async_gap.py arms sdt and mtt: bias-free fine-tunes of one SDT+BN base "
                      "(4,000 generated training recordings, the demo's budget), float models on 1,000 "
-                     "generated test recordings; epoch seconds are the fine-tunes' median epochs (the "
-                     "machine is shared: ratio measured on the same load only roughly)",
+                     "generated test recordings; epoch seconds are the fine-tunes' mean epochs (the "
+                     "machine is shared by other jobs, load average 11-17: the ratio is rough)",
            "settings": result.get("settings", {}), "machine": machine_info()}
     atomic_write_json(out / "mtt_vs_sdt.json", doc)
     from flexsnn.training.evaluate import plot_accuracy_curves
