@@ -369,6 +369,10 @@ def main(argv: list[str] | None = None) -> int:
                                        lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
                                        **({"fine_T_max": 9} if args.smoke else {}))
             run_dir = work / f"{arm}-s{seed}"
+            run_json = work / "runs" / f"{arm}-s{seed}.json"
+            if run_json.is_file() and json.loads(run_json.read_text()).get("config") == json.loads(json.dumps(cfg.to_dict())):
+                print(f"{arm} seed {seed}: already evaluated ({run_json})", flush=True)
+                continue
             ckpt, secs, hist = train_or_reuse(cfg, run_dir, train_ds, test_ds)
             ev = evaluate_run(ckpt, test_ds, real_ds, chip_path=run_dir / "model.chip",
                               per_T=arm in ("sdt", "mtt"), async_limit=None)
@@ -376,15 +380,16 @@ def main(argv: list[str] | None = None) -> int:
             rec = {"arm": arm, "seed": seed, "parts": parts, "train_seconds": secs,
                    "epoch_seconds": sorted(epochs)[len(epochs) // 2] if epochs else None,
                    "train_synops_per_sample": hist[-1].get("synops_per_sample") if hist else None,
-                   "train_test_acc": hist[-1].get("test_acc") if hist else None, **ev}
-            atomic_write_json(work / "runs" / f"{arm}-s{seed}.json", rec)
+                   "train_test_acc": hist[-1].get("test_acc") if hist else None,
+                   "config": cfg.to_dict(), **ev}
+            atomic_write_json(run_json, rec)
             print(f"{arm} seed {seed}: float {ev['float_T10']:.3f} tb10 {ev['time_binned']['10']:.3f} "
                   f"tb100 {ev['time_binned']['100']:.3f} async {ev['async']:.3f} real {ev['real_time_binned_T10']} "
                   f"/ {ev['real_async']} synops {ev['synops_per_sample'] / 1e6:.2f}M train {secs:.0f}s", flush=True)
             res = aggregate(work, args.out, name=name, settings=settings)
             if not args.smoke:
                 write_mtt_vs_sdt(res, work, args.out)
-    print_table(res)
+    print_table(aggregate(work, args.out, name=name, settings=settings))
     return 0
 
 
