@@ -35,6 +35,11 @@ Examples:
   flexsnn train --model-kwargs '{"batch_norm": true}' --scheme sdt --out runs/bn
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
       --scheme mtt --epochs 2 --out runs/chip      # fold BN, fine-tune without biases
+  flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \
+      --scheme mtt --min-v-mem -4 --synops-budget 1.5e6 --qat --out runs/chip2
+      # chip-faithful: the deployed floor, a SynOps budget, fake quantization (issue 15)
+  flexsnn train --scheme mtt --t-input-range 1,100 --t-sampling log-uniform --r-right 90 ...
+      # input and later stages' T drawn log-uniformly up to the chip's regime (~T=100)
 """
 
 EVAL_HELP = """Accuracy of one or two checkpoints at uniform T values and temporal configurations.
@@ -229,6 +234,27 @@ def train_cmd(
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     phase: Optional[str] = typer.Option(None, "--phase", help="train or bias_removal."),
+    t_input_range: Optional[str] = typer.Option(
+        None, "--t-input-range", help="MTT/NMT on event data: draw the input stage's T from MIN,MAX too "
+        "(e.g. 1,100: the asynchronous chip acts like T~100 for a 300 ms recording); data are "
+        "binned into MAX frames and summed into each drawn T."),
+    t_sampling: Optional[str] = typer.Option(
+        None, "--t-sampling", help="uniform (default) or log-uniform draws of every sampled T "
+        "(log-uniform: as many draws in [1,10] as in [10,100])."),
+    min_v_mem: Optional[float] = typer.Option(
+        None, "--min-v-mem", max=0.999, help="Neuron floor in threshold units (the chip's threshold_low; "
+        "speck-iaf default -1). Train with the floor you deploy: -4 kept the async chip's accuracy."),
+    qat: Optional[bool] = typer.Option(
+        None, "--qat/--no-qat", help="Fake-quantize weights, threshold and floor exactly as the converter "
+        "discretizes (int8, per-layer scale), straight-through gradient. Needs a BN-free model."),
+    train_spike: Optional[str] = typer.Option(
+        None, "--train-spike", help="multi (default) or single: at most one spike per neuron per update, "
+        "as on the chip (training only; the checkpoint stays exportable)."),
+    synops_budget: Optional[float] = typer.Option(
+        None, "--synops-budget", min=1.0, help="Penalise estimated SynOps per sample above N "
+        "(counted as the chip backends count them), e.g. 1.5e6."),
+    synops_weight: Optional[float] = typer.Option(
+        None, "--synops-weight", min=0.0, help="Weight of the SynOps penalty relu(S/N - 1) (default 1)."),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Start from these weights."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out (from its "
@@ -238,6 +264,7 @@ def train_cmd(
                                    "a folder holding a run is refused."),
 ) -> None:
     """Train a model; see the examples above."""
+    from flexsnn.errors import ConfigError
     from flexsnn.options import check_output_path, parse_json_object
     from flexsnn.progress import cli_progress
     from flexsnn.training.trainer import train
@@ -251,13 +278,21 @@ def train_cmd(
 
     check_output_path(out, "--out", folder=True)
     kwargs = parse_json_object(model_kwargs, "--model-kwargs") if model_kwargs is not None else None
-    cli = dict(model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
+    if min_v_mem is not None:
+        kwargs = dict(kwargs or {})
+        kwargs["neuron"] = {**(kwargs.get("neuron") or {}), "min_v_mem": float(min_v_mem)}
+    t_in = parse_int_list(t_input_range, field="--t-input-range") if t_input_range else None
+    if t_in is not None and len(t_in) != 2:
+        raise ConfigError("--t-input-range", t_input_range, "MIN,MAX (two integers)", "e.g. --t-input-range 1,100")
+    cli = dict(qat=qat, train_spike=train_spike, synops_budget=synops_budget, synops_weight=synops_weight,
+               model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
                loss=loss, backprop=backprop, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                epochs=epochs, batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit,
                augment=augment, device=device, phase=phase,
                init_checkpoint=str(init_checkpoint) if init_checkpoint else None)
     scheme_cli = dict(name=scheme, t_min=t_min, t_max=t_max, s=s, r_left=r_left, r_right=r_right,
-                      non_increasing=non_increasing, data_kind=data_kind)
+                      non_increasing=non_increasing, data_kind=data_kind, sampling=t_sampling,
+                      t_input_min=t_in[0] if t_in else None, t_input_max=t_in[1] if t_in else None)
     if resume and config is None and (out / "config.json").is_file():
         config = out / "config.json"  # the interrupted run's resolved settings
     cfg = resolve_train_config(config, cli, scheme_cli, preset=None if resume else preset)
@@ -276,7 +311,8 @@ def train_cmd(
         return
     for row in res.history:
         typer.echo("epoch {epoch}: loss {train_loss:.4f}  train acc {train_acc:.4f}".format(**row)
-                   + (f"  test acc {row['test_acc']:.4f}" if "test_acc" in row else ""))
+                   + (f"  test acc {row['test_acc']:.4f}" if "test_acc" in row else "")
+                   + (f"  SynOps/sample {row['synops_per_sample'] / 1e6:.2f}M" if "synops_per_sample" in row else ""))
     if "test_acc" in res.metrics:
         typer.echo(f"final test accuracy at T={cfg.T}: {res.metrics['test_acc']:.4f}")
     typer.echo(f"wrote {res.final_path}")
@@ -300,6 +336,9 @@ def eval_cmd(
     early_exit: Optional[str] = typer.Option(  # issue 10 (training/early_exit.py)
         None, "--early-exit", help="Also run early-exit inference (SEENN-I) at T_max = the largest "
         "--T: comma-separated confidence thresholds, e.g. 0.5,0.9,0.99; writes early_exit.json/png."),
+    pj_per_synop: Optional[float] = typer.Option(  # issue 15
+        None, "--pj-per-synop", min=0.0, help="Energy per SynOp in pJ for an energy estimate. No default: "
+        "no per-SynOp energy of Speck2e is published that we could check; give your own figure."),
     calibration: bool = typer.Option(  # issue 4 (training/calibration_metrics.py)
         False, "--calibration", help="Also report accuracy, ECE and AdaECE (15 bins) of the cumulative-mean "
         "prediction at every step t of T_max = the largest --T; writes calibration.json and "
@@ -312,6 +351,7 @@ def eval_cmd(
     from flexsnn.progress import cli_progress
     from flexsnn.training.evaluate import (FrameCache, accuracy_per_config, accuracy_per_T, format_table,
                                            plot_accuracy_curves)
+    from flexsnn.training.synops import SynOpsMeter, energy_uj
 
     from flexsnn.options import check_output_path
 
@@ -335,14 +375,24 @@ def eval_cmd(
         label = meta.scheme.get("name", path.stem) if meta.scheme else path.stem
         if label in curves:
             label = f"{label} ({path.parent.name}/{path.stem})"
-        curves[label] = accuracy_per_T(model, cache, Ts, batch_size=batch_size, progress=cli_progress)
-        entry: dict[str, Any] = {"path": str(path), "accuracy_per_T": curves[label]}
+        curves[label], synops = {}, {}
+        for t in Ts:  # one pass per T gives accuracy and the SynOps estimate together
+            with SynOpsMeter(model) as meter:
+                curves[label].update(accuracy_per_T(model, cache, [t], batch_size=batch_size, progress=cli_progress))
+                synops[t] = float(meter.pop()[0]) / max(len(ds), 1)
+        entry: dict[str, Any] = {"path": str(path), "accuracy_per_T": curves[label], "synops_per_sample": synops}
+        if pj_per_synop is not None:
+            entry["energy_uj_per_sample"] = {t: energy_uj(v, pj_per_synop) for t, v in synops.items()}
         if configs:
             accs = accuracy_per_config(model, cache, configs, batch_size=batch_size, progress=cli_progress)
             entry["configs"] = [{"config": list(c), "accuracy": a} for c, a in zip(configs, accs)]
         report["checkpoints"][label] = entry
     typer.echo(format_table(curves))
     for label, entry in report["checkpoints"].items():
+        typer.echo(f"{label} SynOps per sample (estimate): " + ", ".join(
+            f"T={t} {v / 1e6:.2f}M" for t, v in entry["synops_per_sample"].items())
+            + ("" if pj_per_synop is None else "; energy " + ", ".join(
+                f"T={t} {v:.2f} uJ" for t, v in entry["energy_uj_per_sample"].items())))
         for row in entry.get("configs", []):
             typer.echo(f"{label} config {tuple(row['config'])}: {100 * row['accuracy']:.2f}%")
     out.mkdir(parents=True, exist_ok=True)

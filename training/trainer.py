@@ -45,7 +45,7 @@ from flexsnn.options import MAX_SEED, MAX_T, check_field_types, check_range
 from flexsnn.progress import ProgressFactory, null_progress
 from flexsnn.training.run_store import (STATE_KIND, RunFolder, _join_optimizer_state, _set_rng_states,
                                         load_train_state, save_train_state, write_metrics)
-from flexsnn.training.schemes import SchemeConfig, sample_configs, step_generator
+from flexsnn.training.schemes import SchemeConfig, input_frames, sample_configs, step_generator
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,10 @@ class TrainConfig:
         init_checkpoint: weights to start from (required for ``bias_removal``).
         eval_every: test accuracy every N epochs (and after the last).
         grad_clip: max gradient norm (None = off).
+        qat, train_spike: chip-faithful forward (:mod:`flexsnn.training.qat`): fake-quantize as
+            the converter discretizes; ``"single"``: at most one spike per neuron per update.
+        synops_budget, synops_weight: add ``weight * relu(S / budget - 1)`` to the loss, S the
+            estimated SynOps per sample (:mod:`flexsnn.training.synops`); None = no penalty.
     """
 
     model: str = "speck3c1fc"
@@ -109,6 +113,10 @@ class TrainConfig:
     init_checkpoint: str | None = None
     eval_every: int = 1
     grad_clip: float | None = None
+    qat: bool = False
+    train_spike: str = "multi"
+    synops_budget: float | None = None
+    synops_weight: float = 1.0
 
     def __post_init__(self) -> None:
         check_field_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)})
@@ -145,6 +153,9 @@ class TrainConfig:
             raise ConfigError("device", self.device, "auto, cpu or cuda")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError("grad_clip", self.grad_clip, "a positive number or None")
+        from flexsnn.training.chip_session import check_chip_options
+
+        check_chip_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (nested ``scheme``)."""
@@ -264,7 +275,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
                loss_fn: Callable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
                scaler: Any = None, autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
                context: RunContext | None = None, grad_clip: float | None = None,
-               tfsnn: nn.Module | None = None) -> StepStats:
+               tfsnn: nn.Module | None = None, resample_input: bool = False) -> StepStats:
     """One optimizer step over ``configs`` (gradients summed, one ``optimizer.step()``).
 
     Args:
@@ -272,6 +283,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
         x: float ``[T, B, C, H, W]`` (time first), y: int64 ``[B]``.
         configs: temporal configurations, one forward/backward each.
         tfsnn: the underlying TFSNN whose configuration is set (default: ``model``).
+        resample_input: sum ``x``'s frames into each configuration's input T (drawn input T).
     """
     context = context or RunContext()
     tfsnn = tfsnn if tfsnn is not None else model
@@ -287,9 +299,10 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
     loss_sum, correct, seen = 0.0, 0, 0
     for i, cfg in enumerate(configs):
         tfsnn.set_temporal_config(cfg)
+        xc = input_frames(x, cfg[0]) if resample_input else x
         with context.no_sync(model, last=(i == len(configs) - 1)):
             with autocast():
-                loss, logits = step_fn(model, x, y, loss_fn, backward)
+                loss, logits = step_fn(model, xc, y, loss_fn, backward)
         loss_sum += float(loss)
         correct += int((logits.float().sum(0).argmax(-1) == y).sum())
         seen += int(y.numel())
@@ -362,7 +375,7 @@ def build_training_model(config: TrainConfig) -> tuple[nn.Module, str, dict[str,
 
     if config.phase == "bias_removal":
         trained, meta = load_model(config.init_checkpoint)
-        kwargs = dict(meta.model_kwargs, batch_norm=False)
+        kwargs = dict(meta.model_kwargs, **config.model_kwargs, batch_norm=False)  # e.g. a deeper floor
         model = remove_biases(trained, rebuild=lambda: build_model(meta.model_name, **kwargs))
         freeze_biases(model)
         return model, meta.model_name, dict(getattr(model, "zoo_kwargs", kwargs))
@@ -477,13 +490,15 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     if test_data is None:
         test_data = load_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
                                        limit=config.test_limit)
-    train_frames = frames_for(train_data, T=config.T)  # static images: direct encoding (data/images.py)
+    train_frames = frames_for(train_data, T=config.scheme.data_T)  # static images: direct encoding (data/images.py)
     test_frames = frames_for(test_data, T=config.T)
     _warm_cache(train_frames)  # bin once up front so epoch_seconds measure training only
 
     tfsnn, model_name, model_kwargs = build_training_model(config)
     tfsnn.to(device)
-    loss_fn = build_loss(config.loss, **config.loss_params)
+    from flexsnn.training.chip_session import ChipSession
+
+    chip = ChipSession(tfsnn, config, build_loss(config.loss, **config.loss_params))
     step_fn = get_step_fn(config.backprop)
     steps_per_epoch = math.ceil(len(context.shard(list(range(len(train_frames))))) / config.batch_size)
     optimizer, scheduler = build_optimizer(tfsnn, config, steps_per_epoch * config.epochs)
@@ -531,12 +546,13 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
         bar = progress(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}")
         sums = torch.zeros(3, dtype=torch.float64)  # loss_sum, correct, seen
         t0 = time.perf_counter()
-        for x, y in loader:
+        for x, y in chip.batches(loader):
             x = x.to(device, non_blocking=True).transpose(0, 1).contiguous()
             y = y.to(device, non_blocking=True)
             configs = sample_configs(config.scheme, tfsnn.num_stages, step_generator(config.seed, global_step))
-            st = train_step(model, x, y, configs, loss_fn, step_fn, optimizer, scaler=scaler, autocast=autocast,
-                            context=context, grad_clip=config.grad_clip, tfsnn=tfsnn)
+            st = train_step(model, x, y, configs, chip.loss, step_fn, optimizer, scaler=scaler, autocast=autocast,
+                            context=context, grad_clip=config.grad_clip, tfsnn=tfsnn,
+                            resample_input=config.scheme.draws_input)
             scheduler.step()
             global_step += 1
             sums += torch.tensor([st.loss_sum / len(configs) * y.numel(), st.correct / len(configs), y.numel()],
@@ -548,10 +564,11 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
         sums = context.all_reduce(sums)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": float(sums[0] / sums[2]),
                                "train_acc": float(sums[1] / sums[2]), "lr": float(scheduler.get_last_lr()[0]),
-                               "epoch_seconds": epoch_seconds}
+                               "epoch_seconds": epoch_seconds, **chip.epoch_metrics()}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             evaluated = _calibrated_copy(tfsnn, train_frames, config, epoch, context)
-            row["test_acc"] = accuracy(evaluated, _eval_loader(test_frames, config), config=config.T)
+            row.update(chip.evaluate(evaluated, lambda m: accuracy(m, _eval_loader(test_frames, config),
+                                                                   config=config.T), n=len(test_frames)))
             tfsnn.set_uniform(config.T)
         history.append(row)
         metrics = dict(row)
@@ -568,7 +585,8 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     final = _calibrated_copy(tfsnn, train_frames, config, config.epochs, context)
     calibrated = final is not tfsnn
     if calibrated and history:
-        metrics["test_acc"] = accuracy(final, _eval_loader(test_frames, config), config=config.T)
+        metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
+                                                               config=config.T), n=len(test_frames)))
     final.set_uniform(config.T)
     final.eval()
     if context.is_main:
