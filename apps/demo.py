@@ -36,7 +36,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from flexsnn.apps.demo_config import PRESETS, SCHEMES, SHARED_NMNIST_SMALL, DemoConfig, resolve_real_root
+from flexsnn.apps.demo_config import ARMS, PRESETS, SCHEMES, SHARED_NMNIST_SMALL, DemoConfig, resolve_real_root
 from flexsnn.apps.demo_data import (image_seen_in_training, limited, load_demo_data,
                                     real_split)
 from flexsnn.apps.demo_eval import eval_async, eval_float, eval_real, eval_time_binned, trace_sample
@@ -45,7 +45,7 @@ from flexsnn.apps.paper_figures import PAPER_SPECK_TABLE
 from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.progress import ProgressFactory, null_progress
 
-__all__ = ["PAPER_SPECK_TABLE", "PRESETS", "SCHEMES", "SHARED_NMNIST_SMALL", "DemoConfig", "DemoResult",
+__all__ = ["ARMS", "PAPER_SPECK_TABLE", "PRESETS", "SCHEMES", "SHARED_NMNIST_SMALL", "DemoConfig", "DemoResult",
            "ModelResult", "SampleTrace", "resolve_real_root", "run_demo"]
 
 # kept for callers of the module's former private names
@@ -105,13 +105,13 @@ def run_demo(config: DemoConfig, *, progress: ProgressFactory | None = None,
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
     seed_everything(config.seed)
-    names = ["data", "train base (SDT+BN)", "remove biases", "fine-tune SDT", "fine-tune MTT",
+    names = ["data", "train base (SDT+BN)", "remove biases", *(f"fine-tune {a}" for a in config.arms),
              "export", "eval float", "eval time-binned", "trace", "eval async", "eval real",
              "report"]
     stages = _Stages(names, progress)
     art = config.artifacts_dir
     art.mkdir(parents=True, exist_ok=True)
-    result = DemoResult(config=config, models={s: ModelResult(scheme=s) for s in SCHEMES})
+    result = DemoResult(config=config, models={a: ModelResult(scheme=a) for a in config.arms})
     result.load_average["start"] = _load_average()
     try:
         train_ds, test_ds, real_ds = stages.run("data", lambda: load_demo_data(config, result, progress))
@@ -119,11 +119,11 @@ def run_demo(config: DemoConfig, *, progress: ProgressFactory | None = None,
                           lambda: _train_base(config, train_ds, test_ds, result, progress))
         stages.run("remove biases", lambda: _remove_biases(config, base, test_ds, result))
         models = {}
-        for scheme in SCHEMES:
+        for scheme in config.arms:
             models[scheme] = stages.run(
-                f"fine-tune {scheme.upper()}",
+                f"fine-tune {scheme}",
                 lambda scheme=scheme: _finetune(config, base, scheme, train_ds, test_ds, result, progress))
-        images = stages.run("export", lambda: {s: _export(config, models[s], s, result) for s in SCHEMES})
+        images = stages.run("export", lambda: {s: _export(config, models[s], s, result) for s in config.arms})
         stages.run("eval float", lambda: eval_float(config, models, test_ds, result, progress))
         stages.run("eval time-binned", lambda: eval_time_binned(config, images, test_ds, result, progress))
         _add_notes(config, result)
@@ -196,26 +196,36 @@ def _export(config: DemoConfig, model, scheme: str, result: DemoResult):
     return image
 
 
-def _train_config(config: DemoConfig, scheme: str, *, phase: str, init: Optional[Path] = None):
-    """The trainer's config of one phase (``train`` = SDT+BN base, ``bias_removal`` = fine-tune)."""
+def _train_config(config: DemoConfig, arm: str, *, phase: str, init: Optional[Path] = None):
+    """The trainer's config of one phase: ``train`` = the SDT+BN base; ``bias_removal`` = the
+    fine-tune of ``arm`` (``sdt``, ``mtt`` = the chip recipe, ``mtt-plain`` = the paper's MTT)."""
+    import dataclasses
+
     from flexsnn.training.schemes import SchemeConfig
     from flexsnn.training.trainer import TrainConfig
 
-    if scheme == "sdt":
+    base = phase == "train"
+    epochs = max(1, config.base_epochs if base else config.finetune_epochs)
+    common = dict(dataset=config.dataset, root=config.data_root, T=config.T, optimizer=config.optimizer,
+                  weight_decay=config.weight_decay, epochs=epochs, batch_size=config.batch_size,
+                  seed=config.seed, limit=config.train_limit, test_limit=config.test_limit,
+                  device=config.device, eval_every=epochs, bn_calibration_batches=10)
+    if arm == "mtt" and not base:
+        from flexsnn.training.recipes import chip_recipe_config
+
+        tcfg = chip_recipe_config(init, T=config.T, s=config.s, epochs=epochs, lr=config.finetune_lr,
+                                  weight_decay=config.weight_decay, batch_size=config.batch_size,
+                                  seed=config.seed, dataset=config.dataset, root=config.data_root,
+                                  limit=config.train_limit, test_limit=config.test_limit, device=config.device)
+        return dataclasses.replace(tcfg, model=config.model, optimizer=config.optimizer)
+    if arm == "sdt":
         sc = SchemeConfig(name="sdt", T=config.T)
     else:
         sc = SchemeConfig(name="mtt", T=config.T, s=config.s, r_left=config.r_left, r_right=config.r_right)
-    base = phase == "train"
-    epochs = config.base_epochs if base else config.finetune_epochs
     return TrainConfig(
-        model=config.model, model_kwargs={"batch_norm": True} if base else {},
-        dataset=config.dataset, root=config.data_root, T=config.T, scheme=sc,
-        optimizer=config.optimizer, lr=config.lr if base else config.finetune_lr,
-        weight_decay=config.weight_decay, epochs=max(1, epochs), batch_size=config.batch_size,
-        seed=config.seed, limit=config.train_limit, test_limit=config.test_limit,
-        device=config.device, phase=phase, init_checkpoint=str(init) if init else None,
-        eval_every=max(1, epochs), bn_calibration_batches=10,
-    )
+        model=config.model, model_kwargs={"batch_norm": True} if base else {}, scheme=sc,
+        lr=config.lr if base else config.finetune_lr, phase=phase,
+        init_checkpoint=str(init) if init else None, **common)
 
 
 def _fit(config: DemoConfig, tcfg, out_dir: Path, train_ds, test_ds, result: DemoResult, key: str,

@@ -11,7 +11,11 @@ from typing import Any, Optional
 
 from flexsnn.errors import ConfigError
 
-SCHEMES = ("sdt", "mtt")
+#: The demo's arms (fine-tunes of one SDT+BN base): ``sdt`` the baseline; ``mtt`` the chip recipe
+#: (MTT with the deployment floor and a SynOps budget, :data:`flexsnn.training.recipes.CHIP_RECIPE`,
+#: chosen by ``benchmarks/async_gap.py``); ``mtt-plain`` the paper's MTT as published.
+ARMS = ("sdt", "mtt", "mtt-plain")
+SCHEMES = ARMS  # former name
 PRESETS = ("default", "quick", "reproduce", "tiny")
 #: Real N-MNIST subset used when it sits beside the repository (development machines).
 SHARED_NMNIST_SMALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmnist-small"
@@ -73,7 +77,8 @@ class DemoConfig:
     lr: float = 5e-4
     weight_decay: float = 0.02
     finetune_lr: float = 5e-4
-    T_eval: tuple[int, ...] = tuple(range(1, 11))
+    arms: tuple[str, ...] = ARMS
+    T_eval: tuple[int, ...] = (*range(1, 11), 30, 100)
     eval_limit: Optional[int] = None
     async_limit: Optional[int] = 1000
     real_root: Optional[str] = None
@@ -111,6 +116,8 @@ class DemoConfig:
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
                 raise ConfigError(f"demo.{name}", value, "an integer >= 1 or None (all)")
+        if not self.arms or len(set(self.arms)) != len(self.arms) or any(a not in ARMS for a in self.arms):
+            raise ConfigError("demo.arms", self.arms, f"distinct names from {', '.join(ARMS)}")
         if not self.T_eval or any((not isinstance(t, int)) or t < 1 for t in self.T_eval):
             raise ConfigError("demo.T_eval", self.T_eval, "a non-empty tuple of integers >= 1")
         if self.T not in self.T_eval:
@@ -127,13 +134,14 @@ class DemoConfig:
         """A named budget with ``overrides`` applied (None values are ignored).
 
         - ``default``: 4,000 generated training recordings, 5 SDT+BN epochs (AdamW, lr 3e-3),
-          then 3 epochs of each fine-tune (lr 1e-3); 1,000 test recordings at T = 1..10,
-          time-binned and async; up to 1,000 real recordings. Calibrated by timing on a 2-core
+          then 3 epochs of each fine-tune (lr 1e-3; arms sdt, mtt = the chip recipe, mtt-plain);
+          1,000 test recordings at T = 1..10, 30, 100, time-binned and async; up to 1,000 real
+          recordings. Calibrated by timing on a 2-core
           CPU (about 5 ms per sample-epoch for SDT and 13 ms for MTT): measured 449 s in all
           at load average 4 -> 1.5, and 971 s at load 10 -> 3 (the machine shared with other
           jobs).
         - ``quick``: 1,500 training recordings, 3 + 2 epochs, 300 test and real recordings
-          (measured 144 s at load 2.5 -> 4.5; 400 s at load 13).
+          (measured 144 s at load 2.5 -> 4.5; 400 s at load 13), arms sdt and mtt (the recipe).
         The demo presets use a higher learning rate than the paper's code (5e-4 over 300
         epochs): with a few epochs, 3e-3 reached 87 % after 3 epochs where 5e-4 reached 61 %.
         - ``reproduce``: full N-MNIST from ``data_root``; the paper's code's settings
@@ -147,13 +155,13 @@ class DemoConfig:
                             async_limit=1000, real_limit=1000),
             "quick": dict(mode="quick", train_limit=1500, test_limit=300, base_epochs=3,
                           finetune_epochs=2, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
-                          async_limit=300, real_limit=300),
+                          async_limit=300, real_limit=300, arms=("sdt", "mtt")),
             "reproduce": dict(mode="reproduce", dataset="nmnist", train_limit=None, test_limit=None,
                               base_epochs=300, finetune_epochs=60, lr=5e-4, finetune_lr=5e-4,
                               eval_limit=None, async_limit=None, real_limit=None, real_root=None,
-                              threads=None, float_all_T=True),
+                              threads=None, float_all_T=True, T_eval=tuple(range(1, 11))),
             "tiny": dict(mode="tiny", train_limit=64, test_limit=40, base_epochs=1,
-                         finetune_epochs=1, batch_size=16, T_eval=(1, 5, 10), eval_limit=None,
+                         finetune_epochs=1, batch_size=16, T_eval=(1, 5, 10, 30), eval_limit=None,
                          async_limit=20, real_limit=20, float_all_T=True),
         }
         if name not in table:
@@ -181,6 +189,10 @@ class DemoConfig:
             keys += ["finetune_epochs", "finetune_lr", "s", "r_left", "r_right"]
         doc = {k: getattr(self, k) for k in keys}
         doc["phase"] = phase
+        if phase == "mtt":  # the recipe's parts are settings of that checkpoint too
+            from flexsnn.training.recipes import CHIP_RECIPE
+
+            doc["recipe"] = CHIP_RECIPE
         return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
     def to_dict(self) -> dict[str, Any]:
