@@ -72,6 +72,11 @@ def test_cifar_errors_name_the_file_and_the_fix(tmp_path):
         load_image_dataset("imagenet", root=tmp_path, download=True)
     with pytest.raises(DataError, match="split"):
         load_mnist("valid")
+    from flexsnn.data.registry import load_dataset, load_event_dataset
+
+    with pytest.raises(DataError, match="static image dataset"):
+        load_event_dataset("mnist")
+    assert len(load_dataset("cifar10", split="test", root=tmp_path)) == 4
     with pytest.raises(DataError):
         read_cifar_bin(tmp_path / "missing.bin", label_bytes=1)
 
