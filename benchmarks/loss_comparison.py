@@ -15,6 +15,15 @@ prediction from the cumulative mean of the logits up to t gives accuracy, ECE an
 (``ce``/``tet``/``tmc`` = spiking readout, ``linear_readout`` = linear) and the per-seed values.
 Writes ``loss_comparison.json``, ``loss_comparison.png`` (accuracy and ECE vs t) and
 ``loss_comparison_reliability.png`` (reliability diagrams at the last step, seed 0) to ``--out``.
+
+Measured (T = 4, 2,000 training recordings, 4 epochs = 252 steps, seeds 0 and 1, means; the
+per-seed spread of the final accuracy is 0.2-3.3 pt): linear readout CE 92.5 % / ECE 0.112,
+TET 91.3 % / 0.131, TMC 88.3 % / 0.301; spiking readout CE 92.3 % / 0.239, TET 86.3 % / 0.128,
+TMC 82.1 % / 0.108. With the linear readout every loss is under-confident at this budget
+(mean confidence below accuracy), TMC most (0.58 vs 0.88): its penalty lowers confidence.
+Twice the steps (``--readouts linear --epochs 8``, ``results/loss_comparison_linear_long.json``):
+CE 94.8 % / 0.049, TET 94.55 % / 0.059, TMC 91.6 % / 0.266: TET within 1 pt of CE, TMC still
+3 pt below and under-confident (its accuracy at t = 1 is 57.7 %).
 """
 
 from __future__ import annotations
@@ -168,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="smallest sizes (for tests)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=None, help="epochs (default 4: 252 steps of 32; smoke 1)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--T", type=int, default=None, help="time bins (default 8; smoke 3)")
+    p.add_argument("--T", type=int, default=None, help="time bins (default 4; smoke 3)")
     p.add_argument("--train-limit", type=int, default=None, help="training samples (default 2000)")
     p.add_argument("--test-limit", type=int, default=None, help="test samples (default 1000)")
     p.add_argument("--seeds", type=str, default=None, help="comma-separated training seeds (default 0,1; smoke 0)")
@@ -181,8 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    T = args.T or (3 if args.smoke else 6)
-    epochs = args.epochs or (1 if args.smoke else 6)
+    T = args.T or (3 if args.smoke else 4)
+    epochs = args.epochs or (1 if args.smoke else 4)
     train_limit, test_limit = (48, 32) if args.smoke else (2000, 1000)
     train_limit = args.train_limit or train_limit
     test_limit = args.test_limit or test_limit

@@ -23,9 +23,11 @@ Examples:
 """
 
 _DATASET = typer.Option("saccade-mnist", "--dataset", "-d",
-                        help="saccade-mnist (offline default) or nmnist (local folder).")
-_ROOT = typer.Option(None, "--root", help="N-MNIST folder with Train/ (and Test/); "
-                     "default $FLEXSNN_NMNIST_ROOT. Ignored for saccade-mnist.")
+                        help="saccade-mnist (offline default), nmnist, dvsgesture or cifar10dvs (local "
+                             "folders, --root).")
+_ROOT = typer.Option(None, "--root", help="Dataset folder: N-MNIST with Train/ (and Test/; default "
+                     "$FLEXSNN_NMNIST_ROOT), DVS128 Gesture or CIFAR10-DVS (see flexsnn.data.dvs). "
+                     "Ignored for saccade-mnist.")
 _SEED = typer.Option(0, "--seed", help=f"Generator and split seed (0..{MAX_SEED}).",
                      callback=in_range(0, MAX_SEED))
 _SPLIT = typer.Option("train", "--split", help="train, test or all.")
@@ -87,8 +89,8 @@ def _print_stats(stats: dict) -> None:
 
 def prepare(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _SEED,
             download: bool = typer.Option(False, "--download",
-                                          help="nmnist: fetch N-MNIST through tonic into --root "
-                                               "when it is missing (never done otherwise)."),
+                                          help="nmnist, dvsgesture, cifar10dvs: fetch it through tonic "
+                                               "into --root when it is missing (never done otherwise)."),
             out: Optional[Path] = typer.Option(None, "--out", help="Also write a JSON summary "
                                                "(statistics, config, version, git hash) here."),
             ) -> None:

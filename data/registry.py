@@ -69,6 +69,9 @@ def load_event_dataset(name: str, *, split: str = "train", root: str | os.PathLi
         if name == "dvsgesture":
             return load_dvs_gesture(root, split=split, limit=limit, download=download)
         return load_cifar10_dvs(root, split=split, seed=seed, limit=limit, download=download)
+    if name in STATIC_DATASETS:
+        raise DataError(f"{name!r} is a static image dataset, not event data: load it with "
+                        "flexsnn.data.registry.load_dataset (flexsnn train/eval --dataset accept it)")
     raise DataError(f"unknown dataset {name!r}: choose one of {', '.join(DATASETS + STATIC_DATASETS)}")
 
 

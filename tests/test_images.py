@@ -72,6 +72,11 @@ def test_cifar_errors_name_the_file_and_the_fix(tmp_path):
         load_image_dataset("imagenet", root=tmp_path, download=True)
     with pytest.raises(DataError, match="split"):
         load_mnist("valid")
+    from flexsnn.data.registry import load_dataset, load_event_dataset
+
+    with pytest.raises(DataError, match="static image dataset"):
+        load_event_dataset("mnist")
+    assert len(load_dataset("cifar10", split="test", root=tmp_path)) == 4
     with pytest.raises(DataError):
         read_cifar_bin(tmp_path / "missing.bin", label_bytes=1)
 
@@ -170,3 +175,24 @@ def test_static_mtt_benchmark_smoke(tmp_path):
     doc = json.loads((tmp_path / "static_mtt_smoke.json").read_text())
     assert doc["T_train"] == 2 and set(doc["accuracy"]) == {"sdt", "mtt"}
     assert set(doc["accuracy"]["mtt"]) == {"1", "2", "3", "4"} and "machine" in doc
+
+
+@pytest.mark.parametrize("backprop", ["bptt", "rate_M", "rate_S"])
+def test_paper_lif_static_training_step_every_loss_and_backprop(backprop):
+    """A paper-lif net on direct-encoded images trains with BPTT and both rate modes, CE/TET/TMC,
+    at a mixed (MTT) configuration: finite loss, gradients on every parameter."""
+    from flexsnn.models.zoo import build_model
+    from flexsnn.training.losses import build_loss
+    from flexsnn.training.trainer import get_step_fn, train_step
+
+    frames = frames_for(load_mnist("train", limit=10), T=3)
+    x = torch.stack([frames[i][0] for i in range(8)], 1)        # [1, B, 1, 28, 28]: one frame per image
+    y = torch.stack([frames[i][1] for i in range(8)])
+    for loss in ("ce", "tet", "tmc"):
+        torch.manual_seed(0)
+        model = build_model("convnet", width=4).train()
+        opt = torch.optim.SGD(model.parameters(), lr=0.0)
+        stats = train_step(model, x, y, [(3, 2, 1), (1, 3, 3)], build_loss(loss), get_step_fn(backprop), opt)
+        assert stats.seen == 16 and np.isfinite(stats.loss_sum)
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+        assert all(float(p.grad.abs().sum()) > 0 for p in model.parameters() if p.dim() > 1)
