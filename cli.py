@@ -12,12 +12,12 @@ so that ``flexsnn --help`` stays fast.
 from __future__ import annotations
 
 import importlib
-import logging
 import sys
 
 import typer
 
 from flexsnn.errors import FlexsnnError
+from flexsnn.progress import configure_output
 
 #: Command modules, in the order their commands appear in ``--help``.
 COMMAND_MODULES = (
@@ -51,9 +51,10 @@ def build_app() -> typer.Typer:
                       rich_markup_mode=None, pretty_exceptions_enable=False)
 
     @app.callback()
-    def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages.")) -> None:
-        logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
-                            format="%(levelname)s %(name)s: %(message)s")
+    def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages too."),
+              quiet: bool = typer.Option(False, "--quiet", "-q",
+                                         help="Warnings and errors only: no INFO lines, no progress.")) -> None:
+        configure_output(quiet=quiet, verbose=verbose)
 
     for name in COMMAND_MODULES:
         module_name = f"flexsnn.commands.{name}"

@@ -103,11 +103,14 @@ class ChipConstraintError(FlexsnnError):
 class CheckpointError(FlexsnnError):
     """A checkpoint or chip-image file is missing, foreign, truncated, tampered or mismatched.
 
-    Attributes: ``path``, ``reason``, ``hint``.
+    Attributes: ``path``, ``reason``, ``hint``; ``field`` (the field path, e.g.
+    ``cores[0].stride``, or None) and ``value`` (the offending value) when one field is at fault.
     """
 
-    def __init__(self, path: str, reason: str, hint: str = "") -> None:
+    def __init__(self, path: str, reason: str, hint: str = "", *, field: str | None = None,
+                 value: Any = None) -> None:
         self.path, self.reason, self.hint = str(path), reason, hint
+        self.field, self.value = field, value
         super().__init__(f"{path}: {reason}" + (f". {hint}" if hint else ""))
 
 

@@ -15,9 +15,20 @@ import subprocess
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import flexsnn
+
+#: Fault-injection hook for tests: called as ``hook(point, target)`` at each commit point of a
+#: write (``"replace"``: the data is in the temporary file, just before it replaces the target).
+#: A test sets it to a function that ends the process (``os._exit``) to simulate a kill there.
+FAULT_HOOK: "Callable[[str, Path], None] | None" = None
+
+
+def fault_point(point: str, target: Path) -> None:
+    """Run :data:`FAULT_HOOK` (if set) at a named commit point; a no-op in normal runs."""
+    if FAULT_HOOK is not None:
+        FAULT_HOOK(point, target)
 
 
 def _default_mode() -> int:
@@ -47,6 +58,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.chmod(tmp, _default_mode())  # mkstemp creates 0600; outputs are ordinary files
+        fault_point("replace", target)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -63,6 +75,37 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
     """Write UTF-8 ``text`` to ``path`` atomically and return the path."""
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def check_distinct_paths(inputs: dict[str, Any], outputs: dict[str, Any]) -> None:
+    """Refuse, before any work, an output path that is an input or another output.
+
+    ``inputs`` and ``outputs`` map a name for messages (an option such as ``--onnx``) to a path
+    or None (skipped). Paths are compared after resolving ``..`` and symlinks.
+
+    Raises:
+        ConfigError: naming both options and the path.
+    """
+    from flexsnn.errors import ConfigError
+
+    def key(p: Any) -> str:
+        return os.path.normcase(str(Path(p).expanduser().resolve()))
+
+    seen: dict[str, tuple[str, bool]] = {}
+    for name, p in inputs.items():
+        if p is not None:
+            seen.setdefault(key(p), (name, True))
+    for name, p in outputs.items():
+        if p is None:
+            continue
+        k = key(p)
+        if k in seen:
+            other, is_input = seen[k]
+            what = f"the input {other}" if is_input else f"the output {other}"
+            raise ConfigError(name, str(p), f"a path other than {what}",
+                              f"writing it would {'destroy the input' if is_input else 'overwrite the other output'}; "
+                              "choose another file name")
+        seen[k] = (name, False)
 
 
 def _json_default(obj: Any) -> Any:

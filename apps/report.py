@@ -27,14 +27,20 @@ import numpy as np
 from flexsnn.io_utils import atomic_path, atomic_write_text
 
 if TYPE_CHECKING:  # pragma: no cover
-    from flexsnn.apps.demo import DemoResult
+    from flexsnn.apps.demo_results import DemoResult
 
 log = logging.getLogger(__name__)
 
 FIGURES = ("accuracy_vs_T.png", "timebinned_vs_async.png", "confusion.png", "raster.png",
            "memory_map.png")
-COLORS = {"sdt": "#1f77b4", "mtt": "#d62728"}
-LABELS = {"sdt": "SDT", "mtt": "MTT"}
+COLORS = {"sdt": "#1f77b4", "mtt": "#d62728", "mtt-plain": "#ff9f40"}
+LABELS = {"sdt": "SDT", "mtt": "MTT+chip", "mtt-plain": "MTT"}
+#: What each arm is, for the report's text.
+ARM_TEXT = {"sdt": "SDT at T={T} (the baseline)",
+            "mtt": "the chip recipe: MTT (s={s}) trained with the floor it is deployed with and a SynOps budget",
+            "mtt-plain": "the paper's MTT (s={s}; input stage at T={T}, later stages from U[{lo}, {hi}])"}
+#: Where the asynchronous run is drawn on the bin axis (beyond the finest bins).
+ASYNC_X = 300
 
 
 def _pct(value: Optional[float]) -> str:
@@ -67,9 +73,9 @@ def format_table(result: "DemoResult") -> str:
     lines.append("  ".join("-" * w for w in widths))
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
     per_t = ["", "time-binned chip accuracy (%) by T:",
-             "T     " + "  ".join(f"{t:>6d}" for t in result.config.T_eval)]
+             "T         " + "  ".join(f"{t:>6d}" for t in result.config.T_eval)]
     for scheme, res in result.models.items():
-        per_t.append(f"{LABELS.get(scheme, scheme):<5} " + "  ".join(
+        per_t.append(f"{LABELS.get(scheme, scheme):<9} " + "  ".join(
             f"{_pct(res.time_binned.get(t)):>6}" for t in result.config.T_eval))
     return "\n".join(lines + per_t)
 
@@ -84,38 +90,45 @@ def _save(fig, path: Path) -> None:
 
 
 def plot_accuracy_vs_T(result: "DemoResult", path: Path) -> None:
+    """Accuracy against the number of time bins per recording (log axis; finer bins to the
+    right), each arm's chip image time-binned, with the asynchronous run drawn at the far right:
+    the chip behaves like very fine bins."""
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, ax = plt.subplots(figsize=(6.8, 4.2))
     Ts = list(result.config.T_eval)
     for scheme, res in result.models.items():
         c = COLORS.get(scheme)
         ax.plot(Ts, [100 * res.time_binned.get(t, np.nan) for t in Ts], "o-", color=c,
                 label=f"{LABELS[scheme]} chip image, time-binned")
-        if res.float_acc:
+        if len(res.float_acc) > 1:
             ax.plot(Ts, [100 * res.float_acc.get(t, np.nan) for t in Ts], "x:", color=c, alpha=0.7,
                     label=f"{LABELS[scheme]} float model")
         if res.async_acc is not None:
-            ax.axhline(100 * res.async_acc, color=c, ls="--", lw=1.2,
-                       label=f"{LABELS[scheme]} asynchronous simulator ({_pct(res.async_acc)} %)")
-    ax.set_xlabel("time steps T (uniform)")
+            ax.plot([max(Ts), ASYNC_X], [100 * res.time_binned.get(max(Ts), np.nan), 100 * res.async_acc],
+                    ":", color=c, lw=1)
+            ax.plot([ASYNC_X], [100 * res.async_acc], "*", ms=11, color=c,
+                    label=f"{LABELS[scheme]} asynchronous ({_pct(res.async_acc)} %)")
+    ax.set_xscale("log")
+    ticks = sorted(set(Ts) | {ASYNC_X})
+    ax.set_xticks(ticks)
+    ax.set_xticklabels(["async" if t == ASYNC_X else str(t) for t in ticks], fontsize=7)
+    ax.set_xlabel("time bins per recording T (finer bins to the right)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_xticks(Ts)
-    ax.set_title(f"Accuracy vs T: SDT vs MTT ({result.config.dataset}, "
-                 f"{result.n_test} test samples)")
+    ax.set_title(f"Accuracy vs bin width ({result.config.dataset}, {result.n_test} test samples)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="best")
     _save(fig, path)
 
 
 def plot_timebinned_vs_async(result: "DemoResult", path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    from flexsnn.apps.demo import PAPER_SPECK_TABLE
+    from flexsnn.apps.paper_figures import PAPER_SPECK_TABLE
 
     T = result.config.T
     fig, (ax, axp) = plt.subplots(1, 2, figsize=(9.6, 4.0), gridspec_kw={"width_ratios": [2, 1]})
-    groups, tb, asy = [], [], []
+    groups, tb, asy, group_colors = [], [], [], []
     for data in ("generated", "real"):
         for scheme, res in result.models.items():
             a = res.time_binned.get(T) if data == "generated" else res.real_time_binned
@@ -124,13 +137,13 @@ def plot_timebinned_vs_async(result: "DemoResult", path: Path) -> None:
                 continue
             name = result.config.dataset if data == "generated" else "real N-MNIST"
             groups.append(f"{LABELS[scheme]}\n{name}")
+            group_colors.append(COLORS.get(scheme))
             tb.append(np.nan if a is None else 100 * a)
             asy.append(np.nan if b is None else 100 * b)
     x = np.arange(len(groups))
     w = 0.38
     b1 = ax.bar(x - w / 2, tb, w, label=f"time-binned, T={T}", color="#8c8c8c")
-    b2 = ax.bar(x + w / 2, asy, w, label="asynchronous (event-driven)",
-                color=[COLORS["sdt"] if g.startswith("SDT") else COLORS["mtt"] for g in groups])
+    b2 = ax.bar(x + w / 2, asy, w, label="asynchronous (event-driven)", color=group_colors)
     for bars in (b1, b2):
         for r in bars:
             if np.isfinite(r.get_height()):
@@ -144,31 +157,33 @@ def plot_timebinned_vs_async(result: "DemoResult", path: Path) -> None:
     ax.legend(fontsize=7, loc="lower right")
     paper = PAPER_SPECK_TABLE["preprint"]
     px = np.arange(2)
-    axp.bar(px - w / 2, [100 * paper[s]["gpu"] for s in SCHEMES_ORDER], w, color="#8c8c8c",
+    axp.bar(px - w / 2, [100 * paper[s]["gpu"] for s in PAPER_ORDER], w, color="#8c8c8c",
             label="GPU (T=10)")
-    axp.bar(px + w / 2, [100 * paper[s]["chip"] for s in SCHEMES_ORDER], w,
-            color=[COLORS[s] for s in SCHEMES_ORDER], label="Speck2e devkit")
-    for i, s in enumerate(SCHEMES_ORDER):
+    axp.bar(px + w / 2, [100 * paper[s]["chip"] for s in PAPER_ORDER], w,
+            color=[COLORS["sdt"], COLORS["mtt-plain"]], label="Speck2e devkit")
+    for i, s in enumerate(PAPER_ORDER):
         axp.annotate(f"{100 * paper[s]['gpu']:.2f}", (i - w / 2, 100 * paper[s]["gpu"]), ha="center",
                      va="bottom", fontsize=7)
         axp.annotate(f"{100 * paper[s]['chip']:.2f}", (i + w / 2, 100 * paper[s]["chip"]), ha="center",
                      va="bottom", fontsize=7)
     axp.set_xticks(px)
-    axp.set_xticklabels([LABELS[s] for s in SCHEMES_ORDER])
+    axp.set_xticklabels(["SDT", "MTT"])
     axp.set_ylim(80, 101)
     axp.set_title("Paper (N-MNIST, Table 7)", fontsize=9)
     axp.legend(fontsize=7, loc="lower right")
     _save(fig, path)
 
 
-SCHEMES_ORDER = ("sdt", "mtt")
+#: The paper's table has these two models (its MTT is this demo's ``mtt-plain``).
+PAPER_ORDER = ("sdt", "mtt")
 
 
 def plot_confusion(result: "DemoResult", path: Path) -> None:
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9.0, 4.2))
-    for ax, scheme in zip(axes, SCHEMES_ORDER):
+    arms = list(result.models)
+    fig, axes = plt.subplots(1, len(arms), figsize=(4.5 * len(arms), 4.2), squeeze=False)
+    for ax, scheme in zip(axes[0], arms):
         res = result.models[scheme]
         cm = res.confusion if res.confusion is not None else np.zeros((1, 1), dtype=np.int64)
         ax.imshow(cm, cmap="Blues")
@@ -192,8 +207,9 @@ def plot_raster(result: "DemoResult", path: Path) -> None:
     import matplotlib.pyplot as plt
 
     tr = result.trace
-    fig, axes = plt.subplots(3, 1, figsize=(7.5, 6.4), sharex=True,
-                             gridspec_kw={"height_ratios": [2.2, 1, 1]})
+    arms = list(result.models)
+    fig, axes = plt.subplots(1 + len(arms), 1, figsize=(7.5, 3.3 + 1.6 * len(arms)), sharex=True,
+                             gridspec_kw={"height_ratios": [2.2] + [1] * len(arms)})
     if tr is None:
         for ax in axes:
             ax.text(0.5, 0.5, "no sample traced", ha="center", va="center")
@@ -209,7 +225,7 @@ def plot_raster(result: "DemoResult", path: Path) -> None:
     axes[0].set_ylabel("pixel (y*34 + x)")
     axes[0].legend(fontsize=7, loc="upper right", markerscale=6)
     axes[0].set_title(f"Test sample {tr.index} (label {tr.label}): {ev.size} input events")
-    for ax, scheme in zip(axes[1:], SCHEMES_ORDER):
+    for ax, scheme in zip(axes[1:], arms):
         out = tr.outputs.get(scheme)
         if out is not None and out.size:
             ax.scatter((out["t"] - t0) / 1e3, out["feature"], s=10, marker="|",
@@ -263,14 +279,15 @@ def _md_table(head: list[str], rows: list[list[str]]) -> str:
 
 def build_markdown(result: "DemoResult") -> str:
     """The report's markdown text."""
-    from flexsnn.apps.demo import PAPER_SPECK_TABLE
+    from flexsnn.apps.paper_figures import PAPER_SPECK_TABLE
 
     cfg = result.config
     T = cfg.T
-    sdt, mtt = result.models["sdt"], result.models["mtt"]
     title = {"reproduce": "flexsnn reproduce speck-table", "quick": "flexsnn demo (quick mode)"}.get(
         cfg.mode, "flexsnn demo")
-    out = [f"# {title}: SDT vs MTT on a Speck2e chip image", ""]
+    out = [f"# {title}: " + " vs ".join(LABELS[a] for a in result.models) + " on a Speck2e chip image", ""]
+    arm_text = [f"**{LABELS[a]}**: " + ARM_TEXT[a].format(T=T, s=cfg.s, lo=max(1, T - cfg.r_left), hi=T + cfg.r_right)
+                for a in result.models]
     if cfg.mode == "quick":
         out += ["> **Quick mode**: fewer samples and epochs than the default demo "
                 f"({result.n_train} training recordings, {cfg.base_epochs} + {cfg.finetune_epochs} "
@@ -282,12 +299,10 @@ def build_markdown(result: "DemoResult") -> str:
         f"Model `{cfg.model}` (Speck2e-sized, no biases) trained on **{cfg.dataset}** "
         f"({result.n_train} training recordings): SDT at T={T} with BatchNorm for {cfg.base_epochs} "
         f"epochs, then bias removal (biases and BN means zeroed, BN scale folded into the weights), "
-        f"then {cfg.finetune_epochs} fine-tune epochs without BN: once with SDT (T={T}) and once "
-        f"with MTT (s={cfg.s}; input stage at T={T}, later stages from "
-        f"U[{max(1, T - cfg.r_left)}, {T + cfg.r_right}]). Both were exported to Speck2e chip "
-        f"images (8-bit weights) and run time-binned (sinabs, quantized weights, T=1..{max(cfg.T_eval)}) "
-        "and on flexsnn's event-driven asynchronous simulator, which has no time steps at all, as "
-        "the chip.",
+        f"then {cfg.finetune_epochs} fine-tune epochs without BN for each arm: " + "; ".join(arm_text)
+        + f". Each was exported to a Speck2e chip image (8-bit weights) and run time-binned (sinabs, "
+        f"quantized weights, T={', '.join(str(t) for t in cfg.T_eval)}) and on flexsnn's event-driven "
+        "asynchronous simulator, which has no time steps at all, as the chip.",
         "",
         "## Result",
         "",
@@ -324,11 +339,10 @@ def build_markdown(result: "DemoResult") -> str:
     out += ["## The paper's table (N-MNIST, Speck2e devkit)", ""]
     prow = []
     for version, table in PAPER_SPECK_TABLE.items():
-        for scheme in SCHEMES_ORDER:
+        for scheme in PAPER_ORDER:
             g, c = table[scheme]["gpu"], table[scheme]["chip"]
-            prow.append([version, LABELS[scheme], _pct(g), _pct(c) + _gap(g, c)])
-    for scheme in SCHEMES_ORDER:
-        res = result.models[scheme]
+            prow.append([version, scheme.upper(), _pct(g), _pct(c) + _gap(g, c)])
+    for scheme, res in result.models.items():
         real_chip = res.real_async if cfg.mode != "reproduce" else res.async_acc
         prow.append([f"measured here ({'real N-MNIST' if cfg.mode == 'reproduce' else cfg.dataset})",
                      LABELS[scheme], _pct(res.float_acc.get(T)),
@@ -345,21 +359,25 @@ def build_markdown(result: "DemoResult") -> str:
             "(no per-core parallelism, no SynOps ceiling, no dropped events). Compare patterns "
             "(does the asynchronous run lose accuracy against the time-binned one?) rather than "
             "absolute numbers.", ""]
-    out += ["## Accuracy vs T", "", "![accuracy vs T](accuracy_vs_T.png)", ""]
-    head = ["model"] + [f"T={t}" for t in cfg.T_eval] + ["async"]
+    out += ["## Accuracy vs bin width", "",
+            "Time-binned runs of each chip image at T bins per recording (finer bins to the right) and the "
+            "asynchronous run, which behaves like very fine bins.", "",
+            "![accuracy vs T](accuracy_vs_T.png)", ""]
+    head = ["model"] + [f"T={t}" for t in cfg.T_eval] + ["async", "SynOps/sample (async)"]
     rows = []
     for scheme, res in result.models.items():
         rows.append([f"{LABELS[scheme]} chip, time-binned"] + [_pct(res.time_binned.get(t)) for t in cfg.T_eval]
-                    + [_pct(res.async_acc)])
+                    + [_pct(res.async_acc), "n/a" if res.synops_per_sample is None else f"{res.synops_per_sample:,.0f}"])
         if res.float_acc:
-            rows.append([f"{LABELS[scheme]} float"] + [_pct(res.float_acc.get(t)) for t in cfg.T_eval] + [""])
+            rows.append([f"{LABELS[scheme]} float"] + [_pct(res.float_acc.get(t)) for t in cfg.T_eval] + ["", ""])
     out += [_md_table(head, rows), ""]
     out += ["## Time-binned vs asynchronous", "", "![time-binned vs async](timebinned_vs_async.png)", ""]
     out += ["## Confusion matrices (asynchronous, generated test data)", "", "![confusion](confusion.png)", ""]
     out += ["## One sample through the chip images", "", "![raster](raster.png)", ""]
     out += ["## Chip memory map", "", "![memory map](memory_map.png)", ""]
-    if mtt.chip_summary:
-        out += ["```", mtt.chip_summary, "```", ""]
+    shown = next(iter(result.models.values()))
+    if shown.chip_summary:
+        out += [f"{LABELS[shown.scheme]} chip image:", "", "```", shown.chip_summary, "```", ""]
     out += ["## Cost", ""]
     rows = [["data (load or generate)", f"{result.stage_seconds.get('data', 0):.1f}"],
             [f"base SDT+BN training ({cfg.base_epochs} epochs)", f"{result.base_seconds:.1f}"]]
@@ -374,9 +392,9 @@ def build_markdown(result: "DemoResult") -> str:
         out += ["Machine load (1-minute load average) at start / end: "
                 + " / ".join(f"{v:.1f}" for v in result.load_average.values())
                 + f" on {_cores()} cores; timings grow with it.", ""]
-    if sdt.synops_per_sample and mtt.synops_per_sample:
-        out += [f"Mean SynOps per sample on the simulator: SDT {sdt.synops_per_sample:,.0f}, "
-                f"MTT {mtt.synops_per_sample:,.0f}.", ""]
+    synops = [f"{LABELS[a]} {r.synops_per_sample:,.0f}" for a, r in result.models.items() if r.synops_per_sample]
+    if synops:
+        out += ["Mean SynOps per sample on the simulator: " + ", ".join(synops) + ".", ""]
     if result.reused:
         reused = [k for k, v in result.reused.items() if v]
         if reused:
@@ -385,8 +403,8 @@ def build_markdown(result: "DemoResult") -> str:
         out += ["## Notes", ""] + [f"- {n}" for n in result.notes] + [""]
     out += ["## Settings", "", "```"]
     out += [f"{k} = {v}" for k, v in sorted(cfg.to_dict().items())]
-    out += ["```", "", "Files: " + ", ".join(f"`{Path(p).name}`" for p in
-                                               (sdt.checkpoint, sdt.chip, mtt.checkpoint, mtt.chip) if p)
+    out += ["```", "", "Files: " + ", ".join(f"`{Path(p).name}`" for r in result.models.values()
+                                               for p in (r.checkpoint, r.chip) if p)
             + f" in `{cfg.artifacts_dir}`.", ""]
     return "\n".join(out)
 
@@ -407,11 +425,11 @@ def _verdict(result: "DemoResult") -> str:
             a = getattr(res, key_as)
             if tb is not None and a is not None:
                 gaps[scheme] = 100 * (a - tb)
-        if len(gaps) == 2:
-            better = "MTT" if gaps["mtt"] > gaps["sdt"] else ("SDT" if gaps["sdt"] > gaps["mtt"] else "neither")
-            parts.append(f"on {data} test data, going from time-binned (T={T}) to asynchronous "
-                         f"changes SDT by {gaps['sdt']:+.2f} pt and MTT by {gaps['mtt']:+.2f} pt "
-                         f"({better} {'keeps more of its accuracy' if better != 'neither' else 'differs'})")
+        if len(gaps) >= 2:
+            best = max(gaps, key=gaps.get)
+            parts.append(f"on {data} test data, going from time-binned (T={T}) to asynchronous changes "
+                         + ", ".join(f"{LABELS[a]} by {g:+.2f} pt" for a, g in gaps.items())
+                         + f" ({LABELS[best]} keeps the most of its accuracy)")
     if not parts:
         return ""
     return "**Measured**: " + "; ".join(parts) + "."

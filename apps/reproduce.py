@@ -33,7 +33,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flexsnn.apps.demo import PAPER_SPECK_TABLE, DemoConfig, DemoResult, run_demo
+from flexsnn.apps.demo import DemoConfig, DemoResult, run_demo
+from flexsnn.apps.paper_figures import PAPER_SPECK_TABLE
 from flexsnn.progress import ProgressFactory
 
 __all__ = ["PAPER_SPECK_TABLE", "PAPER_CODE_SETTINGS", "speck_table_config", "reproduce_speck_table"]

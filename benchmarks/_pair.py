@@ -80,7 +80,7 @@ def get_pair(settings: PairSettings, *, smoke: bool, sdt: Path | None = None, mt
     if not base.is_file():
         log(f"training SDT base ({s.base_epochs} epochs, {s.train_limit} samples) in {base.parent}")
         train(TrainConfig(scheme=SchemeConfig(name="sdt", T=s.T), epochs=s.base_epochs, **common),
-              out_dir=base.parent)
+              out_dir=base.parent, overwrite=True)
     paths = {}
     for name in ("sdt", "mtt"):
         final = root / name / "final.safetensors"
@@ -88,7 +88,7 @@ def get_pair(settings: PairSettings, *, smoke: bool, sdt: Path | None = None, mt
             log(f"fine-tuning {name.upper()} ({s.finetune_epochs} epochs) in {final.parent}")
             train(TrainConfig(scheme=SchemeConfig(name=name, T=s.T, s=3), epochs=s.finetune_epochs,
                               init_checkpoint=str(base), **(common | {"limit": s.finetune_limit})),
-                  out_dir=final.parent)
+                  out_dir=final.parent, overwrite=True)
         paths[name] = final
     for name, path in paths.items():
         info[f"{name}_metrics"] = json.loads(path.with_suffix(".json").read_text())["meta"].get("metrics", {})

@@ -53,7 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from _pair import PairSettings, get_pair
-    from flexsnn.commands.analyze import checkpoint_batches, plot_early_exit, plot_early_stop
+    from flexsnn.apps.analysis import checkpoint_batches
+    from flexsnn.apps.analysis_plots import plot_early_exit, plot_early_stop
     from flexsnn.converters.export import export_chip_image
     from flexsnn.data.registry import load_event_dataset
     from flexsnn.deploy.async_sim import AsyncSimulator

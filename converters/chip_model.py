@@ -12,8 +12,12 @@ The result holds only ``nn.Conv2d`` (weights ``[c_out, c_in, k, k]``), ``sinabs.
 - ``AvgPool2d(k)`` becomes ``SumPool2d(k)`` and the next Conv/Linear's weights are divided by k².
 - ``Linear`` becomes a ``Conv2d`` whose kernel is the whole input map (``Flatten`` is dropped;
   C, H, W flatten order is kept), so the output is ``[B*T, K, 1, 1]``.
-- ``SpikingNeuron`` (``speck-iaf``: decay 1, multi spike, subtract reset) becomes
+- ``SpikingNeuron`` (``speck-iaf``: decay 1, multi spike, subtract reset) and sinabs ``IAF``/``IAFSqueeze``
+  (``MembraneSubtract`` or ``MembraneReset``, ``MultiSpike`` or ``SingleSpike``) become
   ``IAFSqueeze``; ``min_v_mem=None`` is carried over so that :func:`validate` refuses it.
+  Anything the chip cannot express is refused by name, never dropped: a leak (``LIF``,
+  ``ExpLeak``), ``tau_syn``, trained decays, per-neuron thresholds, ``MaxSpike``, a reset value
+  other than 0, a subtract value other than the threshold, recurrent layers.
 
 sinabs layers take time folded into the batch, ``[B*T, ...]`` (batch-major); flexsnn keeps
 time first, ``[T, B, ...]``. :func:`to_sinabs_layout` and :func:`from_sinabs_layout` are the one
@@ -116,7 +120,10 @@ def load_source_model(model_or_checkpoint: ModelLike) -> tuple[nn.Module, str]:
 
 
 def flat_source_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """``(name, layer)`` pairs of a TFSNN (all stages) or an ``nn.Sequential``, input to output."""
+    """``(name, layer)`` pairs of a TFSNN (all stages), an ``nn.Sequential`` or a sinabs
+    ``Network`` (``sinabs.from_torch.from_model``: its ``spiking_model``), input to output."""
+    if not isinstance(model, nn.Sequential) and isinstance(getattr(model, "spiking_model", None), nn.Sequential):
+        return flat_source_layers(model.spiking_model)
     if hasattr(model, "stages") and hasattr(model, "flat_layers"):
         out = []
         for stage in model.stages:
@@ -131,12 +138,19 @@ def flat_source_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
             else:
                 out.append((name, layer))
         return out
-    raise ConfigError("model", type(model).__name__, "a TFSNN or an nn.Sequential of layers",
+    raise ConfigError("model", type(model).__name__, "a TFSNN, an nn.Sequential of layers or a sinabs Network",
                       "pass a zoo model, a checkpoint path, or an nn.Sequential")
 
 
 def _bn_fold(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, shift)`` with ``bn(y) == y * scale + shift`` per channel (eval statistics)."""
+    """``(scale, shift)`` with ``bn(y) == y * scale + shift`` per channel (eval statistics).
+
+    Uses torch's own formula, ``scale = gamma / sqrt(running_var + eps)``, so the folded layer
+    computes exactly what ``BatchNorm`` computed in eval mode. sinabs' ``merge_bn`` omits
+    ``eps`` (``gamma / sqrt(running_var)``); for channels with a small running variance the two
+    differ slightly, which after discretization shows as ±1 on a few int8 weights. flexsnn keeps
+    torch's formula on purpose (it matches the trained model, not sinabs' approximation).
+    """
     std = torch.sqrt(bn.running_var + bn.eps)
     gamma = bn.weight if bn.affine else torch.ones_like(std)
     beta = bn.bias if bn.affine else torch.zeros_like(std)
@@ -144,26 +158,84 @@ def _bn_fold(bn: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     return scale.detach(), (beta - bn.running_mean * scale).detach()
 
 
+def _sinabs_neuron_violations(layer: nn.Module, where: str) -> list[Violation]:
+    """Every neuron parameter of a sinabs ``LIF``-family layer the chip cannot express."""
+    import sinabs.activation as sa
+    import sinabs.layers as sl
+
+    bad: list[Violation] = []
+    name = type(layer).__name__
+    if isinstance(layer, getattr(sl, "LIFRecurrent", ())):
+        bad.append(Violation(where, "recurrent connection", name, "a feed-forward IAF layer",
+                             "use sl.IAF / sl.IAFSqueeze (the chip's recurrence is core-to-core feedback, "
+                             "not a per-layer recurrent weight)"))
+    if not isinstance(layer, sl.IAF):
+        tau = torch.as_tensor(getattr(layer, "tau_mem", float("nan"))).detach()
+        no_leak = bool(torch.all(torch.isinf(tau))) and not getattr(layer, "norm_input", True)
+        if not no_leak:
+            value = f"tau_mem={float(tau.flatten()[0]):g}" if tau.numel() else "tau_mem"
+            bad.append(Violation(where, "neuron leak", f"{name}({value})", "no leak (integrate-and-fire)",
+                                 "retrain with sl.IAF / sl.IAFSqueeze, or set the leak to zero "
+                                 "(tau_mem=inf, norm_input=False): the chip's neurons do not leak"))
+    if getattr(layer, "tau_syn", None) is not None:
+        bad.append(Violation(where, "tau_syn", f"{float(torch.as_tensor(layer.tau_syn).flatten()[0]):g}",
+                             "None (no synaptic current)",
+                             "remove tau_syn (IAF(tau_syn=None)) and retrain: the chip has no synaptic filter"))
+    if getattr(layer, "train_alphas", False):
+        bad.append(Violation(where, "train_alphas", True, "False", "use sl.IAF without trained decays"))
+    thr = torch.as_tensor(getattr(layer, "spike_threshold", float("nan"))).detach()
+    if thr.numel() != 1:
+        bad.append(Violation(where, "spike_threshold", f"tensor of {thr.numel()} values", "one scalar per layer",
+                             "use one threshold per layer"))
+    spike_fn = getattr(layer, "spike_fn", None)
+    if spike_fn not in (sa.MultiSpike, sa.SingleSpike):
+        bad.append(Violation(where, "spike_fn", getattr(spike_fn, "__name__", repr(spike_fn)),
+                             "MultiSpike or SingleSpike",
+                             "use MultiSpike (the chip emits one spike per neuron update; a MaxSpike cap "
+                             "has no chip equivalent)"))
+    reset = getattr(layer, "reset_fn", None)
+    if isinstance(reset, sa.MembraneSubtract):
+        sub = reset.subtract_value
+        if sub is not None and thr.numel() == 1 and float(sub) != float(thr):
+            bad.append(Violation(where, "reset_fn.subtract_value", float(sub), f"the threshold {float(thr):g}",
+                                 "use MembraneSubtract() (the chip subtracts threshold_high)"))
+    elif isinstance(reset, sa.MembraneReset):
+        if float(reset.reset_value) != 0.0:
+            bad.append(Violation(where, "reset_fn.reset_value", float(reset.reset_value), "0",
+                                 "use MembraneReset() (the chip resets to zero)"))
+    else:
+        bad.append(Violation(where, "reset_fn", type(reset).__name__, "MembraneSubtract or MembraneReset",
+                             "use MembraneSubtract() or MembraneReset()"))
+    return bad
+
+
 def _neuron_to_iaf(layer: nn.Module, where: str) -> nn.Module:
+    """A chip-ready ``IAFSqueeze`` for a sinabs or flexsnn neuron layer, or a ChipConstraintError
+    naming every parameter the chip cannot express (leak, ``tau_syn``, per-neuron thresholds,
+    a spike cap, a non-zero reset value, recurrence).
+
+    Kept from the source: threshold, ``min_v_mem``, the reset (``MembraneSubtract`` -> chip
+    reset_mode ``subtract``; ``MembraneReset`` -> ``zero``) and the
+    spike function (``MultiSpike``, or ``SingleSpike``: the chip itself emits one spike per
+    neuron update, see the weights-reach-threshold warning of the export).
+    """
     import sinabs.activation as sa
     import sinabs.layers as sl
 
     from flexsnn.models.neurons import SpikingNeuron
 
-    if isinstance(layer, sl.IAF):
-        thr = layer.spike_threshold
-        if torch.as_tensor(thr).numel() != 1:
-            raise ChipConstraintError([Violation(where, "spike_threshold", "per-neuron tensor",
-                                                 "one scalar per layer", "use one threshold per layer")])
-        if not isinstance(layer.spike_fn, type) or layer.spike_fn is not sa.MultiSpike or \
-                not isinstance(layer.reset_fn, sa.MembraneSubtract):
-            raise ChipConstraintError([Violation(where, "spike/reset", f"{layer.spike_fn}, {layer.reset_fn}",
-                                                 "MultiSpike with MembraneSubtract",
-                                                 "train with the speck-iaf profile")])
-        return sl.IAFSqueeze(spike_threshold=float(thr), min_v_mem=None if layer.min_v_mem is None
-                             else float(layer.min_v_mem), batch_size=1)
+    if isinstance(layer, sl.LIF):
+        bad = _sinabs_neuron_violations(layer, where)
+        if bad:
+            raise ChipConstraintError(bad)
+        thr = float(torch.as_tensor(layer.spike_threshold))
+        reset = sa.MembraneReset() if isinstance(layer.reset_fn, sa.MembraneReset) else sa.MembraneSubtract()
+        return sl.IAFSqueeze(spike_threshold=thr, min_v_mem=None if layer.min_v_mem is None
+                             else float(layer.min_v_mem), spike_fn=layer.spike_fn, reset_fn=reset, batch_size=1)
     if not isinstance(layer, SpikingNeuron):
-        raise TypeError(layer)
+        raise ChipConstraintError([Violation(where, "neuron type", type(layer).__name__,
+                                             "sinabs IAF/IAFSqueeze or a flexsnn SpikingNeuron",
+                                             "replace it with an IAF neuron")])
     c = layer.config
     bad = []
     if c.decay != 1.0:
@@ -171,7 +243,9 @@ def _neuron_to_iaf(layer: nn.Module, where: str) -> nn.Module:
                              "train with the speck-iaf neuron profile"))
     if c.reset != "subtract" or c.spike != "multi":
         bad.append(Violation(where, "neuron spike/reset", f"{c.spike}/{c.reset}", "multi/subtract",
-                             "train with the speck-iaf neuron profile"))
+                             "train with the speck-iaf neuron profile (a zero reset needs a sinabs IAF with "
+                             "MembraneReset: flexsnn's single spike fires at v > threshold, the chip at "
+                             "v >= threshold)"))
     if bad:
         raise ChipConstraintError(bad)
     return sl.IAFSqueeze(spike_threshold=float(c.threshold), min_v_mem=c.min_v_mem,
@@ -183,7 +257,7 @@ def _is_neuron(layer: nn.Module) -> bool:
 
     from flexsnn.models.neurons import SpikingNeuron
 
-    return isinstance(layer, (SpikingNeuron, sl.IAF))
+    return isinstance(layer, (SpikingNeuron, sl.LIF))
 
 
 def chip_ready_model(
@@ -290,7 +364,7 @@ def chip_ready_model(
                     tuple(pool(torch.zeros(1, *shape)).shape[1:])
             elif isinstance(layer, nn.Flatten):
                 pass  # Linear -> Conv keeps the C, H, W order; the map stays [C, H, W]
-            elif isinstance(layer, (nn.Dropout, nn.Identity)):
+            elif isinstance(layer, (nn.modules.dropout._DropoutNd, nn.Identity)):  # any Dropout: dropped
                 pass
             elif isinstance(layer, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 violations.append(Violation(where, "layer type", "BatchNorm not after Conv/Linear",

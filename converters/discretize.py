@@ -50,6 +50,10 @@ class DiscreteLayer:
         scale: the factor every float value was multiplied by.
         n_weights, n_clipped (left the 8-bit range and were clipped), n_zeroed (non-zero floats
         that rounded to 0), n_nonzero (non-zero float weights).
+        threshold_exact: ``threshold * scale`` before rounding (state units); with
+        ``threshold_high`` it gives the threshold rounding error.
+        n_reach_threshold: integer weights ``>= threshold_high`` (one event alone fires a
+        neuron; see :func:`reach_threshold_warning`).
     """
 
     weights: np.ndarray
@@ -61,10 +65,32 @@ class DiscreteLayer:
     n_nonzero: int
     n_clipped: int
     n_zeroed: int
+    threshold_exact: float = float("nan")
+    n_reach_threshold: int = 0
 
     @property
     def zeroed_fraction(self) -> float:
         return self.n_zeroed / self.n_nonzero if self.n_nonzero else 0.0
+
+    @property
+    def threshold_error(self) -> float:
+        """Relative threshold rounding error ``(threshold_high - exact) / exact`` (0.01 = 1 %)."""
+        return (self.threshold_high - self.threshold_exact) / self.threshold_exact
+
+
+def reach_threshold_warning(layer: DiscreteLayer, name: str) -> str | None:
+    """A warning when integer weights reach ``threshold_high``, else None.
+
+    One input event then carries a neuron from rest past its threshold, and (with a weight above
+    it) past twice the threshold: the chip fires at most once per neuron update (sinabs' Speck
+    docs), whereas ``MultiSpike`` training emitted several spikes, so the chip loses spikes.
+    """
+    if layer.n_reach_threshold == 0:
+        return None
+    return (f"{name}: {layer.n_reach_threshold} integer weights >= threshold_high {layer.threshold_high} "
+            f"(max {int(layer.weights.max())}): one event can push a neuron past its threshold, and the chip "
+            "fires at most once per update where MultiSpike training fired several; lower the weights or "
+            "raise the threshold (e.g. train with a weight clip below the threshold)")
 
 
 def discretize_layer(weight: torch.Tensor, bias: torch.Tensor | None, threshold: float,
@@ -115,6 +141,8 @@ def discretize_layer(weight: torch.Tensor, bias: torch.Tensor | None, threshold:
         weights=wq.numpy().astype(np.int8), biases=bq.numpy().astype(np.int16),
         threshold_high=high, threshold_low=low, scale=float(scale),
         n_weights=int(w.numel()), n_nonzero=int(nonzero.sum()), n_clipped=n_clipped, n_zeroed=n_zeroed,
+        threshold_exact=float(thresholds[1].double() * scale.double()),
+        n_reach_threshold=int((wq >= high).sum()),
     )
     if layer.zeroed_fraction > LOSS_WARN_FRACTION:
         log.warning("%s: discretization (scale %.4g) turned %d of %d non-zero weights into 0 (%.0f%%); "

@@ -4,14 +4,21 @@ sinabs writes ``nir.Conv2d(input_shape=None)`` and ``nir.SumPool2d`` without inp
 which ``nir.write`` cannot serialise. :func:`to_nir_graph` fills them from a shape pass over the
 model. Round trip: :func:`load_nir` (``sinabs.nir.from_nir``) gives back a sinabs model with the
 same spikes. NIR's ``IF`` node has no lower bound, and sinabs re-imports it with
-``min_v_mem = -threshold``; other lower bounds are reported (logged) as not representable.
+``min_v_mem = -threshold``; other lower bounds are reported (logged) as not representable there.
+
+For flexsnn's own reader (:mod:`.from_nir`) each ``IF`` node also carries ``metadata``
+``{"min_v_mem", "reset": "subtract"|"zero", "spike": "multi"|"single"}`` and the graph's
+metadata maps node keys to the source layer names (``flexsnn_layer_names``), so that
+flexsnn -> NIR -> flexsnn gives an identical ChipImage (only ``source`` differs: it names the
+file the image was exported from).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -35,10 +42,20 @@ def _layer_shapes(model: nn.Sequential, input_shape: Sequence[int]) -> list[tupl
     return shapes
 
 
-def to_nir_graph(model: nn.Sequential, input_shape: Sequence[int]):
-    """A complete ``nir.NIRGraph`` of a chip-ready model (input ``(C, H, W)`` per sample)."""
+def to_nir_graph(model: nn.Sequential, input_shape: Sequence[int], *, names: Optional[Sequence[str]] = None,
+                 readout=None):
+    """A complete ``nir.NIRGraph`` of a chip-ready model (input ``(C, H, W)`` per sample).
+
+    ``names[i]``: the source name of chip-ready layer i (stored in the graph metadata);
+    ``readout``: the image's :class:`~flexsnn.converters.chip_image.ReadoutConfig` when the
+    model's output layer was widened for it (stored, so that the re-import does not read the
+    widened channels as classes).
+    """
     import nir
+    import sinabs.activation as sa
     import sinabs.layers as sl
+
+    from flexsnn.converters.from_nir import NAMES_KEY, READOUT_KEY
     from sinabs.nir import to_nir
 
     shape = tuple(int(v) for v in input_shape)
@@ -65,14 +82,28 @@ def to_nir_graph(model: nn.Sequential, input_shape: Sequence[int]):
         elif node.input_type.get("input") is None or any(v is None for v in node.output_type.values()):
             node.input_type = {"input": np.array(s_in)}
             node.output_type = {"output": np.array(s_out)}
+        if isinstance(node, nir.IF) and isinstance(layer, sl.IAF):
+            node.metadata = {
+                "min_v_mem": float("nan") if layer.min_v_mem is None else float(layer.min_v_mem),
+                "reset": "zero" if isinstance(layer.reset_fn, sa.MembraneReset) else "subtract",
+                "spike": "single" if layer.spike_fn is sa.SingleSpike else "multi",
+            }
+    graph.metadata = dict(graph.metadata or {})
+    if names is not None:
+        graph.metadata[NAMES_KEY] = json.dumps({str(i): str(n) for i, n in enumerate(names)})
+    if readout is not None:
+        graph.metadata[READOUT_KEY] = json.dumps({"num_classes": int(readout.num_classes),
+                                                  "channel_erratum": bool(readout.channel_erratum)})
     return graph
 
 
-def export_nir(model: nn.Sequential, path: str | Path, *, input_shape: Sequence[int]) -> Path:
-    """Write the chip-ready ``model`` as a NIR file (HDF5) atomically; returns the path."""
+def export_nir(model: nn.Sequential, path: str | Path, *, input_shape: Sequence[int],
+               names: Optional[Sequence[str]] = None, readout=None) -> Path:
+    """Write the chip-ready ``model`` as a NIR file (HDF5) atomically; returns the path.
+    ``names``, ``readout``: see :func:`to_nir_graph`."""
     import nir
 
-    graph = to_nir_graph(model, input_shape)
+    graph = to_nir_graph(model, input_shape, names=names, readout=readout)
     path = Path(path)
     with atomic_path(path) as tmp:
         nir.write(str(tmp), graph)

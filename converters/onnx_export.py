@@ -10,6 +10,9 @@ Each IAF step is sinabs' (``MultiSpike``, ``MembraneSubtract``, ``min_v_mem``)::
 
     v = v + I;  s = (v > 0) * floor(v / thr);  v = v - s * thr;  v = relu(v - m) + m
 
+with ``SingleSpike`` ``s = (v >= thr)``, and with ``MembraneReset`` (the chip's reset to zero)
+``v = v * (s == 0)`` instead of the subtraction.
+
 Start from zeros (:func:`initial_states`); :func:`run_onnx` steps an ``onnxruntime`` session.
 """
 
@@ -34,10 +37,16 @@ class OneStep(nn.Module):
 
         self.layers = nn.ModuleList()
         self.kinds: list[str] = []
+        import sinabs.activation as sa
+
         thresholds, floors = [], []
+        self.single: list[bool] = []
+        self.zero: list[bool] = []
         for m in model:
             if isinstance(m, sl.IAF):
                 self.kinds.append("iaf")
+                self.single.append(m.spike_fn is sa.SingleSpike)
+                self.zero.append(isinstance(m.reset_fn, sa.MembraneReset))
                 thresholds.append(float(m.spike_threshold))
                 floors.append(None if m.min_v_mem is None else float(m.min_v_mem))
                 self.layers.append(nn.Identity())
@@ -56,8 +65,11 @@ class OneStep(nn.Module):
                 continue
             thr, m = self.thresholds[j], self.floors[j]
             v = states[j] + x
-            s = (v > 0).to(v.dtype) * torch.floor(v / thr)
-            v = v - s * thr
+            if self.single[j]:
+                s = (v >= thr).to(v.dtype)
+            else:
+                s = (v > 0).to(v.dtype) * torch.floor(v / thr)
+            v = v * (s == 0).to(v.dtype) if self.zero[j] else v - s * thr
             if m is not None:
                 v = torch.relu(v - m) + m
             new_states.append(v)

@@ -254,7 +254,7 @@ def rule_pooling(layers, input_shape, limits) -> list[Violation]:
 
 
 def rule_neuron(layers, input_shape, limits) -> list[Violation]:
-    """Neurons: scalar threshold, ``min_v_mem`` set and below it, MultiSpike + subtract/zero reset."""
+    """Neurons: scalar threshold, ``min_v_mem`` set and below it, Multi/SingleSpike + subtract/zero reset."""
     import sinabs.activation as sa
 
     out = []
@@ -278,9 +278,9 @@ def rule_neuron(layers, input_shape, limits) -> list[Violation]:
                                  "set min_v_mem below the threshold"))
         if float(thr) <= 0:
             out.append(Violation(where, "spike_threshold", float(thr), "> 0", "use a positive threshold"))
-        if nrn.spike_fn is not sa.MultiSpike:
+        if nrn.spike_fn not in (sa.MultiSpike, sa.SingleSpike):
             out.append(Violation(where, "spike_fn", getattr(nrn.spike_fn, "__name__", str(nrn.spike_fn)),
-                                 "MultiSpike", "use MultiSpike (the chip's neuron)"))
+                                 "MultiSpike or SingleSpike", "use MultiSpike (the chip's neuron)"))
         if not isinstance(nrn.reset_fn, (sa.MembraneSubtract, sa.MembraneReset)):
             out.append(Violation(where, "reset_fn", type(nrn.reset_fn).__name__,
                                  "MembraneSubtract or MembraneReset", "use a subtract reset"))

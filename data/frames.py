@@ -247,6 +247,28 @@ class FrameDataset:
         return torch.from_numpy(frames), torch.tensor(label, dtype=torch.int64)
 
 
+class PrefixFrames:
+    """The first ``T`` frames of every sample of a :class:`FrameDataset` (binned at its own,
+    larger T): the MTT paper's evaluation at T' < T. ``ds[i]`` -> ``(x [T, C, H, W], y)``."""
+
+    def __init__(self, frames: FrameDataset, T: int) -> None:
+        if not 1 <= int(T) <= frames.T:
+            raise ConfigError("T", T, f"1..{frames.T} (the frames binned per recording)")
+        self.base = frames
+        self.T = int(T)
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.base.labels
+
+    def __getitem__(self, index: int):
+        x, y = self.base[index]
+        return x[: self.T].contiguous(), y
+
+
 def frame_loader(event_dataset: EventDataset, *, T: int, batch_size: int, shuffle: bool,
                  augment: bool | Augment = False, seed: int = 0, drop_last: bool = False,
                  mode: str = "count", **loader_kwargs: Any) -> "torch.utils.data.DataLoader":

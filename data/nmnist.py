@@ -191,9 +191,23 @@ def find_nmnist_root(root: str | os.PathLike[str]) -> Path:
             return cand
     raise DataError(
         f"no N-MNIST folder at {root}: expected {root}/Train/<digit>/*.bin (and optionally "
-        f"{root}/Test/<digit>/*.bin). Point --root at a local copy, or pass --download to fetch "
-        "N-MNIST through tonic"
+        f"{root}/Test/<digit>/*.bin). Point the command at a local copy, or fetch N-MNIST once "
+        "through tonic with `flexsnn data prepare --dataset nmnist --root DIR --download`"
     )
+
+
+def folder_splits(root: str | os.PathLike[str] | None) -> tuple[str, ...]:
+    """The splits a local N-MNIST folder offers: ``("test",)`` when it holds only ``Test/``,
+    else ``("train", "test")`` (also when there is no folder: loading it names the problem)."""
+    if root is None:
+        return ("train", "test")
+    try:
+        base = find_nmnist_root(root)
+    except DataError:
+        return ("train", "test")
+    if not _list_folder(base / "Train")[0] and _list_folder(base / "Test")[0]:
+        return ("test",)
+    return ("train", "test")
 
 
 def _list_folder(folder: Path) -> tuple[list[Path], list[int]]:
@@ -229,7 +243,8 @@ class NMNISTFolder:
         root: folder with ``Train/<digit>/*.bin`` and/or ``Test/<digit>/*.bin``.
         split: ``"train"``, ``"test"`` or ``"all"``. With both ``Train/`` and ``Test/`` present
             they map to those folders; with only ``Train/`` (e.g. nmnist-small) ``train``/``test``
-            are a deterministic stratified split (``test_fraction``, ``seed``).
+            are a deterministic stratified split (``test_fraction``, ``seed``); with only
+            ``Test/``, ``test`` (and ``all``) is every recording and ``train`` is refused.
         seed: seed of that split.
         test_fraction: share of each class in ``test`` when splitting one folder.
         limit: keep at most ``limit`` samples, class-balanced (round-robin over classes,
@@ -262,15 +277,20 @@ class NMNISTFolder:
             files = {"train": train_files, "test": test_files, "all": train_files + test_files}[split]
             labels = {"train": train_labels, "test": test_labels,
                       "all": train_labels + test_labels}[split]
-        else:
-            pool_files = train_files or test_files
-            pool_labels = np.asarray(train_labels or test_labels, dtype=np.int64)
+        elif test_files:  # only Test/: every recording is a test recording
+            if split == "train":
+                raise DataError(f"{base} holds only Test/ ({len(test_files)} recordings), so there is "
+                                "no training split: use --split test (or all), or point --root at a "
+                                "folder with Train/")
+            files, labels = test_files, test_labels
+        else:  # only Train/ (e.g. nmnist-small): a deterministic stratified split of it
+            pool_labels = np.asarray(train_labels, dtype=np.int64)
             if split == "all":
-                files, labels = pool_files, list(pool_labels)
+                files, labels = train_files, list(pool_labels)
             else:
                 is_test = stratified_split(pool_labels, test_fraction=test_fraction, seed=seed)
                 want = is_test if split == "test" else ~is_test
-                files = [f for f, w in zip(pool_files, want) if w]
+                files = [f for f, w in zip(train_files, want) if w]
                 labels = list(pool_labels[want])
         if not files:
             raise DataError(f"no .bin files for split {split!r} under {base} "

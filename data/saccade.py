@@ -24,8 +24,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -34,6 +32,12 @@ import numpy as np
 
 from flexsnn.data.dvs_kernel import simulate_pixels
 from flexsnn.data.events import EVENT_DTYPE, SensorSize
+from flexsnn.data.saccade_cache import (
+    _CachedStore,
+    default_cache_dir,
+    usable_cache,
+    write_cache_folder,
+)
 from flexsnn.data.splits import balanced_subset, stratified_split
 from flexsnn.errors import ConfigError, DataError
 from flexsnn.progress import ProgressFactory, null_progress
@@ -47,8 +51,6 @@ GENERATOR_VERSION = 2
 SENSOR_STREAM = 2**32
 N_IMAGES = 5000
 IMAGE_SIZE = 28
-#: compact on-disk event layout (7 bytes per event)
-_STORE_DTYPE = np.dtype([("x", np.uint8), ("y", np.uint8), ("p", np.uint8), ("t", np.int32)])
 
 
 @dataclass(frozen=True)
@@ -254,61 +256,14 @@ class SaccadeGenerator:
         return out
 
 
-def default_cache_dir() -> Path:
-    """``$FLEXSNN_CACHE`` or ``~/.cache/flexsnn``."""
-    env = os.environ.get("FLEXSNN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "flexsnn"
-
-
-def _pack(recordings: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    offsets = np.zeros(len(recordings) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([r.size for r in recordings])
-    store = np.empty(int(offsets[-1]), dtype=_STORE_DTYPE)
-    for r, a, b in zip(recordings, offsets[:-1], offsets[1:]):
-        for f in ("x", "y", "p", "t"):
-            store[f][a:b] = r[f]
-    return store, offsets
-
-
-def write_cache_folder(final: Path, recordings: list[np.ndarray], labels: np.ndarray,
-                       meta: dict) -> Path:
-    """Write recordings to the cache folder ``final`` atomically and return it.
-
-    Everything goes into a temporary sibling folder (name starting with ``.``), is fsynced, and
-    the folder is renamed to ``final`` only when complete, so readers, which look only for
-    ``final/meta.json``, never see a partial cache. If another process finished first, its
-    folder is kept. On any error the temporary folder is removed.
-    """
-    store, offsets = _pack(recordings)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        np.save(tmp / "events.npy", store)
-        np.save(tmp / "offsets.npy", offsets)
-        np.save(tmp / "labels.npy", np.asarray(labels, dtype=np.int64))
-        meta = {**meta, "n_samples": len(recordings), "n_events": int(offsets[-1])}
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "meta.json").is_file():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
-
-
 def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
                 progress: ProgressFactory | None = None) -> Path:
     """Generate all 5,000 recordings and write them to the cache (atomically, see
-    :func:`write_cache_folder`); return the cache folder. An existing complete cache is reused."""
+    :func:`write_cache_folder`); return the cache folder. An existing complete cache is reused
+    when it passes :func:`~flexsnn.data.saccade_cache.verify_cache_folder`; a damaged one is
+    removed and generated again."""
     final = cache_dir / f"saccade-mnist-{params.key(seed)}"
-    if (final / "meta.json").is_file():
+    if usable_cache(final):
         return final
     images, labels = load_mnist_images()
     gen = SaccadeGenerator(params, seed=seed)
@@ -317,27 +272,6 @@ def build_cache(params: SaccadeParams, seed: int, cache_dir: Path, *,
                                              "params": dataclasses.asdict(params)})
     log.info("cached saccade-mnist (%d recordings) in %s", len(recs), final)
     return final
-
-
-class _CachedStore:
-    """Read-only view of a cache folder (events memory-mapped)."""
-
-    def __init__(self, folder: Path) -> None:
-        meta = json.loads((folder / "meta.json").read_text())
-        self.events = np.load(folder / "events.npy", mmap_mode="r")
-        self.offsets = np.load(folder / "offsets.npy")
-        self.labels = np.load(folder / "labels.npy")
-        if (self.events.shape[0] != meta["n_events"] or self.offsets[-1] != meta["n_events"]
-                or self.labels.size != meta["n_samples"]):
-            raise DataError(f"saccade-mnist cache {folder} is inconsistent; delete it and run "
-                            "`flexsnn data prepare` again")
-
-    def get(self, i: int) -> np.ndarray:
-        s = self.events[self.offsets[i]:self.offsets[i + 1]]
-        ev = np.empty(s.shape[0], dtype=EVENT_DTYPE)
-        for f in ("x", "y", "p", "t"):
-            ev[f] = s[f]
-        return ev
 
 
 class SaccadeMNIST:
@@ -383,7 +317,7 @@ class SaccadeMNIST:
         self._store: _CachedStore | None = None
         self._memory: list[np.ndarray] | None = None
         self.cache_path: Path | None = None
-        if (folder / "meta.json").is_file() or limit is None:
+        if usable_cache(folder) or limit is None:
             self.cache_path = build_cache(params, seed, cache_root, progress=progress)
             self._store = _CachedStore(self.cache_path)
         else:

@@ -258,6 +258,24 @@ def _run_forked(backend, image, dataset, indices: list[int], workers: int, chunk
     return records
 
 
+def check_sensor_matches(image: ChipImage, sensor, *, dataset: str = "dataset") -> None:
+    """Refuse a dataset whose sensor (width x height) is not the one the image's input expects
+    (``input.shape`` x ``input.pooling``): e.g. 34x34 N-MNIST into an image whose
+    ``input.pooling = 2`` makes it expect 68x68 would land in one quarter of every map and
+    classify nothing, silently. ``sensor=None`` (a plain list of samples) is not checked."""
+    if sensor is None:
+        return
+    from flexsnn.deploy.async_sim import input_sensor
+
+    want = input_sensor(image)
+    if (int(sensor.width), int(sensor.height)) != (want.width, want.height):
+        _, h, w = image.input.shape
+        raise ConfigError(f"{dataset} sensor", f"{sensor.width}x{sensor.height}",
+                          f"the chip image's input {want.width}x{want.height} (input.shape {w}x{h} "
+                          f"x input.pooling {image.input.pooling})",
+                          "use the dataset the image was exported for, or export the image for this sensor")
+
+
 def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = None,
                      progress: ProgressFactory | None = None, workers: int = 1,
                      chunk_size: int | None = None) -> EvalResult:
@@ -285,6 +303,8 @@ def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = Non
                           "call backend.load(chip_image) first")
     if int(workers) < 1:
         raise ConfigError("workers", workers, "an integer >= 1")
+    check_sensor_matches(image, getattr(event_dataset, "sensor", None),
+                         dataset=getattr(event_dataset, "name", "dataset"))
     n = len(event_dataset) if limit is None else min(int(limit), len(event_dataset))
     indices = list(range(n))
     used = effective_workers(workers, n)

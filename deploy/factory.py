@@ -10,7 +10,7 @@ from flexsnn.converters.chip_image import ChipImage
 from flexsnn.deploy.backend import Backend
 from flexsnn.errors import ConfigError
 
-BACKENDS = ("async", "time-binned", "speck2e")
+BACKENDS = ("async", "time-binned", "speck2e", "reference")
 
 
 def _check_options(name: str, options: dict[str, Any], allowed: set[str]) -> None:
@@ -24,7 +24,8 @@ def make_backend(name: str, *, image: ChipImage | None = None, **options: Any) -
     """A backend by ``name``: ``"async"`` (:class:`~flexsnn.deploy.async_sim.AsyncSimulator`,
     options of :class:`~flexsnn.deploy.async_sim.SimConfig`), ``"time-binned"``
     (:class:`~flexsnn.deploy.time_binned.TimeBinnedBackend`: ``T``, ``spike``, ``batch_size``)
-    or ``"speck2e"`` (the devkit, :class:`flexsnn.deploy.speck2e.Speck2eBackend`, imported only
+    ``"reference"`` (:class:`~flexsnn.deploy.reference_sim.ReferenceBackend`, the independent
+    plain-Python simulator; options as ``"async"``'s rules) or ``"speck2e"`` (the devkit, :class:`flexsnn.deploy.speck2e.Speck2eBackend`, imported only
     here and only when asked for; it needs samna and a devkit).
 
     ``image``: when given, the backend is loaded with it before it is returned.
@@ -52,6 +53,12 @@ def make_backend(name: str, *, image: ChipImage | None = None, **options: Any) -
         from flexsnn.deploy.speck2e import Speck2eBackend  # lazy: samna only when asked for
 
         backend = Speck2eBackend(**options)
+    elif name == "reference":
+        from flexsnn.deploy.reference_sim import ReferenceBackend
+
+        allowed = set(inspect.signature(ReferenceBackend.__init__).parameters) - {"self"}
+        _check_options(name, options, allowed)
+        backend = ReferenceBackend(**options)
     else:
         raise ConfigError("backend", name, "one of " + ", ".join(BACKENDS))
     if image is not None:

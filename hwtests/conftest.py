@@ -1,8 +1,9 @@
 """pytest plumbing of the hardware-in-the-loop suite.
 
-Options (``pytest hwtests --help``): ``--backend sim|speck2e|both`` (default ``sim``), the
-suite config ``--suite`` (default ``hwtests/suite.json``), ``--checkpoint`` (a trained
-speck-iaf checkpoint; without one a tiny model is trained in a session fixture), ``--data``
+Options (``pytest hwtests --help``): ``--backend reference|sim|speck2e|both`` (default
+``sim``), the suite config ``--suite`` (default ``hwtests/suite.json``), ``--chip`` (an exported
+chip image for the accuracy and chip-agreement tests), ``--checkpoint`` (a trained speck-iaf
+checkpoint; without --chip or it a tiny model is trained in a session fixture), ``--data``
 (an N-MNIST folder; default the nmnist-small subset), ``--hw-samples``, ``--device-index`` /
 ``--device-serial`` (which devkit) and ``--hw-report DIR`` (write ``hwtest_report.json`` and
 ``hwtest_report.md`` there: outcome per test, accuracy, gap to the simulator, throughput,
@@ -10,6 +11,10 @@ latency-to-decision).
 
 Every test that takes the ``backend_name`` fixture runs once per selected backend. The
 ``speck2e`` parameter skips with the exact reason when samna is unusable or no devkit is found.
+
+Each backend is compared with a run it was not derived from (:func:`comparison_backend`): the
+simulator (``sim``) with the independent plain-Python reference, the reference and the devkit
+with the simulator. So the suite can fail on a machine without a devkit.
 """
 
 from __future__ import annotations
@@ -28,7 +33,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_SUITE = HERE / "suite.json"
 NMNIST_SMALL = Path(os.environ.get("FLEXSNN_NMNIST_SMALL", REPO.parent / "shared" / "data" / "nmnist-small"))
-BACKENDS = {"sim": ("sim",), "speck2e": ("speck2e",), "both": ("sim", "speck2e")}
+BACKENDS = {"reference": ("reference",), "sim": ("sim",), "speck2e": ("speck2e",), "both": ("sim", "speck2e")}
+#: What each backend is compared with (make_backend names): never a run derived from itself.
+COMPARISON = {"sim": "reference", "reference": "async", "speck2e": "async"}
 
 #: Per-session collections for the report (reset in pytest_configure): test id -> outcome,
 #: test id -> metrics recorded through the ``hw_metrics`` fixture.
@@ -38,7 +45,9 @@ _STATE: dict[str, dict] = {"outcomes": {}, "metrics": {}}
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("flexsnn-hw", "flexsnn hardware-in-the-loop suite")
     g.addoption("--backend", choices=sorted(BACKENDS), default="sim",
-                help="backend(s) under test: sim (asynchronous simulator), speck2e (devkit) or both")
+                help="backend(s) under test: reference (independent plain-Python simulator standing in for "
+                     "the device), sim (asynchronous simulator), speck2e (devkit) or both (sim and speck2e)")
+    g.addoption("--chip", default=None, help="exported chip image (.chip) for the accuracy and chip tests")
     g.addoption("--suite", default=str(DEFAULT_SUITE), help="suite config JSON (thresholds, sizes)")
     g.addoption("--checkpoint", default=None, help="trained checkpoint (.safetensors) for the accuracy test")
     g.addoption("--data", default=None, help="N-MNIST folder (original layout); default: nmnist-small")
@@ -120,6 +129,8 @@ def open_backend(backend_name: str, suite: dict, pytestconfig: pytest.Config,
             backend = make_backend("speck2e", image=image, device_index=pytestconfig.getoption("--device-index"),
                                    serial=pytestconfig.getoption("--device-serial"),
                                    monitor="all" if record_all else "output", **suite.get("speck2e", {}))
+        elif backend_name == "reference":
+            backend = make_backend("reference", image=image, record_all=record_all)
         else:
             backend = make_backend("async", image=image, record_all=record_all)
         opened.append(backend)
@@ -181,19 +192,40 @@ def trained_checkpoint(pytestconfig: pytest.Config, suite: dict, data_root: Path
 
 
 @pytest.fixture(scope="session")
-def exported_image(trained_checkpoint: Path, pytestconfig: pytest.Config):
-    """The checkpoint exported to a ChipImage (flexsnn.converters.export)."""
-    from flexsnn.converters.export import export_chip_image
+def given_chip(pytestconfig: pytest.Config):
+    """The ``--chip`` image (loaded and fully checked), or None."""
+    given = pytestconfig.getoption("--chip")
+    if not given:
+        return None
+    from flexsnn.converters.chip_image import ChipImage
+    from flexsnn.errors import FlexsnnError
 
-    image, _report = export_chip_image(trained_checkpoint)
-    return image
+    try:
+        return ChipImage.load(given)
+    except FlexsnnError as err:
+        raise pytest.UsageError(f"--chip: {err}") from err
 
 
 @pytest.fixture(scope="session")
-def simulator_reference(exported_image, nmnist_test_set):
-    """The asynchronous simulator's :class:`~flexsnn.deploy.evaluate.EvalResult` on the
-    accuracy test set (the reference)."""
-    from flexsnn.deploy.evaluate import evaluate_dataset
+def exported_image(given_chip, request: pytest.FixtureRequest):
+    """``--chip``, else the checkpoint (``--checkpoint`` or a quickly trained one) exported to
+    a ChipImage (flexsnn.converters.export)."""
+    if given_chip is not None:
+        return given_chip
+    from flexsnn.converters.export import export_chip_image
+
+    image, _report = export_chip_image(request.getfixturevalue("trained_checkpoint"))
+    return image
+
+
+@pytest.fixture
+def comparison_backend(backend_name: str) -> Callable[[Any], Any]:
+    """``comparison_backend(image, record_all=True)`` -> a backend the one under test was not
+    derived from, loaded with ``image`` (:data:`COMPARISON`): the independent reference for
+    ``sim``, the simulator for ``reference`` and ``speck2e``. Its ``name`` says which."""
     from flexsnn.deploy.factory import make_backend
 
-    return evaluate_dataset(make_backend("async", image=exported_image), nmnist_test_set)
+    def make(image, *, record_all: bool = True):
+        return make_backend(COMPARISON[backend_name], image=image, record_all=record_all)
+
+    return make

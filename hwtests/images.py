@@ -43,6 +43,27 @@ def random_image(cores: tuple[int, int, int], *, seed: int, size: int = 8, chann
     Weights are uniform integers in ``[-weight_range, weight_range]`` with a positive bias
     (+2) so events propagate; weights stay below the threshold.
     """
+    return _three_cores(cores, seed=seed, size=size, channels=channels, num_classes=num_classes,
+                        weight_range=weight_range, threshold=threshold, branch=False)
+
+
+def branch_merge_image(cores: tuple[int, int, int], *, seed: int, size: int = 8, channels: int = 4,
+                       num_classes: int = 3, weight_range: int = 6, threshold: int = 8) -> ChipImage:
+    """A random integer 3-core image with a branch and a merge, so the event order matters:
+    core a (conv3x3 pad 1, 8x8) sends to core b (pool 2) *and* straight to core c (pool 2);
+    b (conv3x3 pad 1, 4x4) also sends to c, which merges both (kernel 4 -> ``num_classes`` 1x1).
+
+    Depth-first processing delivers a's spike through b to c before a's direct event reaches c;
+    breadth-first delivers a's direct event first. With the floor at ``-threshold`` and single
+    spikes, c's outputs depend on that order (see :func:`event_order_matters`).
+    """
+    return _three_cores(cores, seed=seed, size=size, channels=channels, num_classes=num_classes,
+                        weight_range=weight_range, threshold=threshold, branch=True)
+
+
+def _three_cores(cores: tuple[int, int, int], *, seed: int, size: int, channels: int, num_classes: int,
+                 weight_range: int, threshold: int, branch: bool) -> ChipImage:
+    """The chain of :func:`random_image`; with ``branch`` core a also feeds core c directly."""
     rng = np.random.default_rng(seed)
     a, b, c = cores
     half = size // 2
@@ -51,23 +72,23 @@ def random_image(cores: tuple[int, int, int], *, seed: int, size: int = 8, chann
         return (rng.integers(-weight_range, weight_range + 1, size=shape) + 2).clip(
             -threshold + 1, threshold - 1).astype(np.int8)
 
+    a_to = (Destination(b, 2), Destination(c, 2)) if branch else (Destination(b, 2),)
     core_a = CoreConfig(core=a, layer=0, name="conv1", input_shape=(2, size, size),
                         output_shape=(channels, size, size), kernel_size=3, stride=(1, 1), padding=(1, 1),
                         weights=w((channels, 2, 3, 3)), biases=np.zeros(channels, np.int16),
-                        threshold_high=threshold, threshold_low=-threshold,
-                        destinations=(Destination(b, 2),))
+                        threshold_high=threshold, threshold_low=-threshold, destinations=a_to)
     core_b = CoreConfig(core=b, layer=1, name="conv2", input_shape=(channels, half, half),
                         output_shape=(channels, half, half), kernel_size=3, stride=(1, 1), padding=(1, 1),
                         weights=w((channels, channels, 3, 3)), biases=np.zeros(channels, np.int16),
                         threshold_high=threshold, threshold_low=-threshold,
                         destinations=(Destination(c, 1),))
-    core_c = CoreConfig(core=c, layer=2, name="fc", input_shape=(channels, half, half),
+    core_c = CoreConfig(core=c, layer=2, name="merge-fc" if branch else "fc", input_shape=(channels, half, half),
                         output_shape=(num_classes, 1, 1), kernel_size=half, stride=(1, 1), padding=(0, 0),
                         weights=w((num_classes, channels, half, half)), biases=np.zeros(num_classes, np.int16),
                         threshold_high=threshold, threshold_low=-threshold)
+    kind = "branch-merge" if branch else "random"
     image = ChipImage(input=InputConfig(shape=(2, size, size), destinations=(a,)),
-                      cores=(core_a, core_b, core_c), output_core=c,
-                      source=f"random cores {cores} seed {seed}")
+                      cores=(core_a, core_b, core_c), output_core=c, source=f"{kind} cores {cores} seed {seed}")
     return check_chip_image(image)
 
 

@@ -70,7 +70,9 @@ def render_markdown(doc: dict[str, Any]) -> str:
              f"**{'PASS' if doc['passed'] else 'FAIL'}**: {c['passed']} passed, {c['failed']} failed, "
              f"{c['skipped']} skipped (git {doc['git']})", ""]
     if doc["accuracy"]:
-        lines += ["## Accuracy", "", "| test | accuracy | simulator | gap | threshold | samples/s | "
+        lines += ["## Accuracy", "", "Gap: against a run the backend was not derived from (the reference "
+                  "for sim, the simulator for the reference and the devkit).", "",
+                  "| test | accuracy | comparison run | gap | threshold | samples/s | "
                   "median latency to decision (ms) |", "|---|---|---|---|---|---|---|"]
         for tid, m in doc["accuracy"].items():
             lines.append("| " + " | ".join([tid, _fmt(m.get("accuracy")), _fmt(m.get("simulator_accuracy")),

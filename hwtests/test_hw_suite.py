@@ -1,9 +1,12 @@
 """The hardware-in-the-loop suite: the same checks on every selected backend.
 
-Run ``pytest hwtests`` (simulator), ``pytest hwtests --backend speck2e`` (devkit) or
-``--backend both``; or ``flexsnn hwtest`` for a JSON + markdown report. The reference for
-every comparison is the asynchronous simulator evaluated with an independent event order
-(breadth-first), so the checks mean something on the simulator backend too.
+Run ``pytest hwtests`` (simulator), ``pytest hwtests --backend reference`` (the independent
+plain-Python simulator standing in for the device), ``--backend speck2e`` (devkit) or
+``--backend both``; or ``flexsnn hwtest`` for a JSON + markdown report. Every comparison is
+with a run the backend under test was not derived from (the ``comparison_backend`` fixture:
+the reference for the simulator, the simulator for the reference and the devkit), and the
+suite images include branches and merges, where the depth-first event order changes results,
+so a broken simulator rule makes the suite fail without hardware (tests/test_hw_suite_fails.py).
 """
 
 from __future__ import annotations
@@ -16,10 +19,11 @@ import pytest
 from flexsnn.converters.chip_image import check_chip_image
 from flexsnn.converters.samna_config import plan_samna_config
 from flexsnn.data.events import make_events
-from flexsnn.deploy.async_sim import AsyncSimulator
 from flexsnn.deploy.evaluate import evaluate_dataset
+from flexsnn.deploy.reference_sim import ReferenceBackend
 from flexsnn.hwtests.images import (
     DETERMINISTIC_CORES,
+    branch_merge_image,
     identity_image,
     random_events,
     random_image,
@@ -29,13 +33,8 @@ from flexsnn.hwtests.images import (
 DET_SETS = [(2, 3, 4), (5, 6, 7), (8, 3, 6)]
 STOCHASTIC_SETS = [(0, 1, 5)]
 SEEDS = [0, 1]
-
-
-def reference_run(image, events):
-    """The simulator's result with every core recorded and breadth-first event order."""
-    sim = AsyncSimulator(record_all=True, order="breadth-first")
-    sim.load(image)
-    return sim.run(events)
+#: Image kinds of the agreement tests: a plain chain, and a branch that merges again.
+KINDS = {"chain": random_image, "merge": branch_merge_image}
 
 
 def per_core(events, core):
@@ -46,7 +45,7 @@ def per_core(events, core):
 
 def _suite_images():
     images = [identity_image(c) for c in DETERMINISTIC_CORES]
-    images += [random_image(cs, seed=s) for cs in DET_SETS + STOCHASTIC_SETS for s in SEEDS]
+    images += [make(cs, seed=s) for make in KINDS.values() for cs in DET_SETS + STOCHASTIC_SETS for s in SEEDS]
     images.append(readout_image(3))
     return images
 
@@ -105,37 +104,90 @@ def test_single_neuron_identity(backend_name, open_backend, core, suite, hw_metr
     assert np.all(out["t"] >= events["t"])  # causality, in the input's time base
 
 
-# ---- agreement with the simulator -----------------------------------------------------
+# ---- agreement with a run the backend was not derived from ---------------------------------
+def test_suite_images_exercise_the_event_order(hw_metrics):
+    """The merge images give different outputs under depth-first and breadth-first order, so the
+    agreement tests below can see a wrong event-order rule (a plain chain cannot)."""
+    differ = 0
+    for cores in DET_SETS:
+        for seed in SEEDS:
+            image = branch_merge_image(cores, seed=seed)
+            events = random_events(seed=100 + seed, n=400, size=(8, 8))
+            outs = []
+            for order in ("depth-first", "breadth-first"):
+                ref = ReferenceBackend(order=order, record_all=True)
+                ref.load(image)
+                outs.append(Counter(per_core(ref.run(events).events, cores[2])))
+            differ += outs[0] != outs[1]
+    hw_metrics["merge_images_where_order_matters"] = differ
+    assert differ >= 1
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("cores", DET_SETS, ids=lambda c: "cores" + "-".join(map(str, c)))
-def test_agreement_exact_on_deterministic_cores(backend_name, open_backend, cores, seed, suite, hw_metrics):
-    """Random integer images on cores 2-8: every core's output events equal the simulator's."""
-    image = random_image(cores, seed=seed)
+def test_agreement_exact_on_deterministic_cores(backend_name, open_backend, comparison_backend, cores, seed,
+                                                kind, suite, hw_metrics):
+    """Random integer images (chains and branch-merges) on cores 2-8: every core's output events
+    equal the comparison run's (the reference for sim; the simulator for reference/devkit)."""
+    image = KINDS[kind](cores, seed=seed)
     events = random_events(seed=100 + seed, n=int(suite["agreement"]["events"]), size=(8, 8))
-    ref = reference_run(image, events)
+    cmp_backend = comparison_backend(image)
+    ref = cmp_backend.run(events)
     got = open_backend(image).run(events)
     assert sum(ref.spike_counts.values()) > events.size // 4, "test image too quiet to compare"
     for core in cores:
-        assert Counter(per_core(got.events, core)) == Counter(per_core(ref.events, core)), f"core {core}"
+        assert Counter(per_core(got.events, core)) == Counter(per_core(ref.events, core)), \
+            f"core {core}: {backend_name} differs from {cmp_backend.name}"
     assert got.class_counts.tolist() == ref.class_counts.tolist()
-    hw_metrics.update(spikes={int(k): int(v) for k, v in ref.spike_counts.items()})
+    hw_metrics.update(compared_with=cmp_backend.name, spikes={int(k): int(v) for k, v in ref.spike_counts.items()})
 
 
+@pytest.mark.parametrize("kind", sorted(KINDS))
 @pytest.mark.parametrize("seed", SEEDS)
 @pytest.mark.parametrize("cores", STOCHASTIC_SETS, ids=lambda c: "cores" + "-".join(map(str, c)))
-def test_agreement_statistical_on_cores_0_1(backend_name, open_backend, cores, seed, suite, hw_metrics):
+def test_agreement_statistical_on_cores_0_1(backend_name, open_backend, comparison_backend, cores, seed, kind,
+                                            suite, hw_metrics):
     """Cores 0 and 1 run in parallel on the chip: per-core spike totals within tolerance."""
     cfg = suite["agreement"]
-    image = random_image(cores, seed=seed)
+    image = KINDS[kind](cores, seed=seed)
     events = random_events(seed=200 + seed, n=int(cfg["events"]), size=(8, 8))
-    ref = reference_run(image, events)
+    cmp_backend = comparison_backend(image)
+    ref = cmp_backend.run(events)
     got = open_backend(image).run(events)
     rel, tol = float(cfg["stochastic_rel_tolerance"]), float(cfg["stochastic_abs_tolerance"])
+    hw_metrics["compared_with"] = cmp_backend.name
     for core in cores:
         r = int(np.count_nonzero(ref.events["core"] == core))
         g = int(np.count_nonzero(got.events["core"] == core))
-        hw_metrics[f"core{core}"] = {"simulator": r, "backend": g}
-        assert abs(g - r) <= rel * r + tol, f"core {core}: {g} spikes vs simulator {r}"
+        hw_metrics[f"core{core}"] = {"comparison": r, "backend": g}
+        assert abs(g - r) <= rel * r + tol, f"core {core}: {g} spikes vs {cmp_backend.name} {r}"
+
+
+def test_agreement_on_the_given_chip(backend_name, open_backend, comparison_backend, given_chip, suite,
+                                     hw_metrics):
+    """``--chip``: random events on the image's own sensor give the same output-core events as the
+    comparison run (exactly for deterministic backends; totals within tolerance on the devkit)."""
+    if given_chip is None:
+        pytest.skip("no --chip given")
+    from flexsnn.deploy.async_sim import input_sensor
+
+    sensor = input_sensor(given_chip)
+    events = random_events(seed=300, n=int(suite["agreement"]["events"]), size=(sensor.height, sensor.width))
+    if sensor.polarities == 1:
+        events["p"] = 0
+    cmp_backend = comparison_backend(given_chip, record_all=False)
+    ref = cmp_backend.run(events)
+    got = open_backend(given_chip, record_all=False).run(events)
+    out = given_chip.output_core
+    hw_metrics.update(compared_with=cmp_backend.name, output_spikes=int(ref.spike_counts.get(out, 0)))
+    if backend_name == "speck2e":
+        cfg = suite["agreement"]
+        r, g = int(ref.class_counts.sum()), int(got.class_counts.sum())
+        assert abs(g - r) <= float(cfg["stochastic_rel_tolerance"]) * r + float(cfg["stochastic_abs_tolerance"])
+    else:
+        assert Counter(per_core(got.events, out)) == Counter(per_core(ref.events, out)), \
+            f"output core {out}: {backend_name} differs from {cmp_backend.name}"
 
 
 # ---- readout ------------------------------------------------------------------------------
@@ -189,16 +241,22 @@ def test_reset_zeroes_every_neuron(backend_name, open_backend, hw_metrics):
 # ---- N-MNIST accuracy ---------------------------------------------------------------------
 @pytest.mark.slow
 @pytest.mark.realdata
-def test_nmnist_accuracy(backend_name, open_backend, exported_image, nmnist_test_set, simulator_reference,
+def test_nmnist_accuracy(backend_name, open_backend, comparison_backend, exported_image, nmnist_test_set,
                          suite, hw_metrics):
-    """Exported checkpoint on the test set: accuracy >= threshold and |backend - simulator| <= bound."""
+    """Exported checkpoint (or ``--chip``) on the test set: accuracy >= threshold, and the gap to
+    a differently configured run (``gap_to_simulator``: the reference for sim, the simulator for
+    the reference and the devkit) <= bound. Runs involving the slow reference use
+    ``accuracy.reference_samples`` samples."""
     acc_cfg = suite["accuracy"]
-    result = evaluate_dataset(open_backend(exported_image, record_all=False), nmnist_test_set)
-    ref = simulator_reference
+    cmp_backend = comparison_backend(exported_image, record_all=False)
+    slow = "reference" in (backend_name, cmp_backend.name)
+    limit = int(acc_cfg.get("reference_samples", 8)) if slow else None
+    result = evaluate_dataset(open_backend(exported_image, record_all=False), nmnist_test_set, limit=limit)
+    ref = evaluate_dataset(cmp_backend, nmnist_test_set, limit=limit)
     gap = abs(result.accuracy - ref.accuracy)
     hw_metrics.update(
-        accuracy=result.accuracy, simulator_accuracy=ref.accuracy, gap_to_simulator=gap,
-        threshold=float(acc_cfg["threshold"]), max_gap=float(acc_cfg["max_gap_to_simulator"]),
+        accuracy=result.accuracy, simulator_accuracy=ref.accuracy, compared_with=cmp_backend.name,
+        gap_to_simulator=gap, threshold=float(acc_cfg["threshold"]), max_gap=float(acc_cfg["max_gap_to_simulator"]),
         samples=result.samples, agreement_with_simulator=float(np.mean(result.predictions == ref.predictions)),
         throughput_samples_per_s=result.samples_per_s,
         latency_to_decision_ms_median=None if result.latency_us_median is None else result.latency_us_median / 1000,
@@ -206,4 +264,4 @@ def test_nmnist_accuracy(backend_name, open_backend, exported_image, nmnist_test
     assert result.accuracy >= float(acc_cfg["threshold"]), \
         f"accuracy {result.accuracy:.3f} < threshold {acc_cfg['threshold']}"
     assert gap <= float(acc_cfg["max_gap_to_simulator"]), \
-        f"|{result.accuracy:.3f} - simulator {ref.accuracy:.3f}| = {gap:.3f} > {acc_cfg['max_gap_to_simulator']}"
+        f"|{result.accuracy:.3f} - {cmp_backend.name} {ref.accuracy:.3f}| = {gap:.3f} > {acc_cfg['max_gap_to_simulator']}"

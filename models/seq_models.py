@@ -25,7 +25,7 @@ from torch import nn
 
 from flexsnn.errors import ConfigError
 from flexsnn.models.neurons import make_neuron
-from flexsnn.models.tfsnn import TFSNN
+from flexsnn.models.tfsnn import TFSNN, group_blocks
 
 __all__ = ["seqfc", "RNNClassifier", "RNN_KINDS"]
 
@@ -44,8 +44,6 @@ def seqfc(*, in_features: int = 28, hidden: int = 64, num_hidden: int = 2, num_c
         granularity: blocks per stage.
         neuron: other ``paper-lif`` overrides (e.g. ``{"threshold": 0.5}``).
     """
-    from flexsnn.models.zoo import group_blocks  # lazy: the zoo imports this module
-
     for name, value in (("in_features", in_features), ("hidden", hidden), ("num_hidden", num_hidden),
                         ("num_classes", num_classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -248,3 +248,25 @@ class TFSNN(nn.Module):
         return (f"neuron_profile={self.neuron_profile!r}, num_classes={self.num_classes}, "
                 f"input_shape={self.input_shape}, temporal_config={self._temporal_config}, "
                 f"first_ttm_mode={self.first_ttm_mode!r}, input_ttm_mode={self.input_ttm_mode!r}")
+
+
+Block = tuple[str, list[nn.Module]]
+
+
+def group_blocks(blocks: Sequence[Block], granularity: int) -> list[Stage]:
+    """Group consecutive blocks, ``granularity`` per stage (the last stage may hold fewer).
+
+    A stage's name joins its blocks' names with ``+``; its layers are the blocks' layers,
+    flattened into one ``nn.Sequential``.
+
+    Raises:
+        ConfigError: ``granularity`` below 1.
+    """
+    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
+        raise ConfigError("granularity", granularity, "an integer >= 1 (blocks per stage)")
+    stages = []
+    for start in range(0, len(blocks), granularity):
+        group = blocks[start:start + granularity]
+        name = "+".join(n for n, _ in group)
+        stages.append(Stage(name, [layer for _, layers in group for layer in layers]))
+    return stages

@@ -27,7 +27,7 @@ from torch import nn
 
 from flexsnn.errors import ConfigError
 from flexsnn.models.neurons import SpikingNeuron, make_neuron
-from flexsnn.models.tfsnn import TFSNN, Stage, fold_time
+from flexsnn.models.tfsnn import TFSNN, Block, fold_time, group_blocks  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True)
@@ -40,28 +40,6 @@ class ZooEntry:
     input_shape: tuple[int, int, int]
     num_classes: int
     description: str
-
-
-Block = tuple[str, list[nn.Module]]
-
-
-def group_blocks(blocks: Sequence[Block], granularity: int) -> list[Stage]:
-    """Group consecutive blocks, ``granularity`` per stage (the last stage may hold fewer).
-
-    A stage's name joins its blocks' names with ``+``; its layers are the blocks' layers,
-    flattened into one ``nn.Sequential``.
-
-    Raises:
-        ConfigError: ``granularity`` below 1.
-    """
-    if isinstance(granularity, bool) or not isinstance(granularity, int) or granularity < 1:
-        raise ConfigError("granularity", granularity, "an integer >= 1 (blocks per stage)")
-    stages = []
-    for start in range(0, len(blocks), granularity):
-        group = blocks[start:start + granularity]
-        name = "+".join(n for n, _ in group)
-        stages.append(Stage(name, [layer for _, layers in group for layer in layers]))
-    return stages
 
 
 def _neuron(profile: str, overrides: Optional[dict]) -> SpikingNeuron:
@@ -86,8 +64,15 @@ def _speck_conv(name: str, c_in: int, c_out: int, *, stride: int = 1, pool: int 
     return name, layers
 
 
-def _speck_fc(name: str, n_in: int, n_out: int, *, neuron: Optional[dict]) -> Block:
-    return name, [nn.Flatten(), nn.Linear(n_in, n_out, bias=False), _neuron("speck-iaf", neuron)]
+READOUTS = ("spiking", "linear")
+
+
+def _speck_fc(name: str, n_in: int, n_out: int, *, neuron: Optional[dict], readout: str = "spiking") -> Block:
+    if readout not in READOUTS:
+        raise ConfigError("readout", readout, f"one of {READOUTS}",
+                          hint="spiking = the chip's spike counts; linear = real-valued logits (not deployable)")
+    layers: list[nn.Module] = [nn.Flatten(), nn.Linear(n_in, n_out, bias=False)]
+    return name, layers + ([_neuron("speck-iaf", neuron)] if readout == "spiking" else [])
 
 
 def _speck_model(blocks: list[Block], *, num_classes: int, T: int, granularity: int) -> TFSNN:
@@ -96,7 +81,7 @@ def _speck_model(blocks: list[Block], *, num_classes: int, T: int, granularity: 
 
 
 def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
-               neuron: Optional[dict] = None) -> TFSNN:
+               neuron: Optional[dict] = None, readout: str = "spiking") -> TFSNN:
     """The paper's class of Speck2e net (6,160 weights, no biases), input ``(2, 34, 34)``::
 
         conv1: Conv(2->8, 3, pad 1)  [BN] IAF SumPool2    34x34 -> 17x17
@@ -105,18 +90,21 @@ def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, 
         fc:    Flatten Linear(256->num_classes) IAF
 
     ``neuron``: overrides of the ``speck-iaf`` profile (e.g. ``{"surrogate": "triangle"}``).
+    ``readout``: ``"spiking"`` (default: the fc layer's IAF spike counts are the output, what the
+    chip counts) or ``"linear"`` (no neuron after the fc layer: real-valued logits per step, as
+    the TET/TMC papers' and the official Speck TFSNN code's training; not exportable to the chip).
     """
     blocks = [
         _speck_conv("conv1", 2, 8, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv2", 8, 16, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv3", 16, 16, stride=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_fc("fc", 256, num_classes, neuron=neuron),
+        _speck_fc("fc", 256, num_classes, neuron=neuron, readout=readout),
     ]
     return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
 
 
 def speck4c(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
-            neuron: Optional[dict] = None) -> TFSNN:
+            neuron: Optional[dict] = None, readout: str = "spiking") -> TFSNN:
     """A deeper Speck2e net (5 cores; every layer fits a core, see tests), input ``(2, 34, 34)``::
 
         conv1: Conv(2->16, 3, pad 1)  [BN] IAF SumPool2   34x34 -> 17x17
@@ -124,13 +112,15 @@ def speck4c(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, gra
         conv3: Conv(32->64, 3, pad 1) [BN] IAF SumPool2   8x8 -> 4x4
         conv4: Conv(64->64, 3, pad 1) [BN] IAF            4x4
         fc:    Flatten Linear(1024->num_classes) IAF
+
+    ``readout``: as :func:`speck3c1fc`.
     """
     blocks = [
         _speck_conv("conv1", 2, 16, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv2", 16, 32, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv3", 32, 64, pool=2, batch_norm=batch_norm, neuron=neuron),
         _speck_conv("conv4", 64, 64, batch_norm=batch_norm, neuron=neuron),
-        _speck_fc("fc", 1024, num_classes, neuron=neuron),
+        _speck_fc("fc", 1024, num_classes, neuron=neuron, readout=readout),
     ]
     return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
 
@@ -237,6 +227,56 @@ def vgg(*, num_classes: int = 10, width: int = 64, T: int = 4, granularity: int 
                  input_shape=(in_channels, image_size, image_size), default_T=T)
 
 
+def convnet(*, num_classes: int = 10, width: int = 16, T: int = 4, granularity: int = 1,
+            neuron: Optional[dict] = None, in_channels: int = 1, image_size: int = 28) -> TFSNN:
+    """A small paper-lif CNN for quick static-image runs on a CPU (e.g. MNIST)::
+
+        conv1: Conv3x3(c_in -> w) BN LIF AvgPool2
+        conv2: Conv3x3(w -> 2w) BN LIF AvgPool2
+        fc:    Flatten Linear(2w * (image_size/4)^2 -> num_classes)     # real-valued readout
+
+    Three blocks = three stages under MTT."""
+    if image_size < 4:
+        raise ConfigError("image_size", image_size, "at least 4 (two 2x2 poolings)")
+    size = image_size // 4
+    blocks: list[Block] = [
+        ("conv1", [nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width),
+                   _neuron("paper-lif", neuron), nn.AvgPool2d(2)]),
+        ("conv2", [nn.Conv2d(width, 2 * width, 3, padding=1, bias=False), nn.BatchNorm2d(2 * width),
+                   _neuron("paper-lif", neuron), nn.AvgPool2d(2)]),
+        ("fc", [nn.Flatten(), nn.Linear(2 * width * size * size, num_classes)]),
+    ]
+    return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
+                 input_shape=(in_channels, image_size, image_size), default_T=T)
+
+
+def vggsnn(*, num_classes: int = 10, width: int = 64, T: int = 10, granularity: int = 1,
+           neuron: Optional[dict] = None, in_channels: int = 2, image_size: int = 48) -> TFSNN:
+    """VGGSNN of TET/TMC's DVS experiments (zju-bmi-lab/TMC ``models/VGG_models.py``): 8 conv3x3-BN-LIF
+    layers w, 2w, /2, 4w, 4w, /2, 8w, 8w, /2, 8w, 8w, /2 (2x2 average pooling) and one linear
+    layer on 8w x (image_size/16)^2 features; input ``(2, 48, 48)`` DVS frames. Every conv
+    layer is a block (stage); the pooling and the readout join the block before them."""
+    plan = [(1, False), (2, True), (4, False), (4, True), (8, False), (8, True), (8, False), (8, True)]
+    blocks: list[Block] = []
+    c_in, size = in_channels, image_size
+    for i, (mult, pool) in enumerate(plan):
+        c_out = mult * width
+        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
+                                   _neuron("paper-lif", neuron)]
+        if pool:
+            layers.append(nn.AvgPool2d(2))
+            size //= 2
+        if i == len(plan) - 1:
+            if size < 1:
+                raise ConfigError("image_size", image_size, "at least 16 (four 2x2 poolings)")
+            layers += [nn.Flatten(), nn.Linear(c_out * size * size, num_classes)]
+        blocks.append((f"conv{i + 1}", layers))
+        c_in = c_out
+    return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
+                 input_shape=(in_channels, image_size, image_size), default_T=T, first_ttm_mode="trim",
+                 input_ttm_mode="trim")
+
+
 # --------------------------------------------------------------------------- registry
 _REGISTRY: dict[str, tuple[ZooEntry, Callable[..., TFSNN]]] = {
     "speck3c1fc": (ZooEntry("speck3c1fc", "speck-iaf", (2, 34, 34), 10,
@@ -250,6 +290,10 @@ _REGISTRY: dict[str, tuple[ZooEntry, Callable[..., TFSNN]]] = {
                           "spiking ResNet-19 of the MTT paper (8 blocks = 8 stages), static images"), resnet19),
     "vgg": (ZooEntry("vgg", "paper-lif", (3, 32, 32), 10,
                      "spiking VGG14 of the MTT paper (13 conv stages), static images"), vgg),
+    "convnet": (ZooEntry("convnet", "paper-lif", (1, 28, 28), 10,
+                         "small paper-lif CNN (2 conv + linear readout) for quick static-image runs"), convnet),
+    "vggsnn": (ZooEntry("vggsnn", "paper-lif", (2, 48, 48), 10,
+                        "VGGSNN of TET/TMC's DVS experiments (8 conv stages), 48x48 DVS frames"), vggsnn),
 }
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from flexsnn.errors import CheckpointError
+from flexsnn.fields import canonical_sha256
 from flexsnn.models.checkpoint import (
     CheckpointMeta,
     load_checkpoint,
@@ -142,11 +143,19 @@ def test_damaged_json(saved):
     _refused(path, "not valid JSON")
 
 
-def _edit_meta(path: Path, **changes) -> None:
+def _write_doc(side: Path, doc, *, rehash: bool = True) -> None:
+    """Write a sidecar document; ``rehash`` recomputes its document hash (an edit by someone
+    who knows the format), so the checks behind the hash are reached."""
+    if rehash and isinstance(doc, dict):
+        doc["document_sha256"] = canonical_sha256(doc, exclude="document_sha256")
+    side.write_text(json.dumps(doc))
+
+
+def _edit_meta(path: Path, *, rehash: bool = True, **changes) -> None:
     side = sidecar_path(path)
     doc = json.loads(side.read_text())
     doc["meta"].update(changes)
-    side.write_text(json.dumps(doc))
+    _write_doc(side, doc, rehash=rehash)
 
 
 def test_mismatched_model(saved):
@@ -180,7 +189,7 @@ def test_newer_metadata_fields_and_format(saved):
     _edit_meta(path, format_version=99)
     doc = json.loads(sidecar_path(path).read_text())
     del doc["meta"]["hologram"]
-    sidecar_path(path).write_text(json.dumps(doc))
+    _write_doc(sidecar_path(path), doc)
     _refused(path, "checkpoint format 99 not supported")
 
 
@@ -188,7 +197,7 @@ def test_malformed_metadata(saved):
     _, path = saved
     doc = json.loads(sidecar_path(path).read_text())
     del doc["meta"]["model_name"]
-    sidecar_path(path).write_text(json.dumps(doc))
+    _write_doc(sidecar_path(path), doc)
     _refused(path, "malformed metadata")
 
 
@@ -196,7 +205,7 @@ def test_meta_that_is_not_an_object(saved):
     _, path = saved
     doc = json.loads(sidecar_path(path).read_text())
     doc["meta"] = ["speck3c1fc"]
-    sidecar_path(path).write_text(json.dumps(doc))
+    _write_doc(sidecar_path(path), doc)
     _refused(path, "malformed metadata")
 
 
@@ -226,3 +235,67 @@ def test_generic_tensors_round_trip_and_kind_check(tmp_path):
     assert doc["epoch"] == 2 and all(torch.equal(loaded[k], tensors[k]) for k in tensors)
     with pytest.raises(CheckpointError, match="not a flexsnn-checkpoint"):
         load_tensors(path, kind="flexsnn-checkpoint")
+
+
+@pytest.mark.parametrize("changes", [{"t_range": [1, 20]}, {"scheme": {"name": "sdt", "T": 10}},
+                                     {"stages": ["a", "b"]}, {"epoch": 5}])
+def test_sidecar_edits_are_tampering(saved, changes):
+    """The document hash covers T, scheme, stages and every other field, not only the weights."""
+    _, path = saved
+    _edit_meta(path, rehash=False, **changes)
+    err = _refused(path, "tampered")
+    assert err.field == "document_sha256" and err.path.endswith("ck.json")
+
+
+@pytest.mark.parametrize("field,value,fragment", [
+    ("t_range", [1, "10"], "meta.t_range[1] = '10'"), ("t_range", [1], "meta.t_range = [1]"),
+    ("t_range", [10, 1], "T_min <= T_max"), ("epoch", 4.0, "meta.epoch = 4.0"),
+    ("epoch", 10 ** 3999, "meta.epoch = <integer of about 4000 digits>"),
+    ("stages", "abc", "meta.stages = 'abc'"), ("scheme", {"name": "mtt", "T": "fast"}, "meta.scheme.T = 'fast'"),
+    ("model_kwargs", [1], "meta.model_kwargs = [1]"), ("model_name", 5, "meta.model_name = 5"),
+    ("metrics", None, "meta.metrics = None"),
+])
+def test_sidecar_field_types_checked(saved, field, value, fragment):
+    _, path = saved
+    _edit_meta(path, **{field: value})
+    err = _refused(path, fragment)
+    assert err.field.startswith("meta.")
+
+
+def test_5000_digit_integer_in_sidecar(saved):
+    _, path = saved
+    side = sidecar_path(path)
+    side.write_text(side.read_text().replace('"epoch": 4', '"epoch": ' + "7" * 5000))
+    _refused(path, "4300 digits")
+
+
+def test_old_sidecar_without_document_hash_still_loads(saved):
+    """Checkpoints written before the document hash existed: the weights hash still protects them."""
+    _, path = saved
+    doc = json.loads(sidecar_path(path).read_text())
+    del doc["document_sha256"]
+    sidecar_path(path).write_text(json.dumps(doc))
+    assert load_model(path)[1].epoch == 4
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_nonfinite_weights_refused_by_layer_name(tmp_path, bad):
+    model = _trained("speck3c1fc", batch_norm=True)
+    name = next(n for n, _ in model.named_parameters())
+    with torch.no_grad():
+        dict(model.named_parameters())[name].view(-1)[3] = bad
+    path = save_checkpoint(tmp_path / "ck.safetensors", model, _meta(model))
+    err = _refused(path, f"NaN or Inf weights in {name!r} (1 values)")
+    assert err.field == name
+
+
+def test_sidecar_with_numpy_values_and_nan_metrics_round_trips(tmp_path):
+    """Values the trainer may record (NumPy integers, a NaN loss) are written and hashed as a
+    reader sees them, so the checkpoint loads."""
+    import numpy as np
+
+    model = _trained("speck3c1fc", batch_norm=True)
+    meta = _meta(model, extra={"steps": np.int64(7), "loss": float("nan")})
+    path = save_checkpoint(tmp_path / "ck.safetensors", model, meta)
+    loaded = load_model(path)[1]
+    assert loaded.extra["steps"] == 7 and loaded.extra["loss"] != loaded.extra["loss"]

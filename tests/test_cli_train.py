@@ -60,7 +60,13 @@ def test_train_eval_search_calibrate_round_trip(tmp_path, capsys):
     assert len(rep["checkpoints"]) == 2
     first = next(iter(rep["checkpoints"].values()))
     assert set(first["accuracy_per_T"]) == {"1", "2", "3"} and first["configs"][0]["config"] == [3, 2, 1, 1]
-    assert (ev / "accuracy.png").stat().st_size > 1000
+    assert (ev / "accuracy.png").stat().st_size > 1000 and rep["t_protocol"] == "rebin"
+    assert main(["eval", "-c", str(ck), "--T", "1-3", "--limit", "8", "--t-protocol", "prefix",
+                 "--out", str(ev)]) == 0
+    assert json.loads((ev / "eval.json").read_text())["t_protocol"] == "prefix"
+    assert main(["eval", "-c", str(ck), "--T", "4", "--limit", "8", "--t-protocol", "prefix",
+                 "--out", str(ev)]) == 1
+    assert "prefix" in capsys.readouterr().err
     se = tmp_path / "search"
     assert main(["search", "-c", str(ck), "--n-fit", "6", "--n-holdout", "2", "--limit", "8",
                  "--budget-T", "2", "--out", str(se)]) == 0
@@ -68,3 +74,32 @@ def test_train_eval_search_calibrate_round_trip(tmp_path, capsys):
     assert len(doc["rates"]) == 4 and doc["result"]["energy"] <= doc["budget"] + 1e-9
     assert main(["calibrate-bn", "-c", str(ck), "--batches", "1"]) == 1   # no BN in this model
     assert "BatchNorm" in capsys.readouterr().err
+
+
+def test_chip_faithful_options_train_and_eval_report_synops(tmp_path, capsys):
+    """issue 15: drawn input T (log-uniform), floor, SynOps budget and fake quantization from the
+    command line; eval reports SynOps per sample and an energy estimate when asked."""
+    run = tmp_path / "chip"
+    args = ["train", "--scheme", "mtt", "--T", "3", "--s", "2", "--r-right", "3", "--t-input-range", "1,6",
+            "--t-sampling", "log-uniform", "--min-v-mem", "-4", "--synops-budget", "1e5", "--qat",
+            "--epochs", "1", "--limit", "16", "--test-limit", "8", "--batch-size", "8", "--out", str(run)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "SynOps/sample" in out
+    cfg = json.loads((run / "config.json").read_text())["config"]
+    assert cfg["scheme"]["t_input_max"] == 6 and cfg["scheme"]["sampling"] == "log-uniform"
+    assert cfg["qat"] is True and cfg["synops_budget"] == 1e5
+    assert cfg["model_kwargs"]["neuron"]["min_v_mem"] == -4.0
+    row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert row["synops_per_sample"] > 0 and row["test_synops_per_sample"] > 0
+    ev = tmp_path / "eval"
+    assert main(["eval", "-c", str(run / "final.safetensors"), "--T", "2,3", "--limit", "8",
+                 "--pj-per-synop", "2.0", "--out", str(ev)]) == 0
+    assert "SynOps per sample" in capsys.readouterr().out
+    entry = next(iter(json.loads((ev / "eval.json").read_text())["checkpoints"].values()))
+    s3 = entry["synops_per_sample"]["3"]
+    assert s3 > 0 and entry["energy_uj_per_sample"]["3"] == pytest.approx(s3 * 2.0 * 1e-6)
+    assert main(["train", "--t-input-range", "1,2,3", "--out", str(tmp_path / "bad")]) == 1
+    assert "--t-input-range" in capsys.readouterr().err
+    assert main(["train", "--backprop", "rate", "--synops-budget", "1e6", "--out", str(tmp_path / "bad")]) == 1
+    assert "synops_budget" in capsys.readouterr().err

@@ -47,6 +47,8 @@ def test_nmnist_from_env(tmp_path, monkeypatch):
 def test_errors(monkeypatch):
     monkeypatch.delenv("FLEXSNN_NMNIST_ROOT", raising=False)
     with pytest.raises(DataError, match="unknown dataset"):
+        load_event_dataset("emnist")
+    with pytest.raises(DataError, match="static image dataset"):   # issue 18: mnist is static images now
         load_event_dataset("mnist")
     with pytest.raises(DataError, match="--root"):
         load_event_dataset("nmnist")

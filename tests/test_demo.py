@@ -47,6 +47,8 @@ def _check_demo_json(path: Path, T_eval, *, real: bool) -> dict:
 
 # ------------------------------------------------------------------------------ config
 def test_config_rejects_bad_values_by_name():
+    with pytest.raises(ConfigError, match="demo.arms"):
+        DemoConfig(arms=("sdt", "bogus"))
     with pytest.raises(ConfigError, match="demo.T_eval"):
         DemoConfig(T_eval=(1, 2, 3))          # the training T (10) must be evaluated
     with pytest.raises(ConfigError, match="demo.base_epochs"):
@@ -61,7 +63,9 @@ def test_presets_keep_the_same_budget_for_sdt_and_mtt_and_quick_is_smaller():
     default, quick = DemoConfig.preset("default"), DemoConfig.preset("quick")
     assert default.mode == "default" and quick.mode == "quick"
     assert quick.base_epochs < default.base_epochs or (quick.train_limit or 10**9) < (default.train_limit or 10**9)
-    assert default.T_eval == tuple(range(1, 11)) and default.T == 10 and default.s == 3
+    # accuracy against bin width reaches the chip's regime (T = 30, 100) in the default run (issue 15)
+    assert default.T_eval == (*range(1, 11), 30, 100) and default.T == 10 and default.s == 3
+    assert default.arms == ("sdt", "mtt", "mtt-plain") and quick.arms == ("sdt", "mtt")
     repro = DemoConfig.preset("reproduce", data_root="/x")
     assert (repro.base_epochs, repro.finetune_epochs, repro.lr, repro.weight_decay) == (300, 60, 5e-4, 0.02)
     assert DemoConfig.preset("quick", seed=7, base_epochs=None).seed == 7  # None = keep preset
@@ -73,11 +77,15 @@ def test_training_key_changes_with_the_settings_a_checkpoint_depends_on():
     assert a.training_key("mtt") != DemoConfig.preset("quick", finetune_epochs=9).training_key("mtt")
     assert a.training_key("base") == DemoConfig.preset("quick", finetune_epochs=9).training_key("base")
     assert a.training_key("base") != DemoConfig.preset("quick", seed=3).training_key("base")
+    assert a.training_key("mtt") != a.training_key("mtt-plain")   # the recipe is part of the key
 
 
 def test_resolve_real_root(tmp_path):
     with pytest.raises(ConfigError, match="data"):
         resolve_real_root(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="Train/ and/or Test/"):   # refused before any training
+        resolve_real_root(tmp_path)
+    (tmp_path / "Test").mkdir()
     assert resolve_real_root(tmp_path) == tmp_path
     assert resolve_real_root(None, use_shared=False) is None
 
@@ -140,7 +148,7 @@ def test_markdown_reports_measured_gaps(tmp_path):
     result, _ = _synthetic_result(tmp_path)
     md = build_markdown(result)
     # SDT: time-binned T=10 0.85 -> async 0.70 (-15 pt); MTT 0.84 -> 0.80 (-4 pt)
-    assert "-15.00 pt" in md and "-4.00 pt" in md and "MTT keeps more" in md
+    assert "-15.00 pt" in md and "-4.00 pt" in md and "MTT+chip keeps the most" in md
     assert PAPER_SPECK_TABLE["published"]["sdt"]["chip"] == 0.9277
 
 
@@ -156,24 +164,40 @@ def test_cli_help_and_exit_codes(tmp_path, capsys):
     assert code != 0
     assert "missing" in capsys.readouterr().err
     assert main(["demo", "--epochs", "-3", "--out", str(tmp_path / "o"), "--no-real"]) != 0
-    assert "base_epochs" in capsys.readouterr().err
+    assert "--epochs=-3" in capsys.readouterr().err  # range-checked while parsing
 
 
-def test_default_results_json_location(tmp_path, monkeypatch):
-    from flexsnn.commands.demo import _default_results_json
+def test_demo_writes_only_where_asked(tmp_path, monkeypatch):
+    """`flexsnn demo` writes into its report folder; only --record touches benchmarks/results,
+    and a quick run's record never replaces the default run's (issue 20)."""
+    import flexsnn.commands.demo as demo_cmd
 
+    seen = []
+    monkeypatch.setattr(demo_cmd, "_run", lambda config, **kw: seen.append((config, kw)))
     monkeypatch.chdir(tmp_path)
-    assert _default_results_json(tmp_path / "rep") == tmp_path / "rep" / "demo.json"
+    assert main(["demo", "--no-real"]) == 0
+    assert main(["demo", "--quick", "--no-real"]) == 0
+    assert main(["demo", "--quick", "--no-real", "--record", "--out", "x"]) == 0
+    (default, kw0), (quick, _), (recorded, kw2) = seen
+    assert Path(default.report_dir) == Path("reports/demo") and default.results_path == Path("reports/demo/demo.json")
+    assert Path(quick.report_dir) == Path("reports/demo-quick")
+    assert quick.results_path == Path("reports/demo-quick/demo.json")
+    assert kw0["record"] is False and kw2["record"] is True and recorded.results_path == Path("x/demo.json")
     repo = Path(__file__).resolve().parents[1]
-    monkeypatch.chdir(repo)
-    assert _default_results_json(Path("reports/demo")) == repo / "benchmarks" / "results" / "demo.json"
+    assert demo_cmd.record_path("default") == repo / "benchmarks" / "results" / "demo.json"
+    assert demo_cmd.record_path("quick") == repo / "benchmarks" / "results" / "demo-quick.json"
 
 
 # ------------------------------------------------------------------------------ end to end
 @pytest.mark.slow
-def test_pipeline_end_to_end_smallest_size(tmp_path):
+def test_pipeline_end_to_end_smallest_size(tmp_path, capsys):
+    from flexsnn.progress import cli_progress
+
     cfg = _tiny(tmp_path)
-    result = run_demo(cfg)
+    result = run_demo(cfg, progress=cli_progress)
+    log = capsys.readouterr().err      # not a terminal: plain lines, no cursor movement (issue 20)
+    assert "\x1b" not in log and "\r" not in log
+    assert "demo: done 13/13" in log and 0 < len(log.splitlines()) < 300   # 13 stages: 3 fine-tunes
     for name in (*FIGURES, "report.md", "report.html"):
         path = Path(cfg.report_dir) / name
         assert path.is_file() and path.stat().st_size > 0, name

@@ -171,4 +171,4 @@ def test_min_v_mem_none_refused_end_to_end():
     with pytest.raises(ChipConstraintError) as err:
         export_chip_image(_model(neuron={"min_v_mem": None}))
     hits = [v for v in err.value.violations if v.field == "min_v_mem"]
-    assert len(hits) == 4 and hits[0].where == "layer 1 (IAFSqueeze)" and "zeroes small weights" in hits[0].fix
+    assert len(hits) == 4 and hits[0].where == "layer 1 (IAFSqueeze, from 'conv1.1')" and "zeroes small weights" in hits[0].fix

@@ -33,7 +33,7 @@ def test_hwtest_failure_gives_nonzero_exit(tmp_path, capsys):
     path = tmp_path / "suite.json"
     path.write_text(json.dumps(suite))
     out = tmp_path / "rep"
-    code = main(["hwtest", "--suite", str(path), "-k", "statistical and sim and 0-1-5-0", "--out", str(out)])
+    code = main(["hwtest", "--suite", str(path), "-k", "statistical and sim and 0-1-5-0 and chain", "--out", str(out)])
     assert code == 1
     doc = json.loads((out / "hwtest_report.json").read_text())
     assert doc["passed"] is False and doc["counts"]["failed"] == 1
@@ -85,3 +85,22 @@ def test_suite_devkit_path_runs_against_the_samna_double(tmp_path):
     doc = json.loads((out / "hwtest_report.json").read_text())
     assert doc["counts"] == {"passed": 7, "failed": 0, "skipped": 0}
     assert all(t["metrics"] == {"inputs": 200, "outputs": 200} for t in doc["tests"])
+
+
+def test_hwtest_on_a_chip_image_with_the_reference_backend(tmp_path, capsys):
+    """`flexsnn hwtest --chip X.chip --backend reference`: the chip-agreement test runs on the given
+    image (reference vs simulator) and passes; a damaged image is refused before the suite."""
+    from chip_builders import nmnist_image
+
+    chip = nmnist_image(0).save(tmp_path / "n.chip")
+    out = tmp_path / "rep"
+    code = main(["hwtest", "--backend", "reference", "--chip", str(chip), "-k", "given_chip", "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "hwtest_report.json").read_text())
+    (test,) = doc["tests"]
+    assert test["outcome"] == "passed" and test["metrics"]["compared_with"] == "async"
+    assert test["metrics"]["output_spikes"] > 0
+    bad = tmp_path / "bad.chip"
+    bad.write_bytes(chip.read_bytes()[:300])
+    assert main(["hwtest", "--chip", str(bad)]) == 1
+    assert "not a readable chip image" in capsys.readouterr().err

@@ -26,6 +26,9 @@ def test_loss_comparison_smoke(tmp_path):
         assert len(data[name]["accuracy_per_t"]) == len(data[name]["ece_per_t"]) == data["setup"]["T"]
         assert all(0.0 <= v <= 1.0 for v in data[name]["ece_per_t"])
     assert "machine" in data
+    for name in ("ce", "tet", "tmc"):
+        lin = data["linear_readout"][name]
+        assert len(lin["accuracy_per_t"]) == len(lin["ece_per_t"]) == len(lin["adaece_per_t"]) == data["setup"]["T"]
     assert (tmp_path / "loss_comparison.png").stat().st_size > 0
     assert (tmp_path / "loss_comparison_reliability.png").stat().st_size > 0
 

@@ -175,3 +175,55 @@ def test_errors():
         rate_loss_and_backward(model, x, torch.tensor([0, 1]), build_loss("ce"))
     with pytest.raises(ConfigError, match="rate_mode"):
         rate_loss_and_backward(model.train(), x, torch.tensor([0, 1]), build_loss("ce"), mode="rate_X")
+
+
+def _capture_rate_pass_output(model: TFSNN) -> tuple[list[torch.Tensor], object]:
+    outputs: list[torch.Tensor] = []
+    handle = model.register_forward_hook(lambda m, a, o: outputs.append(o.detach().clone()))
+    return outputs, handle
+
+
+def test_loss_gradient_scaled_by_one_over_T_hand_computed():
+    """Official code (CustomEvaluator): rate mode divides the loss gradient by T.
+
+    Linear readout W = 0 on x_t = [1, 0] for T = 2 steps, label 0: ō = 0, softmax = [.5, .5],
+    dL/dō = [-.5, .5], so dL/dW = [[-.5, 0], [.5, 0]] (BPTT, mean-CE) and rate mode gives half.
+    """
+    model = TFSNN([Stage("fc", [nn.Flatten(), nn.Linear(2, 2, bias=False)])], neuron_profile="paper-lif",
+                  num_classes=2, input_shape=(2, 1, 1), default_T=2).train()
+    nn.init.zeros_(model.stages[0].layers[1].weight)
+    x = torch.tensor([1.0, 0.0]).view(1, 1, 2, 1, 1).expand(2, 1, 2, 1, 1).contiguous()
+    y = torch.tensor([0])
+    w = "stages.0.layers.1.weight"
+    expected = torch.tensor([[-0.5, 0.0], [0.5, 0.0]])
+    torch.testing.assert_close(_bptt(copy.deepcopy(model), x, y, build_loss("ce"))[w], expected)
+    for mode in ("rate_M", "rate_S"):
+        model.zero_grad()
+        res = rate_loss_and_backward(model, x, y, build_loss("ce"), mode=mode)
+        torch.testing.assert_close(_grads(model)[w], expected / 2)
+        assert res.loss.item() == pytest.approx(float(torch.log(torch.tensor(2.0))))  # value unscaled
+        model.zero_grad()
+        rate_loss_and_backward(model, x, y, build_loss("ce"), mode=mode, grad_scale="1")
+        torch.testing.assert_close(_grads(model)[w], expected)
+    with pytest.raises(ConfigError, match="grad_scale"):
+        rate_loss_and_backward(model, x, y, build_loss("ce"), grad_scale="T")
+
+
+def test_rate_s_bn_variance_is_harmonic_mean_hand_computed():
+    """rate_S: BN's rate pass divides by sqrt(1/mean_t(1/(var_t+eps)) + eps) (official code);
+    rate_M by the variance of the whole [T*B] batch.
+
+    Two samples, two steps, one channel: step 0 = [0, 2] (mean 1, var 1), step 1 = [0, 4]
+    (mean 2, var 4). Rate pass input x̄ = [0, 3]; mean 1.5 in both modes. rate_S variance:
+    1 / ((1/1 + 1/4) / 2) = 1.6 (the arithmetic mean would be 2.5); rate_M: var of [0, 2, 0, 4] = 2.75.
+    """
+    eps = 1e-5
+    model = TFSNN([Stage("bn", [nn.Flatten(), nn.BatchNorm1d(1, affine=False, eps=eps)])],
+                  neuron_profile="paper-lif", num_classes=1, input_shape=(1, 1, 1), default_T=2).train()
+    x = torch.tensor([[0.0, 2.0], [0.0, 4.0]]).view(2, 2, 1, 1, 1)
+    # 1.5 / sqrt(1.6) = 1.18585 (rate_S), 1.5 / sqrt(2.75) = 0.90453 (rate_M); eps moves the 5th digit
+    for mode, value in (("rate_S", 1.18585), ("rate_M", 0.90453)):
+        outputs, handle = _capture_rate_pass_output(model)
+        rate_loss_and_backward(model, x, torch.tensor([0, 0]), build_loss("ce"), mode=mode)
+        handle.remove()
+        torch.testing.assert_close(outputs[-1].flatten(), torch.tensor([-value, value]), rtol=0, atol=2e-5)

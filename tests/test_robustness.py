@@ -45,6 +45,20 @@ def test_sigma_zero_reproduces_clean_accuracy(kind):
     assert again.accuracy == curve.accuracy  # seeded
 
 
+def test_variance_axis_is_the_sigma_sweep_at_sqrt():
+    """axis="variance" (the paper's sigma^2): value 4.0 draws exactly what sigma 2.0 draws."""
+    model, batches = _model_and_batches(n_batches=1)
+    by_var = noise_sweep(model, batches, [0.0, 0.25, 4.0], kind="weight", repeats=2, seed=3, axis="variance")
+    by_sigma = noise_sweep(model, batches, [0.0, 0.5, 2.0], kind="weight", repeats=2, seed=3)
+    assert by_var.accuracy == by_sigma.accuracy and by_var.sigma == (0.0, 0.5, 2.0)
+    doc = by_var.to_dict()
+    assert doc["axis"] == "variance" and doc["variance"] == [0.0, 0.25, 4.0] and doc["sigma"] == [0.0, 0.5, 2.0]
+    with pytest.raises(ConfigError, match="axis"):
+        noise_sweep(model, batches, [0.1], axis="std")
+    with pytest.raises(ConfigError, match="variances"):
+        noise_sweep(model, batches, [-0.1], axis="variance")
+
+
 def test_perturbed_weights_relative_scale_and_restore():
     model, _ = _model_and_batches()
     w = model.stages[0].layers[0].weight

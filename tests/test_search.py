@@ -106,3 +106,41 @@ def test_run_search_on_synthetic_measurements():
     assert rep.found_accuracy >= rep.baseline_accuracy
     assert rep.to_dict()["result"]["config"] == rep.result.config
     del rng
+
+
+def test_bn_calibrated_measure_averages_three_calibrations_per_config():
+    """Paper A.3: BN calibrated at each configuration, 3 calibrations averaged, stats restored."""
+    import torch
+
+    from flexsnn.models.zoo import build_model
+    from flexsnn.training.bn_calibration import calibrate_bn
+    from flexsnn.training.search import bn_calibrated_measure
+
+    torch.manual_seed(0)
+    model = build_model("speck3c1fc", batch_norm=True).eval()
+    xs = [(torch.rand(4, 6, 2, 34, 34) < 0.2).float() * (1 + k) for k in range(3)]  # [B, T, C, H, W]
+    batches = lambda cfg, k: [(xs[k][:, :cfg[0]], torch.zeros(4))]  # noqa: E731
+    bn = model.stages[0].layers[1]
+    seen: list[tuple] = []
+
+    def probe(cfg):  # "accuracy" = a function of the statistics in place now
+        seen.append((cfg, float(bn.running_var.sum())))
+        return float(bn.running_mean.sum())
+
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    measure = bn_calibrated_measure(model, probe, batches, n_calibrations=3, n_batches=1)
+    got = measure((3, 2, 2, 1))
+    assert len(seen) == 3 and len({v for _, v in seen}) == 3            # three different calibrations
+    expected = []
+    for k in range(3):
+        calibrate_bn(model, batches((3, 2, 2, 1), k), config=(3, 2, 2, 1), n_batches=1)
+        expected.append(float(bn.running_mean.sum()))
+    assert got == pytest.approx(float(np.mean(expected)))
+    model.load_state_dict(before)
+    measure((3, 2, 2, 1))
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())  # restored
+    no_bn = build_model("speck3c1fc")
+    assert bn_calibrated_measure(no_bn, probe, batches) is probe
+    assert bn_calibrated_measure(model, probe, batches, n_calibrations=0) is probe
+    with pytest.raises(ConfigError):
+        bn_calibrated_measure(model, probe, batches, n_calibrations=-1)

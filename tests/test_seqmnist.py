@@ -111,4 +111,6 @@ def test_seqmnist_benchmark_smoke(tmp_path):
     for key in ("rnn", "sdt", "mtt"):
         assert 0.0 <= data[key] <= 1.0
     assert data["hidden"] == 64 and data["epochs"] == 1 and "machine" in data
+    assert 0.0 <= data["gru"] <= 1.0 and all(len(data["history"][k]) == 1 for k in ("rnn", "gru", "sdt", "mtt"))
+    assert data["history"]["mtt"][-1] == data["mtt"] and "row by row" in data["input_format"]
     assert (tmp_path / "seqmnist.png").stat().st_size > 0

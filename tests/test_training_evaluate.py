@@ -56,6 +56,28 @@ def test_accuracy_per_T_and_config(tiny_test):
     assert len(rates) == 4 and all(r >= 0 for r in rates)
 
 
+def test_t_protocols_prefix_keeps_first_frames_rebin_bins_all(tiny_test):
+    from flexsnn.data.frames import events_to_frames
+
+    prefix = FrameCache(tiny_test, protocol="prefix", data_T=6)
+    rebin = FrameCache(tiny_test)
+    ev, label = tiny_test[3]
+    full = torch.from_numpy(events_to_frames(ev, tiny_test.sensor, 6))
+    x, y = prefix.get(2)[3]
+    assert int(y) == label and torch.equal(x, full[:2])          # the first 2 of the 6 frames
+    assert x.sum() < full.sum()                                    # later events are not seen
+    xr, _ = rebin.get(2)[3]
+    assert xr.shape == x.shape and xr.sum() >= full.sum() - 1      # rebin: (almost) every event, 2 bins
+    xb, yb = next(iter(prefix.loader(2, 5)))
+    assert xb.shape[:2] == (5, 2) and torch.equal(xb[3], x)
+    with pytest.raises(ConfigError, match="prefix"):
+        prefix.get(7)
+    with pytest.raises(ConfigError, match="t_protocol"):
+        FrameCache(tiny_test, protocol="first")
+    with pytest.raises(ConfigError, match="data_T"):
+        FrameCache(tiny_test, protocol="prefix")
+
+
 def test_table_and_plot(tmp_path):
     curves = {"sdt": {1: 0.5, 2: 0.75}, "mtt": {1: 0.625, 2: 0.8}}
     table = format_table(curves)

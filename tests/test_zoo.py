@@ -23,7 +23,8 @@ SPECK_NETS = ["speck3c1fc", "speck4c"]
 
 def test_registry():
     entries = list_models()
-    assert [e.name for e in entries] == ["speck3c1fc", "speck4c", "resnet18", "resnet19", "vgg", "seqfc"]  # seqfc: issue 10
+    assert [e.name for e in entries] == ["speck3c1fc", "speck4c", "resnet18", "resnet19", "vgg", "convnet", "vggsnn",
+                                         "seqfc"]  # seqfc: issue 10, vggsnn: issue 18
     assert all(isinstance(e, ZooEntry) for e in entries)
     by_name = {e.name: e for e in entries}
     assert by_name["speck3c1fc"].neuron_profile == "speck-iaf" and by_name["speck3c1fc"].input_shape == (2, 34, 34)
@@ -205,3 +206,23 @@ def test_zoo_kwargs_resolved_and_json_serialisable():
     json.dumps(model.zoo_kwargs)
     assert all(n.config.surrogate == "triangle" for n in iter_neurons(model))
     assert all(isinstance(n, SpikingNeuron) for n in iter_neurons(model))
+
+
+def test_speck_linear_readout_gives_real_logits_and_is_refused_by_the_chip():
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.errors import ChipConstraintError
+
+    torch.manual_seed(0)
+    x = (torch.rand(4, 3, 2, 34, 34) < 0.3).float() * 2
+    for name in ("speck3c1fc", "speck4c"):
+        spiking = build_model(name, T=4)
+        linear = build_model(name, T=4, readout="linear")
+        linear.load_state_dict(spiking.state_dict())          # same weights: the readout is the only change
+        out_s, out_l = spiking(x), linear(x)
+        assert out_s.shape == out_l.shape == (4, 3, 10)
+        assert torch.equal(out_s, out_s.round()) and not torch.equal(out_l, out_l.round())
+        assert linear.zoo_kwargs["readout"] == "linear"
+    with pytest.raises(ChipConstraintError, match="IAF"):
+        export_chip_image(build_model("speck3c1fc", readout="linear"))
+    with pytest.raises(ConfigError, match="readout"):
+        build_model("speck3c1fc", readout="softmax")

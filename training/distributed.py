@@ -72,6 +72,7 @@ from flexsnn.parallel import (  # noqa: F401  (re-exported: one import for train
     shard_indices,
     spawn_local,
 )
+from flexsnn import parallel as _parallel
 from flexsnn.parallel import _collective_device
 from flexsnn.training.trainer import RunContext  # the trainer's hooks (it does not import this module)
 
@@ -315,46 +316,16 @@ def training_session(*, device: str | torch.device | None = None, backend: str |
             destroy()
 
 
-__all__ = [
-    "DEFAULT_TIMEOUT_S",
-    "DistInfo",
-    "DistributedContext",
-    "DistributedError",
-    "ENV_VARS",
-    "RankZeroFilter",
-    "all_gather_objects",
-    "all_reduce_sums",
-    "all_reduce_tensor",
-    "barrier",
-    "broadcast_object",
-    "calibrate_bn_across_ranks",
-    "check_agreement",
-    "describe",
-    "destroy",
-    "distributed_session",
-    "env_world_size",
-    "fingerprint",
-    "free_port",
-    "gather_objects",
-    "get_local_rank",
-    "get_rank",
-    "get_world_size",
-    "init_from_env",
-    "init_process_group",
-    "install_rank_zero_logging",
-    "is_distributed",
-    "is_main_process",
-    "launched_distributed",
-    "make_sampler",
-    "on_main_process",
-    "run_context_from_env",
-    "set_epoch",
-    "shard_indices",
-    "shard_order",
-    "spawn_local",
-    "sync_bn_statistics",
-    "sync_context",
-    "training_session",
-    "unwrap_model",
-    "wrap_model",
-]
+__all__ = sorted([*_parallel.__all__,
+                  "DistributedContext",
+                  "calibrate_bn_across_ranks",
+                  "make_sampler",
+                  "run_context_from_env",
+                  "set_epoch",
+                  "shard_order",
+                  "sync_bn_statistics",
+                  "sync_context",
+                  "training_session",
+                  "unwrap_model",
+                  "wrap_model",
+                  ])

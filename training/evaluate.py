@@ -1,9 +1,17 @@
 """Evaluation of a TFSNN at any uniform T or any per-stage temporal configuration.
 
 Prediction = argmax over classes of the outputs summed over time (``logits.sum(0)``).
-Event data are binned into as many frames as the input stage's T (``config[0]``; a uniform
-T uses T frames), so a model trained at T=10 is tested at T=3 on 3-bin frames of the same
-recordings. Frame datasets are cached per T inside one call.
+Event data at another T follow one of two protocols (:data:`T_PROTOCOLS`, ``FrameCache(protocol=)``):
+
+- ``"rebin"`` (default): the whole recording is binned into as many frames as the input stage's
+  T (``config[0]``; a uniform T uses T frames), so a model trained at T=10 is tested at T=3 on
+  3-bin frames of the same recordings: every event is seen, each bin is longer. This is what a
+  time-binned chip run at that T sees.
+- ``"prefix"``: the recording is binned into the training T (``data_T``) and only the first T'
+  frames are used (the MTT paper's code: it slices the first T' of its T frames), so a smaller
+  T' sees only the start of the recording. T' > data_T is refused.
+
+Frame datasets are cached per T inside one call.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from flexsnn.progress import ProgressFactory, null_progress
 log = logging.getLogger(__name__)
 
 ConfigLike = int | Sequence[int]
+#: how event data are turned into T' frames at evaluation (see the module docstring)
+T_PROTOCOLS: tuple[str, ...] = ("rebin", "prefix")
 
 
 def predict(logits: torch.Tensor) -> torch.Tensor:
@@ -76,22 +86,58 @@ def accuracy(model: nn.Module, batches: Iterable, *, config: ConfigLike | None =
 
 
 class FrameCache:
-    """One :class:`flexsnn.data.frames.FrameDataset` per number of bins, built on demand."""
+    """Frames of an event dataset at any T, built on demand and cached per T.
 
-    def __init__(self, event_dataset: Any) -> None:
+    Args:
+        event_dataset: a sequence of ``(events, label)`` (see :mod:`flexsnn.data.registry`).
+        protocol: ``"rebin"`` (whole recording into T frames) or ``"prefix"`` (the first T of
+            ``data_T`` frames; the MTT paper's code).
+        data_T: frames per recording under ``"prefix"`` (the training T); required there.
+    """
+
+    def __init__(self, event_dataset: Any, *, protocol: str = "rebin", data_T: int | None = None) -> None:
+        if protocol not in T_PROTOCOLS:
+            raise ConfigError("t_protocol", protocol, "one of " + ", ".join(T_PROTOCOLS),
+                              hint="rebin bins the whole recording into T frames; prefix keeps the first T "
+                                   "of the training T frames")
+        from flexsnn.data.images import ImageDataset
+
+        if isinstance(event_dataset, ImageDataset):
+            protocol = "rebin"  # one direct-encoded frame per image: both protocols are the same
+        if protocol == "prefix" and (data_T is None or int(data_T) < 1):
+            raise ConfigError("data_T", data_T, "the training T (>= 1) for the prefix protocol")
         self.events = event_dataset
+        self.protocol = protocol
+        self.data_T = None if data_T is None else int(data_T)
         self._by_T: dict[int, Any] = {}
 
     def get(self, T: int):
-        from flexsnn.data.frames import FrameDataset
+        """The dataset of ``(x [T, C, H, W], y)`` at ``T`` under this cache's protocol."""
+        from flexsnn.data.frames import FrameDataset, PrefixFrames
+        from flexsnn.data.images import frames_for
 
+        T = int(T)
+        if self.protocol == "prefix":
+            if T > self.data_T:
+                raise ConfigError("T", T, f"<= {self.data_T} (the recordings' {self.data_T} frames) under the "
+                                  "prefix protocol", hint="use --t-protocol rebin to evaluate above the training T")
+            if self.data_T not in self._by_T:
+                self._by_T[self.data_T] = FrameDataset(self.events, T=self.data_T)
+            return PrefixFrames(self._by_T[self.data_T], T)
         if T not in self._by_T:
-            self._by_T[T] = FrameDataset(self.events, T=int(T))
+            self._by_T[T] = frames_for(self.events, T)  # static images: direct encoding
         return self._by_T[T]
 
     def loader(self, T: int, batch_size: int):
+        """Unshuffled DataLoader of ``(x [B, T, C, H, W], y [B])`` at ``T``."""
+        from torch.utils.data import DataLoader
+
         from flexsnn.data.frames import frame_loader
 
+        if self.protocol == "prefix":
+            if batch_size < 1:
+                raise ConfigError("batch_size", batch_size, "an integer >= 1")
+            return DataLoader(self.get(T), batch_size=batch_size, shuffle=False)
         return frame_loader(self.get(T), T=int(T), batch_size=batch_size, shuffle=False)
 
 

@@ -27,7 +27,10 @@ One training step for one temporal configuration, :func:`rate_loss_and_backward`
 2. **Loss**: computed on the spike pass's logits ``O [T, B, K]`` (any :mod:`flexsnn.training.losses`
    loss); ``g_t = dL/dO_t``. Under the rate approximation every step's output has the gradient
    path of the mean output ``ō``, so the rate pass is driven by ``Σ_t g_t`` (for mean-CE this is
-   exactly ``dL/dō``; this is also how the paper's single-step mode sums its per-step gradients).
+   exactly ``dL/dō``; this is also how the paper's single-step mode sums its per-step gradients),
+   scaled by ``1/T`` (``T`` = the output's number of steps) as the official code does
+   (``CustomEvaluator`` in Tab-ct/rate-based-backpropagation keeps the loss value and divides its
+   gradient by the model's time step). ``grad_scale="1"`` drops that factor (flexsnn < 0.2).
 
 3. **Rate pass** (autograd, one step): the time-averaged input goes through the same layers once.
    Each neuron returns ``r`` as value (its true mean rate) with gradient path ``x * e``
@@ -52,7 +55,12 @@ trim): the derivative of the TTM's mean output when all input frames carry the s
 **Modes.** ``rate_M`` (multi-step): the spike pass is one multi-step forward. ``rate_S``
 (single-step): the spike pass feeds one frame at a time (neuron state carried between calls, BN
 normalising each step with that step's batch statistics, which is what a single-step network
-computes; the rate pass then uses the mean over steps of those per-step means and variances).
+computes). The rate pass then normalises with the mean over steps of the per-step means and,
+as the official code's ``bn_forward_hook`` (``in_spikes_var_recip``), the harmonic mean of the
+per-step variances: ``var = 1 / mean_t(1 / (var_t + eps))``, used as ``sqrt(var + eps)`` (the
+official ``calcu_rate`` adds ``eps`` again). The official hook tests ``in_spikes_var`` (never set
+in single-step mode) before averaging, so it in fact keeps the last step's reciprocal only; we
+implement the average it writes out. rate_M uses the variance of the whole ``[T*B, ...]`` batch.
 With a uniform temporal configuration rate_S streams the input frame by frame through the whole
 network, so only the input sequence scales with T; with per-stage T it goes stage by stage
 (each stage fed one step at a time from the TTM of the previous stage's outputs). Without BN the
@@ -80,6 +88,7 @@ __all__ = [
 ]
 
 RATE_MODES: tuple[str, ...] = ("rate_M", "rate_S")
+GRAD_SCALES: tuple[str, ...] = ("1/T", "1")
 
 
 @dataclass(frozen=True)
@@ -90,14 +99,20 @@ class RateConfig:
         mode: ``"rate_M"`` (multi-step spike pass) or ``"rate_S"`` (single-step spike pass).
         detach_reset: use the paper's eligibility factor for a reset whose spike is detached
             (``False``, the default, matches flexsnn's neurons, whose reset is not detached).
+        grad_scale: ``"1/T"`` (official code: the loss gradient divided by the output's T) or
+            ``"1"`` (the summed per-step gradient, T times larger).
     """
 
     mode: str = "rate_M"
     detach_reset: bool = False
+    grad_scale: str = "1/T"
 
     def __post_init__(self) -> None:
         if self.mode not in RATE_MODES:
             raise ConfigError("backprop.rate_mode", self.mode, f"one of {RATE_MODES}", hint="rate_M is the default")
+        if self.grad_scale not in GRAD_SCALES:
+            raise ConfigError("backprop.grad_scale", self.grad_scale, f"one of {GRAD_SCALES}",
+                              hint="1/T is the official code's scaling")
 
 
 @dataclass(frozen=True)
@@ -174,7 +189,7 @@ class _NeuronRecord:
 class _BNRecord:
     calls: int = 0
     mean_sum: Optional[torch.Tensor] = None
-    var_sum: Optional[torch.Tensor] = None
+    var_sum: Optional[torch.Tensor] = None  # sum of var_t (rate_M) or of 1/(var_t + eps) (rate_S)
 
 
 @dataclass
@@ -244,6 +259,8 @@ class _Session:
             n = x.numel() // x.shape[1]
             mean = x.sum(dims) / n  # sums: faster than mean/var over non-leading dims on CPU
             var = (x.square().sum(dims) / n - mean.square()).clamp_min(0.0)
+            if self.config.mode == "rate_S":
+                var = 1.0 / (var + module.eps)
             rec.mean_sum = mean if rec.mean_sum is None else rec.mean_sum + mean
             rec.var_sum = var if rec.var_sum is None else rec.var_sum + var
             rec.calls += 1
@@ -255,6 +272,8 @@ class _Session:
         shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
         mean_s = (rec.mean_sum / rec.calls).view(shape)
         var_s = (rec.var_sum / rec.calls).view(shape)
+        if self.config.mode == "rate_S":
+            var_s = 1.0 / var_s  # harmonic mean of (var_t + eps), as the official code
         mean_r = x.mean(dims, keepdim=True)
         mean = mean_s + (mean_r - mean_r.detach())  # value: spike stats; gradient: rate stats
         var_r = ((x - mean) ** 2).mean(dims, keepdim=True)
@@ -395,6 +414,7 @@ def rate_loss_and_backward(
     *,
     mode: str = "rate_M",
     detach_reset: bool = False,
+    grad_scale: str = "1/T",
 ) -> RateStepResult:
     """One rate-based training step for the model's current temporal configuration.
 
@@ -413,11 +433,12 @@ def rate_loss_and_backward(
         loss_fn: e.g. ``build_loss("tmc")``: ``(logits [T, B, K], target) -> scalar``.
         mode: ``"rate_M"`` or ``"rate_S"``.
         detach_reset: eligibility factor for a detached reset (see module docstring).
+        grad_scale: ``"1/T"`` (official code, default) or ``"1"`` (see module docstring).
 
     Returns:
         :class:`RateStepResult` with the detached loss and spike-pass logits.
     """
-    config = RateConfig(mode=mode, detach_reset=detach_reset)
+    config = RateConfig(mode=mode, detach_reset=detach_reset, grad_scale=grad_scale)
     net = _unwrap(model)
     if not net.training:
         raise ConfigError("model.training", False, "True (call model.train())",
@@ -435,5 +456,8 @@ def rate_loss_and_backward(
             if out.shape[0] != 1 or tuple(out.shape[1:]) != tuple(logits.shape[1:]):
                 raise ConfigError("rate pass output", tuple(out.shape), f"[1, {', '.join(map(str, logits.shape[1:]))}]")
             if out.requires_grad:
-                out.backward(grad_logits.sum(0, keepdim=True).to(out.dtype))
+                drive = grad_logits.sum(0, keepdim=True)
+                if config.grad_scale == "1/T":
+                    drive = drive / logits.shape[0]
+                out.backward(drive.to(out.dtype))
     return RateStepResult(loss=loss.detach(), logits=logits.detach())

@@ -5,6 +5,8 @@
   frames, for each sigma of a sweep, ``repeats`` times each (mean, min, max). sigma = 0
   reproduces the clean accuracy exactly. ``scale="relative"`` multiplies sigma by each weight
   tensor's standard deviation (comparable across layers); the paper's setting is absolute.
+  ``axis="variance"`` takes the sweep values as variances ``sigma^2`` (the paper's Fig. 5/6
+  axis) and draws with ``sigma = sqrt(value)``; every curve reports both.
 - :func:`gradient_norms`: ``||dL/dW||``, the norm of the gradient of the mean loss over the
   whole given set (the training set in the paper) w.r.t. the conv layers' weights, and the
   mean over samples of ``||dL_i/dx_i||``, the per-sample loss gradient w.r.t. the input frames.
@@ -44,6 +46,7 @@ __all__ = [
 
 NOISE_KINDS = ("weight", "input")
 NOISE_SCALES = ("absolute", "relative")
+NOISE_AXES = ("sigma", "variance")
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -57,6 +60,7 @@ class NoiseCurve:
         accuracy: ``accuracy[i][r]``, fraction correct at ``sigma[i]``, repeat ``r``.
         clean: accuracy without noise.
         scale: ``"absolute"`` or ``"relative"``.
+        axis: the sweep's own axis, ``"sigma"`` or ``"variance"`` (``sigma^2``, the paper's).
     """
 
     kind: str
@@ -64,6 +68,12 @@ class NoiseCurve:
     accuracy: tuple[tuple[float, ...], ...]
     clean: float
     scale: str = "absolute"
+    axis: str = "sigma"
+
+    @property
+    def variance(self) -> list[float]:
+        """The noise variances ``sigma^2``."""
+        return [float(s) ** 2 for s in self.sigma]
 
     @property
     def mean(self) -> list[float]:
@@ -78,7 +88,8 @@ class NoiseCurve:
         return [float(np.max(a)) for a in self.accuracy]
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "scale": self.scale, "sigma": list(self.sigma), "clean": self.clean,
+        return {"kind": self.kind, "scale": self.scale, "axis": self.axis, "sigma": list(self.sigma),
+                "variance": self.variance, "clean": self.clean,
                 "mean": self.mean, "min": self.min, "max": self.max,
                 "accuracy": [list(a) for a in self.accuracy]}
 
@@ -196,7 +207,7 @@ def batch_accuracy(model: nn.Module, batches: Sequence[Batch], *,
 def noise_sweep(model: nn.Module, batches: Iterable[Batch], sigmas: Sequence[float], *, kind: str = "weight",
                 repeats: int = 5, seed: int = 0, scale: str = "absolute", layers: str = "all",
                 T: Optional[int] = None, device: torch.device | str = "cpu",
-                progress: Optional[ProgressFactory] = None) -> NoiseCurve:
+                progress: Optional[ProgressFactory] = None, axis: str = "sigma") -> NoiseCurve:
     """Accuracy of ``model`` under weight or input noise, ``repeats`` draws per sigma.
 
     Args:
@@ -208,12 +219,20 @@ def noise_sweep(model: nn.Module, batches: Iterable[Batch], sigmas: Sequence[flo
         seed: seed of every draw (stream ``(kind, sigma index, repeat)``).
         scale: weight noise ``"absolute"`` or ``"relative"`` to each tensor's std (input noise is absolute).
         layers: weight layers with noise: ``"all"`` (conv + linear) or ``"conv"``.
+        axis: ``"sigma"`` (``sigmas`` are standard deviations) or ``"variance"`` (they are
+            ``sigma^2``, the paper's axis; each draw uses ``sqrt``).
 
     Returns:
         :class:`NoiseCurve`.
     """
     if kind not in NOISE_KINDS:
         raise ConfigError("kind", kind, f"one of {NOISE_KINDS}")
+    if axis not in NOISE_AXES:
+        raise ConfigError("axis", axis, f"one of {NOISE_AXES}", hint="variance = the paper's sigma^2 axis")
+    if axis == "variance":
+        if any(not (float(v) >= 0 and math.isfinite(float(v))) for v in sigmas):
+            raise ConfigError("variances", list(sigmas), "finite numbers >= 0")
+        sigmas = [math.sqrt(float(v)) for v in sigmas]
     if repeats < 1:
         raise ConfigError("repeats", repeats, "an integer >= 1")
     batches = list(batches)
@@ -242,7 +261,7 @@ def noise_sweep(model: nn.Module, batches: Iterable[Batch], sigmas: Sequence[flo
     finally:
         bar.close()
     return NoiseCurve(kind=kind, sigma=tuple(float(s) for s in sigmas), accuracy=tuple(rows), clean=clean,
-                      scale=scale if kind == "weight" else "absolute")
+                      scale=scale if kind == "weight" else "absolute", axis=axis)
 
 
 def gradient_norms(model: nn.Module, batches: Iterable[Batch], *, loss_fn: Optional[Callable] = None,

@@ -16,6 +16,15 @@ Ranges. Static data (the input is repeated, any input T works): every stage draw
 ``non_increasing=True`` restricts every configuration to ``t_1 >= t_2 >= ... >= t_n`` with
 the first stage fixed at the input's T (``T`` for event data, ``t_max`` for static data).
 
+The chip's regime (issue 15). The asynchronous chip behaves like very fine time bins (about
+T = 100 for a 300 ms recording), so the input stage's T can be drawn too: with
+``t_input_min`` / ``t_input_max`` set (event data, NMT/MTT), each configuration draws ``t_1``
+from ``[t_input_min, t_input_max]``; the trainer then bins the data into ``data_T =
+t_input_max`` frames and sums them into ``t_1`` frames by the TTM's even grouping
+(:func:`input_frames`), i.e. ``t_1`` frames over the sample's duration. ``sampling=
+"log-uniform"`` draws every sampled T with ``P(t) ~ log((t + 1) / t)`` (as many draws in
+[1, 10] as in [10, 100]) instead of uniformly.
+
 Sampling is driven only by the generator passed in; :func:`step_generator` derives one from
 ``(base_seed, global_step)`` so that every DDP rank draws the same configurations.
 """
@@ -33,6 +42,7 @@ from flexsnn.seeding import numpy_rng
 
 SCHEMES = ("sdt", "nmt", "mtt")
 DATA_KINDS = ("event", "static")
+SAMPLINGS = ("uniform", "log-uniform")
 #: Stream id of the configuration sampler inside :func:`flexsnn.seeding.numpy_rng`.
 SCHEME_STREAM = 0x5C4E
 
@@ -55,7 +65,10 @@ class SchemeConfig:
         r_left, r_right: event data: later stages draw from ``[T - r_left, T + r_right]``
             (clipped to ``>= 1``). ``None`` derives them from ``t_min`` / ``t_max``.
         non_increasing: only configurations with ``t_1 >= t_2 >= ... >= t_n``, first stage
-            fixed at the input's T.
+            fixed at the input's T (the drawn one when ``t_input_max`` is set).
+        t_input_min, t_input_max: event data, NMT/MTT: draw the input stage's T from this
+            inclusive range (frames over the sample's duration); None = the input keeps ``T``.
+        sampling: ``"uniform"`` or ``"log-uniform"`` draws of every sampled T.
     """
 
     name: str = "sdt"
@@ -67,6 +80,9 @@ class SchemeConfig:
     r_left: int | None = None
     r_right: int | None = None
     non_increasing: bool = False
+    t_input_min: int | None = None
+    t_input_max: int | None = None
+    sampling: str = "uniform"
 
     def __post_init__(self) -> None:
         if self.name not in SCHEMES:
@@ -93,6 +109,21 @@ class SchemeConfig:
                                   "or give r_right explicitly")
         elif self.name == "sdt" and not (self.t_min <= self.T <= self.resolved_t_max):
             raise ConfigError("scheme.T", self.T, f"within [t_min, t_max] = [{self.t_min}, {self.resolved_t_max}]")
+        if self.sampling not in SAMPLINGS:
+            raise ConfigError("scheme.sampling", self.sampling, f"one of {', '.join(SAMPLINGS)}",
+                              "e.g. --t-sampling log-uniform")
+        if (self.t_input_min is None) != (self.t_input_max is None):
+            raise ConfigError("scheme.t_input_range", (self.t_input_min, self.t_input_max),
+                              "both ends or neither", "e.g. --t-input-range 1,100")
+        if self.t_input_max is not None:
+            lo, hi = self.t_input_min, self.t_input_max
+            if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (lo, hi)) \
+                    or lo < 1 or hi < lo:
+                raise ConfigError("scheme.t_input_range", (lo, hi), "integers 1 <= min <= max",
+                                  "e.g. --t-input-range 1,100")
+            if self.name == "sdt" or self.data_kind != "event":
+                raise ConfigError("scheme.t_input_range", (lo, hi), "only with event data and nmt/mtt",
+                                  "SDT keeps one T; static data draw every stage from [t_min, t_max]")
 
     # -- derived ranges -------------------------------------------------------------------
     @property
@@ -117,9 +148,21 @@ class SchemeConfig:
         lo, hi = self.stage_range
         if self.data_kind == "event":
             lo, hi = min(lo, self.T), max(hi, self.T)
+        if self.draws_input:
+            lo, hi = min(lo, int(self.t_input_min)), max(hi, int(self.t_input_max))
         if self.non_increasing:
-            hi = self.input_T
+            hi = self.data_T if self.draws_input else self.input_T
         return lo, hi
+
+    @property
+    def draws_input(self) -> bool:
+        """True when the input stage's T is drawn (``t_input_max`` set)."""
+        return self.t_input_max is not None
+
+    @property
+    def data_T(self) -> int:
+        """Frames the training data are binned into (``t_input_max`` when the input T is drawn)."""
+        return int(self.t_input_max) if self.draws_input else int(self.T)
 
     @property
     def T_max(self) -> int:
@@ -145,8 +188,9 @@ class SchemeConfig:
         if self.name == "sdt":
             return (self.T,) * num_stages
         if self.data_kind == "event":
-            hi = min(self.stage_range[1], self.T) if self.non_increasing else self.stage_range[1]
-            return (self.T,) + (hi,) * (num_stages - 1)
+            head = self.data_T
+            hi = min(self.stage_range[1], head) if self.non_increasing else self.stage_range[1]
+            return (head,) + (hi,) * (num_stages - 1)
         return (self.T_max,) * num_stages
 
     def to_dict(self) -> dict[str, Any]:
@@ -176,10 +220,42 @@ def _randint(gen: Generator, lo: int, hi: int, size: int) -> list[int]:
     raise ConfigError("generator", type(gen).__name__, "a numpy.random.Generator or torch.Generator")
 
 
+def _log_uniform_int(gen: Generator, lo: int, hi: int, size: int) -> list[int]:
+    """``size`` integers in ``[lo, hi]`` with ``P(t) ~ log((t + 1) / t)``: ``floor(exp(u))``,
+    ``u ~ U[log lo, log(hi + 1))``."""
+    if size == 0:
+        return []
+    a, b = np.log(lo), np.log(hi + 1)
+    if isinstance(gen, torch.Generator):
+        u = (torch.rand(size, generator=gen, dtype=torch.float64) * (b - a) + a).numpy()
+    elif isinstance(gen, np.random.Generator):
+        u = gen.uniform(a, b, size=size)
+    else:
+        raise ConfigError("generator", type(gen).__name__, "a numpy.random.Generator or torch.Generator")
+    return [int(min(max(int(np.floor(np.exp(v))), lo), hi)) for v in u]
+
+
+def _draw(scheme: SchemeConfig, gen: Generator, lo: int, hi: int, size: int) -> list[int]:
+    if scheme.sampling == "log-uniform":
+        return _log_uniform_int(gen, lo, hi, size)
+    return _randint(gen, lo, hi, size)
+
+
+def input_frames(x: torch.Tensor, t: int) -> torch.Tensor:
+    """``x [T_data, B, ...]`` frames summed into ``t`` frames by the TTM's even grouping (group i
+    starts at ``round(i * T_data / t)``; upsampling copies), i.e. ``t`` frames over the same
+    duration. Identity when ``t == T_data``."""
+    from flexsnn.models.ttm import temporal_transform
+
+    return x if x.shape[0] == t else temporal_transform(x, int(t), mode="even")
+
+
 def _sample_one(scheme: SchemeConfig, num_stages: int, gen: Generator) -> TemporalConfig:
     lo, hi = scheme.stage_range
     if scheme.data_kind == "event":
-        head: list[int] = [scheme.T]
+        t_in = _draw(scheme, gen, int(scheme.t_input_min), int(scheme.t_input_max), 1)[0] \
+            if scheme.draws_input else scheme.T
+        head: list[int] = [t_in]
         rest = num_stages - 1
     elif scheme.non_increasing:
         head = [scheme.input_T]
@@ -190,12 +266,12 @@ def _sample_one(scheme: SchemeConfig, num_stages: int, gen: Generator) -> Tempor
         hi = min(hi, head[0])
         lo = min(lo, hi)
     if scheme.name == "nmt":
-        t = _randint(gen, lo, hi, 1)[0] if rest else 0
+        t = _draw(scheme, gen, lo, hi, 1)[0] if rest else 0
         tail = [t] * rest
         if scheme.data_kind == "static" and not scheme.non_increasing:
             return tuple(tail)
     else:  # mtt
-        tail = _randint(gen, lo, hi, rest)
+        tail = _draw(scheme, gen, lo, hi, rest)
     if scheme.non_increasing:
         # iid draws sorted descending: a non-increasing sequence whose sorted marginals are
         # the order statistics of the uniform range; works for any number of stages.

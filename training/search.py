@@ -276,3 +276,41 @@ def run_search(
                         fit_quality_holdout=q_hold, rates=[float(r) for r in rates], budget_T=int(budget_T),
                         budget=budget, result=result, found_accuracy=found_acc,
                         baseline_config=tuple(baseline_config), baseline_accuracy=base_acc)
+
+
+def bn_calibrated_measure(
+    model: Any,
+    measure_accuracy: Callable[[TemporalConfig], float],
+    calibration_batches: Callable[[TemporalConfig, int], Any],
+    *,
+    n_calibrations: int = 3,
+    n_batches: int = 10,
+) -> Callable[[TemporalConfig], float]:
+    """Per-configuration BN calibration around ``measure_accuracy`` (paper A.3).
+
+    For a model with BatchNorm, each measurement re-estimates the BN statistics at that
+    configuration (:func:`~flexsnn.training.bn_calibration.calibrate_bn`, ``n_batches``
+    training batches, cumulative average) ``n_calibrations`` times, each on the batches of
+    ``calibration_batches(config, k)`` (k = 0..n-1: seed different draws there), measures after
+    each and returns the mean accuracy; the model's own statistics are restored afterwards.
+    A model without BN (or ``n_calibrations == 0``) gets ``measure_accuracy`` unchanged.
+    """
+    from flexsnn.training.bn_calibration import calibrate_bn, has_batch_norm
+
+    if n_calibrations < 0:
+        raise ConfigError("n_calibrations", n_calibrations, "an integer >= 0 (0 = the checkpoint's statistics)")
+    if n_calibrations == 0 or not has_batch_norm(model):
+        return measure_accuracy
+    saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    def measure(config: TemporalConfig) -> float:
+        accs = []
+        try:
+            for k in range(n_calibrations):
+                calibrate_bn(model, calibration_batches(tuple(config), k), config=tuple(config), n_batches=n_batches)
+                accs.append(float(measure_accuracy(tuple(config))))
+        finally:
+            model.load_state_dict(saved)
+        return float(np.mean(accs))
+
+    return measure

@@ -12,7 +12,9 @@ Outputs in ``out_dir``: ``last.safetensors`` (+ ``.json``; raw weights after the
 epoch), ``state.safetensors`` (+ ``.json``; optimizer, scheduler, RNG states, history: what
 ``resume`` needs), ``final.safetensors`` (after BN calibration when the model has BN and the
 scheme mixes time steps), ``metrics.jsonl`` / ``metrics.csv`` (one row per epoch) and
-``config.json`` (resolved config + provenance). Every file is written atomically, every epoch.
+``config.json`` (resolved config + provenance). Every file is written atomically, every epoch;
+the epoch's checkpoint pair and state are committed together (:mod:`flexsnn.training.run_store`),
+so a kill at any instant leaves a run that ``resume`` continues.
 
 Determinism: weights come from ``seed_everything(seed)``; the epoch-``e`` sample order and
 augmentation draws are pure functions of ``(seed, e)`` and the configurations of
@@ -27,12 +29,8 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import csv
-import io
-import json
 import logging
 import math
-import random
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -43,15 +41,17 @@ import torch
 from torch import nn
 
 from flexsnn.errors import CheckpointError, ConfigError
+from flexsnn.options import MAX_SEED, MAX_T, check_field_types, check_range
 from flexsnn.progress import ProgressFactory, null_progress
-from flexsnn.training.schemes import SchemeConfig, sample_configs, step_generator
+from flexsnn.training.run_store import (STATE_KIND, RunFolder, _join_optimizer_state, _set_rng_states,
+                                        load_train_state, save_train_state, write_metrics)
+from flexsnn.training.schemes import SchemeConfig, input_frames, sample_configs, step_generator
 
 log = logging.getLogger(__name__)
 
 OPTIMIZERS = ("sgd", "adamw")
 BACKPROPS = ("bptt", "rate", "rate_M", "rate_S")  # "rate" is rate_M
 PHASES = ("train", "bias_removal")
-STATE_KIND = "flexsnn-train-state"
 EPOCH_STREAM = 0xE90C
 
 
@@ -62,7 +62,7 @@ class TrainConfig:
 
     Attributes:
         model, model_kwargs: zoo model name and builder arguments.
-        dataset, root: event dataset name (``load_event_dataset``) and its folder.
+        dataset, root: dataset name (``flexsnn.data.registry.load_dataset``: event or static) and its folder.
         T: number of time bins of the data (frames per sample).
         scheme: :class:`SchemeConfig` (its ``T`` must equal ``T``).
         loss, loss_params: ``build_loss(loss, **loss_params)``.
@@ -81,6 +81,10 @@ class TrainConfig:
         init_checkpoint: weights to start from (required for ``bias_removal``).
         eval_every: test accuracy every N epochs (and after the last).
         grad_clip: max gradient norm (None = off).
+        qat, train_spike: chip-faithful forward (:mod:`flexsnn.training.qat`): fake-quantize as
+            the converter discretizes; ``"single"``: at most one spike per neuron per update.
+        synops_budget, synops_weight: add ``weight * relu(S / budget - 1)`` to the loss, S the
+            estimated SynOps per sample (:mod:`flexsnn.training.synops`); None = no penalty.
     """
 
     model: str = "speck3c1fc"
@@ -109,14 +113,20 @@ class TrainConfig:
     init_checkpoint: str | None = None
     eval_every: int = 1
     grad_clip: float | None = None
+    qat: bool = False
+    train_spike: str = "multi"
+    synops_budget: float | None = None
+    synops_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        check_field_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)})
         if isinstance(self.scheme, dict):
             object.__setattr__(self, "scheme", SchemeConfig(**self.scheme))
         for name in ("T", "epochs", "batch_size", "eval_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise ConfigError(name, v, "an integer >= 1")
+        check_range("bn_calibration_batches", self.bn_calibration_batches, lo=0, integer=True)
         if self.scheme.T != self.T:
             raise ConfigError("scheme.T", self.scheme.T, f"the data's T ({self.T})")
         if self.optimizer not in OPTIMIZERS:
@@ -128,20 +138,24 @@ class TrainConfig:
         if self.phase == "bias_removal" and not self.init_checkpoint:
             raise ConfigError("init_checkpoint", None, "a checkpoint trained with BN",
                               "the bias-removal phase fine-tunes an existing model")
+        check_range("T", self.T, lo=1, hi=MAX_T, integer=True)
+        check_range("seed", self.seed, lo=0, hi=MAX_SEED, integer=True)
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ConfigError("lr", self.lr, "a positive number")
-        if self.weight_decay < 0:
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
             raise ConfigError("weight_decay", self.weight_decay, ">= 0")
+        check_range("momentum", self.momentum, lo=0, hi=1)
         for name in ("limit", "test_limit"):
             v = getattr(self, name)
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ConfigError(name, v, "an integer >= 1 or None")
-        if self.bn_calibration_batches < 0:
-            raise ConfigError("bn_calibration_batches", self.bn_calibration_batches, ">= 0")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", self.device, "auto, cpu or cuda")
-        if self.grad_clip is not None and self.grad_clip <= 0:
+        if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError("grad_clip", self.grad_clip, "a positive number or None")
+        from flexsnn.training.chip_session import check_chip_options
+
+        check_chip_options(self)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (nested ``scheme``)."""
@@ -155,6 +169,7 @@ class TrainConfig:
         if unknown:
             raise ConfigError(unknown[0], raw[unknown[0]], f"a TrainConfig field: {sorted(known)}")
         raw = dict(raw)
+        check_field_types(cls, raw)
         if isinstance(raw.get("scheme"), dict):
             sk = {f.name for f in fields(SchemeConfig)}
             bad = sorted(set(raw["scheme"]) - sk)
@@ -260,7 +275,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
                loss_fn: Callable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
                scaler: Any = None, autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
                context: RunContext | None = None, grad_clip: float | None = None,
-               tfsnn: nn.Module | None = None) -> StepStats:
+               tfsnn: nn.Module | None = None, resample_input: bool = False) -> StepStats:
     """One optimizer step over ``configs`` (gradients summed, one ``optimizer.step()``).
 
     Args:
@@ -268,6 +283,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
         x: float ``[T, B, C, H, W]`` (time first), y: int64 ``[B]``.
         configs: temporal configurations, one forward/backward each.
         tfsnn: the underlying TFSNN whose configuration is set (default: ``model``).
+        resample_input: sum ``x``'s frames into each configuration's input T (drawn input T).
     """
     context = context or RunContext()
     tfsnn = tfsnn if tfsnn is not None else model
@@ -283,9 +299,10 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
     loss_sum, correct, seen = 0.0, 0, 0
     for i, cfg in enumerate(configs):
         tfsnn.set_temporal_config(cfg)
+        xc = input_frames(x, cfg[0]) if resample_input else x
         with context.no_sync(model, last=(i == len(configs) - 1)):
             with autocast():
-                loss, logits = step_fn(model, x, y, loss_fn, backward)
+                loss, logits = step_fn(model, xc, y, loss_fn, backward)
         loss_sum += float(loss)
         correct += int((logits.float().sum(0).argmax(-1) == y).sum())
         seen += int(y.numel())
@@ -335,7 +352,7 @@ def epoch_loader(frames: Any, config: TrainConfig, epoch: int, context: RunConte
 
     from flexsnn.data.frames import Augment
 
-    aug = Augment() if config.augment else None
+    aug = (getattr(frames, "train_augment", None) or Augment()) if config.augment else None
     order = context.shard(epoch_order(len(frames), config.seed, epoch))
     return DataLoader(EpochFrames(frames, aug, config.seed, epoch), batch_size=config.batch_size,
                       sampler=order, drop_last=False, num_workers=0)
@@ -358,7 +375,7 @@ def build_training_model(config: TrainConfig) -> tuple[nn.Module, str, dict[str,
 
     if config.phase == "bias_removal":
         trained, meta = load_model(config.init_checkpoint)
-        kwargs = dict(meta.model_kwargs, batch_norm=False)
+        kwargs = dict(meta.model_kwargs, **config.model_kwargs, batch_norm=False)  # e.g. a deeper floor
         model = remove_biases(trained, rebuild=lambda: build_model(meta.model_name, **kwargs))
         freeze_biases(model)
         return model, meta.model_name, dict(getattr(model, "zoo_kwargs", kwargs))
@@ -384,90 +401,6 @@ def build_optimizer(model: nn.Module, config: TrainConfig, total_steps: int):
         opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, total_steps), eta_min=0.0)
     return opt, sched
-
-
-# =========================================================================== state (resume)
-def _split_optimizer_state(opt_state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors: dict[str, torch.Tensor] = {}
-    plain: dict[str, Any] = {"param_groups": opt_state["param_groups"], "state": {}}
-    for pid, st in opt_state["state"].items():
-        entry = {}
-        for k, v in st.items():
-            if torch.is_tensor(v):
-                tensors[f"optim.{pid}.{k}"] = v
-                entry[k] = {"tensor": f"optim.{pid}.{k}"}
-            else:
-                entry[k] = v
-        plain["state"][str(pid)] = entry
-    return tensors, plain
-
-
-def _join_optimizer_state(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
-    state = {}
-    for pid, entry in plain["state"].items():
-        state[int(pid)] = {k: (tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v)
-                           for k, v in entry.items()}
-    return {"state": state, "param_groups": plain["param_groups"]}
-
-
-def _rng_states() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    np_state = np.random.get_state()
-    tensors = {"rng.torch": torch.get_rng_state(), "rng.numpy_keys": torch.from_numpy(np_state[1].astype(np.int64))}
-    if torch.cuda.is_available():
-        for i, s in enumerate(torch.cuda.get_rng_state_all()):
-            tensors[f"rng.cuda.{i}"] = s
-    py = random.getstate()
-    doc = {"numpy": [np_state[0], int(np_state[2]), int(np_state[3]), float(np_state[4])],
-           "python": [py[0], list(py[1]), py[2]]}
-    return tensors, doc
-
-
-def _set_rng_states(tensors: dict[str, torch.Tensor], doc: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    n = doc["numpy"]
-    np.random.set_state((n[0], tensors["rng.numpy_keys"].numpy().astype(np.uint32), n[1], n[2], n[3]))
-    p = doc["python"]
-    random.setstate((p[0], tuple(p[1]), p[2]))
-    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-def save_train_state(path: Path, *, optimizer, scheduler, scaler, epoch: int, global_step: int,
-                     history: list[dict[str, Any]], config: TrainConfig) -> Path:
-    """Write the resume state (safetensors + JSON, no pickle) atomically."""
-    from flexsnn.models.checkpoint import save_tensors
-
-    opt_tensors, opt_plain = _split_optimizer_state(optimizer.state_dict())
-    rng_tensors, rng_doc = _rng_states()
-    doc = {"kind": STATE_KIND, "epoch": epoch, "global_step": global_step, "optimizer": opt_plain,
-           "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
-           "rng": rng_doc, "history": history, "config": config.to_dict()}
-    json.dumps(doc)  # fail early (and clearly) on anything not JSON-serialisable
-    return save_tensors(path, {**opt_tensors, **rng_tensors}, doc)
-
-
-def load_train_state(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    from flexsnn.models.checkpoint import load_tensors
-
-    return load_tensors(path, kind=STATE_KIND)
-
-
-# =========================================================================== metrics files
-def write_metrics(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    """Rewrite ``metrics.jsonl`` and ``metrics.csv`` atomically from the full history."""
-    from flexsnn.io_utils import atomic_write_text
-
-    atomic_write_text(out_dir / "metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in history))
-    keys: list[str] = []
-    for r in history:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=keys, lineterminator="\n")
-    w.writeheader()
-    for r in history:
-        w.writerow({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in r.items()})
-    atomic_write_text(out_dir / "metrics.csv", buf.getvalue())
 
 
 # =========================================================================== train
@@ -515,22 +448,26 @@ def _calibrated_copy(model: nn.Module, frames: Any, config: TrainConfig, epoch: 
 
 def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
           progress: ProgressFactory | None = None, context: RunContext | None = None,
-          train_data: Any = None, test_data: Any = None) -> TrainResult:
+          train_data: Any = None, test_data: Any = None, overwrite: bool = False) -> TrainResult:
     """Train ``config`` writing everything to ``out_dir`` (see module docstring).
 
     Args:
-        resume: continue from ``out_dir/state.safetensors`` + ``last.safetensors`` (the stored
-            config must equal ``config``); a finished run is returned unchanged.
+        resume: continue from the committed epoch of ``out_dir`` (the stored config must
+            equal ``config``; see :mod:`flexsnn.training.run_store`); a finished run is
+            returned unchanged.
         progress: progress factory (the CLI passes tqdm); bars show loss and accuracy.
         context: distributed hooks (default single process).
-        train_data, test_data: event datasets to use instead of ``load_event_dataset``.
+        train_data, test_data: datasets (event or ImageDataset) to use instead of ``load_dataset``.
+        overwrite: replace a run already in ``out_dir`` (without it, and without ``resume``,
+            such a folder is refused).
 
     Raises:
-        ConfigError: invalid settings or a resume with a different config.
+        ConfigError: invalid settings, a resume with a different config, or a folder that
+            holds a run (neither ``resume`` nor ``overwrite``).
         CheckpointError: missing / damaged resume files.
     """
-    from flexsnn.data.frames import FrameDataset
-    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.data.images import frames_for
+    from flexsnn.data.registry import load_dataset
     from flexsnn.io_utils import atomic_write_json, provenance
     from flexsnn.models.checkpoint import load_checkpoint, save_checkpoint
     from flexsnn.seeding import seed_everything
@@ -544,23 +481,24 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     device = resolve_device(config.device)
     seed_everything(config.seed)
 
-    state_path, last_path, final_path = out / "state.safetensors", out / "last.safetensors", out / "final.safetensors"
-    if resume and not state_path.is_file():
-        raise CheckpointError(state_path, "no resume state in the output folder",
-                              "run without --resume, or point --out at the interrupted run")
+    last_path, final_path = out / "last.safetensors", out / "final.safetensors"
+    store = RunFolder(out)
+    committed = store.prepare(resume=resume, overwrite=overwrite, is_main=context.is_main)
     if train_data is None:
-        train_data = load_event_dataset(config.dataset, split="train", root=config.root, seed=config.seed,
+        train_data = load_dataset(config.dataset, split="train", root=config.root, seed=config.seed,
                                         limit=config.limit)
     if test_data is None:
-        test_data = load_event_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
+        test_data = load_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
                                        limit=config.test_limit)
-    train_frames = FrameDataset(train_data, T=config.T)
-    test_frames = FrameDataset(test_data, T=config.T)
+    train_frames = frames_for(train_data, T=config.scheme.data_T)  # static images: direct encoding (data/images.py)
+    test_frames = frames_for(test_data, T=config.T)
     _warm_cache(train_frames)  # bin once up front so epoch_seconds measure training only
 
     tfsnn, model_name, model_kwargs = build_training_model(config)
     tfsnn.to(device)
-    loss_fn = build_loss(config.loss, **config.loss_params)
+    from flexsnn.training.chip_session import ChipSession
+
+    chip = ChipSession(tfsnn, config, build_loss(config.loss, **config.loss_params))
     step_fn = get_step_fn(config.backprop)
     steps_per_epoch = math.ceil(len(context.shard(list(range(len(train_frames))))) / config.batch_size)
     optimizer, scheduler = build_optimizer(tfsnn, config, steps_per_epoch * config.epochs)
@@ -572,7 +510,8 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
 
     history: list[dict[str, Any]] = []
     start_epoch, global_step = 0, 0
-    if resume:
+    if committed is not None:
+        state_path = committed[1]
         tensors, doc = load_train_state(state_path)
         stored = doc.get("config")
         if stored != config.to_dict():
@@ -581,9 +520,9 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
             raise ConfigError(diff[0] if diff else "config", config.to_dict().get(diff[0]) if diff else None,
                               f"the interrupted run's value {(stored or {}).get(diff[0]) if diff else None!r}",
                               "resume with the same settings (or start a new --out)")
-        weights, meta = load_checkpoint(last_path)
+        weights, meta = load_checkpoint(committed[0])
         if meta.epoch != doc["epoch"]:
-            raise CheckpointError(last_path, f"epoch {meta.epoch} does not match the resume state's {doc['epoch']}",
+            raise CheckpointError(committed[0], f"epoch {meta.epoch} does not match the resume state's {doc['epoch']}",
                                   "the run was interrupted while saving; restart without --resume")
         tfsnn.load_state_dict(weights, strict=True)
         optimizer.load_state_dict(_join_optimizer_state(tensors, doc["optimizer"]))
@@ -596,6 +535,8 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     if context.is_main:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / "config.json", provenance(config.to_dict()))
+        if committed is not None:
+            write_metrics(out, history)  # a row lost by a kill while metrics were replaced
 
     model = context.wrap_model(tfsnn)
     metrics: dict[str, Any] = dict(history[-1]) if history else {}
@@ -605,12 +546,13 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
         bar = progress(total=len(loader), desc=f"epoch {epoch + 1}/{config.epochs}")
         sums = torch.zeros(3, dtype=torch.float64)  # loss_sum, correct, seen
         t0 = time.perf_counter()
-        for x, y in loader:
+        for x, y in chip.batches(loader):
             x = x.to(device, non_blocking=True).transpose(0, 1).contiguous()
             y = y.to(device, non_blocking=True)
             configs = sample_configs(config.scheme, tfsnn.num_stages, step_generator(config.seed, global_step))
-            st = train_step(model, x, y, configs, loss_fn, step_fn, optimizer, scaler=scaler, autocast=autocast,
-                            context=context, grad_clip=config.grad_clip, tfsnn=tfsnn)
+            st = train_step(model, x, y, configs, chip.loss, step_fn, optimizer, scaler=scaler, autocast=autocast,
+                            context=context, grad_clip=config.grad_clip, tfsnn=tfsnn,
+                            resample_input=config.scheme.draws_input)
             scheduler.step()
             global_step += 1
             sums += torch.tensor([st.loss_sum / len(configs) * y.numel(), st.correct / len(configs), y.numel()],
@@ -622,25 +564,29 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
         sums = context.all_reduce(sums)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": float(sums[0] / sums[2]),
                                "train_acc": float(sums[1] / sums[2]), "lr": float(scheduler.get_last_lr()[0]),
-                               "epoch_seconds": epoch_seconds}
+                               "epoch_seconds": epoch_seconds, **chip.epoch_metrics()}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             evaluated = _calibrated_copy(tfsnn, train_frames, config, epoch, context)
-            row["test_acc"] = accuracy(evaluated, _eval_loader(test_frames, config), config=config.T)
+            row.update(chip.evaluate(evaluated, lambda m: accuracy(m, _eval_loader(test_frames, config),
+                                                                   config=config.T), n=len(test_frames)))
             tfsnn.set_uniform(config.T)
         history.append(row)
         metrics = dict(row)
         log.info("epoch %d: %s", epoch + 1, row)
         if context.is_main:
-            save_checkpoint(last_path, tfsnn, _meta(config, tfsnn, model_name, model_kwargs, epoch + 1, metrics,
-                                                    {"calibrated": False}))
-            save_train_state(state_path, optimizer=optimizer, scheduler=scheduler, scaler=scaler, epoch=epoch + 1,
-                             global_step=global_step, history=history, config=config)
+            meta = _meta(config, tfsnn, model_name, model_kwargs, epoch + 1, metrics, {"calibrated": False})
+            store.commit_epoch(
+                epoch + 1, lambda p: save_checkpoint(p, tfsnn, meta),
+                lambda p: save_train_state(p, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+                                           epoch=epoch + 1, global_step=global_step, history=history,
+                                           config=config))
             write_metrics(out, history)
 
     final = _calibrated_copy(tfsnn, train_frames, config, config.epochs, context)
     calibrated = final is not tfsnn
     if calibrated and history:
-        metrics["test_acc"] = accuracy(final, _eval_loader(test_frames, config), config=config.T)
+        metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
+                                                               config=config.T), n=len(test_frames)))
     final.set_uniform(config.T)
     final.eval()
     if context.is_main:

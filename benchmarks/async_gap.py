@@ -1,0 +1,397 @@
+"""Chip-faithful training ablation: how much accuracy the asynchronous chip loses against the
+time-binned model, per training recipe, and at how many SynOps (issue 15).
+
+Every arm fine-tunes the same SDT+BN base checkpoint (the demo's first phase: speck3c1fc with
+BN, SDT at T=10, 4,000 saccade-mnist recordings, 5 epochs, AdamW lr 3e-3, seed 0) with bias
+removal, the same data, epochs and learning rate, then exports a ChipImage and runs it:
+
+- float model at T=10 (and T=1..10 for ``sdt`` and ``mtt``, for ``mtt_vs_sdt.json``);
+- time-binned backend at T=10, 30, 100 on 1,000 generated test recordings; async simulator on
+  the same recordings (SynOps per sample from the simulator);
+- real recordings (all of nmnist-small): time-binned T=10 and async.
+
+Arms (see :func:`flexsnn.training.recipes.chip_finetune_config`): ``sdt``, ``mtt`` (today's
+demo), then MTT with the parts of the recipe: ``floor`` (min_v_mem -4 in training and on the
+chip), ``budget`` (SynOps hinge at 1.5M per sample), ``qat`` (fake quantization), ``fine``
+(input and later stages' T log-uniform in [1, 100]). Each (arm, seed) run is stored as its own
+JSON in ``--work`` so that two processes can run different seeds side by side and a stopped
+run loses nothing; every finished run rewrites ``async_gap.json`` from all stored runs.
+
+Usage::
+
+    python benchmarks/async_gap.py --seeds 0 --arms sdt,mtt,mtt-floor   # one process per seed
+    python benchmarks/async_gap.py --aggregate                          # JSON + PNG from runs
+    python benchmarks/async_gap.py --smoke --out /tmp/bench             # seconds, for tests
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+NMNIST_SMALL = Path(os.environ.get("FLEXSNN_NMNIST_SMALL", HERE.parents[1] / "shared" / "data" / "nmnist-small"))
+
+#: arm name -> chip_finetune_config parts
+ARMS: dict[str, dict[str, Any]] = {
+    "sdt": dict(scheme="sdt"),
+    "mtt": dict(scheme="mtt"),
+    "mtt-floor": dict(scheme="mtt", floor=-4.0),
+    "mtt-floor-budget": dict(scheme="mtt", floor=-4.0, budget=1.5e6),
+    "mtt-floor-budget-qat": dict(scheme="mtt", floor=-4.0, budget=1.5e6, qat=True),
+    "mtt-floor-budget-fine": dict(scheme="mtt", floor=-4.0, budget=1.5e6, fine=True),
+    "sdt-floor-budget": dict(scheme="sdt", floor=-4.0, budget=1.5e6),
+    "mtt-budget": dict(scheme="mtt", budget=1.5e6),
+}
+KEYS = ("float_T10", "async", "real_time_binned_T10", "real_async", "synops_per_sample", "train_seconds")
+TB_T = (10, 30, 100)
+SYNOPS_TARGET = 2.0e6
+
+
+def base_config(*, smoke: bool, seed: int = 0):
+    """The demo's SDT+BN phase (``flexsnn demo`` default preset)."""
+    from flexsnn.training.schemes import SchemeConfig
+    from flexsnn.training.trainer import TrainConfig
+
+    return TrainConfig(model="speck3c1fc", model_kwargs={"batch_norm": True}, T=3 if smoke else 10,
+                       scheme=SchemeConfig(name="sdt", T=3 if smoke else 10), optimizer="adamw",
+                       lr=3e-3, weight_decay=0.02, epochs=1 if smoke else 5, batch_size=16 if smoke else 32,
+                       seed=seed, device="cpu", phase="train", eval_every=1 if smoke else 5,
+                       bn_calibration_batches=10)
+
+
+def train_or_reuse(cfg, out: Path, train_ds, test_ds):
+    """Train ``cfg`` into ``out`` unless a finished run with the same config is there.
+    Returns ``(final checkpoint, training seconds (sum of the epochs' times), history)``."""
+    from flexsnn.training.trainer import train
+
+    final = out / "final.safetensors"
+    if final.is_file() and (out / "config.json").is_file():
+        stored = json.loads((out / "config.json").read_text()).get("config")
+        if stored == json.loads(json.dumps(cfg.to_dict())):
+            hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            return final, float(sum(r.get("epoch_seconds", 0.0) for r in hist)), hist
+    # an interrupted run of the same config continues from its last finished epoch
+    resume = (out / "state.safetensors").is_file() and (out / "config.json").is_file() and \
+        json.loads((out / "config.json").read_text()).get("config") == json.loads(json.dumps(cfg.to_dict()))
+    res = train(cfg, out_dir=out, resume=resume, train_data=train_ds, test_data=test_ds)
+    return res.final_path, float(sum(r.get("epoch_seconds", 0.0) for r in res.history)), res.history
+
+
+def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, async_limit: int | None,
+                 spike: str = "single") -> dict[str, Any]:
+    """Float, time-binned, async and real-data figures of one fine-tuned checkpoint."""
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.deploy.async_sim import AsyncSimulator
+    from flexsnn.deploy.evaluate import evaluate_dataset
+    from flexsnn.deploy.time_binned import TimeBinnedBackend
+    from flexsnn.models.checkpoint import load_model
+    from flexsnn.training.evaluate import FrameCache, accuracy_per_T
+
+    model, _meta = load_model(ckpt)
+    model.eval()
+    cache = FrameCache(test_ds)
+    Ts = list(range(1, 11)) if per_T else [10]
+    float_acc = accuracy_per_T(model, cache, Ts, batch_size=100)
+    image, _ = export_chip_image(model)
+    image.save(chip_path)
+    out: dict[str, Any] = {"float_T10": float_acc[10], "float_per_T": {str(t): float_acc[t] for t in Ts},
+                           "time_binned": {}, "time_binned_synops": {},
+                           "threshold_low": [c.threshold_low for c in image.cores],
+                           "threshold_high": [c.threshold_high for c in image.cores]}
+    for T in TB_T:
+        tb = TimeBinnedBackend(T=T, batch_size=100)
+        tb.load(image)
+        ev = evaluate_dataset(tb, test_ds)
+        out["time_binned"][str(T)] = float(ev.accuracy)
+        out["time_binned_synops"][str(T)] = float(ev.synops_mean)
+    t0 = time.perf_counter()
+    sim = AsyncSimulator(spike=spike)
+    sim.load(image)
+    ev = evaluate_dataset(sim, test_ds, limit=async_limit)
+    out.update({"async": float(ev.accuracy), "synops_per_sample": float(ev.synops_mean),
+                "async_n": int(ev.samples), "async_samples_per_s": float(ev.samples / (time.perf_counter() - t0)),
+                "load_average": os.getloadavg()[0]})
+    out["real_time_binned_T10"] = out["real_async"] = None
+    if real_ds is not None:
+        tb = TimeBinnedBackend(T=10, batch_size=100)
+        tb.load(image)
+        out["real_time_binned_T10"] = float(evaluate_dataset(tb, real_ds).accuracy)
+        ev = evaluate_dataset(sim, real_ds)
+        out["real_async"] = float(ev.accuracy)
+        out["real_synops_per_sample"] = float(ev.synops_mean)
+        out["real_n"] = int(ev.samples)
+    return out
+
+
+def measure_fine_cost(train_ds, *, base: Path, steps: int, batch_size: int, rounds: int = 2) -> dict[str, Any]:
+    """Seconds per optimizer step of MTT at the demo's ranges (BPTT) and of the fine ranges
+    (input and later stages log-uniform in [1, 100]) with BPTT, rate_M and rate_S, on the same
+    batches and the same sampled configurations; methods alternate every round so that the
+    shared machine's load hits them alike. Peak memory per T: ``rate_vs_bptt.json``."""
+    import statistics
+
+    import torch
+
+    from flexsnn.data.frames import FrameDataset
+    from flexsnn.training.losses import build_loss
+    from flexsnn.training.recipes import chip_finetune_config
+    from flexsnn.training.schemes import input_frames, sample_configs, step_generator
+    from flexsnn.training.trainer import build_optimizer, build_training_model, get_step_fn, train_step
+
+    coarse = chip_finetune_config(base, scheme="mtt", floor=-4.0)
+    fine = chip_finetune_config(base, scheme="mtt", floor=-4.0, fine=True)
+    frames = {10: FrameDataset(train_ds, T=10), 100: FrameDataset(train_ds, T=100)}
+    idx = list(range(steps * batch_size))
+    batches = {T: [(torch.stack([torch.from_numpy(f.frames(i)[0]) for i in idx[k:k + batch_size]]).transpose(0, 1)
+                    .contiguous(), torch.tensor([f.frames(i)[1] for i in idx[k:k + batch_size]]))
+                   for k in range(0, len(idx), batch_size)] for T, f in frames.items()}
+    methods = {"mtt_T10_bptt": (coarse, "bptt"), "fine_bptt": (fine, "bptt"), "fine_rate_M": (fine, "rate_M"),
+               "fine_rate_S": (fine, "rate_S")}
+    times: dict[str, list[float]] = {k: [] for k in methods}
+    loss = build_loss("ce")
+    for _ in range(rounds):
+        for name, (cfg, backprop) in methods.items():
+            model, _, _ = build_training_model(cfg)
+            opt, _ = build_optimizer(model, cfg, 10)
+            step_fn = get_step_fn(backprop)
+            data = batches[cfg.scheme.data_T]
+            t0 = time.perf_counter()
+            for step, (x, y) in enumerate(data):
+                configs = sample_configs(cfg.scheme, model.num_stages, step_generator(0, step))
+                train_step(model, x, y, configs, loss, step_fn, opt, tfsnn=model,
+                           resample_input=cfg.scheme.draws_input)
+            times[name].append((time.perf_counter() - t0) / len(data))
+    sec = {k: statistics.median(v) for k, v in times.items()}
+    return {"seconds_per_step": sec, "ratio_over_mtt_T10_bptt": {k: v / sec["mtt_T10_bptt"] for k, v in sec.items()},
+            "batch_size": batch_size, "steps": steps, "rounds": rounds, "load_average": os.getloadavg()[0],
+            "setup": "s=3 configurations per step; fine: input and later stages' T log-uniform in [1, 100] "
+                     "(data binned into 100 frames, summed into each drawn input T); the same sampled "
+                     "configurations (seeded per step) for every method"}
+
+
+def _mean(values: list) -> Any:
+    vals = [v for v in values if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def aggregate(work: Path, out: Path, *, name: str = "async_gap", settings: dict | None = None) -> dict:
+    """Build ``<name>.json`` (+ PNG) from every stored run in ``work/runs``; returns the result."""
+    from flexsnn.io_utils import atomic_write_json, machine_info
+
+    runs: dict[str, dict[int, dict]] = {}
+    for p in sorted((work / "runs").glob("*.json")):
+        r = json.loads(p.read_text())
+        runs.setdefault(r["arm"], {})[int(r["seed"])] = r
+    arms: dict[str, Any] = {}
+    for arm, by_seed in runs.items():
+        seeds = sorted(by_seed)
+        rows = [by_seed[s] for s in seeds]
+        entry: dict[str, Any] = {"seeds": seeds, "parts": rows[0].get("parts")}
+        for k in KEYS:
+            entry[k] = _mean([r.get(k) for r in rows])
+        entry["time_binned"] = {str(T): _mean([r["time_binned"][str(T)] for r in rows]) for T in TB_T}
+        entry["time_binned_synops"] = {str(T): _mean([r["time_binned_synops"][str(T)] for r in rows]) for T in TB_T}
+        entry["async_minus_time_binned_T10"] = entry["async"] - entry["time_binned"]["10"]
+        if entry["real_async"] is not None and entry["real_time_binned_T10"] is not None:
+            entry["real_async_minus_time_binned_T10"] = entry["real_async"] - entry["real_time_binned_T10"]
+        entry["spread_async"] = (max(r["async"] for r in rows) - min(r["async"] for r in rows)) if len(rows) > 1 else None
+        entry["per_seed"] = {str(s): {k: by_seed[s].get(k) for k in (*KEYS, "time_binned", "float_per_T",
+                                                                        "time_binned_synops", "epoch_seconds")}
+                             for s in seeds}
+        arms[arm] = entry
+    sdt_tb10 = arms.get("sdt", {}).get("time_binned", {}).get("10")
+    for entry in arms.values():
+        gap_ok = entry["async"] >= entry["time_binned"]["10"] - 0.003
+        real_ok = (entry["real_async"] is not None and entry["real_time_binned_T10"] is not None
+                   and entry["real_async"] >= entry["real_time_binned_T10"] - 0.01)
+        sdt_ok = sdt_tb10 is not None and entry["async"] >= sdt_tb10 - 0.003
+        synops_ok = entry["synops_per_sample"] is not None and entry["synops_per_sample"] <= SYNOPS_TARGET
+        entry["targets"] = {"async_vs_time_binned_T10": gap_ok, "real_async_vs_real_T10": real_ok,
+                            "async_vs_sdt_time_binned_T10": sdt_ok, "synops_le_2M": synops_ok,
+                            "multi_seed": len(entry["seeds"]) >= 2}
+    best = None
+    if arms:
+        def score(item):
+            e = item[1]
+            return (sum(bool(v) for v in e["targets"].values()), e["async"])
+        best = max(arms.items(), key=score)[0]
+    cost_path = work / "fine_cost.json"
+    result = {"best_arm": best, "arms": arms,
+              "fine_T_cost": json.loads(cost_path.read_text()) if cost_path.is_file() else None,
+              "best_arm_rule": "most targets met (async >= T10 - 0.3 pt, real async >= real T10 - 1 pt, "
+                               "async >= SDT T10 - 0.3 pt, <= 2.0M SynOps, >= 2 seeds), then highest async",
+              "settings": settings or {}, "machine": machine_info()}
+    atomic_write_json(out / f"{name}.json", result)
+    plot(result, out / f"{name}.png")
+    return result
+
+
+def plot(result: dict, path: Path) -> None:
+    """Accuracy against bin width (ms, for a 300 ms recording) per arm, async point at the left."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for arm, e in result["arms"].items():
+        widths = [300.0 / T for T in TB_T]
+        accs = [100 * e["time_binned"][str(T)] for T in TB_T]
+        line, = ax.plot(widths, accs, "o-", label=f"{arm} ({e['synops_per_sample'] / 1e6:.1f}M SynOps)")
+        ax.plot([1.0], [100 * e["async"]], "*", ms=12, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_xlabel("time-bin width, ms (300 ms recording); star: asynchronous simulator")
+    ax.set_ylabel("accuracy, % (1,000 generated test recordings)")
+    ax.set_title("chip images: time-binned vs asynchronous, per training recipe")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_mtt_vs_sdt(result: dict, work: Path, out: Path) -> None:
+    """``mtt_vs_sdt.json`` (BENCHMARKS.md keys) from the ``sdt`` and ``mtt`` arms' runs."""
+    from flexsnn.io_utils import atomic_write_json, machine_info
+
+    arms = result["arms"]
+    if "sdt" not in arms or "mtt" not in arms:
+        return
+    T_eval = list(range(1, 11))
+    acc, per_seed, epoch_s = {}, {}, {}
+    for k in ("sdt", "mtt"):
+        seeds = arms[k]["per_seed"]
+        acc[k] = [_mean([s["float_per_T"].get(str(t)) for s in seeds.values() if s.get("float_per_T")]) for t in T_eval]
+        per_seed[k] = {sd: [s["float_per_T"].get(str(t)) for t in T_eval] for sd, s in seeds.items()}
+        epochs = max(1, int(result.get("settings", {}).get("epochs", 1)))
+        epoch_s[k] = _mean([s["train_seconds"] / epochs for s in seeds.values() if s.get("train_seconds")])
+    doc = {"dataset": "saccade-mnist", "T_eval": T_eval, "accuracy": acc, "accuracy_per_seed": per_seed,
+           "epoch_seconds": epoch_s,
+           "cost_ratio_mtt_over_sdt": (epoch_s["mtt"] / epoch_s["sdt"]) if epoch_s["sdt"] else None,
+           "model": "speck3c1fc",
+           "source": "benchmarks/async_gap.py arms sdt and mtt: bias-free fine-tunes of one SDT+BN base "
+                     "(4,000 generated training recordings, the demo's budget), float models on 1,000 "
+                     "generated test recordings; epoch seconds are the fine-tunes' mean epochs (the "
+                     "machine is shared by other jobs, load average 11-17: the ratio is rough)",
+           "settings": result.get("settings", {}), "machine": machine_info()}
+    atomic_write_json(out / "mtt_vs_sdt.json", doc)
+    from flexsnn.training.evaluate import plot_accuracy_curves
+
+    plot_accuracy_curves({k: dict(zip(T_eval, v)) for k, v in acc.items()}, out / "mtt_vs_sdt.png",
+                         title="speck3c1fc, 4,000 recordings: SDT (T=10) vs MTT (float, mean of seeds)")
+
+
+def print_table(result: dict) -> None:
+    head = f"{'arm':<24}{'seeds':>6}{'float10':>8}{'tb10':>7}{'tb30':>7}{'tb100':>7}{'async':>7}{'realT10':>8}{'realAs':>8}{'SynOps':>8}{'train s':>8}"
+    print(head)
+    for arm, e in result["arms"].items():
+        f = lambda v: "   -" if v is None else f"{100 * v:6.1f}"  # noqa: E731
+        print(f"{arm:<24}{len(e['seeds']):>6}{f(e['float_T10']):>8}{f(e['time_binned']['10']):>7}"
+              f"{f(e['time_binned']['30']):>7}{f(e['time_binned']['100']):>7}{f(e['async']):>7}"
+              f"{f(e['real_time_binned_T10']):>8}{f(e['real_async']):>8}"
+              f"{e['synops_per_sample'] / 1e6:7.2f}M{e['train_seconds']:>8.0f}")
+    print(f"best arm: {result['best_arm']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--arms", default="sdt,mtt,mtt-floor,mtt-floor-budget,mtt-floor-budget-qat",
+                        help=f"comma-separated arms, run in this order; known: {', '.join(ARMS)}")
+    parser.add_argument("--seeds", default="0,1", help="fine-tune seeds (the base is shared: seed 0)")
+    parser.add_argument("--epochs", type=int, default=2, help="fine-tune epochs of every arm")
+    parser.add_argument("--lr", type=float, default=1e-3, help="fine-tune learning rate of every arm")
+    parser.add_argument("--work", type=Path, default=Path(os.environ.get("FLEXSNN_CACHE", Path.home() / ".cache" / "flexsnn")) / "async_gap",
+                        help="checkpoints, chip images and per-run JSON")
+    parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for JSON and PNG")
+    parser.add_argument("--aggregate", action="store_true", help="only rebuild the JSON/PNG from stored runs")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--cost", action="store_true",
+                        help="only measure seconds per step of fine temporal configurations (BPTT, rate_M, rate_S)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    args.out.mkdir(parents=True, exist_ok=True)
+    name = "async_gap_smoke" if args.smoke else "async_gap"
+    settings = {"epochs": args.epochs, "lr": args.lr, "train_recordings": 64 if args.smoke else 4000,
+                "test_recordings": 24 if args.smoke else 1000, "real": "nmnist-small (all)",
+                "base": "speck3c1fc+BN, SDT T=10, 5 epochs, AdamW lr 3e-3, seed 0 (demo default)",
+                "async_spike": "single (simulator default)", "smoke": args.smoke}
+    if args.aggregate:
+        res = aggregate(args.work, args.out, name=name, settings=settings)
+        if not args.smoke:
+            write_mtt_vs_sdt(res, args.work, args.out)
+        print_table(res)
+        return 0
+    from flexsnn.data.registry import load_event_dataset
+    from flexsnn.io_utils import atomic_write_json
+    from flexsnn.training.recipes import chip_finetune_config
+
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    unknown = [a for a in arms if a not in ARMS]
+    if unknown:
+        parser.error(f"unknown arm(s) {unknown}; known: {', '.join(ARMS)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    lim = dict(train=64, test=24, real=16) if args.smoke else dict(train=None, test=None, real=None)
+    train_ds = load_event_dataset("saccade-mnist", split="train", seed=0, limit=lim["train"])
+    test_ds = load_event_dataset("saccade-mnist", split="test", seed=0, limit=lim["test"])
+    real_ds = None
+    if (NMNIST_SMALL / "Train").is_dir():
+        real_ds = load_event_dataset("nmnist", split="all", root=str(NMNIST_SMALL), seed=0, limit=lim["real"])
+    else:
+        print(f"no real recordings at {NMNIST_SMALL}: real columns are null", flush=True)
+    work = args.work / ("smoke" if args.smoke else "full")
+    (work / "runs").mkdir(parents=True, exist_ok=True)
+    bcfg = base_config(smoke=args.smoke)
+    base, base_s, _ = train_or_reuse(bcfg, work / "base", train_ds, test_ds)
+    print(f"base: {base} ({base_s:.0f} s)", flush=True)
+    if args.cost:
+        cost = measure_fine_cost(train_ds, base=base, steps=2 if args.smoke else 4,
+                                 batch_size=8 if args.smoke else 32, rounds=1 if args.smoke else 2)
+        atomic_write_json(work / "fine_cost.json", cost)
+        print(json.dumps(cost["seconds_per_step"]), json.dumps(cost["ratio_over_mtt_T10_bptt"]), flush=True)
+        print_table(aggregate(work, args.out, name=name, settings=settings))
+        return 0
+    for seed in seeds:
+        for arm in arms:
+            parts = ARMS[arm]
+            cfg = chip_finetune_config(base, **parts, T=bcfg.T, epochs=1 if args.smoke else args.epochs,
+                                       lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
+                                       **({"fine_T_max": 9} if args.smoke else {}))
+            run_dir = work / f"{arm}-s{seed}"
+            run_json = work / "runs" / f"{arm}-s{seed}.json"
+            if run_json.is_file() and json.loads(run_json.read_text()).get("config") == json.loads(json.dumps(cfg.to_dict())):
+                print(f"{arm} seed {seed}: already evaluated ({run_json})", flush=True)
+                continue
+            ckpt, secs, hist = train_or_reuse(cfg, run_dir, train_ds, test_ds)
+            ev = evaluate_run(ckpt, test_ds, real_ds, chip_path=run_dir / "model.chip",
+                              per_T=arm in ("sdt", "mtt"), async_limit=None)
+            epochs = [r["epoch_seconds"] for r in hist if "epoch_seconds" in r]
+            rec = {"arm": arm, "seed": seed, "parts": parts, "train_seconds": secs,
+                   "epoch_seconds": sorted(epochs)[len(epochs) // 2] if epochs else None,
+                   "train_synops_per_sample": hist[-1].get("synops_per_sample") if hist else None,
+                   "train_test_acc": hist[-1].get("test_acc") if hist else None,
+                   "config": cfg.to_dict(), **ev}
+            atomic_write_json(run_json, rec)
+            print(f"{arm} seed {seed}: float {ev['float_T10']:.3f} tb10 {ev['time_binned']['10']:.3f} "
+                  f"tb100 {ev['time_binned']['100']:.3f} async {ev['async']:.3f} real {ev['real_time_binned_T10']} "
+                  f"/ {ev['real_async']} synops {ev['synops_per_sample'] / 1e6:.2f}M train {secs:.0f}s", flush=True)
+            res = aggregate(work, args.out, name=name, settings=settings)
+            if not args.smoke:
+                write_mtt_vs_sdt(res, work, args.out)
+    print_table(aggregate(work, args.out, name=name, settings=settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

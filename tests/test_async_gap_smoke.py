@@ -1,0 +1,37 @@
+"""benchmarks/async_gap.py runs in smoke mode and writes the keys BENCHMARKS.md names (issue 15)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "async_gap.py"
+
+
+@pytest.mark.slow
+def test_smoke(tmp_path, nmnist_small, monkeypatch):
+    monkeypatch.setenv("FLEXSNN_NMNIST_SMALL", str(nmnist_small))
+    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    args = ["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--seeds", "0,1"]
+    assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat"]) == 0
+    assert mod.main(args + ["--cost"]) == 0
+    doc = json.loads((tmp_path / "async_gap_smoke.json").read_text())
+    assert doc["best_arm"] in doc["arms"] and "machine" in doc
+    for arm in ("sdt", "mtt-floor-budget-qat"):
+        e = doc["arms"][arm]
+        assert e["seeds"] == [0, 1] and set(e["per_seed"]) == {"0", "1"}
+        for key in ("float_T10", "async", "real_time_binned_T10", "real_async", "synops_per_sample",
+                    "train_seconds"):
+            assert e[key] is not None, key
+        assert set(e["time_binned"]) == {"10", "30", "100"}
+        assert e["synops_per_sample"] > 0 and 0 <= e["async"] <= 1
+    # the floor reached the chip image: threshold_low is -4 x threshold_high (up to rounding)
+    run = json.loads((tmp_path / "work" / "smoke" / "runs" / "mtt-floor-budget-qat-s0.json").read_text())
+    assert all(abs(lo + 4 * hi) <= 2 for lo, hi in zip(run["threshold_low"], run["threshold_high"]))
+    assert set(doc["fine_T_cost"]["seconds_per_step"]) == {"mtt_T10_bptt", "fine_bptt", "fine_rate_M", "fine_rate_S"}
+    assert (tmp_path / "async_gap_smoke.png").is_file()

@@ -1,0 +1,188 @@
+"""Chip-faithful training (issue 15): drawn input T and log-uniform sampling, fake quantization
+equal to the exported image's time-binned run, the single-spike neuron, and the SynOps estimate
+equal to the time-binned backend's count."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from flexsnn.data.events import make_events
+from flexsnn.data.frames import events_to_frames
+from flexsnn.errors import ConfigError
+from flexsnn.models.zoo import build_model
+from flexsnn.training.qat import chip_forward, chip_layers, layer_scale
+from flexsnn.training.schemes import SchemeConfig, input_frames, sample_configs, step_generator
+from flexsnn.training.synops import SynOpsMeter, energy_uj, synops_penalty
+
+
+# ----------------------------------------------------------------------------- sampling
+def _draws(scheme: SchemeConfig, n_steps: int = 400, stages: int = 4) -> np.ndarray:
+    return np.asarray([c for step in range(n_steps)
+                       for c in sample_configs(scheme, stages, step_generator(0, step))])
+
+
+def test_input_T_is_drawn_in_range_and_data_T_is_its_max():
+    sc = SchemeConfig(name="mtt", T=10, r_left=9, r_right=90, t_input_min=1, t_input_max=100)
+    d = _draws(sc)
+    assert d.min() >= 1 and d.max() <= 100
+    assert len(set(d[:, 0])) > 30  # the input stage varies
+    assert sc.data_T == 100 and sc.max_config(4) == (100, 100, 100, 100)
+    assert sc.t_range == (1, 100)
+    fixed = SchemeConfig(name="mtt", T=10, r_left=9)
+    assert set(_draws(fixed, 50)[:, 0]) == {10} and fixed.data_T == 10
+
+
+def test_log_uniform_puts_as_many_draws_below_10_as_above():
+    uni = _draws(SchemeConfig(name="mtt", T=10, r_left=9, r_right=90, t_input_min=1, t_input_max=100))
+    log = _draws(SchemeConfig(name="mtt", T=10, r_left=9, r_right=90, t_input_min=1, t_input_max=100,
+                              sampling="log-uniform"))
+    assert 0.4 < np.mean(log < 10) < 0.6  # P(t < 10) = log(10)/log(101) = 0.499
+    assert np.mean(uni < 10) < 0.15        # uniform: 9/100
+    assert log.min() >= 1 and log.max() <= 100
+    # reproducible from (seed, step)
+    sc = SchemeConfig(name="mtt", T=10, t_input_min=5, t_input_max=50, sampling="log-uniform")
+    assert sample_configs(sc, 4, step_generator(3, 7)) == sample_configs(sc, 4, step_generator(3, 7))
+
+
+@pytest.mark.parametrize("kwargs", [dict(name="sdt", t_input_min=1, t_input_max=100),
+                                    dict(name="mtt", t_input_min=1),
+                                    dict(name="mtt", t_input_min=50, t_input_max=20),
+                                    dict(name="mtt", sampling="loguniform")])
+def test_bad_ranges_are_refused(kwargs):
+    with pytest.raises(ConfigError):
+        SchemeConfig(T=10, **kwargs)
+
+
+def test_input_frames_sum_the_fine_frames():
+    x = torch.arange(100, dtype=torch.float32).reshape(100, 1, 1)
+    y = input_frames(x, 10)
+    assert y.shape[0] == 10 and float(y.sum()) == float(x.sum())
+    assert float(y[0]) == float(x[:10].sum())
+    assert input_frames(x, 100) is x
+
+
+# ----------------------------------------------------------------------------- chip images
+def _chip_model(seed: int, floor: float = -2.0, shift: float = 0.08, gain: float = 3.0):
+    torch.manual_seed(seed)
+    model = build_model("speck3c1fc", neuron={"min_v_mem": floor})
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(gain).add_(shift)  # enough activity to reach the output layer
+    return model.eval()
+
+
+def _events(seed: int, n_samples: int = 4, n: int = 1500):
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n_samples):
+        cx, cy = rng.integers(8, 26, 2)
+        x = np.clip(rng.normal(cx, 5, n), 0, 33).astype(int)
+        y = np.clip(rng.normal(cy, 5, n), 0, 33).astype(int)
+        out.append(make_events(x, y, rng.integers(0, 2, n), np.sort(rng.integers(0, 300_000, n))))
+    return out
+
+
+def _frames(events, T):
+    from flexsnn.data.events import SensorSize
+
+    fr = [events_to_frames(ev, SensorSize(34, 34, 2), T) for ev in events]
+    return torch.from_numpy(np.stack(fr, 1))  # [T, B, 2, 34, 34]
+
+
+@pytest.mark.parametrize("spike,T", [("multi", 10), ("multi", 3), ("single", 10)])
+def test_fake_quantized_forward_equals_time_binned_backend(spike, T):
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.deploy.time_binned import TimeBinnedBackend
+
+    model = _chip_model(0)
+    image, report = export_chip_image(model)
+    # the scales are the converter's
+    for (layer, neuron), lr in zip(chip_layers(model), report.layers):
+        assert layer_scale(layer.weight, neuron.config.threshold, neuron.config.min_v_mem) == pytest.approx(lr.scale, rel=0, abs=0)
+    events = _events(1)
+    tb = TimeBinnedBackend(T, spike=spike)
+    tb.load(image)
+    want = np.stack([r.class_counts for r in tb.run_batch(events)])
+    model.set_uniform(T)
+    with torch.no_grad(), chip_forward(model, quantize=True, spike=spike):
+        got = model(_frames(events, T)).sum(0).numpy()
+    assert want.sum() > 20  # the output layer is active: the comparison is not trivial
+    np.testing.assert_array_equal(got, want)
+    # the float model (no fake quantization) differs somewhere: quantization matters
+    with torch.no_grad():
+        plain = model(_frames(events, T)).sum(0).numpy()
+    assert model.stages[0].layers[1].strategy is None  # the context restored the neurons
+    assert not np.array_equal(plain, want) or spike == "multi"
+
+
+def test_single_spike_neuron_fires_at_most_once_per_step_and_keeps_gradients():
+    model = _chip_model(2, shift=0.01, gain=1.0)
+    model.set_uniform(5)
+    x = _frames(_events(3, 2), 5)
+    counts = {}
+
+    def hook(m, i, out):
+        counts.setdefault(id(m), []).append(out.detach())
+    from flexsnn.models.neurons import iter_neurons
+
+    hs = [n.register_forward_hook(hook) for n in iter_neurons(model)]
+    with chip_forward(model, quantize=False, spike="single"):
+        out = model(x)
+        out.sum().backward()
+    for h in hs:
+        h.remove()
+    assert all(float(o.max()) <= 1.0 for v in counts.values() for o in v)
+    assert any(float(o.sum()) > 0 for v in counts.values() for o in v)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() and float(p.grad.abs().sum()) > 0
+               for p in model.parameters())
+    with pytest.raises(ConfigError):
+        with chip_forward(model, spike="triple"):
+            pass
+
+
+def test_qat_gradient_is_straight_through():
+    model = _chip_model(4, shift=0.01, gain=1.0)  # moderate activity: surrogates not saturated
+    model.set_uniform(4)
+    with chip_forward(model, quantize=True):
+        out = model(_frames(_events(5, 2), 4))
+        out.sum().backward()
+    g = [p.grad for p in model.parameters()]
+    assert all(v is not None and torch.isfinite(v).all() for v in g) and any(float(v.abs().sum()) > 0 for v in g)
+
+
+def test_qat_refuses_batch_norm():
+    with pytest.raises(ConfigError):
+        with chip_forward(build_model("speck3c1fc", batch_norm=True)):
+            pass
+
+
+@pytest.mark.parametrize("T", [10, 30])
+def test_synops_estimate_equals_time_binned_count(T):
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.deploy.time_binned import TimeBinnedBackend
+
+    model = _chip_model(6, floor=-4.0)
+    image, _ = export_chip_image(model)
+    events = _events(7)
+    tb = TimeBinnedBackend(T)
+    tb.load(image)
+    want = sum(sum(r.synops.values()) for r in tb.run_batch(events))
+    model.set_uniform(T)
+    with torch.no_grad(), SynOpsMeter(model) as meter, chip_forward(model, quantize=True):
+        model(_frames(events, T))
+        total, per_layer = meter.pop()
+    assert len(per_layer) == 4 and all(v > 0 for v in per_layer.values())
+    assert int(round(float(total))) == want
+
+
+def test_synops_penalty_and_energy():
+    s = torch.tensor(3e6, requires_grad=True)
+    p = synops_penalty(s, 2e6)
+    p.backward()
+    assert float(p) == pytest.approx(0.5) and float(s.grad) == pytest.approx(1 / 2e6)
+    assert float(synops_penalty(torch.tensor(1e6), 2e6)) == 0.0
+    assert energy_uj(2e6, None) is None and energy_uj(2e6, 1.0) == pytest.approx(2.0)
+    with pytest.raises(ConfigError):
+        energy_uj(1.0, -1.0)

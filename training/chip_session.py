@@ -1,0 +1,72 @@
+"""The trainer's chip-faithful parts in one object: SynOps meter and budget, fake quantization,
+single-spike neurons (issue 15). :class:`ChipSession` is built once per run by
+:func:`flexsnn.training.trainer.train`; with the defaults it only measures SynOps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterable, Iterator
+
+from torch import nn
+
+from flexsnn.errors import ConfigError
+from flexsnn.training.qat import SPIKES, chip_forward
+from flexsnn.training.synops import BudgetedLoss, SynOpsMeter, check_budget_options
+
+
+def check_chip_options(config: Any) -> None:
+    """Validate ``qat``, ``train_spike``, ``synops_budget`` and ``synops_weight`` of a TrainConfig."""
+    if config.train_spike not in SPIKES:
+        raise ConfigError("train_spike", config.train_spike, f"one of {', '.join(SPIKES)}")
+    if not isinstance(config.qat, bool):
+        raise ConfigError("qat", config.qat, "true or false")
+    if (config.qat or config.train_spike != "multi") and config.backprop != "bptt":
+        raise ConfigError("backprop", config.backprop, "bptt with --qat or --train-spike single",
+                          "the chip-faithful forward replaces the neurons' time loop, as rate backprop does")
+    check_budget_options(config.synops_budget, config.synops_weight, config.backprop)
+
+
+class ChipSession:
+    """Wraps the loss (SynOps budget), the training batches (chip forward + meter) and the test
+    evaluation (accuracy and SynOps per sample) of one training run.
+
+    Args:
+        model: the TFSNN being trained.
+        config: its :class:`~flexsnn.training.trainer.TrainConfig`.
+        loss_fn: the task loss ``(logits [T, B, K], y [B]) -> scalar``.
+    """
+
+    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable) -> None:
+        self.model, self.config = model, config
+        self.metered = config.backprop == "bptt"  # the rate pass is no spike count
+        self.meter = SynOpsMeter(model)
+        self.loss = BudgetedLoss(loss_fn, self.meter, config.synops_budget, config.synops_weight) \
+            if self.metered else loss_fn
+
+    def _forward_context(self, model: nn.Module) -> contextlib.AbstractContextManager:
+        return chip_forward(model, quantize=self.config.qat, spike=self.config.train_spike)
+
+    def batches(self, loader: Iterable) -> Iterator:
+        """Yield ``loader``'s batches with the meter and the chip forward active."""
+        with contextlib.ExitStack() as stack:
+            if self.metered:
+                stack.enter_context(self.meter)
+                self.meter.pop()
+            stack.enter_context(self._forward_context(self.model))
+            yield from loader
+
+    def epoch_metrics(self) -> dict[str, float]:
+        """``{"synops_per_sample": mean over the epoch's forwards}`` (empty when not metered)."""
+        if not self.metered:
+            return {}
+        mean = self.loss.epoch_mean()
+        return {} if mean is None else {"synops_per_sample": mean}
+
+    def evaluate(self, model: nn.Module, accuracy_fn: Callable[[nn.Module], float], *, n: int) -> dict[str, float]:
+        """``accuracy_fn(model)`` under the chip forward, with the SynOps per sample of that pass
+        (``n`` = test samples): ``{"test_acc", "test_synops_per_sample"}``."""
+        with SynOpsMeter(model) as meter, self._forward_context(model):
+            acc = accuracy_fn(model)
+            total, _ = meter.pop()
+        return {"test_acc": float(acc), "test_synops_per_sample": float(total) / max(int(n), 1)}

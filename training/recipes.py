@@ -1,0 +1,78 @@
+"""Training recipes for the chip (issue 15): the bias-free fine-tune of a Speck net, with the
+parts that make the asynchronous chip keep the time-binned model's accuracy at fewer SynOps.
+
+:func:`chip_finetune_config` builds the :class:`~flexsnn.training.trainer.TrainConfig` of the
+fine-tune phase (from an SDT+BN checkpoint, as ``flexsnn demo`` trains it) with any of the
+parts switched on; ``benchmarks/async_gap.py`` measures each part (its arms are these configs),
+and :func:`chip_recipe_config` is the recipe the ablation picked (:data:`CHIP_RECIPE`):
+
+- ``floor``: the neurons' ``min_v_mem`` (threshold units; the chip's ``threshold_low``). The
+  trained default is -1; on the chip an event-by-event run clips inhibition at the floor again
+  and again where a time bin would first have summed it, so the model is trained with the
+  deeper floor it will be deployed with.
+- ``fine``: temporal configurations reaching the chip's regime: the input stage's T and the
+  later stages' T drawn log-uniformly from ``[1, fine_T_max]`` (the chip behaves like T of
+  about 100 for a 300 ms recording).
+- ``qat``: fake quantization as the converter discretizes (:mod:`flexsnn.training.qat`).
+- ``budget``: SynOps budget per sample (:mod:`flexsnn.training.synops`), hinge penalty.
+- ``spike``: ``"single"`` trains with the chip's one-spike-per-update neuron.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from flexsnn.errors import ConfigError
+from flexsnn.training.schemes import SchemeConfig
+
+#: The recipe the ablation chose (benchmarks/results/async_gap.json, README "Chip-faithful
+#: training"); parts that did not help are off.
+CHIP_RECIPE: dict[str, Any] = dict(scheme="mtt", floor=-4.0, fine=False, qat=False, budget=1.5e6,
+                                   spike="multi")
+
+
+def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", floor: float = -1.0,
+                         fine: bool = False, fine_T_max: int = 100, qat: bool = False,
+                         budget: Optional[float] = None, budget_weight: float = 1.0,
+                         spike: str = "multi", T: int = 10, s: int = 3, epochs: int = 3,
+                         lr: float = 1e-3, weight_decay: float = 0.02, batch_size: int = 32,
+                         seed: int = 0, dataset: str = "saccade-mnist", root: Optional[str] = None,
+                         limit: Optional[int] = None, test_limit: Optional[int] = None,
+                         device: str = "auto") -> Any:
+    """The bias-removal fine-tune of ``base_checkpoint`` (a Speck net trained with BN) with the
+    chosen parts (see module docstring). ``scheme``: ``"sdt"`` (fixed ``T``) or ``"mtt"`` (``s``
+    configurations per step; later stages from ``U[1, T]``, or the fine ranges).
+
+    Raises:
+        ConfigError: bad values (``floor`` must be below the threshold 1; ``fine`` needs MTT).
+    """
+    from flexsnn.training.trainer import TrainConfig
+
+    if not (isinstance(floor, (int, float)) and floor < 1.0):
+        raise ConfigError("floor", floor, "a number below the threshold (1.0)", "e.g. -4")
+    if scheme == "sdt":
+        if fine:
+            raise ConfigError("fine", fine, "False with sdt", "fine temporal configurations need mtt")
+        sc = SchemeConfig(name="sdt", T=T)
+    elif scheme == "mtt":
+        if fine:
+            sc = SchemeConfig(name="mtt", T=T, s=s, r_left=T - 1, r_right=max(0, fine_T_max - T),
+                              t_input_min=1, t_input_max=fine_T_max, sampling="log-uniform")
+        else:
+            sc = SchemeConfig(name="mtt", T=T, s=s, r_left=T - 1, r_right=0)
+    else:
+        raise ConfigError("scheme", scheme, "sdt or mtt")
+    return TrainConfig(
+        model_kwargs={"neuron": {"min_v_mem": float(floor)}}, dataset=dataset, root=root, T=T,
+        scheme=sc, optimizer="adamw", lr=lr, weight_decay=weight_decay, epochs=epochs,
+        batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit, device=device,
+        phase="bias_removal", init_checkpoint=str(base_checkpoint), eval_every=max(1, epochs),
+        bn_calibration_batches=10, qat=qat, train_spike=spike, synops_budget=budget,
+        synops_weight=budget_weight)
+
+
+def chip_recipe_config(base_checkpoint: str | Path, **overrides: Any) -> Any:
+    """:func:`chip_finetune_config` with :data:`CHIP_RECIPE` (``overrides`` win), e.g. for the
+    demo's MTT arm: ``chip_recipe_config(base, epochs=3, lr=1e-3, seed=0)``."""
+    return chip_finetune_config(base_checkpoint, **{**CHIP_RECIPE, **overrides})
