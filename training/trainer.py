@@ -133,6 +133,10 @@ class TrainConfig:
             raise ConfigError("optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         if self.backprop not in BACKPROPS:
             raise ConfigError("backprop", self.backprop, f"one of {', '.join(BACKPROPS)}")
+        from flexsnn.training.losses import LOSSES
+
+        if self.loss not in LOSSES:  # before any data is read (the loss is built much later)
+            raise ConfigError("loss", self.loss, f"one of {', '.join(LOSSES)}", hint="e.g. --loss tmc")
         if self.phase not in PHASES:
             raise ConfigError("phase", self.phase, f"one of {', '.join(PHASES)}")
         if self.phase == "bias_removal" and not self.init_checkpoint:
