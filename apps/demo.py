@@ -102,10 +102,6 @@ def run_demo(config: DemoConfig, *, progress: ProgressFactory | None = None,
     progress = progress or null_progress
     t_start = time.perf_counter()
     threads_before = torch.get_num_threads()
-    result.notes.append(
-        "Evaluation at another T uses the `rebin` protocol: the whole recording is binned into T frames "
-        "(what a time-binned chip run sees); the MTT paper's code instead feeds the first T of the "
-        "training T frames (`flexsnn eval --t-protocol prefix`).")
     if config.threads is not None:
         torch.set_num_threads(int(config.threads))
     seed_everything(config.seed)
@@ -181,6 +177,10 @@ def _add_notes(config: DemoConfig, result: DemoResult) -> None:
         result.notes.append(
             "The paper's code keeps the epoch with the best test accuracy; flexsnn keeps the last "
             "epoch (no model selection on the test set).")
+    result.notes.append(
+        "Evaluation at another T uses the `rebin` protocol: the whole recording is binned into T frames "
+        "(what a time-binned chip run sees); the MTT paper's code instead feeds the first T of the "
+        "training T frames (`flexsnn eval --t-protocol prefix`).")
     if config.threads is not None:
         result.notes.append(f"torch ran with {config.threads} CPU thread(s) (--threads); on a "
                             "busy 2-core machine more threads were much slower.")
