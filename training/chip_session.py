@@ -56,11 +56,12 @@ class ChipSession:
             stack.enter_context(self._forward_context(self.model))
             yield from loader
 
-    def epoch_metrics(self) -> dict[str, float]:
-        """``{"synops_per_sample": mean over the epoch's forwards}`` (empty when not metered)."""
+    def epoch_metrics(self, reduce: Callable | None = None) -> dict[str, float]:
+        """``{"synops_per_sample": mean over the epoch's forwards}`` (empty when not metered);
+        ``reduce`` sums over the ranks of a distributed run."""
         if not self.metered:
             return {}
-        mean = self.loss.epoch_mean()
+        mean = self.loss.epoch_mean(reduce)
         return {} if mean is None else {"synops_per_sample": mean}
 
     def evaluate(self, model: nn.Module, accuracy_fn: Callable[[nn.Module], float], *, n: int) -> dict[str, float]:

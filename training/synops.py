@@ -145,11 +145,16 @@ class BudgetedLoss:
             return loss
         return loss + self.weight * synops_penalty(per_sample, self.budget)
 
-    def epoch_mean(self) -> Optional[float]:
-        """Mean SynOps per sample over the forwards since the last call (then reset)."""
-        out = self._sum / self._n if self._n else None
+    def epoch_mean(self, reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Optional[float]:
+        """Mean SynOps per sample over the forwards since the last call (then reset).
+
+        ``reduce``: sums a ``[2]`` float64 tensor (SynOps, samples) over the ranks of a distributed
+        run (the trainer's ``context.all_reduce``), so every rank reports the global mean."""
+        sums = torch.tensor([self._sum, float(self._n)], dtype=torch.float64)
         self._sum, self._n = 0.0, 0
-        return out
+        if reduce is not None:
+            sums = reduce(sums)
+        return float(sums[0] / sums[1]) if sums[1] else None
 
 
 @torch.no_grad()

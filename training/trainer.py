@@ -568,7 +568,7 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
         sums = context.all_reduce(sums)
         row: dict[str, Any] = {"epoch": epoch + 1, "step": global_step, "train_loss": float(sums[0] / sums[2]),
                                "train_acc": float(sums[1] / sums[2]), "lr": float(scheduler.get_last_lr()[0]),
-                               "epoch_seconds": epoch_seconds, **chip.epoch_metrics()}
+                               "epoch_seconds": epoch_seconds, **chip.epoch_metrics(context.all_reduce)}
         if (epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs:
             evaluated = _calibrated_copy(tfsnn, train_frames, config, epoch, context)
             row.update(chip.evaluate(evaluated, lambda m: accuracy(m, _eval_loader(test_frames, config),
