@@ -27,6 +27,7 @@ Examples:
   flexsnn train --config mtt.json --lr 0.002 --out runs/mtt2
   flexsnn train --resume --out runs/mtt            # continue an interrupted run
   flexsnn train --model-kwargs '{"batch_norm": true}' --scheme sdt --out runs/bn
+  flexsnn train --event-augment drop,jitter,hot --out runs/aug   # against the sim-to-real gap
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
       --scheme mtt --epochs 2 --out runs/chip      # fold BN, fine-tune without biases
 """
@@ -161,6 +162,11 @@ def train_cmd(
     limit: Optional[int] = typer.Option(None, "--limit", help="Train on the first N samples only."),
     test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Test on N samples only."),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
+    event_augment: Optional[str] = typer.Option(
+        None, "--event-augment", help="Event-level augmentations against the generated-to-real "
+        "gap, comma-separated: drop (events), jitter (time), skew (time), spatial (x/y jitter), "
+        "noise (uniform events), hot (hot pixels), or all; e.g. drop,jitter,hot. Each recording is "
+        "augmented before binning, with strengths drawn per sample (see data/event_augment.py)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     phase: Optional[str] = typer.Option(None, "--phase", help="train or bias_removal."),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Start from these weights."),
@@ -181,7 +187,7 @@ def train_cmd(
     cli = dict(model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
                loss=loss, backprop=backprop, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                epochs=epochs, batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit,
-               augment=augment, device=device, phase=phase,
+               augment=augment, event_augment=event_augment, device=device, phase=phase,
                init_checkpoint=str(init_checkpoint) if init_checkpoint else None)
     scheme_cli = dict(name=scheme, t_min=t_min, t_max=t_max, s=s, r_left=r_left, r_right=r_right,
                       non_increasing=non_increasing, data_kind=data_kind)

@@ -64,7 +64,15 @@ class SaccadeParams:
     Optics: Gaussian ``blur_sigma_px``. Display: ``background`` black level (fraction of white).
     Pixels: mean thresholds ``threshold_on`` / ``threshold_off`` (log-intensity units),
     mismatch ``threshold_sigma`` (std, log units), ``refractory_us``, timing ``jitter_us`` (std),
-    background noise ``noise_hz`` per pixel. Rendering step ``frame_dt_us``.
+    background noise ``noise_hz`` per pixel (a share ``on_ratio_noise`` of it ON). Rendering
+    step ``frame_dt_us``.
+    Sensor effects seen in the real recordings: ``invert_polarity`` writes brightness increases
+    as p = 0 (the N-MNIST files mark the edge where the digit arrives as p = 0: paired frames
+    correlate 0.8 with the polarities swapped and 0.04 without); ``latency_tail_us``: mean of
+    an exponential latency added to every signal event (slow pixels; puts events into the
+    pauses between saccades); hot pixels: a fixed ``hot_pixel_fraction`` of the pixels (drawn
+    with the sensor) fires at ``hot_pixel_hz`` more, in every recording, and so does each
+    ``(x, y, hz)`` of ``hot_pixels`` (the real sensor's, measured).
 
     The defaults are calibrated on 1,000 real N-MNIST recordings
     (``benchmarks/saccade_fidelity.py``): mean event count, motion-compensated spatial count
@@ -89,6 +97,12 @@ class SaccadeParams:
     jitter_us: float = 1000.0
     noise_hz: float = 0.4
     frame_dt_us: float = 2000.0
+    invert_polarity: bool = False
+    latency_tail_us: float = 0.0
+    hot_pixel_fraction: float = 0.0
+    hot_pixel_hz: float = 0.0
+    hot_pixels: tuple[tuple[int, int, float], ...] = ()
+    on_ratio_noise: float = 0.5
 
     def __post_init__(self) -> None:
         checks = (
@@ -110,6 +124,14 @@ class SaccadeParams:
             ("jitter_us", self.jitter_us >= 0, ">= 0 µs"),
             ("noise_hz", self.noise_hz >= 0, ">= 0 Hz"),
             ("frame_dt_us", self.frame_dt_us > 0, "> 0 µs"),
+            ("invert_polarity", isinstance(self.invert_polarity, bool), "true or false"),
+            ("latency_tail_us", self.latency_tail_us >= 0, ">= 0 µs"),
+            ("hot_pixel_fraction", 0 <= self.hot_pixel_fraction <= 1, "in [0, 1]"),
+            ("hot_pixel_hz", self.hot_pixel_hz >= 0, ">= 0 Hz"),
+            ("on_ratio_noise", 0 <= self.on_ratio_noise <= 1, "in [0, 1]"),
+            ("hot_pixels", all(len(h) == 3 and 0 <= h[0] < self.width and 0 <= h[1] < self.height
+                               and h[2] >= 0 for h in self.hot_pixels),
+             "(x, y, hz) triples inside the sensor with hz >= 0"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -190,6 +212,14 @@ class SaccadeGenerator:
                                0.02 * p.threshold_on + 1e-3)
         self.c_off = np.maximum(p.threshold_off + p.threshold_sigma * sensor_rng.standard_normal(n_pix),
                                 0.02 * p.threshold_off + 1e-3)
+        n_hot = int(round(p.hot_pixel_fraction * n_pix))
+        #: flat indices (``y * width + x``) of the hot pixels; drawn after the thresholds so
+        #: that the thresholds do not depend on the hot-pixel settings
+        hot = np.sort(sensor_rng.choice(n_pix, n_hot, replace=False)) if n_hot else np.zeros(0, np.int64)
+        listed = np.array([int(y) * p.width + int(x) for x, y, _hz in p.hot_pixels], dtype=np.int64)
+        self.hot_pixels = np.concatenate([hot, listed])
+        self.hot_hz = np.concatenate([np.full(hot.size, p.hot_pixel_hz),
+                                      np.array([float(h) for _x, _y, h in p.hot_pixels])])
         n_frames = int(np.ceil(p.duration_us / p.frame_dt_us)) + 1
         self.frame_t = np.minimum(np.arange(n_frames) * p.frame_dt_us, p.duration_us)
         dx, dy = saccade_path(p, self.frame_t)
@@ -231,8 +261,23 @@ class SaccadeGenerator:
             n_noise = rng.poisson(p.noise_hz * n_pix * p.duration_us * 1e-6)
             x = np.concatenate([x, rng.integers(0, p.width, n_noise)])
             y = np.concatenate([y, rng.integers(0, p.height, n_noise)])
-            pol = np.concatenate([pol, rng.integers(0, 2, n_noise)])
+            if p.on_ratio_noise == 0.5:  # the original draw (keeps older recordings identical)
+                pol = np.concatenate([pol, rng.integers(0, 2, n_noise)])
+            else:
+                pol = np.concatenate([pol, (rng.random(n_noise) < p.on_ratio_noise).astype(np.int64)])
             t = np.concatenate([t, rng.random(n_noise) * p.duration_us])
+        if p.latency_tail_us > 0:
+            t[:n] = t[:n] + rng.exponential(p.latency_tail_us, n)
+        if self.hot_pixels.size and self.hot_hz.sum() > 0:
+            counts = rng.poisson(self.hot_hz * p.duration_us * 1e-6)
+            pix = np.repeat(self.hot_pixels, counts)
+            n_hot = pix.size
+            x = np.concatenate([x, pix % p.width])
+            y = np.concatenate([y, pix // p.width])
+            pol = np.concatenate([pol, rng.integers(0, 2, n_hot)])
+            t = np.concatenate([t, rng.random(n_hot) * p.duration_us])
+        if p.invert_polarity:
+            pol = 1 - pol
         t_int = np.floor(t).astype(np.int64)
         order = np.argsort(t_int, kind="stable")
         events = np.empty(order.size, dtype=EVENT_DTYPE)
