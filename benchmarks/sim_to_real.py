@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None,
                     help="trained arms (cached per settings; default <cache>/sim-to-real)")
     ap.add_argument("--seeds", default="0,1", help="training seeds, comma-separated (>= 2)")
-    ap.add_argument("--smoke", action="store_true", help="40 pairs, 1 epoch on 60 recordings")
+    ap.add_argument("--smoke", action="store_true",
+                    help="40 pairs, 1 epoch on 60 recordings, arms previous and fitted+event_augment")
     args = ap.parse_args(argv)
     if not (args.real / "Train").is_dir():
         print(f"real N-MNIST recordings not found at {args.real}; pass --real DIR", file=sys.stderr)
@@ -172,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or (args.out / "sim-to-real-work" if args.smoke else default_cache_dir() / "sim-to-real")
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke)
+    arms = (ARMS[0], ARMS[-1]) if args.smoke else ARMS
+    r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms)
     print(f"\n{'arm':<26} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
     for name, a in r["arms"].items():
         print(f"{name:<26} {a['generated_test_accuracy']['mean']:>9.4f} {a['real_accuracy']['mean']:>7.4f} "
