@@ -124,5 +124,6 @@ PREVIOUS_PARAMS: dict = {
     "offset_x_px": -1.0, "offset_y_px": 1.0, "blur_sigma_px": 0.0, "background": 0.3,
     "threshold_on": 0.27, "threshold_off": 0.27, "threshold_sigma": 0.03, "refractory_us": 1000.0,
     "jitter_us": 1000.0, "noise_hz": 0.4, "frame_dt_us": 2000.0, "invert_polarity": False,
-    "latency_tail_us": 0.0, "hot_pixel_fraction": 0.0, "hot_pixel_hz": 0.0, "on_ratio_noise": 0.5,
+    "latency_tail_us": 0.0, "hot_pixel_fraction": 0.0, "hot_pixel_hz": 0.0, "hot_pixels": (),
+    "on_ratio_noise": 0.5,
 }
