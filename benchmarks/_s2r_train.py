@@ -39,6 +39,8 @@ class Arm:
     name: str
     params: dict = field(default_factory=dict)
     event_augment: str = ""
+    #: training seeds of this arm (None: the benchmark's --seeds)
+    seeds: tuple[int, ...] | None = None
 
     def key(self, seed: int, budget: Budget) -> str:
         """Cache key: settings, seed and a fingerprint of the generator's output (so a

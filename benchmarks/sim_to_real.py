@@ -12,7 +12,8 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
 - ``previous``: the generator before this benchmark (version 2, issue-2 calibration);
 - ``previous+invert_polarity``: only the polarity convention changed (ablation);
 - ``fitted``: the current defaults (parameters fitted by ``benchmarks/fit_saccade.py``);
-- ``fitted+event_augment``: the same data with ``--event-augment`` during training.
+- ``fitted+event_augment``: the same data with ``--event-augment drop,jitter,spatial,noise,hot``;
+- ``fitted+event_augment_noise``: only the sensor-noise augmentations ``drop,noise,hot``.
 
 Per generator it also reports a classifier two-sample test (``_s2r_c2st.py``), the paired frame
 correlation at T = 3/5/10 (``_s2r_stats.py``), and the diagnostics in the PNG
@@ -43,30 +44,48 @@ from benchmarks._s2r_data import DEFAULT_REAL, PREVIOUS_PARAMS, REPO, Pairs  # n
 from benchmarks._s2r_train import Arm, Budget, run_arm, summarize_arm  # noqa: E402
 
 EVENT_AUGMENT = "drop,jitter,spatial,noise,hot"
+#: Seeds per arm: the headline arms ran three (0, 1, 2), the ablation two, the augmentation
+#: arms one: on the shared 2-core machine (load ~15) a 5-epoch run took 25-60 min.
 ARMS = (
     Arm("previous", dict(PREVIOUS_PARAMS)),
-    Arm("previous+invert_polarity", {**PREVIOUS_PARAMS, "invert_polarity": True}),
-    Arm("fitted", {}),
-    Arm("fitted+event_augment", {}, EVENT_AUGMENT),
+    Arm("previous+invert_polarity", {**PREVIOUS_PARAMS, "invert_polarity": True}, seeds=(0, 1)),
+    Arm("fitted", {}, seeds=(0, 1, 2)),
+    Arm("fitted+event_augment", {}, EVENT_AUGMENT, seeds=(0,)),
+    Arm("fitted+event_augment_noise", {}, "drop,noise,hot", seeds=(0,)),
 )
 HEADLINE = "fitted"
 TARGETS = {"transfer_gap_pt_max": 2.0, "c2st_accuracy_max": 0.65, "real_n_min": 200}
 
 
-def generator_checks(params: dict, pairs: Pairs, *, c2st_epochs: int, seeds=(0,)) -> dict:
-    """C2ST accuracy and paired frame correlations of one generator on the pairs."""
+def generator_checks(params: dict, pairs: Pairs, *, c2st_epochs: int, seeds=(0,),
+                     work: Path | None = None) -> dict:
+    """C2ST accuracy and paired frame correlations of one generator on the pairs. C2ST results
+    are cached in ``work`` per (generator output fingerprint, pairs, seed, epochs)."""
+    import json
+
     from flexsnn.data.saccade import SaccadeGenerator, SaccadeParams, load_mnist_images
+    from flexsnn.io_utils import atomic_write_json
 
     from benchmarks._s2r_c2st import c2st_accuracy
     from benchmarks._s2r_stats import discrepancy
+    from benchmarks._s2r_train import generator_fingerprint
 
     images, _ = load_mnist_images()
     gen = SaccadeGenerator(SaccadeParams(**params), seed=0)
     recs = [gen.generate(images[i], int(i)) for i in pairs.image_index]
     fit, ho = pairs.half(held_out=False), pairs.half(held_out=True)
-    accs = [c2st_accuracy([pairs.real[i] for i in fit], [recs[i] for i in fit],
-                          [pairs.real[i] for i in ho], [recs[i] for i in ho], seed=s, epochs=c2st_epochs)
-            for s in seeds]
+    accs = []
+    for s in seeds:
+        path = None if work is None else work / (
+            f"c2st-{generator_fingerprint(params)}-{len(pairs.real)}-s{s}-e{c2st_epochs}.json")
+        if path is not None and path.is_file():
+            accs.append(json.loads(path.read_text())["c2st_accuracy"])
+            continue
+        acc = c2st_accuracy([pairs.real[i] for i in fit], [recs[i] for i in fit],
+                            [pairs.real[i] for i in ho], [recs[i] for i in ho], seed=s, epochs=c2st_epochs)
+        if path is not None:
+            atomic_write_json(path, {"c2st_accuracy": acc})
+        accs.append(acc)
     objective, parts = discrepancy([pairs.real[i] for i in ho], [recs[i] for i in ho])
     return {"c2st_accuracy": float(np.mean(accs)), "c2st_per_seed": accs,
             "fit_objective_held_out": objective, "paired_frame_correlation": parts["corr_by_T"],
@@ -90,11 +109,12 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
     arm_results, sets = {}, {"real": pairs.real}
     checked: dict[str, dict] = {}
     for arm in arms:
-        records = [run_arm(arm, s, pairs, work, budget, log=log) for s in seeds]
+        arm_seeds = list(arm.seeds) if (arm.seeds is not None and not smoke) else seeds
+        records = [run_arm(arm, s, pairs, work, budget, log=log) for s in arm_seeds]
         key = repr(sorted(dataclasses.asdict(SaccadeParams(**arm.params)).items()))
         if key not in checked:
             checked[key] = generator_checks(arm.params, pairs, c2st_epochs=2 if smoke else 20,
-                                            seeds=(0,) if smoke else (0, 1))
+                                            seeds=(0,), work=work)
             sets[arm.name] = checked[key]["generated"]
         chk = checked[key]
         arm_results[arm.name] = {
@@ -121,7 +141,7 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
         "c2st_accuracy": head["c2st_accuracy"],
         "real_n": per_seed[0]["real_n"],
         "generated_n": per_seed[0]["generated_n"],
-        "seeds": seeds,
+        "seeds": [r["seed"] for r in per_seed],
         "per_seed": [{k: r[k] for k in ("seed", "generated_test_accuracy", "real_accuracy",
                                          "transfer_gap_pt", "generated_by_T", "real_by_T")}
                      for r in per_seed],
