@@ -27,7 +27,7 @@ Examples:
   flexsnn train --config mtt.json --lr 0.002 --out runs/mtt2
   flexsnn train --resume --out runs/mtt            # continue an interrupted run
   flexsnn train --model-kwargs '{"batch_norm": true}' --scheme sdt --out runs/bn
-  flexsnn train --event-augment drop,jitter,hot --out runs/aug   # against the sim-to-real gap
+  flexsnn train --event-augment drop,noise,hot --out runs/aug     # see benchmarks/sim_to_real.py
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
       --scheme mtt --epochs 2 --out runs/chip      # fold BN, fine-tune without biases
 """
