@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or (args.out / "sim-to-real-work" if args.smoke else default_cache_dir() / "sim-to-real")
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    arms = (ARMS[0], ARMS[-1]) if args.smoke else ARMS
+    arms = tuple(a for a in ARMS if a.name in ("previous", "fitted+event_augment")) if args.smoke else ARMS
     r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms)
     print(f"\n{'arm':<26} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
     for name, a in r["arms"].items():
