@@ -33,6 +33,7 @@ Examples:
   flexsnn train --preset cifar10-resnet19 --root ~/data/cifar --device cuda --out runs/c10
   flexsnn train --resume --out runs/mtt            # continue an interrupted run
   flexsnn train --model-kwargs '{"batch_norm": true}' --scheme sdt --out runs/bn
+  flexsnn train --event-augment drop,noise,hot --out runs/aug     # see benchmarks/sim_to_real.py
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
       --scheme mtt --epochs 2 --out runs/chip      # fold BN, fine-tune without biases
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \
@@ -232,6 +233,11 @@ def train_cmd(
     test_limit: Optional[int] = typer.Option(None, "--test-limit", help="Test on N samples only.",
                                              callback=in_range(1, MAX_COUNT)),
     augment: Optional[bool] = typer.Option(None, "--augment/--no-augment"),
+    event_augment: Optional[str] = typer.Option(
+        None, "--event-augment", help="Event-level augmentations against the generated-to-real "
+        "gap, comma-separated: drop (events), jitter (time), skew (time), spatial (x/y jitter), "
+        "noise (uniform events), hot (hot pixels), or all; e.g. drop,jitter,hot. Each recording is "
+        "augmented before binning, with strengths drawn per sample (see data/event_augment.py)."),
     device: Optional[str] = typer.Option(None, "--device", help="auto, cpu or cuda."),
     phase: Optional[str] = typer.Option(None, "--phase", help="train or bias_removal."),
     t_input_range: Optional[str] = typer.Option(
@@ -288,7 +294,7 @@ def train_cmd(
                model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
                loss=loss, backprop=backprop, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                epochs=epochs, batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit,
-               augment=augment, device=device, phase=phase,
+               augment=augment, event_augment=event_augment, device=device, phase=phase,
                init_checkpoint=str(init_checkpoint) if init_checkpoint else None)
     scheme_cli = dict(name=scheme, t_min=t_min, t_max=t_max, s=s, r_left=r_left, r_right=r_right,
                       non_increasing=non_increasing, data_kind=data_kind, sampling=t_sampling,

@@ -30,9 +30,10 @@ def _same(a, b):
 
 
 def test_path_corners_and_smooth_velocity():
-    corners = [[0, 0], [3.5, 7], [7, 0], [0, 0]]
     whole = SaccadeParams(motion_windows_us=())
-    dx, dy = saccade_path(whole, np.array([0.0, 105e3, 210e3, 315e3]))
+    corners = np.asarray(whole.path_px)                # the triangle (fitted to N-MNIST: about 3.5, 7)
+    assert corners.shape == (4, 2) and np.allclose(corners[0], corners[-1])
+    dx, dy = saccade_path(whole, whole.segment_us * np.arange(4.0))   # corners at the segment ends
     np.testing.assert_allclose(np.c_[dx, dy], corners, atol=1e-9)
     p = SaccadeParams()
     ends = [0.0] + [w[1] for w in p.motion_windows_us]
@@ -63,9 +64,9 @@ def test_generation_is_deterministic_and_valid(images):
 
 
 def test_blank_image_gives_only_noise():
-    p = SaccadeParams(noise_hz=0.0)
+    p = SaccadeParams(noise_hz=0.0, hot_pixels=())
     assert SaccadeGenerator(p).generate(np.zeros((28, 28)), 0).size == 0
-    noisy = SaccadeGenerator(SaccadeParams(noise_hz=5.0)).generate(np.zeros((28, 28)), 0)
+    noisy = SaccadeGenerator(SaccadeParams(noise_hz=5.0, hot_pixels=())).generate(np.zeros((28, 28)), 0)
     assert 0 < noisy.size < 5 * 34 * 34  # ~ 5 Hz * 1156 px * 0.315 s
     validate_events(noisy, NMNIST_SENSOR)
 
@@ -96,8 +97,9 @@ def test_kernel_reports_full_buffer(images):
 
 def test_refractory_limits_rate(images):
     imgs, _ = images
-    fast = SaccadeGenerator(SaccadeParams(refractory_us=0.0, noise_hz=0.0, jitter_us=0.0))
-    slow = SaccadeGenerator(SaccadeParams(refractory_us=20_000.0, noise_hz=0.0, jitter_us=0.0))
+    quiet = dict(noise_hz=0.0, jitter_us=0.0, latency_tail_us=0.0, hot_pixels=())
+    fast = SaccadeGenerator(SaccadeParams(refractory_us=0.0, **quiet))
+    slow = SaccadeGenerator(SaccadeParams(refractory_us=20_000.0, **quiet))
     a, b = fast.generate(imgs[2], 0), slow.generate(imgs[2], 0)
     assert b.size < a.size
     key = b["y"].astype(int) * 34 + b["x"]
@@ -176,3 +178,25 @@ def test_partial_temp_folder_is_not_a_cache(tmp_path):
     (tmp_path / f".saccade-mnist-{p.key(0)}.xyz").mkdir()
     ds = SaccadeMNIST(split="test", limit=2, cache_dir=tmp_path)
     assert ds.cache_path is None and len(ds) == 2
+
+
+def test_sensor_effects_polarity_latency_hot_pixels(images):
+    """invert_polarity swaps p and nothing else; the latency tail only delays events; listed
+    hot pixels fire at their rate in every recording; switched off, recordings are unchanged."""
+    imgs, _ = images
+    base = dict(invert_polarity=False, latency_tail_us=0.0, hot_pixels=(), hot_pixel_fraction=0.0)
+    plain = SaccadeGenerator(SaccadeParams(**base)).generate(imgs[0], 4)
+    inv = SaccadeGenerator(SaccadeParams(**{**base, "invert_polarity": True})).generate(imgs[0], 4)
+    assert np.array_equal(inv["p"], 1 - plain["p"]) and np.array_equal(inv["t"], plain["t"])
+    late = SaccadeGenerator(SaccadeParams(**{**base, "latency_tail_us": 5000.0})).generate(imgs[0], 4)
+    assert late.size == plain.size and late["t"].mean() > plain["t"].mean() + 3000
+    hot = SaccadeParams(**{**base, "hot_pixels": ((5, 6, 400.0),)})
+    for index in (4, 9):
+        ev = SaccadeGenerator(hot).generate(np.zeros((28, 28)), index)
+        at = (ev["x"] == 5) & (ev["y"] == 6)
+        assert 60 < at.sum() < 200  # 400 Hz * 0.315 s = 126
+    with pytest.raises(ConfigError, match="hot_pixels"):
+        SaccadeParams(hot_pixels=((40, 0, 1.0),))
+    with pytest.raises(ConfigError, match="latency_tail_us"):
+        SaccadeParams(latency_tail_us=-1.0)
+    assert SaccadeParams().key(0) != SaccadeParams(invert_polarity=not SaccadeParams().invert_polarity).key(0)

@@ -73,6 +73,9 @@ class TrainConfig:
         epochs, batch_size, seed: as named.
         limit, test_limit: use only the first N train / test samples (quick runs).
         augment: event augmentation (flip + shift) on training frames.
+        event_augment: event-level augmentations against the generated-to-real gap, applied to
+            each training recording before binning: comma-separated names from
+            :data:`flexsnn.data.event_augment.EVENT_AUGMENTS` (``""`` = none).
         bn_calibration_batches: batches for BN calibration at T_max (0 = never calibrate).
         amp: mixed precision (used on CUDA only).
         device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
@@ -106,6 +109,7 @@ class TrainConfig:
     limit: int | None = None
     test_limit: int | None = None
     augment: bool = False
+    event_augment: str = ""
     bn_calibration_batches: int = 10
     amp: bool = True
     device: str = "auto"
@@ -157,9 +161,11 @@ class TrainConfig:
             raise ConfigError("device", self.device, "auto, cpu or cuda")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError("grad_clip", self.grad_clip, "a positive number or None")
+        from flexsnn.data.event_augment import parse_event_augment
         from flexsnn.training.chip_session import check_chip_options
 
         check_chip_options(self)
+        parse_event_augment(self.event_augment)  # raises ConfigError naming a bad name
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (nested ``scheme``)."""
@@ -328,17 +334,26 @@ class EpochFrames:
     """Epoch view of a :class:`FrameDataset`: augmentation draws from ``numpy_rng(seed, epoch, i)``
     (a pure function of the sample and epoch), frames from the shared cache."""
 
-    def __init__(self, frames: Any, augment: Any, seed: int, epoch: int) -> None:
+    def __init__(self, frames: Any, augment: Any, seed: int, epoch: int, event_augment: Any = None) -> None:
         self.frames, self.augment, self.seed, self.epoch = frames, augment, seed, epoch
+        self.event_augment = event_augment
 
     def __len__(self) -> int:
         return len(self.frames)
 
     def __getitem__(self, index: int):
-        from flexsnn.data.frames import augment_frames
+        from flexsnn.data.frames import augment_frames, events_to_frames
         from flexsnn.seeding import numpy_rng
 
-        x, label = self.frames.frames(index)
+        if self.event_augment:  # event-level: augment the recording, then bin it (no cache)
+            from flexsnn.data.event_augment import apply_event_augment
+
+            events, label = self.frames.events[index]
+            events = apply_event_augment(events, self.frames.sensor, self.event_augment,
+                                         numpy_rng(self.seed, EPOCH_STREAM, self.epoch, index, 1))
+            x = events_to_frames(events, self.frames.sensor, self.frames.T)
+        else:
+            x, label = self.frames.frames(index)
         if self.augment is not None:
             x = augment_frames(x, self.augment, numpy_rng(self.seed, EPOCH_STREAM, self.epoch, index))
         return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(label, dtype=torch.int64)
@@ -356,9 +371,12 @@ def epoch_loader(frames: Any, config: TrainConfig, epoch: int, context: RunConte
 
     from flexsnn.data.frames import Augment
 
+    from flexsnn.data.event_augment import parse_event_augment
+
     aug = (getattr(frames, "train_augment", None) or Augment()) if config.augment else None
     order = context.shard(epoch_order(len(frames), config.seed, epoch))
-    return DataLoader(EpochFrames(frames, aug, config.seed, epoch), batch_size=config.batch_size,
+    ev_aug = parse_event_augment(config.event_augment) or None
+    return DataLoader(EpochFrames(frames, aug, config.seed, epoch, ev_aug), batch_size=config.batch_size,
                       sampler=order, drop_last=False, num_workers=0)
 
 
