@@ -35,14 +35,16 @@ CHIP_RECIPE: dict[str, Any] = dict(scheme="mtt", floor=-4.0, fine=False, qat=Fal
 def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", floor: float = -1.0,
                          fine: bool = False, fine_T_max: int = 100, qat: bool = False,
                          budget: Optional[float] = None, budget_weight: float = 1.0,
-                         spike: str = "multi", T: int = 10, s: int = 3, epochs: int = 3,
+                         spike: str = "multi", backprop: str = "bptt", T: int = 10, s: int = 3, epochs: int = 3,
                          lr: float = 1e-3, weight_decay: float = 0.02, batch_size: int = 32,
                          seed: int = 0, dataset: str = "saccade-mnist", root: Optional[str] = None,
                          limit: Optional[int] = None, test_limit: Optional[int] = None,
                          device: str = "auto") -> Any:
     """The bias-removal fine-tune of ``base_checkpoint`` (a Speck net trained with BN) with the
     chosen parts (see module docstring). ``scheme``: ``"sdt"`` (fixed ``T``) or ``"mtt"`` (``s``
-    configurations per step; later stages from ``U[1, T]``, or the fine ranges).
+    configurations per step; later stages from ``U[1, T]``, or the fine ranges). ``backprop``:
+    ``"bptt"`` or rate-based (``"rate_M"``/``"rate_S"``: cost nearly flat in T, measured 1.5x an
+    MTT T=10 step for the fine ranges where BPTT took 12x; no budget or QAT with it).
 
     Raises:
         ConfigError: bad values (``floor`` must be below the threshold 1; ``fine`` needs MTT).
@@ -65,7 +67,7 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
         raise ConfigError("scheme", scheme, "sdt or mtt")
     return TrainConfig(
         model_kwargs={"neuron": {"min_v_mem": float(floor)}}, dataset=dataset, root=root, T=T,
-        scheme=sc, optimizer="adamw", lr=lr, weight_decay=weight_decay, epochs=epochs,
+        scheme=sc, backprop=backprop, optimizer="adamw", lr=lr, weight_decay=weight_decay, epochs=epochs,
         batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit, device=device,
         phase="bias_removal", init_checkpoint=str(base_checkpoint), eval_every=max(1, epochs),
         bn_calibration_batches=10, qat=qat, train_spike=spike, synops_budget=budget,
