@@ -46,6 +46,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-floor-budget": dict(scheme="mtt", floor=-4.0, budget=1.5e6),
     "mtt-floor-budget-qat": dict(scheme="mtt", floor=-4.0, budget=1.5e6, qat=True),
     "mtt-floor-budget-fine": dict(scheme="mtt", floor=-4.0, budget=1.5e6, fine=True),
+    # fine T with BPTT cost 12x an MTT T=10 step here (fine_T_cost); rate-based backprop 1.5x
+    "mtt-floor-fine-rate": dict(scheme="mtt", floor=-4.0, fine=True, backprop="rate_M"),
     "sdt-floor-budget": dict(scheme="sdt", floor=-4.0, budget=1.5e6),
     "mtt-budget": dict(scheme="mtt", budget=1.5e6),
 }

@@ -186,3 +186,19 @@ def test_synops_penalty_and_energy():
     assert energy_uj(2e6, None) is None and energy_uj(2e6, 1.0) == pytest.approx(2.0)
     with pytest.raises(ConfigError):
         energy_uj(1.0, -1.0)
+
+
+def test_recipe_configs():
+    from flexsnn.training.recipes import CHIP_RECIPE, chip_finetune_config, chip_recipe_config
+
+    cfg = chip_recipe_config("base.safetensors", epochs=3, seed=2)
+    assert cfg.phase == "bias_removal" and cfg.init_checkpoint == "base.safetensors" and cfg.epochs == 3
+    assert cfg.model_kwargs["neuron"]["min_v_mem"] == CHIP_RECIPE["floor"]
+    assert cfg.synops_budget == CHIP_RECIPE["budget"] and cfg.qat == CHIP_RECIPE["qat"]
+    fine = chip_finetune_config("b", fine=True, backprop="rate_M")
+    assert fine.scheme.t_input_max == 100 and fine.scheme.sampling == "log-uniform" and fine.backprop == "rate_M"
+    assert fine.scheme.stage_range == (1, 100)
+    for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"),
+                dict(backprop="rate_M", budget=1e6), dict(backprop="rate_M", qat=True)):
+        with pytest.raises(ConfigError):
+            chip_finetune_config("b", **bad)
