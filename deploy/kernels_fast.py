@@ -7,16 +7,18 @@ What differs is how the work is laid out (measured on a trained speck3c1fc chip:
 ``benchmarks/sim_throughput.py``):
 
 - **Channel-contiguous state and weights.** A core's neuron states are ``[h_out, w_out, c_out]``
-  int16 and its weights ``[c_in, k, k, c_out]`` int16, so one event's update of one output
-  position is one contiguous vector add over the channels (:func:`_add_block`).
+  int16 and its weights ``[c_in, ky, k - 1 - kx, c_out]`` int16 (kx reversed), so on a stride-1
+  core one event's update of one footprint row (all its output columns and channels) is one
+  contiguous vector add (:func:`_add_block`), done in 16-bit lanes (LLVM's saturating or
+  wrapping int16 add, as the reference's ``_clip_state``).
 - **Rare path after the add.** The vector add clips (saturate) or wraps the new state to 16
   bits, as the reference's slow path does first; a neuron left below ``threshold_high`` cannot
   spike and only needs the floor ``max(u, threshold_low)``, done in the same vector pass. Only
-  positions where some neuron reached the threshold are scanned again, and only those neurons
+  rows where some neuron reached the threshold are scanned again, and only those neurons
   fire and reset exactly as the reference. This needs ``-32768 <= threshold_low <
   threshold_high <= 32767`` (:func:`fast_kernel_supports`; images outside it, which the chip
   checks refuse anyway, run on the reference kernel). Each neuron is touched once per event, so
-  finding the spikes position by position changes only their order; with
+  finding the spikes row by row changes only their order; with
   ``update_order="channel-major"`` the spikes of one event are then sorted by
   ``(c_out, yo, xo)``, the reference's emission order.
 - **Less per-event work.** The output rows/columns an input row/column reaches come from
@@ -36,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import carray, njit, types
+from llvmlite import ir
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from flexsnn.deploy.kernels import (
@@ -66,20 +70,47 @@ def _unmanaged_i16(a):
     return carray(_address_as_voidptr(a.ctypes.data), a.shape[0], np.int16)
 
 
+@intrinsic
+def _add_sat_i16(typingctx, a, b):
+    """``a + b`` on int16 saturated to [-32768, 32767] (the reference's ``_clip_state`` with
+    saturation); LLVM's ``sadd.sat``, one vector lane per int16 when vectorised."""
+    sig = types.int16(types.int16, types.int16)
+
+    def codegen(context, builder, signature, args):
+        i16 = ir.IntType(16)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i16, [i16, i16]),
+                                            "llvm.sadd.sat.i16")
+        return builder.call(fn, [args[0], args[1]])
+
+    return sig, codegen
+
+
+@intrinsic
+def _add_wrap_i16(typingctx, a, b):
+    """``a + b`` on int16 wrapped (two's complement; ``_clip_state`` without saturation)."""
+    sig = types.int16(types.int16, types.int16)
+
+    def codegen(context, builder, signature, args):
+        return builder.add(args[0], args[1])
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def _add_block(state, weights, svu, wvu, uc, thr_high, thr_low, saturate):
-    """``state[svu + c] += weights[wvu + c]`` for ``c < uc`` (one output position's channels),
-    16-bit clipped or wrapped; neurons left below ``thr_high`` get the floor ``thr_low``, the
-    others (to spike) keep their value. Returns the largest new value."""
-    top = np.int64(STATE_MIN)
+    """``state[svu + c] += weights[wvu + c]`` for ``c < uc`` (int16 arrays; one block of
+    consecutive neurons), 16-bit saturated or wrapped as the reference's ``_clip_state``;
+    neurons left below ``thr_high`` get the floor ``thr_low``, the others (to spike) keep
+    their value. ``thr_high``/``thr_low`` int16. Returns the largest new value (int16)."""
+    top = np.int16(STATE_MIN)
     if saturate:
         for cu in range(uc):
-            u = min(max(np.int64(state[svu + cu]) + weights[wvu + cu], STATE_MIN), STATE_MAX)
+            u = _add_sat_i16(state[svu + cu], weights[wvu + cu])
             top = max(top, u)
             state[svu + cu] = u if u >= thr_high else max(u, thr_low)
     else:
         for cu in range(uc):
-            u = ((np.int64(state[svu + cu]) + weights[wvu + cu] - STATE_MIN) & 0xFFFF) + STATE_MIN
+            u = _add_wrap_i16(state[svu + cu], weights[wvu + cu])
             top = max(top, u)
             state[svu + cu] = u if u >= thr_high else max(u, thr_low)
     return top
@@ -253,6 +284,8 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
             kk = geom[i, G_K]
             thr_high = geom[i, G_THR_HIGH]
             thr_low = geom[i, G_THR_LOW]
+            thr_high16 = np.int16(thr_high)  # in int16 range (fast_kernel_supports)
+            thr_low16 = np.int16(thr_low)
             sx = geom[i, G_SX]
             n_x = xh - xl + 1
             # weights are [c_in, ky, k-1-kx, c_out]: column xl's kx-reversed index, then +sx
@@ -269,13 +302,13 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
                 # result is max(u, thr_low); else u is kept and the row is scanned again
                 if sx == 1:  # the whole footprint row is one contiguous block
                     top = _add_block(state_u, weights_u, np.uint64(srow), np.uint64(wrow),
-                                     np.uint64(n_x * c_out), thr_high, thr_low, saturate)
+                                     np.uint64(n_x * c_out), thr_high16, thr_low16, saturate)
                 else:
                     top = np.int64(STATE_MIN)
                     for dx in range(n_x):
                         t = _add_block(state_u, weights_u, np.uint64(srow + dx * c_out),
                                        np.uint64(wrow + dx * sx * c_out), np.uint64(c_out),
-                                       thr_high, thr_low, saturate)
+                                       thr_high16, thr_low16, saturate)
                         top = max(top, t)
                 if top >= thr_high:
                     for dx in range(n_x):
