@@ -202,6 +202,7 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
     # (c, y, x), the channel-major order), firing sp_n[s] times
     sp_k = np.empty(buf_len, dtype=np.int64)
     sp_n = np.empty(buf_len, dtype=np.int64)
+    cand = np.empty(buf_len, dtype=np.int64)  # one row's neurons to fire
     q = np.empty(4096, dtype=np.int64)
     rec = np.empty((5, 1024), dtype=np.int64)
     n_rec = 0
@@ -311,16 +312,21 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
                                        thr_high16, thr_low16, saturate)
                         top = max(top, t)
                 if top >= thr_high:
-                    for dx in range(n_x):
-                        sv = srow + dx * c_out
-                        for co in range(c_out):
-                            u = np.int64(state[sv + co])
-                            if u >= thr_high:
-                                n, u = _fire(u, thr_high, thr_low, reset_zero, multi)
-                                state[sv + co] = u
-                                sp_k[m] = (co << _SHIFT_C) | (yo << _SHIFT_Y) | (xl + dx)
-                                sp_n[m] = n
-                                m += 1
+                    # the row's neurons at or above thr_high, in (column, channel) order:
+                    # branch-free compaction (few spike: a branch per neuron would mispredict)
+                    n_c = 0
+                    for r in range(n_x * c_out):
+                        cand[n_c] = r
+                        n_c += state_u[np.uint64(srow + r)] >= thr_high16
+                    for t in range(n_c):
+                        r = cand[t]
+                        dx = r // c_out
+                        co = r - dx * c_out
+                        n, u = _fire(np.int64(state[srow + r]), thr_high, thr_low, reset_zero, multi)
+                        state[srow + r] = u
+                        sp_k[m] = (co << _SHIFT_C) | (yo << _SHIFT_Y) | (xl + dx)
+                        sp_n[m] = n
+                        m += 1
             if m > 1 and not position_major:
                 # to (c, y, x) order; written out (a call passing arrays costs atomic
                 # reference counting); insertion sort, m is small
