@@ -318,8 +318,8 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
                     for r in range(n_x * c_out):
                         cand[n_c] = r
                         n_c += state_u[np.uint64(srow + r)] >= thr_high16
-                    for t in range(n_c):
-                        r = cand[t]
+                    for a in range(n_c):
+                        r = cand[a]
                         dx = r // c_out
                         co = r - dx * c_out
                         n, u = _fire(np.int64(state[srow + r]), thr_high, thr_low, reset_zero, multi)
