@@ -172,7 +172,7 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
     """Simulate one sample: :func:`flexsnn.deploy.kernels.run_events` on the fast layout.
 
     Args are those of the reference kernel, with ``weights_t`` (flat int32, per core
-    ``[c_in, k, k, c_out]``) for ``weights``, ``state`` laid out per core as
+    ``[c_in, ky, k - 1 - kx, c_out]``) for ``weights``, ``state`` laid out per core as
     ``[h_out, w_out, c_out]``, and the footprint tables ``fp_ylo/fp_yhi`` (int64, per core
     ``h_in`` entries from ``fp_yoff``: first/last output row an input row reaches; last <
     first when none) and ``fp_xlo/fp_xhi`` (columns, from ``fp_xoff``). ``dests`` is int64
