@@ -164,7 +164,7 @@ class PackedImage:
     ``core_ids[i]`` is the chip core id of local core ``i``; ``ch_off`` the offsets of each
     core's channels in the per-channel spike counts. ``weights`` (int8, per core
     ``[c_out, c_in, k, k]``) serve the reference kernel; ``weights_t`` (int16, per core
-    ``[c_in, k, k, c_out]``) and the footprint tables ``fp_*`` (see
+    ``[c_in, ky, k - 1 - kx, c_out]``) and the footprint tables ``fp_*`` (see
     :func:`flexsnn.deploy.kernels_fast.run_events_fast`) the fast one. ``dests`` is int64
     ``[n, 2, 3]``: (local core, pooling, log2 of the pooling or -1), -1 when unused.
     """
@@ -242,7 +242,9 @@ def pack_image(image: ChipImage) -> PackedImage:
             p = int(d.pooling)
             dests[i, d_i] = (local[d.core], p, p.bit_length() - 1 if p & (p - 1) == 0 else -1)
         w_parts.append(np.ascontiguousarray(c.weights, dtype=np.int8).ravel())
-        wt_parts.append(np.ascontiguousarray(np.asarray(c.weights).transpose(1, 2, 3, 0),
+        # [c_in, ky, k-1-kx, c_out]: kx reversed, so the output columns of one footprint row
+        # meet consecutive weights (one contiguous add per row on stride-1 cores)
+        wt_parts.append(np.ascontiguousarray(np.asarray(c.weights).transpose(1, 2, 3, 0)[:, :, ::-1],
                                              dtype=np.int16).ravel())
         for axis, (n_in, n_out, st, pd) in (("y", (h_in, h_out, c.stride[0], c.padding[0])),
                                             ("x", (w_in, w_out, c.stride[1], c.padding[1]))):

@@ -7,16 +7,18 @@ What differs is how the work is laid out (measured on a trained speck3c1fc chip:
 ``benchmarks/sim_throughput.py``):
 
 - **Channel-contiguous state and weights.** A core's neuron states are ``[h_out, w_out, c_out]``
-  int16 and its weights ``[c_in, k, k, c_out]`` int16, so one event's update of one output
-  position is one contiguous vector add over the channels (:func:`_add_block`).
+  int16 and its weights ``[c_in, ky, k - 1 - kx, c_out]`` int16 (kx reversed), so on a stride-1
+  core one event's update of one footprint row (all its output columns and channels) is one
+  contiguous vector add (:func:`_add_block`), done in 16-bit lanes (LLVM's saturating or
+  wrapping int16 add, as the reference's ``_clip_state``).
 - **Rare path after the add.** The vector add clips (saturate) or wraps the new state to 16
   bits, as the reference's slow path does first; a neuron left below ``threshold_high`` cannot
   spike and only needs the floor ``max(u, threshold_low)``, done in the same vector pass. Only
-  positions where some neuron reached the threshold are scanned again, and only those neurons
+  rows where some neuron reached the threshold are scanned again, and only those neurons
   fire and reset exactly as the reference. This needs ``-32768 <= threshold_low <
   threshold_high <= 32767`` (:func:`fast_kernel_supports`; images outside it, which the chip
   checks refuse anyway, run on the reference kernel). Each neuron is touched once per event, so
-  finding the spikes position by position changes only their order; with
+  finding the spikes row by row changes only their order; with
   ``update_order="channel-major"`` the spikes of one event are then sorted by
   ``(c_out, yo, xo)``, the reference's emission order.
 - **Less per-event work.** The output rows/columns an input row/column reaches come from
@@ -36,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import carray, njit, types
+from llvmlite import ir
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from flexsnn.deploy.kernels import (
@@ -46,25 +50,6 @@ from flexsnn.deploy.kernels import (
 
 _SHIFT_C, _SHIFT_Y = 32, 16
 _MASK16 = 0xFFFF
-
-
-@njit(cache=True)
-def _sort_spikes(keys, out_c, out_y, out_x, out_n, m):
-    """Sort the first ``m`` spike entries by ``keys`` (unique; insertion sort, ``m`` is small)."""
-    if m > 32:
-        order = np.argsort(keys[:m])
-        for buf in (out_c, out_y, out_x, out_n):
-            tmp = buf[:m][order]
-            buf[:m] = tmp
-        return
-    for a in range(1, m):
-        kk, c, y, x, n = keys[a], out_c[a], out_y[a], out_x[a], out_n[a]
-        b = a - 1
-        while b >= 0 and keys[b] > kk:
-            keys[b + 1], out_c[b + 1], out_y[b + 1] = keys[b], out_c[b], out_y[b]
-            out_x[b + 1], out_n[b + 1] = out_x[b], out_n[b]
-            b -= 1
-        keys[b + 1], out_c[b + 1], out_y[b + 1], out_x[b + 1], out_n[b + 1] = kk, c, y, x, n
 
 
 @intrinsic
@@ -85,20 +70,47 @@ def _unmanaged_i16(a):
     return carray(_address_as_voidptr(a.ctypes.data), a.shape[0], np.int16)
 
 
+@intrinsic
+def _add_sat_i16(typingctx, a, b):
+    """``a + b`` on int16 saturated to [-32768, 32767] (the reference's ``_clip_state`` with
+    saturation); LLVM's ``sadd.sat``, one vector lane per int16 when vectorised."""
+    sig = types.int16(types.int16, types.int16)
+
+    def codegen(context, builder, signature, args):
+        i16 = ir.IntType(16)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(i16, [i16, i16]),
+                                            "llvm.sadd.sat.i16")
+        return builder.call(fn, [args[0], args[1]])
+
+    return sig, codegen
+
+
+@intrinsic
+def _add_wrap_i16(typingctx, a, b):
+    """``a + b`` on int16 wrapped (two's complement; ``_clip_state`` without saturation)."""
+    sig = types.int16(types.int16, types.int16)
+
+    def codegen(context, builder, signature, args):
+        return builder.add(args[0], args[1])
+
+    return sig, codegen
+
+
 @njit(cache=True)
 def _add_block(state, weights, svu, wvu, uc, thr_high, thr_low, saturate):
-    """``state[svu + c] += weights[wvu + c]`` for ``c < uc`` (one output position's channels),
-    16-bit clipped or wrapped; neurons left below ``thr_high`` get the floor ``thr_low``, the
-    others (to spike) keep their value. Returns the largest new value."""
-    top = np.int64(STATE_MIN)
+    """``state[svu + c] += weights[wvu + c]`` for ``c < uc`` (int16 arrays; one block of
+    consecutive neurons), 16-bit saturated or wrapped as the reference's ``_clip_state``;
+    neurons left below ``thr_high`` get the floor ``thr_low``, the others (to spike) keep
+    their value. ``thr_high``/``thr_low`` int16. Returns the largest new value (int16)."""
+    top = np.int16(STATE_MIN)
     if saturate:
         for cu in range(uc):
-            u = min(max(np.int64(state[svu + cu]) + weights[wvu + cu], STATE_MIN), STATE_MAX)
+            u = _add_sat_i16(state[svu + cu], weights[wvu + cu])
             top = max(top, u)
             state[svu + cu] = u if u >= thr_high else max(u, thr_low)
     else:
         for cu in range(uc):
-            u = ((np.int64(state[svu + cu]) + weights[wvu + cu] - STATE_MIN) & 0xFFFF) + STATE_MIN
+            u = _add_wrap_i16(state[svu + cu], weights[wvu + cu])
             top = max(top, u)
             state[svu + cu] = u if u >= thr_high else max(u, thr_low)
     return top
@@ -106,9 +118,10 @@ def _add_block(state, weights, svu, wvu, uc, thr_high, thr_low, saturate):
 
 @njit(cache=True)
 def leak_update_fast(state, s_base, biases, b_base, c_out, h_out, w_out, thr_high, thr_low,
-                     reset_zero, multi, saturate, out_c, out_y, out_x, out_n):
+                     reset_zero, multi, saturate, out_k, out_n):
     """:func:`flexsnn.deploy.kernels.leak_update` on the ``[h_out, w_out, c_out]`` layout
-    (neurons visited, and spikes reported, in C order of ``[c_out, h_out, w_out]``)."""
+    (neurons visited, and spikes reported, in C order of ``[c_out, h_out, w_out]``; spike
+    ``s`` is neuron ``out_k[s] = c << 32 | y << 16 | x`` firing ``out_n[s]`` times)."""
     n_sp = 0
     for co in range(c_out):
         bias = np.int64(biases[b_base + co])
@@ -119,9 +132,7 @@ def leak_update_fast(state, s_base, biases, b_base, c_out, h_out, w_out, thr_hig
                 n, v = _fire(v, thr_high, thr_low, reset_zero, multi)
                 state[idx] = v
                 if n > 0:
-                    out_c[n_sp] = co
-                    out_y[n_sp] = yo
-                    out_x[n_sp] = xo
+                    out_k[n_sp] = (co << _SHIFT_C) | (yo << _SHIFT_Y) | xo
                     out_n[n_sp] = n
                     n_sp += 1
     return n_sp
@@ -161,7 +172,7 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
     """Simulate one sample: :func:`flexsnn.deploy.kernels.run_events` on the fast layout.
 
     Args are those of the reference kernel, with ``weights_t`` (flat int32, per core
-    ``[c_in, k, k, c_out]``) for ``weights``, ``state`` laid out per core as
+    ``[c_in, ky, k - 1 - kx, c_out]``) for ``weights``, ``state`` laid out per core as
     ``[h_out, w_out, c_out]``, and the footprint tables ``fp_ylo/fp_yhi`` (int64, per core
     ``h_in`` entries from ``fp_yoff``: first/last output row an input row reaches; last <
     first when none) and ``fp_xlo/fp_xhi`` (columns, from ``fp_xoff``). ``dests`` is int64
@@ -187,11 +198,11 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
             any_leak = True
             buf_len = max(buf_len, geom[i, G_COUT] * geom[i, G_HOUT] * geom[i, G_WOUT])
     channel_counts = np.zeros(ch_off[n_cores], dtype=np.int64)
-    sp_c = np.empty(buf_len, dtype=np.int64)
-    sp_y = np.empty(buf_len, dtype=np.int64)
-    sp_x = np.empty(buf_len, dtype=np.int64)
+    # spike s of the current core: neuron sp_k[s] = c << 32 | y << 16 | x (ordered as
+    # (c, y, x), the channel-major order), firing sp_n[s] times
+    sp_k = np.empty(buf_len, dtype=np.int64)
     sp_n = np.empty(buf_len, dtype=np.int64)
-    keys = np.empty(buf_len, dtype=np.int64)
+    cand = np.empty(buf_len, dtype=np.int64)  # one row's neurons to fire
     q = np.empty(4096, dtype=np.int64)
     rec = np.empty((5, 1024), dtype=np.int64)
     n_rec = 0
@@ -226,7 +237,7 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
                 m = leak_update_fast(state, s_off[i], biases, b_off[i], geom[i, G_COUT],
                                      geom[i, G_HOUT], geom[i, G_WOUT], geom[i, G_THR_HIGH],
                                      geom[i, G_THR_LOW], geom[i, G_RESET_ZERO] != 0, multi,
-                                     saturate, sp_c, sp_y, sp_x, sp_n)
+                                     saturate, sp_k, sp_n)
             elif j < n_in:
                 if do_leak and next_tick <= in_t[j]:
                     t_now = next_tick
@@ -271,41 +282,71 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
             # reference counting per event, as much as the update itself)
             c_out = geom[i, G_COUT]
             w_out = geom[i, G_WOUT]
-            h_out = geom[i, G_HOUT]
             kk = geom[i, G_K]
             thr_high = geom[i, G_THR_HIGH]
             thr_low = geom[i, G_THR_LOW]
-            row_stride = w_out * c_out
-            wx_step = geom[i, G_SX] * c_out
-            uc = np.uint64(c_out)
+            thr_high16 = np.int16(thr_high)  # in int16 range (fast_kernel_supports)
+            thr_low16 = np.int16(thr_low)
+            sx = geom[i, G_SX]
+            n_x = xh - xl + 1
+            # weights are [c_in, ky, k-1-kx, c_out]: column xl's kx-reversed index, then +sx
+            # per output column; the state row's columns are consecutive
+            kxr0 = kk - 1 - (x + geom[i, G_PX] - xl * sx)
+            reset_zero = geom[i, G_RESET_ZERO] != 0
             for yo in range(yl, yh + 1):
                 ky = y + geom[i, G_PY] - yo * geom[i, G_SY]
-                wrow = w_off[i] + ((ci * kk + ky) * kk + x + geom[i, G_PX]) * c_out
-                srow = s_off[i] + yo * row_stride
-                for xo in range(xl, xh + 1):
-                    sv = srow + xo * c_out
-                    # unsigned indices: numba then emits no negative-index wraparound, which
-                    # lets LLVM vectorise these loops
-                    svu = np.uint64(sv)
-                    wvu = np.uint64(wrow - xo * wx_step)
-                    # u: the new state clipped (saturate) or wrapped to 16 bits, where the
-                    # reference's slow path starts; u < thr_high: no spike, the result is
-                    # max(u, thr_low); else u is kept and the position is scanned again
-                    top = _add_block(state_u, weights_u, svu, wvu, uc, thr_high, thr_low, saturate)
-                    if top >= thr_high:
-                        for co in range(c_out):
-                            u = np.int64(state[sv + co])
-                            if u >= thr_high:
-                                n, u = _fire(u, thr_high, thr_low, geom[i, G_RESET_ZERO] != 0, multi)
-                                state[sv + co] = u
-                                sp_c[m] = co
-                                sp_y[m] = yo
-                                sp_x[m] = xo
-                                sp_n[m] = n
-                                keys[m] = (co * h_out + yo) * w_out + xo
-                                m += 1
+                wrow = w_off[i] + ((ci * kk + ky) * kk + kxr0) * c_out
+                srow = s_off[i] + (yo * w_out + xl) * c_out
+                # unsigned indices: numba then emits no negative-index wraparound, which lets
+                # LLVM vectorise the add. u: the new state clipped (saturate) or wrapped to 16
+                # bits, where the reference's slow path starts; u < thr_high: no spike, the
+                # result is max(u, thr_low); else u is kept and the row is scanned again
+                if sx == 1:  # the whole footprint row is one contiguous block
+                    top = _add_block(state_u, weights_u, np.uint64(srow), np.uint64(wrow),
+                                     np.uint64(n_x * c_out), thr_high16, thr_low16, saturate)
+                else:
+                    top = np.int64(STATE_MIN)
+                    for dx in range(n_x):
+                        t = _add_block(state_u, weights_u, np.uint64(srow + dx * c_out),
+                                       np.uint64(wrow + dx * sx * c_out), np.uint64(c_out),
+                                       thr_high16, thr_low16, saturate)
+                        top = max(top, t)
+                if top >= thr_high:
+                    # the row's neurons at or above thr_high, in (column, channel) order:
+                    # branch-free compaction (few spike: a branch per neuron would mispredict)
+                    n_c = 0
+                    for r in range(n_x * c_out):
+                        cand[n_c] = r
+                        n_c += state_u[np.uint64(srow + r)] >= thr_high16
+                    for a in range(n_c):
+                        r = cand[a]
+                        dx = r // c_out
+                        co = r - dx * c_out
+                        n, u = _fire(np.int64(state[srow + r]), thr_high, thr_low, reset_zero, multi)
+                        state[srow + r] = u
+                        sp_k[m] = (co << _SHIFT_C) | (yo << _SHIFT_Y) | (xl + dx)
+                        sp_n[m] = n
+                        m += 1
             if m > 1 and not position_major:
-                _sort_spikes(keys, sp_c, sp_y, sp_x, sp_n, m)
+                # to (c, y, x) order; written out (a call passing arrays costs atomic
+                # reference counting); insertion sort, m is small
+                if m > 32:
+                    order = np.argsort(sp_k[:m])
+                    tk = sp_k[:m][order]
+                    tn = sp_n[:m][order]
+                    sp_k[:m] = tk
+                    sp_n[:m] = tn
+                else:
+                    for a in range(1, m):
+                        ka = sp_k[a]
+                        na = sp_n[a]
+                        b = a - 1
+                        while b >= 0 and sp_k[b] > ka:
+                            sp_k[b + 1] = sp_k[b]
+                            sp_n[b + 1] = sp_n[b]
+                            b -= 1
+                        sp_k[b + 1] = ka
+                        sp_n[b + 1] = na
             synops[i] += c_out * (yh - yl + 1) * (xh - xl + 1)
         if m == 0:
             continue
@@ -338,9 +379,10 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
         ch_base = ch_off[i]
         for s in range(m):
             nsp = sp_n[s]
-            cs = sp_c[s]
-            ys = sp_y[s]
-            xs = sp_x[s]
+            ks = sp_k[s]
+            cs = ks >> _SHIFT_C
+            ys = (ks >> _SHIFT_Y) & _MASK16
+            xs = ks & _MASK16
             channel_counts[ch_base + cs] += nsp
             c0 = -1
             if d0 >= 0:
