@@ -203,26 +203,36 @@ _VGG14 = [(1, False), (1, True), (2, False), (2, True), (4, False), (4, False), 
           (8, False), (8, False), (8, True), (8, False), (8, False), (8, True)]
 
 
-def vgg(*, num_classes: int = 10, width: int = 64, T: int = 4, granularity: int = 1,
-        neuron: Optional[dict] = None, in_channels: int = 3, image_size: int = 32) -> TFSNN:
-    """Spiking VGG14 of the paper (appendix A.1): 13 conv3x3-BN-LIF layers with channels
-    w, w, 2w, 2w, 4w x3, 8w x6 and 2x2 average pooling after layers 2, 4, 7, 10, 13, then one
-    linear layer (on 8w x (image_size/32)^2 features). Every conv layer is a block (stage)."""
+def _vgg_blocks(plan: Sequence[tuple[int, bool]], *, width: int, in_channels: int, image_size: int,
+                num_classes: int, neuron: Optional[dict]) -> list[Block]:
+    """Conv3x3-BN-LIF blocks, one per ``(channel multiple of width, 2x2 average pooling after)``
+    in ``plan``, the last one followed by Flatten and a linear readout."""
     blocks: list[Block] = []
     c_in, size = in_channels, image_size
-    for i, (mult, pool) in enumerate(_VGG14):
+    for i, (mult, pool) in enumerate(plan):
         c_out = mult * width
         layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
                                    _neuron("paper-lif", neuron)]
         if pool:
             layers.append(nn.AvgPool2d(2))
             size //= 2
-        if i == len(_VGG14) - 1:
+        if i == len(plan) - 1:
             if size < 1:
-                raise ConfigError("image_size", image_size, "at least 32 (five 2x2 poolings)")
+                pools = sum(1 for _, p in plan if p)
+                raise ConfigError("image_size", image_size, f"at least {2 ** pools} ({pools} 2x2 poolings)")
             layers += [nn.Flatten(), nn.Linear(c_out * size * size, num_classes)]
         blocks.append((f"conv{i + 1}", layers))
         c_in = c_out
+    return blocks
+
+
+def vgg(*, num_classes: int = 10, width: int = 64, T: int = 4, granularity: int = 1,
+        neuron: Optional[dict] = None, in_channels: int = 3, image_size: int = 32) -> TFSNN:
+    """Spiking VGG14 of the paper (appendix A.1): 13 conv3x3-BN-LIF layers with channels
+    w, w, 2w, 2w, 4w x3, 8w x6 and 2x2 average pooling after layers 2, 4, 7, 10, 13, then one
+    linear layer (on 8w x (image_size/32)^2 features). Every conv layer is a block (stage)."""
+    blocks = _vgg_blocks(_VGG14, width=width, in_channels=in_channels, image_size=image_size,
+                         num_classes=num_classes, neuron=neuron)
     return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
                  input_shape=(in_channels, image_size, image_size), default_T=T)
 
@@ -257,21 +267,8 @@ def vggsnn(*, num_classes: int = 10, width: int = 64, T: int = 10, granularity: 
     layer on 8w x (image_size/16)^2 features; input ``(2, 48, 48)`` DVS frames. Every conv
     layer is a block (stage); the pooling and the readout join the block before them."""
     plan = [(1, False), (2, True), (4, False), (4, True), (8, False), (8, True), (8, False), (8, True)]
-    blocks: list[Block] = []
-    c_in, size = in_channels, image_size
-    for i, (mult, pool) in enumerate(plan):
-        c_out = mult * width
-        layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out),
-                                   _neuron("paper-lif", neuron)]
-        if pool:
-            layers.append(nn.AvgPool2d(2))
-            size //= 2
-        if i == len(plan) - 1:
-            if size < 1:
-                raise ConfigError("image_size", image_size, "at least 16 (four 2x2 poolings)")
-            layers += [nn.Flatten(), nn.Linear(c_out * size * size, num_classes)]
-        blocks.append((f"conv{i + 1}", layers))
-        c_in = c_out
+    blocks = _vgg_blocks(plan, width=width, in_channels=in_channels, image_size=image_size,
+                         num_classes=num_classes, neuron=neuron)
     return TFSNN(group_blocks(blocks, granularity), neuron_profile="paper-lif", num_classes=num_classes,
                  input_shape=(in_channels, image_size, image_size), default_T=T, first_ttm_mode="trim",
                  input_ttm_mode="trim")
