@@ -32,7 +32,10 @@ def collect_outcome(outcomes: dict[str, dict], report: Any) -> None:
             lr = report.longrepr
             entry["reason"] = str(lr[2]) if isinstance(lr, tuple) and len(lr) == 3 else str(lr)
         elif report.outcome == "failed":
-            entry["reason"] = str(getattr(report, "longreprtext", ""))[-2000:]
+            # the assertion's own message first: a long diff after it must not push it out
+            crash = str(getattr(getattr(report.longrepr, "reprcrash", None), "message", "") or "")
+            text = str(getattr(report, "longreprtext", ""))
+            entry["reason"] = f"{crash[:1000]}\n{text[-1500:]}" if crash else text[-2000:]
     if report.when == "setup" and report.outcome == "passed" and entry["outcome"] == "unknown":
         entry["outcome"] = "passed"
 
@@ -84,7 +87,7 @@ def render_markdown(doc: dict[str, Any]) -> str:
     for t in doc["tests"]:
         extra = ", ".join(f"{k}={_fmt(v)}" for k, v in t["metrics"].items()) if t["metrics"] else ""
         if t["outcome"] != "passed" and t["reason"]:
-            extra = (extra + "; " if extra else "") + t["reason"].splitlines()[-1][:200].replace("|", "/")
+            extra = (extra + "; " if extra else "") + t["reason"].splitlines()[0][:200].replace("|", "/")
         lines.append(f"| {t['id']} | {t['outcome']} | {t['duration_s']:.2f} | {extra} |")
     if doc["session"]:
         lines += ["", "Session: " + ", ".join(f"{k}={_fmt(v)}" for k, v in doc["session"].items())]
