@@ -129,7 +129,7 @@ def estimate_hot_pixels(recs: list[np.ndarray], duration_us: float = 315_000.0) 
 
 def fit(pairs: Pairs, *, n_pairs: int, evals: int, fixed: dict, log=print,
         progress_path: Path | None = None) -> dict:
-    """Nelder-Mead over :data:`COORDS` on ``n_pairs`` fit-half pairs (class-balanced)."""
+    """Powell's method over :data:`COORDS` on ``n_pairs`` fit-half pairs (class-balanced)."""
     from scipy.optimize import minimize
 
     from flexsnn.data.splits import balanced_subset
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="nmnist-small folder")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--pairs", type=int, default=200, help="fit-half pairs the objective uses")
-    ap.add_argument("--evals", type=int, default=400, help="objective evaluations (Nelder-Mead)")
+    ap.add_argument("--evals", type=int, default=400, help="objective evaluations (Powell)")
     ap.add_argument("--smoke", action="store_true", help="60 pairs, few evaluations")
     args = ap.parse_args(argv)
     if not (args.real / "Train").is_dir():
