@@ -43,7 +43,7 @@ from torch import nn
 from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.options import MAX_SEED, MAX_T, check_field_types, check_range
 from flexsnn.progress import ProgressFactory, null_progress
-from flexsnn.training.run_store import (STATE_KIND, RunFolder, _join_optimizer_state, _set_rng_states,
+from flexsnn.training.run_store import (RunFolder, _join_optimizer_state, _set_rng_states,
                                         load_train_state, save_train_state, write_metrics)
 from flexsnn.training.schemes import SchemeConfig, input_frames, sample_configs, step_generator
 
