@@ -27,6 +27,7 @@ Examples:
   torchrun --nproc-per-node 2 -m flexsnn.cli -- simulate --chip mtt.chip --shard
   flexsnn simulate --chip mtt.chip --early-exit 1,2,4,8 --limit 200
   flexsnn simulate --chip loop.chip --max-events 2000000
+  flexsnn simulate --chip hand-edited.chip --trust-edits --limit 100
 
 Speed: samples/s and SynOps/s (synaptic operations per second, comparable across networks).
 Recurrent images (a core feeding itself, cycles) are simulated; a runaway cascade stops with a
@@ -67,6 +68,8 @@ def simulate(
         None, "--early-exit", help="Also sweep early stop (async only): comma-separated output "
         "spike-count margins k, e.g. 1,2,4,8; stop consuming events once top minus runner-up "
         ">= k; writes early_stop.json and early_stop.png."),
+    trust_edits: bool = typer.Option(False, "--trust-edits", help="Run an image whose document hash no longer "
+                                     "matches (edited by hand) or a version-1 image; every other check still runs."),
 ) -> None:
     """Evaluate a chip image on a dataset; print accuracy and SynOps; write JSON and a raster."""
     from flexsnn.converters.chip_image import ChipImage
@@ -84,7 +87,7 @@ def simulate(
                           "the devkit runs through `flexsnn hwtest`")
     check_output_path(out, "--out", folder=True)
     ks = _parse_margins(early_exit, backend) if early_exit else None  # refused before the run
-    image = ChipImage.load(chip)
+    image = ChipImage.load(chip, trust_edits=trust_edits)
     options: dict = {}
     if spike is not None:
         options["spike"] = spike

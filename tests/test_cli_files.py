@@ -1,6 +1,6 @@
 """export / inspect / validate on the command line: outputs never overwrite inputs, inspect is
 read-only unless --png is given, tampered images and NaN weights are refused by name,
---trust-edits, and validate's loop-gain warning."""
+--trust-edits (inspect, validate, simulate), and validate's loop-gain warning."""
 
 from __future__ import annotations
 
@@ -89,6 +89,12 @@ def test_tampered_image_refused_and_trust_edits(exported, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "tampered" in err and "--trust-edits" in err and "Traceback" not in err
         assert main([cmd, str(edited), "--trust-edits"]) == 0
+    capsys.readouterr()
+    sim = ["simulate", "--chip", str(edited), "--limit", "2", "--out", str(tmp_path / "sim")]
+    assert main(sim) == 1
+    assert "tampered" in capsys.readouterr().err and not (tmp_path / "sim").exists()
+    assert main(sim + ["--trust-edits"]) == 0
+    assert (tmp_path / "sim" / "eval.json").is_file()
     capsys.readouterr()
     typed = _edit(chip, tmp_path / "t.chip", lambda d: d["cores"][0].update(stride=[1]))
     assert main(["validate", str(typed), "--trust-edits"]) == 1
