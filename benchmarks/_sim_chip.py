@@ -3,7 +3,7 @@
 ``trained_chip(settings)`` trains speck3c1fc (no BN, so it exports as it is) with SDT on
 saccade-mnist at ``T`` bins with the project's trainer, caches the checkpoint under
 ``<cache>/bench-simchip-<key>/`` (``$FLEXSNN_CACHE``, default ``~/.cache/flexsnn``; the key
-hashes the settings, so a change retrains) and exports it with
+hashes the settings and the generator version, so a change retrains) and exports it with
 :func:`flexsnn.converters.export.export_chip_image`. The next run with the same settings only
 exports the cached checkpoint.
 """
@@ -15,6 +15,8 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from flexsnn.data.saccade import GENERATOR_VERSION
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class ChipSettings:
     batch_size: int = 32
     lr: float = 3e-3
     seed: int = 0
+    #: the saccade-mnist generator the chip trains on: a new generator retrains the chip
+    generator_version: int = GENERATOR_VERSION
 
     def key(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:10]
