@@ -60,6 +60,47 @@ def test_tmc_confidence_is_batch_mean():
     assert torch.allclose(reg, torch.ones(2, dtype=torch.float64))
 
 
+def test_tmc_batch_hand_computed():
+    # B=2, T=2, K=2, targets [0, 1]. t=0: p = [.5,.5] and [.75,.25] -> p_target = .5, .25:
+    # conf_0 = .375, other_0 = .625, theta_0 = .6, lam_0 = 1.
+    # t=1: O_1 = [0,0] both -> cum = [0,0] and [ln3/2, 0] -> p_target = .5, 1/(1+sqrt3):
+    # conf_1 = (.5 + 1/(1+sqrt3))/2, theta_1 = conf_1/(1-conf_1), lam_1 = 1/2.
+    logits = torch.tensor([[[0.0, 0.0], [LN3, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    ce = (math.log(2.0) + math.log(4.0) + 2 * math.log(2.0)) / 4  # mean over the 4 (t, b) pairs
+    conf1 = (0.5 + 1.0 / (1.0 + math.sqrt(3.0))) / 2
+    expected = ce + (0.6 + math.sqrt(conf1 / (1.0 - conf1))) / 2
+    assert build_loss("tmc")(logits, y).item() == pytest.approx(expected, rel=1e-12)
+
+
+def _tmc_loop_reference(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """TMC written step by step as in the authors' code (zju-bmi-lab/TMC): one-hot masks, a loop over t,
+    batch means of the target and other-class mass, theta not detached, the sum over t divided by T."""
+    t_out = outputs.shape[0]
+    gt = torch.zeros_like(outputs[0]).scatter_(1, labels.view(-1, 1), 1.0)
+    past = outputs.detach()
+    total = outputs.new_zeros(())
+    for t in range(t_out):
+        mean_out = torch.softmax((past[:t].sum(0) + outputs[t]) / (t + 1), dim=1)
+        target_mass = (mean_out * gt).sum(1).mean()
+        other_mass = (mean_out * (1.0 - gt)).sum(1).mean()
+        total = total + torch.nn.functional.cross_entropy(outputs[t], labels)
+        total = total + (target_mass / other_mass) ** ((t_out - t) / t_out)
+    return total / t_out
+
+
+def test_tmc_matches_authors_loop_in_value_and_gradient():
+    torch.manual_seed(3)
+    logits = (2.0 * torch.randn(4, 6, 10, dtype=torch.float64)).requires_grad_(True)
+    y = torch.tensor([0, 3, 9, 2, 2, 7])
+    ours = build_loss("tmc")(logits, y)
+    ref = _tmc_loop_reference(logits, y)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)
+
+
 def test_tmc_gradient_flows_only_through_current_step():
     torch.manual_seed(0)
     t_out, b, k = 4, 3, 5
