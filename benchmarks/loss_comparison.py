@@ -75,13 +75,18 @@ def train_and_calibrate(loss_name: str, *, T: int, train_limit: int, test_limit:
             losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t0
     model.eval()
-    acc = CalibrationAccumulator()
+    acc, fit = CalibrationAccumulator(), CalibrationAccumulator()
     with torch.no_grad():
         for xb, yb in test_loader:
             acc.update(model(to_time_major(xb)), yb)
-    report = acc.report()
+        # the training set in eval mode: is the model under- or over-confident on what it was fit to?
+        for xb, yb in frame_loader(train_ds, T=T, batch_size=256, shuffle=False):
+            fit.update(model(to_time_major(xb)), yb)
+    report, fit_report = acc.report(), fit.report()
     conf, correct = acc.arrays()
     return {**report.to_dict(), "train_seconds": seconds, "final_train_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+            "train_set_accuracy": fit_report.accuracy_per_t[-1],
+            "train_set_mean_confidence": fit_report.mean_confidence_per_t[-1],
             "_conf": conf, "_correct": correct}
 
 
@@ -107,8 +112,37 @@ def _means(runs: dict) -> dict:
     return {ro: {n: _mean_over_seeds(runs[ro][n]) for n in LOSS_NAMES if n in runs[ro]} for ro in runs}
 
 
-def _write(out_dir: Path, runs: dict, setup: dict, seeds: list, T: int, smoke: bool, t0: float) -> None:
-    """The JSON and plots of every run finished so far (complete = every seed of every loss)."""
+def _kept_readouts(path: Path, readouts: list[str], T: int) -> tuple[dict, dict]:
+    """The readouts not re-run now, from an earlier ``loss_comparison.json``: ``(means, setup)``."""
+    import json
+
+    from flexsnn.errors import ConfigError
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError("--keep-from", str(path), "a readable loss_comparison.json",
+                          hint=f"run the benchmark once with every readout first ({exc})") from exc
+    if data.get("setup", {}).get("T") != T:
+        raise ConfigError("--keep-from", str(path), f"results at T={T} (it has T={data.get('setup', {}).get('T')})",
+                          hint="re-run every readout at this T")
+    kept = {}
+    for ro in READOUTS:
+        if ro in readouts:
+            continue
+        block = data.get("linear_readout", {}) if ro == "linear" else {n: data[n] for n in LOSS_NAMES if n in data}
+        if not all(n in block for n in LOSS_NAMES):
+            raise ConfigError("--keep-from", str(path), f"{ro}-readout results for {', '.join(LOSS_NAMES)}",
+                              hint=f"add {ro} to --readouts")
+        kept[ro] = {n: block[n] for n in LOSS_NAMES}
+    return kept, data["setup"]
+
+
+def _write(out_dir: Path, runs: dict, setup: dict, seeds: list, T: int, smoke: bool, t0: float,
+           kept: dict | None = None) -> None:
+    """The JSON and plots of every run finished so far (complete = every seed of every loss).
+
+    ``kept``: readout -> per-loss means taken unchanged from an earlier run (``--keep-from``)."""
     import os
 
     import numpy as np
@@ -116,7 +150,7 @@ def _write(out_dir: Path, runs: dict, setup: dict, seeds: list, T: int, smoke: b
     from flexsnn.io_utils import atomic_write_json, machine_info
     from flexsnn.training.calibration_metrics import save_reliability_diagram
 
-    means = _means(runs)
+    means = {**(kept or {}), **_means(runs)}
     out_dir.mkdir(parents=True, exist_ok=True)
     out: dict = dict(means.get("spiking", {}))
     lin = means.get("linear", {})
@@ -185,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds", type=str, default=None, help="comma-separated training seeds (default 0,1; smoke 0)")
     p.add_argument("--readouts", type=str, default="spiking,linear", help="readouts to train (spiking,linear)")
     p.add_argument("--workers", type=int, default=1, help="training processes (1 torch thread each)")
+    p.add_argument("--keep-from", type=Path, default=None,
+                   help="an earlier loss_comparison.json: the readouts not in --readouts are copied from it "
+                        "(its setup is kept under setup.kept_setup), so one readout can be re-run alone")
     args = p.parse_args(argv)
 
     import torch
@@ -206,6 +243,11 @@ def main(argv: list[str] | None = None) -> int:
              "backprop": "bptt", "seeds": seeds, "tet": {"lam": 1e-3, "phi": 1.0}, "tmc": {"eps": 1e-6},
              "bins": 15, "prediction_at_t": "argmax softmax of the mean logits of steps 1..t",
              "readouts": readouts}
+    kept: dict = {}
+    if args.keep_from is not None:
+        kept, kept_setup = _kept_readouts(args.keep_from, readouts, T)
+        setup["kept_readouts"] = sorted(kept)
+        setup["kept_setup"] = kept_setup
     kw = dict(T=T, train_limit=train_limit, test_limit=test_limit, epochs=epochs, batch=batch, lr=lr)
     # linear readout first: its checks are the benchmark's targets; the JSON is rewritten after every run
     jobs = [(r, n, sd, kw) for r in sorted(readouts, key=lambda r: r != "linear") for sd in seeds for n in LOSS_NAMES]
@@ -225,11 +267,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{readout:7s} {name:4s} seed {seed}: acc@T {r['accuracy_per_t'][-1]:.4f}  ECE@T "
                   f"{r['ece_per_t'][-1]:.4f}  AdaECE@T {r['adaece_per_t'][-1]:.4f}  ({r['train_seconds']:.0f} s)",
                   flush=True)
-            _write(args.out, runs, setup, seeds, T, bool(args.smoke), t0)
+            _write(args.out, runs, setup, seeds, T, bool(args.smoke), t0, kept)
     finally:
         if pool is not None:
             pool.shutdown(cancel_futures=True)
-    means = _means(runs)
+    means = {**kept, **_means(runs)}
     for ro in means:
         print(f"\n{ro} readout, mean over seeds (accuracy / ECE per step):")
         print("  t " + "".join(f"{n:>18s}" for n in means[ro]))
