@@ -134,6 +134,33 @@ def test_tmc_gradient_of_total_loss_equals_own_step_terms():
     assert torch.allclose(g[0], g0, atol=1e-12)
 
 
+def _minimise_over_free_logits(name: str, t_out: int, steps: int = 500) -> torch.Tensor:
+    """Batch-mean confidence of the cumulative-mean prediction per step, float ``[T]``, at the minimum of the
+    loss over free logits ``[T, B, K]`` (a model that can fit anything, every sample correct)."""
+    torch.manual_seed(0)
+    logits = (0.1 * torch.randn(t_out, 8, 5, dtype=torch.float64)).requires_grad_(True)
+    y = torch.arange(8) % 5
+    opt = torch.optim.Adam([logits], lr=0.05)
+    loss_fn = build_loss(name)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(logits, y).backward()
+        opt.step()
+    cum = torch.cumsum(logits.detach(), 0) / torch.arange(1, t_out + 1, dtype=torch.float64).view(-1, 1, 1)
+    return torch.softmax(cum, -1).max(-1).values.mean(1)
+
+
+def test_tmc_optimum_caps_confidence_below_one():
+    # TMC's penalty has a data-independent optimum: at t=0 (lambda=1) d/dp [-log p + p/(1-p)] = 0 gives
+    # p = (1-p)^2, p = (3 - sqrt 5)/2 = 0.382; later steps rise (0.50, 0.61, 0.72 at T=4) but stay far
+    # below 1 even when every training sample is classified right. CE and TET go to 1.
+    conf = _minimise_over_free_logits("tmc", 4)
+    assert conf[0].item() == pytest.approx((3 - math.sqrt(5)) / 2, abs=1e-6)
+    assert torch.all(conf[1:] > conf[:-1]) and conf[-1].item() == pytest.approx(0.7213, abs=1e-3)
+    assert _minimise_over_free_logits("ce", 4, steps=300)[-1].item() > 0.99
+    assert _minimise_over_free_logits("tet", 4, steps=300)[-1].item() > 0.99
+
+
 @pytest.mark.parametrize("name", LOSSES)
 @pytest.mark.parametrize("t_out", [1, 3, 7])
 def test_any_t_out_and_finite_at_confidence_one(name, t_out):
