@@ -37,7 +37,10 @@ p = (1 - p)^2), and the trained nets sit there (test 0.505 / 0.535 / 0.615 / 0.6
 0.70 at 97.5 % accuracy). So its final-step ECE is about accuracy - 0.72 at T = 4; the cap rises
 with T (0.56 / 0.72 / 0.79 / 0.86 / 0.90 / 0.94 at T = 2 / 4 / 6 / 10 / 16 / 32) and is calibrated
 only where accuracy is near it (the TMC rebuttal: N-Caltech101 86.03 % at T = 10, ImageNet 70.52 %
-at T = 4).
+at T = 4). With 200 training recordings and 96 epochs (``--train-limit 200``, 672 steps,
+``results/loss_comparison_linear_200train.json``), where CE fits 100 % and is slightly
+over-confident on one seed: CE 85.6 % / 0.033, TET 87.5 % / 0.023, TMC 75.5 % / 0.152 (TMC's
+confidence 0.61 on test, 0.72 on its training set).
 """
 
 from __future__ import annotations
