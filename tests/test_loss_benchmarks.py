@@ -34,6 +34,28 @@ def test_loss_comparison_smoke(tmp_path):
 
 
 @pytest.mark.slow
+def test_loss_comparison_reruns_one_readout_and_keeps_the_other(tmp_path):
+    bench = _load("loss_comparison")
+    first, second = tmp_path / "a", tmp_path / "b"
+    assert bench.main(["--smoke", "--out", str(first)]) == 0
+    old = json.loads((first / "loss_comparison.json").read_text())
+    assert bench.main(["--smoke", "--readouts", "linear", "--epochs", "2", "--out", str(second),
+                       "--keep-from", str(first / "loss_comparison.json")]) == 0
+    new = json.loads((second / "loss_comparison.json").read_text())
+    for name in ("ce", "tet", "tmc"):
+        assert new[name] == old[name]  # spiking readout copied unchanged
+        assert new["linear_readout"][name]["per_seed"][0]["train_set_mean_confidence"] > 0.0
+    assert new["setup"]["kept_readouts"] == ["spiking"] and new["setup"]["kept_setup"]["epochs"] == 1
+    assert new["setup"]["epochs"] == 2 and new["complete"]
+    # a file without the readout to keep is refused with a named error, not a KeyError
+    from flexsnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keep-from"):
+        bench.main(["--smoke", "--readouts", "spiking", "--out", str(tmp_path / "c"),
+                    "--keep-from", str(tmp_path / "missing.json")])
+
+
+@pytest.mark.slow
 def test_rate_vs_bptt_smoke(tmp_path):
     assert _load("rate_vs_bptt").main(["--smoke", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "rate_vs_bptt.json").read_text())

@@ -60,6 +60,47 @@ def test_tmc_confidence_is_batch_mean():
     assert torch.allclose(reg, torch.ones(2, dtype=torch.float64))
 
 
+def test_tmc_batch_hand_computed():
+    # B=2, T=2, K=2, targets [0, 1]. t=0: p = [.5,.5] and [.75,.25] -> p_target = .5, .25:
+    # conf_0 = .375, other_0 = .625, theta_0 = .6, lam_0 = 1.
+    # t=1: O_1 = [0,0] both -> cum = [0,0] and [ln3/2, 0] -> p_target = .5, 1/(1+sqrt3):
+    # conf_1 = (.5 + 1/(1+sqrt3))/2, theta_1 = conf_1/(1-conf_1), lam_1 = 1/2.
+    logits = torch.tensor([[[0.0, 0.0], [LN3, 0.0]], [[0.0, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    ce = (math.log(2.0) + math.log(4.0) + 2 * math.log(2.0)) / 4  # mean over the 4 (t, b) pairs
+    conf1 = (0.5 + 1.0 / (1.0 + math.sqrt(3.0))) / 2
+    expected = ce + (0.6 + math.sqrt(conf1 / (1.0 - conf1))) / 2
+    assert build_loss("tmc")(logits, y).item() == pytest.approx(expected, rel=1e-12)
+
+
+def _tmc_loop_reference(outputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """TMC written step by step as in the authors' code (zju-bmi-lab/TMC): one-hot masks, a loop over t,
+    batch means of the target and other-class mass, theta not detached, the sum over t divided by T."""
+    t_out = outputs.shape[0]
+    gt = torch.zeros_like(outputs[0]).scatter_(1, labels.view(-1, 1), 1.0)
+    past = outputs.detach()
+    total = outputs.new_zeros(())
+    for t in range(t_out):
+        mean_out = torch.softmax((past[:t].sum(0) + outputs[t]) / (t + 1), dim=1)
+        target_mass = (mean_out * gt).sum(1).mean()
+        other_mass = (mean_out * (1.0 - gt)).sum(1).mean()
+        total = total + torch.nn.functional.cross_entropy(outputs[t], labels)
+        total = total + (target_mass / other_mass) ** ((t_out - t) / t_out)
+    return total / t_out
+
+
+def test_tmc_matches_authors_loop_in_value_and_gradient():
+    torch.manual_seed(3)
+    logits = (2.0 * torch.randn(4, 6, 10, dtype=torch.float64)).requires_grad_(True)
+    y = torch.tensor([0, 3, 9, 2, 2, 7])
+    ours = build_loss("tmc")(logits, y)
+    ref = _tmc_loop_reference(logits, y)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    (g_ours,) = torch.autograd.grad(ours, logits)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    assert torch.allclose(g_ours, g_ref, rtol=1e-10, atol=1e-14)
+
+
 def test_tmc_gradient_flows_only_through_current_step():
     torch.manual_seed(0)
     t_out, b, k = 4, 3, 5
@@ -91,6 +132,33 @@ def test_tmc_gradient_of_total_loss_equals_own_step_terms():
     own = (torch.nn.functional.cross_entropy(o0, y) + p / (1 - p)) / 3
     (g0,) = torch.autograd.grad(own, o0)
     assert torch.allclose(g[0], g0, atol=1e-12)
+
+
+def _minimise_over_free_logits(name: str, t_out: int, steps: int = 500) -> torch.Tensor:
+    """Batch-mean confidence of the cumulative-mean prediction per step, float ``[T]``, at the minimum of the
+    loss over free logits ``[T, B, K]`` (a model that can fit anything, every sample correct)."""
+    torch.manual_seed(0)
+    logits = (0.1 * torch.randn(t_out, 8, 5, dtype=torch.float64)).requires_grad_(True)
+    y = torch.arange(8) % 5
+    opt = torch.optim.Adam([logits], lr=0.05)
+    loss_fn = build_loss(name)
+    for _ in range(steps):
+        opt.zero_grad()
+        loss_fn(logits, y).backward()
+        opt.step()
+    cum = torch.cumsum(logits.detach(), 0) / torch.arange(1, t_out + 1, dtype=torch.float64).view(-1, 1, 1)
+    return torch.softmax(cum, -1).max(-1).values.mean(1)
+
+
+def test_tmc_optimum_caps_confidence_below_one():
+    # TMC's penalty has a data-independent optimum: at t=0 (lambda=1) d/dp [-log p + p/(1-p)] = 0 gives
+    # p = (1-p)^2, p = (3 - sqrt 5)/2 = 0.382; later steps rise (0.50, 0.61, 0.72 at T=4) but stay far
+    # below 1 even when every training sample is classified right. CE and TET go to 1.
+    conf = _minimise_over_free_logits("tmc", 4)
+    assert conf[0].item() == pytest.approx((3 - math.sqrt(5)) / 2, abs=1e-6)
+    assert torch.all(conf[1:] > conf[:-1]) and conf[-1].item() == pytest.approx(0.7213, abs=1e-3)
+    assert _minimise_over_free_logits("ce", 4, steps=300)[-1].item() > 0.99
+    assert _minimise_over_free_logits("tet", 4, steps=300)[-1].item() > 0.99
 
 
 @pytest.mark.parametrize("name", LOSSES)
