@@ -73,36 +73,45 @@ def _splat(builder, value, vty):
 
 
 @intrinsic
-def _upd16(typingctx, s_addr, w_addr, n_lanes, thr_high, thr_low, saturate):
+def _upd16(typingctx, s_addr, w_addr, n_lanes, thr_high, thr_low, saturate, fire, reset_zero):
     """Update 16 consecutive int16 neurons at address ``s_addr`` with the int16 weights at
-    ``w_addr``: ``u = s + w`` saturated (``saturate``) or wrapped to 16 bits; neurons with
-    ``u >= thr_high`` keep ``u`` (the caller fires them), the others get ``max(u, thr_low)``.
-    Only the first ``n_lanes`` (>= 16: all) are changed; the rest are written back as they
-    were. Returns the bit mask (bit ``l``: neuron ``l``) of the changed neurons at or above
-    ``thr_high``."""
-    sig = types.uint64(types.uintp, types.uintp, types.int64, types.int16, types.int16, types.boolean)
+    ``w_addr``: ``u = s + w`` saturated (``saturate``) or wrapped to 16 bits. Neurons with
+    ``u < thr_high`` get ``max(u, thr_low)``; the others keep ``u`` (the caller fires them) or,
+    with ``fire`` (single spikes and ``thr_high > 0``, so that ``u - thr_high`` fits in 16
+    bits), are fired here: ``max(0 if reset_zero else u - thr_high, thr_low)``. Only the first
+    ``n_lanes`` (>= 16: all) change: the others get weight 0, floor -32768 and no spike, so the
+    whole vector is written back with a plain store (a masked store would stop the next load
+    of these neurons from being forwarded from it). Returns the bit mask (bit ``l``: neuron
+    ``l``) of the changed neurons at or above ``thr_high``."""
+    sig = types.uint64(types.uintp, types.uintp, types.int64, types.int16, types.int16,
+                       types.boolean, types.boolean, types.boolean)
 
     def codegen(context, builder, signature, args):
-        sa, wa, nl, th, tl, sat = args
+        sa, wa, nl, th, tl, sat, fire_, rz = args
         i16 = ir.IntType(16)
         v16 = ir.VectorType(i16, _LANES)
+        zero = ir.Constant(v16, [0] * _LANES)
         ps = builder.inttoptr(sa, v16.as_pointer())
         pw = builder.inttoptr(wa, v16.as_pointer())
+        n16 = builder.trunc(builder.select(builder.icmp_signed("<", nl, ir.Constant(nl.type, _LANES)),
+                                           nl, ir.Constant(nl.type, _LANES)), i16)
+        lanes = builder.icmp_signed("<", ir.Constant(v16, list(range(_LANES))), _splat(builder, n16, v16))
         s = builder.load(ps, align=2)
-        w = builder.load(pw, align=2)
+        w = builder.select(lanes, builder.load(pw, align=2), zero)
         fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16]),
                                             "llvm.sadd.sat.v16i16")
         u = builder.select(sat, builder.call(fn, [s, w]), builder.add(s, w))
         vth = _splat(builder, th, v16)
-        vtl = _splat(builder, tl, v16)
-        spk = builder.icmp_signed(">=", u, vth)
-        fl = builder.select(builder.icmp_signed(">", u, vtl), u, vtl)
-        nv = builder.select(spk, u, fl)
-        n16 = builder.trunc(builder.select(builder.icmp_signed("<", nl, ir.Constant(nl.type, _LANES)),
-                                           nl, ir.Constant(nl.type, _LANES)), i16)
-        lanes = builder.icmp_signed("<", ir.Constant(v16, list(range(_LANES))), _splat(builder, n16, v16))
-        builder.store(builder.select(lanes, nv, s), ps, align=2)
-        bits = builder.bitcast(builder.and_(spk, lanes), ir.IntType(_LANES))
+        vtl = builder.select(lanes, _splat(builder, tl, v16), ir.Constant(v16, [-32768] * _LANES))
+        spk = builder.and_(builder.icmp_signed(">=", u, vth), lanes)
+        fired = builder.select(rz, zero, builder.sub(u, vth))
+        kept = builder.select(fire_, fired, u)
+        base = builder.select(spk, kept, u)  # spiking: fired (or u, fired by the caller)
+        floor = builder.select(builder.icmp_signed(">", base, vtl), base, vtl)
+        nv = builder.select(builder.and_(spk, builder.not_(_splat(builder, fire_, ir.VectorType(ir.IntType(1), _LANES)))),
+                            u, floor)
+        builder.store(nv, ps, align=2)
+        bits = builder.bitcast(spk, ir.IntType(_LANES))
         return builder.zext(bits, ir.IntType(64))
 
     return sig, codegen
@@ -163,7 +172,7 @@ def _sort_spikes(sp_k, sp_n, m):
 @njit(cache=True)
 def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state, s_off, dests,
                fp_ylo, fp_yhi, fp_xlo, fp_xhi, fp_yoff, fp_xoff, lane_x, lane_c, lane_off, item_t,
-               sp_k, sp_n, rec, rec_core, multi, saturate, position_major, spike_counts,
+               sp_k, sp_n, tmp_k, tmp_n, rec, rec_core, multi, saturate, position_major, spike_counts,
                channel_counts, ch_off, synops, acc):
     """Run core ``i`` over its stream ``q[i, qi:q_len[i]]``, appending its spikes to its
     destinations' streams (and to ``rec`` when ``i == rec_core``).
@@ -192,6 +201,8 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
     thr_high16 = np.int16(thr_high)
     thr_low16 = np.int16(thr_low)
     reset_zero = geom[i, G_RESET_ZERO] != 0
+    # single spikes with thr_high > 0: fired in the vector update (u - thr_high fits in 16 bits)
+    vec_fire = not multi and thr_high > 0
     leaky = geom[i, G_LEAK] != 0
     s_base = s_off[i]
     w_base = wx_off[i]
@@ -250,35 +261,39 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
                 for off in range(0, blk, _LANES):
                     bits = _upd16(s_addr + np.uint64(2 * (srow + off)),
                                   w_addr + np.uint64(2 * (wrow + off)),
-                                  blk - off, thr_high16, thr_low16, saturate)
-                    while bits != 0:  # the rare path: these neurons reached thr_high
+                                  blk - off, thr_high16, thr_low16, saturate, vec_fire, reset_zero)
+                    while bits != 0:  # these neurons reached thr_high
                         r = off + np.int64(_ctz64(bits))
                         bits &= bits - np.uint64(1)
-                        n, v = _fire(np.int64(state[srow + r]), thr_high, thr_low, reset_zero, multi)
-                        state[srow + r] = v
+                        n = 1
+                        if not vec_fire:  # the exact rare path
+                            n, v = _fire(np.int64(state[srow + r]), thr_high, thr_low, reset_zero, multi)
+                            state[srow + r] = v
                         sp_k[m] = (lane_c[loff + r] << _SHIFT_C) | (yo << _SHIFT_Y) | (xl + lane_x[loff + r])
                         sp_n[m] = n
                         m += 1
             if m > 1 and not position_major:
                 # found in (row, column, channel) order; to (channel, row, column)
-                if m > 32:
+                if m > 16:
                     _sort_spikes(sp_k, sp_n, m)
-                else:
-                    for a in range(1, m):
+                else:  # rank sort (keys are distinct): few, predictable branches
+                    for a in range(m):
                         ka = sp_k[a]
-                        na = sp_n[a]
-                        b = a - 1
-                        while b >= 0 and sp_k[b] > ka:
-                            sp_k[b + 1] = sp_k[b]
-                            sp_n[b + 1] = sp_n[b]
-                            b -= 1
-                        sp_k[b + 1] = ka
-                        sp_n[b + 1] = na
+                        rank = 0
+                        for b in range(m):
+                            rank += sp_k[b] < ka
+                        tmp_k[rank] = ka
+                        tmp_n[rank] = sp_n[a]
+                    for a in range(m):
+                        sp_k[a] = tmp_k[a]
+                        sp_n[a] = tmp_n[a]
         if m > 0:
             # ---- spikes: count, record, append to the destinations' streams ------------------
-            n_spikes = 0
-            for s in range(m):
-                n_spikes += sp_n[s]
+            n_spikes = m
+            if multi:
+                n_spikes = 0
+                for s in range(m):
+                    n_spikes += sp_n[s]
             need = 2 * n_spikes + 2
             if d0 >= 0:
                 need += q_len[d0]
@@ -379,6 +394,8 @@ def run_events_stream(in_c, in_y, in_x, in_t, input_dests, geom, weights_x, wx_o
     channel_counts = np.zeros(ch_off[n_cores], dtype=np.int64)
     sp_k = np.empty(buf_len, dtype=np.int64)  # spike s: c << 32 | y << 16 | x
     sp_n = np.empty(buf_len, dtype=np.int64)  # ... firing sp_n[s] times
+    tmp_k = np.empty(16, dtype=np.int64)  # (sorting room)
+    tmp_n = np.empty(16, dtype=np.int64)
     q = np.empty((n_cores, 4096), dtype=np.int64)  # per core: pending events of the chunk
     q_len = np.zeros(n_cores, dtype=np.int64)
     item_t = np.empty(_CHUNK_ITEMS, dtype=np.int64)  # time of the chunk's item (event/tick)
@@ -425,7 +442,7 @@ def run_events_stream(in_c, in_y, in_x, in_t, input_dests, geom, weights_x, wx_o
                 qi, m, need_q, need_rec = _core_pass(
                     i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state, s_off, dests,
                     fp_ylo, fp_yhi, fp_xlo, fp_xhi, fp_yoff, fp_xoff, lane_x, lane_c, lane_off,
-                    item_t, sp_k, sp_n, rec, rec_core, multi, saturate, position_major,
+                    item_t, sp_k, sp_n, tmp_k, tmp_n, rec, rec_core, multi, saturate, position_major,
                     spike_counts, channel_counts, ch_off, synops, acc)
                 if qi >= q_len[i]:
                     break
