@@ -355,6 +355,9 @@ class AsyncSimulator:
         self._state: np.ndarray | None = None
         self._sensor: SensorSize | None = None
         self._kernel: str = self.config.kernel
+        self._record = np.zeros(0, dtype=np.uint8)
+        self._out_local = 0
+        self._max_events = 0
         #: the kernel that ran the last sample: "stream", "event" or "reference"
         self.last_path: str | None = None
 
@@ -382,6 +385,13 @@ class AsyncSimulator:
         self._state = (np.zeros(self._packed.n_state + KS.PAD, dtype=np.int16)
                        if self._kernel != "reference" else np.zeros(self._packed.n_state, dtype=np.int32))
         self._sensor = input_sensor(image)
+        # per-run constants: the recorded cores, the output core's local index, the memory guard
+        self._out_local = int(np.flatnonzero(self._packed.core_ids == image.output_core)[0])
+        self._record = np.zeros(len(self._packed.core_ids), dtype=np.uint8)
+        if self.config.record_all:
+            self._record[:] = 1
+        self._record[self._out_local] = 1
+        self._max_events = self.max_events
 
     def reset(self) -> None:
         """Zero every neuron state."""
@@ -427,12 +437,8 @@ class AsyncSimulator:
         self.reset()
         pk, cfg, image = self._packed, self.config, self.image
         in_c, in_y, in_x, in_t = map_input_events(events, image)
-        record = np.zeros(len(pk.core_ids), dtype=np.uint8)
-        if cfg.record_all:
-            record[:] = 1
-        out_local = int(np.flatnonzero(pk.core_ids == image.output_core)[0])
-        record[out_local] = 1
-        max_events = self.max_events
+        record, out_local = self._record, self._out_local
+        max_events = self._max_events
         rules = (np.int64(cfg.leak_period_us), record, cfg.spike == "multi", bool(cfg.saturate),
                  cfg.order == "breadth-first", cfg.update_order == "position-major",
                  np.int64(cfg.max_cascade), np.int64(max_events))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from numba import njit
 
 from flexsnn.converters.chip_image import ChipImage
 from flexsnn.deploy.backend import Backend, RunResult
@@ -49,8 +50,8 @@ def decision_latency_us(result: RunResult, image: ChipImage) -> int | None:
     the event after which the arg-max stays equal to the final one, minus the first input
     event's time. ``None`` when no class ever spiked (no decision).
 
-    Vectorised in blocks of events (running counts carried over), so a busy output core costs
-    no Python loop per spike.
+    The counts are followed event by event in compiled code (:func:`_last_argmax_change`), so a
+    busy output core costs no Python loop per spike.
     """
     ev = result.events[result.events["core"] == image.output_core]
     n_cls = int(image.num_classes)
@@ -64,19 +65,27 @@ def decision_latency_us(result: RunResult, image: ChipImage) -> int | None:
     cls, times = cls[keep], ev["t"][keep].astype(np.int64)
     if cls.size == 0:
         return None
-    counts = np.zeros(n_cls, dtype=np.int64)
-    prev_best, t_change = -1, None
-    block = 65536
-    for s in range(0, cls.size, block):
-        c = cls[s:s + block]
-        running = np.cumsum(np.eye(n_cls, dtype=np.int64)[c], axis=0) + counts
-        best = np.argmax(running, axis=1)
-        changed = np.flatnonzero(best != np.concatenate(([prev_best], best[:-1])))
-        if changed.size:
-            t_change = int(times[s + changed[-1]])
-        counts, prev_best = running[-1], int(best[-1])
+    t_change = int(_last_argmax_change(np.ascontiguousarray(cls), np.ascontiguousarray(times), n_cls))
     t0 = int(result.extras.get("t0_us", 0))
     return t_change - t0
+
+
+@njit(cache=True)
+def _last_argmax_change(cls, times, n_cls):
+    """Time of the last event after which the arg-max (lowest class on ties) of the running
+    class counts changed (``cls``: class of each event, ``times``: its time; non-empty)."""
+    counts = np.zeros(n_cls, dtype=np.int64)
+    best = -1
+    t_change = times[0]
+    for e in range(cls.shape[0]):
+        c = cls[e]
+        counts[c] += 1
+        # only class c grew: it becomes the arg-max when it passes the leader, or ties it
+        # with a lower index
+        if best < 0 or (c != best and (counts[c] > counts[best] or (counts[c] == counts[best] and c < best))):
+            best = c
+            t_change = times[e]
+    return t_change
 
 
 @dataclass
