@@ -13,6 +13,7 @@ dataset order, so deterministic backends give the same result for any number of 
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -180,12 +181,20 @@ def effective_workers(workers: int, n_samples: int) -> int:
     return max(1, min(int(workers), int(n_samples), os.cpu_count() or 1))
 
 
-def _chunk_size(n: int, workers: int, chunk_size: int | None) -> int:
-    """Small enough that every worker gets ~8 chunks (load balance), large enough to amortise
-    the shared counter."""
+def _chunks(indices: list[int], workers: int, chunk_size: int | None) -> list[list[int]]:
+    """``indices`` cut into the chunks the workers take in turn: ``chunk_size`` each if given,
+    else guided: up to 16 while much is left, then shrinking with what is left (a quarter of
+    one worker's share) down to 1, so that the workers finish within about one sample of
+    each other."""
     if chunk_size is not None:
-        return max(1, int(chunk_size))
-    return max(1, min(16, n // (8 * workers)))
+        size = max(1, int(chunk_size))
+        return [indices[i:i + size] for i in range(0, len(indices), size)]
+    chunks, i = [], 0
+    while i < len(indices):
+        size = max(1, min(16, (len(indices) - i) // (4 * workers)))
+        chunks.append(indices[i:i + size])
+        i += size
+    return chunks
 
 
 def _take_chunks(backend, image, dataset, chunks, counter, done, records, on_chunk=None) -> None:
@@ -224,18 +233,23 @@ def _run_forked(backend, image, dataset, indices: list[int], workers: int, chunk
                 bar) -> list[dict[str, Any]]:
     """``indices`` over this process and ``workers - 1`` forked ones; records in index order."""
     ctx = mp.get_context("fork")
-    size = _chunk_size(len(indices), workers, chunk_size)
-    chunks = [indices[i:i + size] for i in range(0, len(indices), size)]
+    chunks = _chunks(indices, workers, chunk_size)
     counter, done = ctx.Value("q", 0), ctx.Value("q", 0)
     procs, pipes = [], []
-    for _ in range(workers - 1):
-        recv, send = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_child, args=(send, backend, image, dataset, chunks, counter, done),
-                        daemon=True)
-        p.start()
-        send.close()
-        procs.append(p)
-        pipes.append(recv)
+    # objects that exist now are left out of the garbage collector's scans (in the children a
+    # full collection would otherwise write to, and so copy, every page of the parent's heap)
+    gc.freeze()
+    try:
+        for _ in range(workers - 1):
+            recv, send = ctx.Pipe(duplex=False)
+            p = ctx.Process(target=_child, args=(send, backend, image, dataset, chunks, counter, done),
+                            daemon=True)
+            p.start()
+            send.close()
+            procs.append(p)
+            pipes.append(recv)
+    finally:
+        gc.unfreeze()
     records: list[dict[str, Any]] = []
     shown = [0]
 
@@ -299,8 +313,9 @@ def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = Non
         progress: progress factory (one update per sample).
         workers: processes including this one (1 = in this process only); capped at the
             number of samples and of CPU cores (:func:`effective_workers`, recorded in the
-            result). Samples are handed out in chunks of ``chunk_size`` (default: about 8
-            chunks per worker, at most 16 samples); results are put back in dataset order.
+            result). Samples are handed out in chunks of ``chunk_size`` (default: guided, at
+            most 16 samples, shrinking to 1 towards the end, :func:`_chunks`); results are
+            put back in dataset order.
 
     Raises:
         ConfigError: unloaded backend, bad ``workers``, or several workers for a real-time
