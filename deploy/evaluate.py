@@ -54,38 +54,39 @@ def decision_latency_us(result: RunResult, image: ChipImage) -> int | None:
     The counts are followed event by event in compiled code (:func:`_last_argmax_change`), so a
     busy output core costs no Python loop per spike.
     """
-    ev = result.events[result.events["core"] == image.output_core]
-    n_cls = int(image.num_classes)
+    ev = result.events
+    if ev.size == 0:
+        return None
     lut_of = class_of_channel(image)
-    lut = np.full(max([*lut_of, -1]) + 2, -1, dtype=np.int64)
+    lut = np.full(max([*lut_of, -1]) + 1, -1, dtype=np.int64)
     for ch, k in lut_of.items():
         lut[ch] = k
-    feat = ev["feature"].astype(np.int64)
-    cls = np.where((feat >= 0) & (feat < lut.size - 1), lut[np.clip(feat, 0, lut.size - 1)], -1)
-    keep = cls >= 0
-    cls, times = cls[keep], ev["t"][keep].astype(np.int64)
-    if cls.size == 0:
+    t_change = _last_argmax_change(ev["core"], ev["feature"], ev["t"], int(image.output_core), lut,
+                                   int(image.num_classes))
+    if t_change < 0:
         return None
-    t_change = int(_last_argmax_change(np.ascontiguousarray(cls), np.ascontiguousarray(times), n_cls))
-    t0 = int(result.extras.get("t0_us", 0))
-    return t_change - t0
+    return int(t_change) - int(result.extras.get("t0_us", 0))
 
 
 @njit(cache=True)
-def _last_argmax_change(cls, times, n_cls):
-    """Time of the last event after which the arg-max (lowest class on ties) of the running
-    class counts changed (``cls``: class of each event, ``times``: its time; non-empty)."""
+def _last_argmax_change(core, feature, t, out_core, lut, n_cls):
+    """Time of the last output-core event (``core == out_core``, class ``lut[feature]``,
+    events of channels without a class skipped) after which the arg-max (lowest class on
+    ties) of the running class counts changed; -1 when no event has a class."""
     counts = np.zeros(n_cls, dtype=np.int64)
     best = -1
-    t_change = times[0]
-    for e in range(cls.shape[0]):
-        c = cls[e]
+    t_change = -1
+    for e in range(core.shape[0]):
+        f = feature[e]
+        if core[e] != out_core or f < 0 or f >= lut.shape[0] or lut[f] < 0:
+            continue
+        c = lut[f]
         counts[c] += 1
         # only class c grew: it becomes the arg-max when it passes the leader, or ties it
         # with a lower index
         if best < 0 or (c != best and (counts[c] > counts[best] or (counts[c] == counts[best] and c < best))):
             best = c
-            t_change = times[e]
+            t_change = t[e]
     return t_change
 
 
