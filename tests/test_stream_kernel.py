@@ -211,3 +211,28 @@ def test_expanded_weights_and_lane_tables_match_the_definition():
         assert list(lx) == [r // 3 for r in range(nd * 3)] and list(lc) == [r % 3 for r in range(nd * 3)]
     assert KS.stream_plan([[-1], [0], [0], [1]]) and not KS.stream_plan([[-1], [-1, 0]])
     assert not KS.stream_plan([[-1], [2], [1]]) and not KS.stream_plan([[-1], []])
+
+
+@pytest.mark.parametrize("thr_high,thr_low", [(1, 0), (1, -32768), (40, 0), (32767, -32768)])
+def test_stream_at_extreme_thresholds(thr_high, thr_low):
+    """The ends of the chip's threshold ranges (1 <= thr_high, thr_low <= 0): spikes on every
+    update, a floor at the initial state 0, and (thr_high 32767: a 3x3 map, large weights,
+    many events) states that saturate or wrap at the 16-bit ends."""
+    big = thr_high == 32767
+    n = 3 if big else 7
+    spikes = 0
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        c0 = core(0, (2, n, n), rng.integers(-20, 128 if big else 40, (10, 2, 3, 3)), padding=(1, 1),
+                  thr_high=thr_high, thr_low=thr_low, dests=[(1, 2)])
+        k1 = n // 2 - (0 if big else 1)
+        c1 = core(1, (10, n // 2, n // 2), rng.integers(-30, 60, (3, 10, k1, k1)), thr_high=thr_high,
+                  thr_low=thr_low, reset="zero" if seed % 2 else "subtract", layer=1)
+        image = ChipImage(input=InputConfig((2, n, n), (0,)), cores=(c0, c1), output_core=1)
+        events = random_events(seed, n, n, 2, 3000 if big else 120)
+        multi = [dict(spike="multi")] if thr_high > 1 else []  # (thr 1: millions of spikes)
+        for rules in [dict(), dict(saturate=False, update_order="position-major"), *multi]:
+            got = _run_all(image, events, **rules)
+            assert _tuples(got.events) == RefSim(image, **rules).run(events)[0]
+            spikes += got.spike_counts[0]
+    assert spikes > 0
