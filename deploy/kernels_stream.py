@@ -47,7 +47,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from flexsnn.deploy.kernels import (
-    G_CIN, G_COUT, G_HIN, G_HOUT, G_K, G_LEAK, G_PX, G_PY, G_RESET_ZERO, G_SX, G_SY, G_THR_HIGH,
+    G_COUT, G_HIN, G_HOUT, G_K, G_LEAK, G_PX, G_PY, G_RESET_ZERO, G_SX, G_SY, G_THR_HIGH,
     G_THR_LOW, G_WIN, G_WOUT, STATUS_OK, _fire,
 )
 from flexsnn.deploy.kernels_fast import leak_update_fast
