@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         train_rate: dict[str, list[float]] = {"1": [], "2": []}
         train_1_all_threads: list[float] = []
         eval_rate: dict[str, list[float]] = {"1": [], "2": []}
+        eval_call_rate: dict[str, list[float]] = {"1": [], "2": []}  # with the one-off image check
         eval_checks: dict[str, dict] = {}
 
         def launch(world: int, n_threads: int, tag: str) -> tuple[float, dict]:
@@ -111,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                 rate, ev = launch(world, threads[world], f"{world}-{rep}")
                 train_rate[str(world)].append(rate)
                 eval_rate[str(world)].append(ev["samples"] / ev["seconds"])
+                eval_call_rate[str(world)].append(ev["samples"] / ev["seconds_call"])
                 eval_checks[str(world)] = {"accuracy": ev["accuracy"], "synops_mean": ev["synops_mean"]}
     load_after = os.getloadavg()
     if eval_checks["1"] != eval_checks["2"]:
@@ -128,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         "eval_speedup_2_over_1": med["eval"]["2"] / med["eval"]["1"],
         "train_samples_per_s_runs": train_rate,
         "eval_samples_per_s_runs": eval_rate,
+        "eval_samples_per_s_with_image_check_runs": eval_call_rate,
         "train": {"model": "speck3c1fc", "scheme": "mtt", "s": args.s, "T": args.T,
                   "global_batch_size": args.batch_size, "samples": args.train_samples,
                   "measured": "last of 2 epochs, training steps only (trainer epoch_seconds, slowest rank)"},
@@ -135,7 +138,10 @@ def main(argv: list[str] | None = None) -> int:
                  "threshold_scale": factor, "calibration_synops_mean": cal,
                  "synops_mean": eval_checks["1"]["synops_mean"],
                  "identical_results_1_and_2": True,
-                 "measured": "barrier to gathered result on rank 0 (kernels warmed up)"},
+                 "measured": "evaluate_sharded's seconds: from the ranks' common start (barrier, after "
+                             "the one-off same-image check) to the gathered result on rank 0 (kernels "
+                             "warmed up); eval_samples_per_s_with_image_check_runs: the whole call",
+                 },
         "train_samples_per_s_1_process_by_threads": {
             "1": one_thread, str(cores): statistics.median(train_1_all_threads) if train_1_all_threads else None},
         "threads_per_process": {"1": f"1 (and {cores} in the first repeat; the better counts)", "2": threads[2]},

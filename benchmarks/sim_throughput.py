@@ -10,9 +10,11 @@ Two chip images, each on the same real N-MNIST recordings (nmnist-small), one ta
   (``threshold_scale``) until the mean SynOps per sample reaches ``--target-synops`` (the
   previous benchmark's image, kept for comparison; its figures are the top-level keys).
 
-Per image: samples/s and SynOps/s of the asynchronous simulator (default fast kernel) on 1 and
-on 2 worker processes, of the reference kernel on 1 (the speed-up over it is a ratio measured
-in the same run, so it is robust to the machine's load), and of the time-binned backend at
+Per image: samples/s and SynOps/s of the asynchronous simulator (default fast kernel: the stream
+kernel on these feed-forward images) on 1 and on 2 worker processes, of the event-loop kernel
+(``kernel="event"``, the previous fast kernel) and the reference kernel on 1 (the speed-ups over
+them are ratios measured in the same run, so they are robust to the machine's load), and of
+the time-binned backend at
 T=10 / T=100 (batch 50, the better of torch 1 and 2 threads). Every figure is the median of
 ``--repeats`` runs. The machine is shared: the 1-minute load average is recorded around every
 row (``load_average`` is their mean); ``--wait-idle S`` first waits up to S seconds for a load
@@ -119,14 +121,18 @@ def measure(image, samples, repeats: int, *, with_T10: bool = True) -> dict:
 
     loads = [os.getloadavg()[0]]
     sims = {}
-    for kernel in ("fast", "reference"):
+    for kernel in ("fast", "event", "reference"):
         sims[kernel] = AsyncSimulator(kernel=kernel)
         sims[kernel].load(image)
         sims[kernel].run(samples[0][0])  # load the compiled kernel before timing
+    fast_path = sims["fast"].last_path
     t1, r1, l1 = timed(lambda: evaluate_dataset(sims["fast"], samples, workers=1), repeats)
-    t2, r2, l2 = timed(lambda: evaluate_dataset(sims["fast"], samples, workers=2), repeats)
+    # workers forked once and kept for the repeats (keep_workers), as a sweep would
+    t2, r2, l2 = timed(lambda: evaluate_dataset(sims["fast"], samples, workers=2, keep_workers=True), repeats)
+    te, re_, le = timed(lambda: evaluate_dataset(sims["event"], samples, workers=1), repeats)
     tr, rr, lr = timed(lambda: evaluate_dataset(sims["reference"], samples, workers=1), repeats)
-    assert r1.per_sample == r2.per_sample == rr.per_sample, "kernels and worker counts must agree"
+    assert r1.per_sample == r2.per_sample == re_.per_sample == rr.per_sample, \
+        "kernels and worker counts must agree"
     n = len(samples)
     n_events = sum(int(ev.size) for ev, _ in samples)
     synops = sum(s["synops"] for s in r1.per_sample)
@@ -144,9 +150,10 @@ def measure(image, samples, repeats: int, *, with_T10: bool = True) -> dict:
             loads += lt
         tb_rate[f"T{T}"] = max(tb_threads[f"T{T}_threads{t}"] for t in (1, 2))
     torch.set_num_threads(default_threads)
-    loads += l1 + l2 + lr
+    loads += l1 + l2 + le + lr
     return {
-        "samples": n, "t1": t1, "t2": t2, "t_ref": tr, "n_events": n_events, "synops": synops,
+        "samples": n, "t1": t1, "t2": t2, "t_event": te, "t_ref": tr, "fast_path": fast_path,
+        "n_events": n_events, "synops": synops,
         "accuracy_async": r1.accuracy, "workers_2": r2.workers,
         "time_binned": tb_rate, "time_binned_by_threads": tb_threads, "time_binned_accuracy": tb_acc,
         "load_average": float(np.mean(loads)), "load_samples": [round(v, 2) for v in loads],
@@ -212,10 +219,14 @@ def main(argv: list[str] | None = None) -> int:
         "time_binned_T100_samples_per_s": tr["time_binned"]["T100"],
         "load_average": tr["load_average"],
         "workers_2_over_1": tr["t1"] / tr["t2"],
+        "workers_note": "2 workers: forked once, kept for the repeats (evaluate_dataset keep_workers=True)",
         "speedup_vs_time_binned_T100_1core": (n / tr["t1"]) / tr["time_binned"]["T100"],
         "speedup_vs_time_binned_T100_2cores": (n / tr["t2"]) / tr["time_binned"]["T100"],
         "reference_kernel_samples_per_s_1": n / tr["t_ref"],
         "speedup_vs_reference_kernel": tr["t_ref"] / tr["t1"],
+        "event_loop_kernel_samples_per_s_1": n / tr["t_event"],
+        "speedup_vs_event_loop_kernel": tr["t_event"] / tr["t1"],
+        "fast_kernel_path": tr["fast_path"],
         "input_events_per_sample": tr["n_events"] / n,
         "accuracy_async": tr["accuracy_async"],
         "accuracy_time_binned_T100": tr["time_binned_accuracy"]["T100"],
@@ -238,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         "speedup_1core_vs_time_binned_T100": (n / li["t1"]) / li["time_binned"]["T100"],
         "reference_kernel_samples_per_s_1core": n / li["t_ref"],
         "speedup_vs_reference_kernel": li["t_ref"] / li["t1"],
+        "speedup_vs_event_loop_kernel": li["t_event"] / li["t1"],
         "time_binned_batch_size": 50,
         "time_binned_samples_per_s_by_threads": li["time_binned_by_threads"],
         "time_binned_note": "best of torch 1 and 2 intra-op threads",
@@ -273,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
         ("2 workers / 1", f"{tr['t1'] / tr['t2']:.2f}x", f"{li['t1'] / li['t2']:.2f}x"),
         ("reference kernel 1 core: samples/s", f"{n / tr['t_ref']:.1f}", f"{n / li['t_ref']:.1f}"),
         ("fast / reference kernel", f"{tr['t_ref'] / tr['t1']:.2f}x", f"{li['t_ref'] / li['t1']:.2f}x"),
+        ("fast / event-loop kernel", f"{tr['t_event'] / tr['t1']:.2f}x", f"{li['t_event'] / li['t1']:.2f}x"),
         ("time-binned T=100: samples/s", f"{tr['time_binned']['T100']:.1f}", f"{li['time_binned']['T100']:.1f}"),
         ("async 1 core / time-binned T=100", f"{(n / tr['t1']) / tr['time_binned']['T100']:.1f}x",
          f"{(n / li['t1']) / li['time_binned']['T100']:.1f}x"),

@@ -52,8 +52,10 @@ Choices where the public sources are silent (each is a parameter of :class:`SimC
   that feeds itself, a 2-core cycle or thresholds of 1 make both grow without bound); past it
   :class:`SimulationError` is raised. Default (None): :func:`default_max_events`, sized to this
   machine's memory. Recurrent images are allowed; only a runaway stops.
-- ``kernel``: ``"fast"`` (default, :mod:`flexsnn.deploy.kernels_fast`) or ``"reference"``
-  (:mod:`flexsnn.deploy.kernels`, the straightforward layout): identical results.
+- ``kernel``: ``"fast"`` (default): the stream kernel (:mod:`flexsnn.deploy.kernels_stream`,
+  core by core) when every core has one source and one core is recorded, else the event loop
+  (:mod:`flexsnn.deploy.kernels_fast`); ``"event"``: always the event loop; ``"reference"``
+  (:mod:`flexsnn.deploy.kernels`, the straightforward layout). All give identical results.
 
 State (every neuron 0) is reset before every sample.
 """
@@ -72,6 +74,7 @@ from flexsnn.data.events import SensorSize, validate_events
 from flexsnn.deploy.backend import CHIP_EVENT_DTYPE, RunResult
 from flexsnn.deploy import kernels as K
 from flexsnn.deploy import kernels_fast as KF
+from flexsnn.deploy import kernels_stream as KS
 from flexsnn.errors import ChipConstraintError, ConfigError, FlexsnnError, Violation
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,7 @@ log = logging.getLogger(__name__)
 SpikeMode = Literal["single", "multi"]
 EventOrder = Literal["depth-first", "breadth-first"]
 UpdateOrder = Literal["channel-major", "position-major"]
-Kernel = Literal["fast", "reference"]
+Kernel = Literal["fast", "event", "reference"]
 
 #: memory one held event may cost at the peak (bytes, with margin): a recorded event is 40 B
 #: in the kernel's buffer, 120 B while it doubles, then 16 B in the result; a pending one 8-96 B
@@ -127,7 +130,8 @@ class SimConfig:
         max_cascade: most core events one input event or tick may cause.
         max_events: most pending plus recorded events (memory guard); None: sized to this
             machine's memory (:func:`default_max_events`).
-        kernel: "fast" (default) or "reference" (same results, straightforward layout).
+        kernel: "fast" (default: stream kernel where it applies, else event loop), "event"
+            (always the event loop) or "reference" (straightforward layout); same results.
     """
 
     spike: SpikeMode = "single"
@@ -153,8 +157,8 @@ class SimConfig:
             raise ConfigError("max_cascade", self.max_cascade, "an integer >= 1")
         if self.max_events is not None and int(self.max_events) < 1:
             raise ConfigError("max_events", self.max_events, "an integer >= 1 (or None: sized to memory)")
-        if self.kernel not in ("fast", "reference"):
-            raise ConfigError("kernel", self.kernel, "'fast' or 'reference'")
+        if self.kernel not in ("fast", "event", "reference"):
+            raise ConfigError("kernel", self.kernel, "'fast', 'event' or 'reference'")
 
 
 @dataclass
@@ -165,8 +169,10 @@ class PackedImage:
     core's channels in the per-channel spike counts. ``weights`` (int8, per core
     ``[c_out, c_in, k, k]``) serve the reference kernel; ``weights_t`` (int16, per core
     ``[c_in, ky, k - 1 - kx, c_out]``) and the footprint tables ``fp_*`` (see
-    :func:`flexsnn.deploy.kernels_fast.run_events_fast`) the fast one. ``dests`` is int64
-    ``[n, 2, 3]``: (local core, pooling, log2 of the pooling or -1), -1 when unused.
+    :func:`flexsnn.deploy.kernels_fast.run_events_fast`) the fast one; ``weights_x`` (int16,
+    per core ``[c_in, ky, kx0, d, c_out]`` from ``wx_off``) and the lane tables the stream
+    kernel (:mod:`flexsnn.deploy.kernels_stream`), which ``stream_ok`` allows. ``dests`` is
+    int64 ``[n, 2, 3]``: (local core, pooling, log2 of the pooling or -1), -1 when unused.
     """
 
     core_ids: np.ndarray
@@ -187,6 +193,12 @@ class PackedImage:
     fp_xhi: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     fp_yoff: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     fp_xoff: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    weights_x: np.ndarray = field(default_factory=lambda: np.zeros(KS.PAD, dtype=np.int16))
+    wx_off: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lane_x: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lane_c: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    lane_off: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    stream_ok: bool = False
 
 
 def input_sensor(image: ChipImage) -> SensorSize:
@@ -219,7 +231,12 @@ def pack_image(image: ChipImage) -> PackedImage:
     n = len(order)
     geom = np.zeros((n, K.N_GEOM), dtype=np.int64)
     dests = np.full((n, 2, 3), -1, dtype=np.int64)
-    w_parts, wt_parts, b_parts = [], [], []
+    w_parts, wt_parts, wx_parts, b_parts, lx_parts, lc_parts = [], [], [], [], [], []
+    wx_off = np.zeros(n, dtype=np.int64)
+    lane_off = np.zeros(n, dtype=np.int64)
+    sources: list[set[int]] = [set() for _ in range(n)]
+    for d in image.input.destinations:
+        sources[local[d]].add(-1)
     fp = {"ylo": [], "yhi": [], "xlo": [], "xhi": []}
     fp_yoff = np.zeros(n, dtype=np.int64)
     fp_xoff = np.zeros(n, dtype=np.int64)
@@ -239,6 +256,7 @@ def pack_image(image: ChipImage) -> PackedImage:
                    1 if c.reset_mode == "zero" else 0,
                    1 if (c.leak_enabled and np.any(c.biases != 0)) else 0, cid)
         for d_i, d in enumerate(c.destinations):
+            sources[local[d.core]].add(i)
             p = int(d.pooling)
             dests[i, d_i] = (local[d.core], p, p.bit_length() - 1 if p & (p - 1) == 0 else -1)
         w_parts.append(np.ascontiguousarray(c.weights, dtype=np.int8).ravel())
@@ -246,6 +264,12 @@ def pack_image(image: ChipImage) -> PackedImage:
         # meet consecutive weights (one contiguous add per row on stride-1 cores)
         wt_parts.append(np.ascontiguousarray(np.asarray(c.weights).transpose(1, 2, 3, 0)[:, :, ::-1],
                                              dtype=np.int16).ravel())
+        wx_off[i] = sum(a.size for a in wx_parts)
+        wx_parts.append(KS.expanded_weights(c.weights, c.stride[1]))
+        lane_off[i] = sum(a.size for a in lx_parts)
+        lx, lc = KS.lane_tables(c_out, k, c.stride[1])
+        lx_parts.append(lx)
+        lc_parts.append(lc)
         for axis, (n_in, n_out, st, pd) in (("y", (h_in, h_out, c.stride[0], c.padding[0])),
                                             ("x", (w_in, w_out, c.stride[1], c.padding[1]))):
             lo, hi = KF.footprint_tables(n_in, n_out, k, st, pd)
@@ -270,6 +294,9 @@ def pack_image(image: ChipImage) -> PackedImage:
         weights_t=np.concatenate(wt_parts) if wt_parts else np.zeros(0, np.int16),
         fp_ylo=_cat64(fp["ylo"]), fp_yhi=_cat64(fp["yhi"]), fp_xlo=_cat64(fp["xlo"]),
         fp_xhi=_cat64(fp["xhi"]), fp_yoff=fp_yoff, fp_xoff=fp_xoff,
+        weights_x=np.concatenate([*wx_parts, np.zeros(KS.PAD, np.int16)]), wx_off=wx_off,
+        lane_x=_cat64(lx_parts), lane_c=_cat64(lc_parts), lane_off=lane_off,
+        stream_ok=KS.stream_plan([sorted(s) for s in sources]),
     )
 
 
@@ -328,6 +355,11 @@ class AsyncSimulator:
         self._state: np.ndarray | None = None
         self._sensor: SensorSize | None = None
         self._kernel: str = self.config.kernel
+        self._record = np.zeros(0, dtype=np.uint8)
+        self._out_local = 0
+        self._max_events = 0
+        #: the kernel that ran the last sample: "stream", "event" or "reference"
+        self.last_path: str | None = None
 
     # ---- Backend protocol -----------------------------------------------------------------
     def load(self, image: ChipImage) -> None:
@@ -344,13 +376,22 @@ class AsyncSimulator:
         self.image = image
         self._packed = pack_image(image)
         self._kernel = self.config.kernel
-        if self._kernel == "fast" and not all(KF.fast_kernel_supports(c.threshold_high, c.threshold_low)
+        if self._kernel in ("fast", "event") and not all(KF.fast_kernel_supports(c.threshold_high, c.threshold_low)
                                               for c in image.cores):
             log.debug("thresholds outside -32768 <= low < high <= 32767: reference kernel")
             self._kernel = "reference"
         # fast: [h, w, c] per core, 16 bits; reference: [c, h, w], int32 holding 16-bit values
-        self._state = np.zeros(self._packed.n_state, dtype=np.int16 if self._kernel == "fast" else np.int32)
+        # (the fast kernels' vectors may read and rewrite KS.PAD entries past a core's block)
+        self._state = (np.zeros(self._packed.n_state + KS.PAD, dtype=np.int16)
+                       if self._kernel != "reference" else np.zeros(self._packed.n_state, dtype=np.int32))
         self._sensor = input_sensor(image)
+        # per-run constants: the recorded cores, the output core's local index, the memory guard
+        self._out_local = int(np.flatnonzero(self._packed.core_ids == image.output_core)[0])
+        self._record = np.zeros(len(self._packed.core_ids), dtype=np.uint8)
+        if self.config.record_all:
+            self._record[:] = 1
+        self._record[self._out_local] = 1
+        self._max_events = self.max_events
 
     def reset(self) -> None:
         """Zero every neuron state."""
@@ -365,7 +406,7 @@ class AsyncSimulator:
         for i, cid in enumerate(pk.core_ids):
             c_out, h, w = (int(v) for v in pk.geom[i, [K.G_COUT, K.G_HOUT, K.G_WOUT]])
             block = self._state[pk.s_off[i]:pk.s_off[i] + c_out * h * w]
-            if self._kernel == "fast":  # [h, w, c] -> [c, h, w]
+            if self._kernel != "reference":  # [h, w, c] -> [c, h, w]
                 out[int(cid)] = block.reshape(h, w, c_out).transpose(2, 0, 1).astype(np.int32)
             else:
                 out[int(cid)] = block.reshape(c_out, h, w).copy()
@@ -396,21 +437,30 @@ class AsyncSimulator:
         self.reset()
         pk, cfg, image = self._packed, self.config, self.image
         in_c, in_y, in_x, in_t = map_input_events(events, image)
-        record = np.zeros(len(pk.core_ids), dtype=np.uint8)
-        if cfg.record_all:
-            record[:] = 1
-        out_local = int(np.flatnonzero(pk.core_ids == image.output_core)[0])
-        record[out_local] = 1
-        max_events = self.max_events
+        record, out_local = self._record, self._out_local
+        max_events = self._max_events
         rules = (np.int64(cfg.leak_period_us), record, cfg.spike == "multi", bool(cfg.saturate),
                  cfg.order == "breadth-first", cfg.update_order == "position-major",
                  np.int64(cfg.max_cascade), np.int64(max_events))
-        if self._kernel == "fast":
+        out = None
+        if self._kernel == "fast" and pk.stream_ok and int(record.sum()) == 1:
+            out = KS.run_events_stream(
+                in_c, in_y, in_x, in_t, pk.input_dests, pk.geom, pk.weights_x, pk.wx_off,
+                pk.biases, pk.b_off, self._state, pk.s_off, pk.dests, pk.fp_ylo, pk.fp_yhi,
+                pk.fp_xlo, pk.fp_xhi, pk.fp_yoff, pk.fp_xoff, pk.lane_x, pk.lane_c, pk.lane_off,
+                rules[0], np.int64(out_local), rules[2], rules[3], rules[5], rules[6], rules[7])
+            self.last_path = "stream"
+            if out[5] == KS.STATUS_FALLBACK:  # a limit may be near: the event loop decides
+                self.reset()
+                out = None
+        if out is None and self._kernel != "reference":
+            self.last_path = "event"
             out = KF.run_events_fast(
                 in_c, in_y, in_x, in_t, pk.input_dests, pk.geom, pk.weights_t, pk.w_off,
                 pk.biases, pk.b_off, self._state, pk.s_off, pk.dests, pk.fp_ylo, pk.fp_yhi,
                 pk.fp_xlo, pk.fp_xhi, pk.fp_yoff, pk.fp_xoff, *rules)
-        else:
+        elif out is None:
+            self.last_path = "reference"
             out = K.run_events(in_c, in_y, in_x, in_t, pk.input_dests, pk.geom, pk.weights,
                                pk.w_off, pk.biases, pk.b_off, self._state, pk.s_off, pk.dests,
                                *rules)

@@ -4,15 +4,19 @@ Per sample the backend's :class:`~flexsnn.deploy.backend.RunResult` gives the pr
 (arg-max of the class counts; -1 when no class spiked), SynOps and spike counts; the
 latency-to-decision is computed from the output core's timed events (see
 :func:`decision_latency_us`). With ``workers > 1`` (capped at the number of samples and of CPU
-cores) ``workers - 1`` processes are forked once per call and the calling process works too:
-they inherit the loaded backend and the dataset (copy-on-write, nothing big is pickled), take
-small chunks of sample indices from a shared counter as they finish (so a slow chunk does not
-hold the others up), and send back only their per-sample records; results are put back in
-dataset order, so deterministic backends give the same result for any number of workers.
+cores) ``workers - 1`` processes are forked and the calling process works too: they inherit
+the loaded backend and the dataset (copy-on-write, nothing big is pickled; with
+``keep_workers`` they stay for the next call on the same backend, image and dataset), take
+chunks of sample indices from a shared counter as they finish (guided: smaller towards the
+end, so that the processes finish together), and send back only their per-sample records;
+results are put back in dataset order, so deterministic backends give the same result for
+any number of workers.
 """
 
 from __future__ import annotations
 
+import atexit
+import gc
 import logging
 import multiprocessing as mp
 import os
@@ -24,6 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+from numba import njit
 
 from flexsnn.converters.chip_image import ChipImage
 from flexsnn.deploy.backend import Backend, RunResult
@@ -49,34 +54,43 @@ def decision_latency_us(result: RunResult, image: ChipImage) -> int | None:
     the event after which the arg-max stays equal to the final one, minus the first input
     event's time. ``None`` when no class ever spiked (no decision).
 
-    Vectorised in blocks of events (running counts carried over), so a busy output core costs
-    no Python loop per spike.
+    The counts are followed event by event in compiled code (:func:`_last_argmax_change`), so a
+    busy output core costs no Python loop per spike.
     """
-    ev = result.events[result.events["core"] == image.output_core]
-    n_cls = int(image.num_classes)
+    ev = result.events
+    if ev.size == 0:
+        return None
     lut_of = class_of_channel(image)
-    lut = np.full(max([*lut_of, -1]) + 2, -1, dtype=np.int64)
+    lut = np.full(max([*lut_of, -1]) + 1, -1, dtype=np.int64)
     for ch, k in lut_of.items():
         lut[ch] = k
-    feat = ev["feature"].astype(np.int64)
-    cls = np.where((feat >= 0) & (feat < lut.size - 1), lut[np.clip(feat, 0, lut.size - 1)], -1)
-    keep = cls >= 0
-    cls, times = cls[keep], ev["t"][keep].astype(np.int64)
-    if cls.size == 0:
+    t_change = _last_argmax_change(ev["core"], ev["feature"], ev["t"], int(image.output_core), lut,
+                                   int(image.num_classes))
+    if t_change < 0:
         return None
+    return int(t_change) - int(result.extras.get("t0_us", 0))
+
+
+@njit(cache=True)
+def _last_argmax_change(core, feature, t, out_core, lut, n_cls):
+    """Time of the last output-core event (``core == out_core``, class ``lut[feature]``,
+    events of channels without a class skipped) after which the arg-max (lowest class on
+    ties) of the running class counts changed; -1 when no event has a class."""
     counts = np.zeros(n_cls, dtype=np.int64)
-    prev_best, t_change = -1, None
-    block = 65536
-    for s in range(0, cls.size, block):
-        c = cls[s:s + block]
-        running = np.cumsum(np.eye(n_cls, dtype=np.int64)[c], axis=0) + counts
-        best = np.argmax(running, axis=1)
-        changed = np.flatnonzero(best != np.concatenate(([prev_best], best[:-1])))
-        if changed.size:
-            t_change = int(times[s + changed[-1]])
-        counts, prev_best = running[-1], int(best[-1])
-    t0 = int(result.extras.get("t0_us", 0))
-    return t_change - t0
+    best = -1
+    t_change = -1
+    for e in range(core.shape[0]):
+        f = feature[e]
+        if core[e] != out_core or f < 0 or f >= lut.shape[0] or lut[f] < 0:
+            continue
+        c = lut[f]
+        counts[c] += 1
+        # only class c grew: it becomes the arg-max when it passes the leader, or ties it
+        # with a lower index
+        if best < 0 or (c != best and (counts[c] > counts[best] or (counts[c] == counts[best] and c < best))):
+            best = c
+            t_change = t[e]
+    return t_change
 
 
 @dataclass
@@ -171,12 +185,20 @@ def effective_workers(workers: int, n_samples: int) -> int:
     return max(1, min(int(workers), int(n_samples), os.cpu_count() or 1))
 
 
-def _chunk_size(n: int, workers: int, chunk_size: int | None) -> int:
-    """Small enough that every worker gets ~8 chunks (load balance), large enough to amortise
-    the shared counter."""
+def _chunks(indices: list[int], workers: int, chunk_size: int | None) -> list[list[int]]:
+    """``indices`` cut into the chunks the workers take in turn: ``chunk_size`` each if given,
+    else guided: up to 16 while much is left, then shrinking with what is left (a quarter of
+    one worker's share) down to 1, so that the workers finish within about one sample of
+    each other."""
     if chunk_size is not None:
-        return max(1, int(chunk_size))
-    return max(1, min(16, n // (8 * workers)))
+        size = max(1, int(chunk_size))
+        return [indices[i:i + size] for i in range(0, len(indices), size)]
+    chunks, i = [], 0
+    while i < len(indices):
+        size = max(1, min(16, (len(indices) - i) // (4 * workers)))
+        chunks.append(indices[i:i + size])
+        i += size
+    return chunks
 
 
 def _take_chunks(backend, image, dataset, chunks, counter, done, records, on_chunk=None) -> None:
@@ -194,52 +216,79 @@ def _take_chunks(backend, image, dataset, chunks, counter, done, records, on_chu
             on_chunk()
 
 
-def _child(conn, backend, image, dataset, chunks, counter, done) -> None:
-    """Body of a forked worker: take chunks, send ``("ok", records)`` or ``("error", exc)``."""
-    try:
-        if "torch" in sys.modules:  # one intra-op thread per process: the processes are the parallelism
-            sys.modules["torch"].set_num_threads(1)
-        records: list[dict[str, Any]] = []
-        _take_chunks(backend, image, dataset, chunks, counter, done, records)
-        conn.send(("ok", records))
-    except BaseException as exc:  # reported to the parent, which raises it
+def _child(conn, backend, image, dataset, counter, done) -> None:
+    """Body of a forked worker: for each ``("run", chunks)`` received, take chunks and send
+    ``("ok", records)`` or ``("error", exc)``; stop on ``("stop",)`` or a closed pipe."""
+    if "torch" in sys.modules:  # one intra-op thread per process: the processes are the parallelism
+        sys.modules["torch"].set_num_threads(1)
+    while True:
         try:
-            conn.send(("error", exc))
-        except Exception:
-            conn.send(("error", WorkerError(traceback.format_exc())))
-    finally:
-        conn.close()
-
-
-def _run_forked(backend, image, dataset, indices: list[int], workers: int, chunk_size: int | None,
-                bar) -> list[dict[str, Any]]:
-    """``indices`` over this process and ``workers - 1`` forked ones; records in index order."""
-    ctx = mp.get_context("fork")
-    size = _chunk_size(len(indices), workers, chunk_size)
-    chunks = [indices[i:i + size] for i in range(0, len(indices), size)]
-    counter, done = ctx.Value("q", 0), ctx.Value("q", 0)
-    procs, pipes = [], []
-    for _ in range(workers - 1):
-        recv, send = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_child, args=(send, backend, image, dataset, chunks, counter, done),
-                        daemon=True)
-        p.start()
-        send.close()
-        procs.append(p)
-        pipes.append(recv)
-    records: list[dict[str, Any]] = []
-    shown = [0]
-
-    def progress() -> None:
-        now = done.value
-        bar.update(now - shown[0])
-        shown[0] = now
-
-    try:
-        _take_chunks(backend, image, dataset, chunks, counter, done, records, on_chunk=progress)
-        for recv, p in zip(pipes, procs):
+            msg = conn.recv()
+        except (EOFError, OSError):
+            return
+        if msg[0] != "run":
+            return
+        try:
+            records: list[dict[str, Any]] = []
+            _take_chunks(backend, image, dataset, msg[1], counter, done, records)
+            conn.send(("ok", records))
+        except BaseException as exc:  # reported to the parent, which raises it
             try:
-                status, payload = recv.recv()
+                conn.send(("error", exc))
+            except Exception:
+                conn.send(("error", WorkerError(traceback.format_exc())))
+
+
+class _WorkerPool:
+    """``workers - 1`` forked processes that run chunks on request; with ``keep_workers`` kept
+    between :func:`evaluate_dataset` calls on the same backend, image and dataset objects (a
+    fork and an exit of a process holding torch cost tens of ms each, a few % of a 300-sample
+    evaluation). They inherit all three at the fork, so a call with any other object, or a
+    backend that loaded another image, starts a new pool."""
+
+    def __init__(self, backend, image, dataset, workers: int) -> None:
+        ctx = mp.get_context("fork")
+        self.key = (backend, image, dataset, workers)  # held, so that identities stay unique
+        self.counter, self.done = ctx.Value("q", 0), ctx.Value("q", 0)
+        self.procs, self.conns = [], []
+        # objects that exist now are left out of the garbage collector's scans (in the children
+        # a full collection would otherwise write to, and so copy, every page of the heap)
+        gc.freeze()
+        try:
+            for _ in range(workers - 1):
+                mine, theirs = ctx.Pipe(duplex=True)
+                p = ctx.Process(target=_child, args=(theirs, backend, image, dataset, self.counter,
+                                                     self.done), daemon=True)
+                p.start()
+                theirs.close()
+                self.procs.append(p)
+                self.conns.append(mine)
+        finally:
+            gc.unfreeze()
+
+    def serves(self, backend, image, dataset, workers: int) -> bool:
+        return all(a is b for a, b in zip(self.key[:3], (backend, image, dataset))) and \
+            self.key[3] == workers and all(p.is_alive() for p in self.procs)
+
+    def run(self, chunks: list[list[int]], bar) -> list[dict[str, Any]]:
+        """All ``chunks`` over the workers and this process; records unordered."""
+        backend, image, dataset, _ = self.key
+        self.counter.value = 0
+        self.done.value = 0
+        for conn in self.conns:
+            conn.send(("run", chunks))
+        records: list[dict[str, Any]] = []
+        shown = [0]
+
+        def progress() -> None:
+            now = self.done.value
+            bar.update(now - shown[0])
+            shown[0] = now
+
+        _take_chunks(backend, image, dataset, chunks, self.counter, self.done, records, on_chunk=progress)
+        for conn, p in zip(self.conns, self.procs):
+            try:
+                status, payload = conn.recv()
             except EOFError:
                 p.join()
                 raise WorkerError(f"a worker process died (exit code {p.exitcode}) before "
@@ -248,12 +297,50 @@ def _run_forked(backend, image, dataset, indices: list[int], workers: int, chunk
                 raise payload
             records += payload
             progress()
-    finally:
-        for p in procs:
+        return records
+
+    def close(self) -> None:
+        for conn in self.conns:
+            try:
+                conn.send(("stop",))
+                conn.close()
+            except (OSError, ValueError):
+                pass
+        for p in self.procs:
             p.join(timeout=5.0)
             if p.is_alive():
                 p.kill()
                 p.join()
+
+
+_POOL: _WorkerPool | None = None
+
+
+def _close_pool() -> None:
+    global _POOL
+    if _POOL is not None:
+        pool, _POOL = _POOL, None
+        pool.close()
+
+
+atexit.register(_close_pool)
+
+
+def _run_forked(backend, image, dataset, indices: list[int], workers: int, chunk_size: int | None,
+                bar, keep: bool = False) -> list[dict[str, Any]]:
+    """``indices`` over this process and ``workers - 1`` forked ones (with ``keep``, kept for
+    the next call on the same objects, :class:`_WorkerPool`); records in index order."""
+    global _POOL
+    if _POOL is None or not _POOL.serves(backend, image, dataset, workers):
+        _close_pool()
+        _POOL = _WorkerPool(backend, image, dataset, workers)
+    try:
+        records = _POOL.run(_chunks(indices, workers, chunk_size), bar)
+    except BaseException:
+        _close_pool()  # a worker may be mid-task or gone: never reuse this pool
+        raise
+    if not keep:
+        _close_pool()
     records.sort(key=lambda r: r["index"])
     return records
 
@@ -278,7 +365,7 @@ def check_sensor_matches(image: ChipImage, sensor, *, dataset: str = "dataset") 
 
 def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = None,
                      progress: ProgressFactory | None = None, workers: int = 1,
-                     chunk_size: int | None = None) -> EvalResult:
+                     chunk_size: int | None = None, keep_workers: bool = False) -> EvalResult:
     """Run every sample of ``event_dataset`` (a sequence of ``(events, label)``) on a loaded
     ``backend`` and summarise accuracy, confusion, latency-to-decision and SynOps.
 
@@ -290,8 +377,13 @@ def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = Non
         progress: progress factory (one update per sample).
         workers: processes including this one (1 = in this process only); capped at the
             number of samples and of CPU cores (:func:`effective_workers`, recorded in the
-            result). Samples are handed out in chunks of ``chunk_size`` (default: about 8
-            chunks per worker, at most 16 samples); results are put back in dataset order.
+            result). Samples are handed out in chunks of ``chunk_size`` (default: guided, at
+            most 16 samples, shrinking to 1 towards the end, :func:`_chunks`); results are
+            put back in dataset order.
+        keep_workers: keep the forked processes for the next call with the same backend, image
+            and dataset objects (saves a fork and an exit, tens of ms each, per call: for
+            repeated evaluations). They hold the backend and dataset as they were at the fork:
+            pass a new dataset object after changing one in place.
 
     Raises:
         ConfigError: unloaded backend, bad ``workers``, or several workers for a real-time
@@ -318,7 +410,8 @@ def evaluate_dataset(backend: Backend, event_dataset, *, limit: int | None = Non
     if used == 1:
         records = _run_indices(backend, image, event_dataset, indices, on_done=bar.update)
     else:
-        records = _run_forked(backend, image, event_dataset, indices, used, chunk_size, bar)
+        records = _run_forked(backend, image, event_dataset, indices, used, chunk_size, bar,
+                              keep=keep_workers)
     seconds = time.perf_counter() - t_start
     bar.close()
     return summarise(records, backend=backend, dataset=getattr(event_dataset, "name", "dataset"),

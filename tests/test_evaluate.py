@@ -7,8 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from chip_builders import nmnist_image, single_core_image
+from chip_builders import nmnist_image, random_events, single_core_image
 from flexsnn.data.events import SensorSize, make_events
+from flexsnn.deploy.async_sim import AsyncSimulator
 from flexsnn.deploy.backend import CHIP_EVENT_DTYPE, RunResult
 from flexsnn.deploy.evaluate import decision_latency_us, evaluate_dataset
 from flexsnn.deploy.factory import make_backend
@@ -156,3 +157,31 @@ def test_decision_latency_vectorised_equals_loop():
             r = RunResult(events=ev, spike_counts={}, synops={}, class_counts=np.zeros(1, np.int64),
                           extras={"t0_us": 7})
             assert decision_latency_us(r, image) == _latency_loop(r, image), (readout, n)
+
+
+def test_kept_workers_are_reused_only_for_the_same_objects():
+    """keep_workers: the forked processes serve the next call on the same backend, image and
+    dataset (same results as one process), and are replaced when any of them changes."""
+    from flexsnn.deploy import evaluate as E
+
+    image = nmnist_image(0)
+    sim = AsyncSimulator()
+    sim.load(image)
+    data = [(random_events(s, 34, 34, 2, 300), s % 10) for s in range(6)]
+    one = evaluate_dataset(sim, data, workers=1)
+    a = evaluate_dataset(sim, data, workers=2, keep_workers=True)
+    pool = E._POOL
+    assert pool is not None and all(p.is_alive() for p in pool.procs)
+    b = evaluate_dataset(sim, data, workers=2, keep_workers=True)
+    assert E._POOL is pool  # reused
+    other = list(data[:5])
+    c = evaluate_dataset(sim, other, workers=2, keep_workers=True)
+    assert E._POOL is not pool and not any(p.is_alive() for p in pool.procs)  # replaced
+    sim.load(nmnist_image(1))  # same backend object, another image: a new pool again
+    pool = E._POOL
+    d = evaluate_dataset(sim, other, workers=2)
+    assert E._POOL is None and not any(p.is_alive() for p in pool.procs)  # not kept: closed
+    assert a.per_sample == b.per_sample == one.per_sample and c.per_sample == one.per_sample[:5]
+    sim1 = AsyncSimulator()
+    sim1.load(nmnist_image(1))
+    assert d.per_sample == evaluate_dataset(sim1, other, workers=1).per_sample
