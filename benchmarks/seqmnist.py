@@ -37,6 +37,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -58,8 +59,12 @@ def _order(n: int, seed: int, epoch: int):
 
 
 def train_snn(scheme_name: str, train_ds, *, epochs: int, batch_size: int, lr: float, seed: int,
-              hidden: int, on_epoch=None) -> tuple[object, float]:
+              hidden: int, model_kwargs: dict | None = None, loss: str = "ce", clip: float = 0.0,
+              on_epoch=None) -> tuple[object, float]:
     """Train seqfc with SDT or non-increasing MTT; returns ``(model, seconds)``.
+
+    ``model_kwargs``: extra seqfc arguments (e.g. ``{"recurrent": True}``); ``loss``: a
+    :func:`~flexsnn.training.losses.build_loss` name; ``clip``: gradient-norm clip (0 = off).
 
     ``on_epoch(model)`` is called after every epoch (model in eval mode at uniform T; its time
     is not counted)."""
@@ -73,14 +78,14 @@ def train_snn(scheme_name: str, train_ds, *, epochs: int, batch_size: int, lr: f
 
     seed_everything(seed)
     T, F = train_ds.T, train_ds.input_shape[-1]
-    model = build_model("seqfc", in_features=F, hidden=hidden, T=T)
+    model = build_model("seqfc", in_features=F, hidden=hidden, T=T, **(model_kwargs or {}))
     scheme = SchemeConfig(name=scheme_name, T=T, data_kind="event", s=3, non_increasing=(scheme_name != "sdt"))
     x_all, y_all = torch.from_numpy(train_ds.x), torch.from_numpy(train_ds.labels)
     n = len(train_ds)
     steps = epochs * ((n + batch_size - 1) // batch_size)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = _cosine(opt, steps)
-    loss_fn, step_fn = build_loss("ce"), get_step_fn("bptt")
+    loss_fn, step_fn = build_loss(loss), get_step_fn("bptt")
     step, t0 = 0, time.perf_counter()
     model.train()
     for epoch in range(epochs):
@@ -89,7 +94,7 @@ def train_snn(scheme_name: str, train_ds, *, epochs: int, batch_size: int, lr: f
             idx = order[i:i + batch_size]
             x = x_all[idx].transpose(0, 1).contiguous()
             configs = sample_configs(scheme, model.num_stages, step_generator(seed, step))
-            train_step(model, x, y_all[idx], configs, loss_fn, step_fn, opt)
+            train_step(model, x, y_all[idx], configs, loss_fn, step_fn, opt, grad_clip=clip or None)
             sched.step()
             step += 1
         if on_epoch is not None:
@@ -103,7 +108,7 @@ def train_snn(scheme_name: str, train_ds, *, epochs: int, batch_size: int, lr: f
 
 
 def train_rnn(train_ds, *, epochs: int, batch_size: int, lr: float, seed: int, hidden: int,
-              kind: str = "rnn", on_epoch=None) -> tuple[object, float]:
+              kind: str = "rnn", clip: float = 1.0, on_epoch=None) -> tuple[object, float]:
     import torch
 
     from flexsnn.models.seq_models import RNNClassifier
@@ -124,7 +129,8 @@ def train_rnn(train_ds, *, epochs: int, batch_size: int, lr: float, seed: int, h
             loss = torch.nn.functional.cross_entropy(model(x_all[idx].transpose(0, 1)), y_all[idx])
             opt.zero_grad()
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
             opt.step()
             sched.step()
         if on_epoch is not None:
@@ -173,55 +179,112 @@ def plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def _mean(values: list[float]) -> float:
+    return float(sum(values) / len(values))
+
+
+def _n_params(model) -> int:
+    return int(sum(p.numel() for p in model.parameters()))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--smoke", action="store_true", help="smallest sizes (for tests)")
     p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
-    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-2)
     p.add_argument("--hidden", type=int, default=64)
     p.add_argument("--pixels-per-step", type=int, default=28)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (each model trained once per seed)")
+    p.add_argument("--snn-kwargs", default='{"recurrent": true}',
+                   help="JSON seqfc arguments of the SNN in the rnn/sdt/mtt comparison")
+    p.add_argument("--ablation-seeds", default="0,1",
+                   help="seeds of the ablation rows (feedforward seqfc, learnable decay); '' skips them")
     args = p.parse_args(argv)
 
     import torch
 
     from flexsnn.data.seqmnist import SeqMNIST
     from flexsnn.io_utils import atomic_write_json, machine_info, provenance
+    from flexsnn.models.seq_models import RNNClassifier
+    from flexsnn.models.zoo import build_model
 
+    seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    ablation_seeds = [int(v) for v in args.ablation_seeds.split(",") if v.strip()]
+    snn_kwargs = json.loads(args.snn_kwargs)
     if args.smoke:
         args.epochs, limit, test_limit = 1, 60, 30
+        seeds, ablation_seeds = seeds[:1], ablation_seeds[:1]
     else:
         limit = test_limit = None
     torch.set_num_threads(1)
-    train_ds = SeqMNIST(split="train", seed=args.seed, limit=limit, pixels_per_step=args.pixels_per_step)
-    test_ds = SeqMNIST(split="test", seed=args.seed, limit=test_limit, pixels_per_step=args.pixels_per_step)
+    train_ds = SeqMNIST(split="train", seed=0, limit=limit, pixels_per_step=args.pixels_per_step)
+    test_ds = SeqMNIST(split="test", seed=0, limit=test_limit, pixels_per_step=args.pixels_per_step)
     T = train_ds.T
-    kw = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed, hidden=args.hidden)
+    second = sorted({T, max(1, T // 2), max(1, T // 4), 1}, reverse=True)
+    base = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden)
     t_all = time.perf_counter()
-    history: dict[str, list[float]] = {k: [] for k in ("rnn", "gru", "sdt", "mtt")}
+    per_seed: dict[str, list[float]] = {k: [] for k in ("rnn", "gru", "sdt", "mtt")}
+    history: dict[str, list[float]] = {k: [] for k in per_seed}  # first seed's curves
+    configs: dict[str, list[dict[str, float]]] = {"sdt": [], "mtt": []}
+    train_seconds: dict[str, list[float]] = {k: [] for k in per_seed}
 
-    def track(name: str, rnn: bool):
+    def track(name: str, rnn: bool, record: bool):
         def cb(model) -> None:
-            history[name].append(accuracy(model, test_ds, rnn=rnn, config=None if rnn else (T, T)))
-            print(f"  {name} epoch {len(history[name])}: {history[name][-1]:.4f}", flush=True)
+            acc = accuracy(model, test_ds, rnn=rnn, config=None if rnn else (T, T))
+            if record:
+                history[name].append(acc)
+            print(f"  {name} epoch {len(history[name]) if record else '-'}: {acc:.4f}", flush=True)
         return cb
 
-    rnn, rnn_s = train_rnn(train_ds, on_epoch=track("rnn", True), **kw)
-    gru, gru_s = train_rnn(train_ds, kind="gru", on_epoch=track("gru", True), **kw)
-    sdt, sdt_s = train_snn("sdt", train_ds, on_epoch=track("sdt", False), **kw)
-    mtt, mtt_s = train_snn("mtt", train_ds, on_epoch=track("mtt", False), **kw)
-    second = sorted({T, max(1, T // 2), max(1, T // 4), 1}, reverse=True)
+    for k, seed in enumerate(seeds):
+        print(f"seed {seed}", flush=True)
+        for name in ("rnn", "gru"):
+            m, sec = train_rnn(train_ds, kind=name, seed=seed, on_epoch=track(name, True, k == 0), **base)
+            per_seed[name].append(accuracy(m, test_ds, rnn=True))
+            train_seconds[name].append(sec)
+        for name in ("sdt", "mtt"):
+            m, sec = train_snn(name, train_ds, seed=seed, model_kwargs=snn_kwargs,
+                               on_epoch=track(name, False, k == 0), **base)
+            per_seed[name].append(accuracy(m, test_ds, config=(T, T)))
+            configs[name].append({f"{T},{t2}": accuracy(m, test_ds, config=(T, t2)) for t2 in second})
+            train_seconds[name].append(sec)
+
+    ablation: dict[str, dict] = {}
+    variants = {"feedforward": {}, "recurrent_learn_decay": dict(snn_kwargs, recurrent=True, learn_decay=True)}
+    for variant, kwargs in variants.items():
+        if not ablation_seeds or kwargs == snn_kwargs:
+            continue
+        rows: dict[str, list[float]] = {"sdt": [], "mtt": []}
+        for seed in ablation_seeds:
+            for name in rows:
+                m, _ = train_snn(name, train_ds, seed=seed, model_kwargs=kwargs, **base)
+                rows[name].append(accuracy(m, test_ds, config=(T, T)))
+                print(f"  ablation {variant} {name} seed {seed}: {rows[name][-1]:.4f}", flush=True)
+        ablation[variant] = {"seqfc_kwargs": kwargs, "seeds": ablation_seeds,
+                             "params": _n_params(build_model("seqfc", in_features=train_ds.input_shape[-1],
+                                                             hidden=args.hidden, **kwargs)),
+                             **{n: _mean(v) for n, v in rows.items()},
+                             "per_seed": rows}
+
+    F = train_ds.input_shape[-1]
     result = {
-        "rnn": accuracy(rnn, test_ds, rnn=True),
-        "sdt": accuracy(sdt, test_ds, config=(T, T)),
-        "mtt": accuracy(mtt, test_ds, config=(T, T)),
-        "gru": accuracy(gru, test_ds, rnn=True),
+        **{name: _mean(v) for name, v in per_seed.items()},
+        "per_seed": per_seed,
+        "seeds": seeds,
+        "spread": {name: max(v) - min(v) for name, v in per_seed.items()},
+        "mtt_minus_rnn": [m - r for m, r in zip(per_seed["mtt"], per_seed["rnn"])],
+        "snn_model": "seqfc",
+        "snn_kwargs": snn_kwargs,
+        "params": {"rnn": _n_params(RNNClassifier(kind="rnn", in_features=F, hidden=args.hidden)),
+                   "gru": _n_params(RNNClassifier(kind="gru", in_features=F, hidden=args.hidden)),
+                   "snn": _n_params(build_model("seqfc", in_features=F, hidden=args.hidden, **snn_kwargs))},
+        "ablation": ablation,
         "history": history,
         "last3_spread": {k: max(v[-3:]) - min(v[-3:]) for k, v in history.items() if v},
         "schedule": f"AdamW lr {args.lr} cosine to 0 over {args.epochs} epochs, batch {args.batch_size}, "
-                    "grad-norm clip 1.0 for rnn/gru",
+                    "grad-norm clip 1.0 for rnn/gru (none for the SNNs: clipping changed nothing there)",
         "input_format": "row by row (T = 28 steps of 28 pixels)" if args.pixels_per_step == 28 else
                         f"{args.pixels_per_step} pixels per step (T = {T})",
         "paper_input_format_guess": "pixel by pixel (T = 784): a 2x64 RNN row by row scores far above the "
@@ -233,20 +296,21 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": len(train_ds),
         "n_test": len(test_ds),
         "paper": PAPER,
-        "per_config": {
-            name: {f"{T},{t2}": accuracy(m, test_ds, config=(T, t2)) for t2 in second}
-            for name, m in (("sdt", sdt), ("mtt", mtt))
-        },
-        "train_seconds": {"rnn": rnn_s, "gru": gru_s, "sdt": sdt_s, "mtt": mtt_s},
+        "per_config": {name: {c: _mean([d[c] for d in rows]) for c in rows[0]} for name, rows in configs.items()},
+        "train_seconds": {k: _mean(v) for k, v in train_seconds.items()},
         "seconds": time.perf_counter() - t_all,
         "smoke": bool(args.smoke),
         "machine": machine_info(),
     }
     result["provenance"] = provenance(vars(args) | {"out": str(args.out)})
-    print(f"seqMNIST (T={T}, {len(train_ds)} train / {len(test_ds)} test, {args.epochs} epochs)")
-    print(f"{'model':6s} {'measured':>9s} {'paper':>7s}")
+    print(f"seqMNIST (T={T}, {len(train_ds)} train / {len(test_ds)} test, {args.epochs} epochs, "
+          f"seeds {seeds}; SNN seqfc {snn_kwargs})")
+    print(f"{'model':6s} {'mean':>7s} {'spread':>7s} {'paper':>7s}  per seed")
     for name in ("rnn", "gru", "sdt", "mtt"):
-        print(f"{name:6s} {result[name]:9.4f} {PAPER.get(name, float('nan')):7.4f}")
+        print(f"{name:6s} {result[name]:7.4f} {result['spread'][name]:7.4f} {PAPER.get(name, float('nan')):7.4f}  "
+              + " ".join(f"{v:.4f}" for v in per_seed[name]))
+    for variant, row in ablation.items():
+        print(f"ablation {variant}: sdt {row['sdt']:.4f} mtt {row['mtt']:.4f} (seeds {row['seeds']})")
     print("per second-stage T:", result["per_config"])
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "seqmnist.json", result)
