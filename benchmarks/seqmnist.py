@@ -201,6 +201,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="JSON seqfc arguments of the SNN in the rnn/sdt/mtt comparison")
     p.add_argument("--ablation-seeds", default="0,1",
                    help="seeds of the ablation rows (feedforward seqfc, learnable decay); '' skips them")
+    p.add_argument("--models", default="rnn,gru,sdt,mtt",
+                   help="which of rnn,gru,sdt,mtt to train (the ablation rows need sdt and mtt)")
+    p.add_argument("--name", default="seqmnist", help="stem of the JSON/PNG written to --out")
+    p.add_argument("--ablation-only", action="store_true",
+                   help="train only the ablation rows (e.g. with --name seqmnist_ablation)")
     args = p.parse_args(argv)
 
     import torch
@@ -211,6 +216,9 @@ def main(argv: list[str] | None = None) -> int:
     from flexsnn.models.zoo import build_model
 
     seeds = [int(v) for v in args.seeds.split(",") if v.strip()]
+    models = [m for m in ("rnn", "gru", "sdt", "mtt") if m in args.models.split(",")]
+    if args.ablation_only:
+        seeds = []
     ablation_seeds = [int(v) for v in args.ablation_seeds.split(",") if v.strip()]
     snn_kwargs = json.loads(args.snn_kwargs)
     if args.smoke:
@@ -225,9 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     second = sorted({T, max(1, T // 2), max(1, T // 4), 1}, reverse=True)
     base = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, hidden=args.hidden)
     t_all = time.perf_counter()
-    per_seed: dict[str, list[float]] = {k: [] for k in ("rnn", "gru", "sdt", "mtt")}
+    per_seed: dict[str, list[float]] = {k: [] for k in models}
     history: dict[str, list[float]] = {k: [] for k in per_seed}  # first seed's curves
-    configs: dict[str, list[dict[str, float]]] = {"sdt": [], "mtt": []}
+    configs: dict[str, list[dict[str, float]]] = {k: [] for k in models if k in ("sdt", "mtt")}
     train_seconds: dict[str, list[float]] = {k: [] for k in per_seed}
 
     def track(name: str, rnn: bool, record: bool):
@@ -240,11 +248,11 @@ def main(argv: list[str] | None = None) -> int:
 
     for k, seed in enumerate(seeds):
         print(f"seed {seed}", flush=True)
-        for name in ("rnn", "gru"):
+        for name in [m for m in models if m in ("rnn", "gru")]:
             m, sec = train_rnn(train_ds, kind=name, seed=seed, on_epoch=track(name, True, k == 0), **base)
             per_seed[name].append(accuracy(m, test_ds, rnn=True))
             train_seconds[name].append(sec)
-        for name in ("sdt", "mtt"):
+        for name in configs:
             m, sec = train_snn(name, train_ds, seed=seed, model_kwargs=snn_kwargs,
                                on_epoch=track(name, False, k == 0), **base)
             per_seed[name].append(accuracy(m, test_ds, config=(T, T)))
@@ -254,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ablation: dict[str, dict] = {}
     variants = {"feedforward": {}, "recurrent_learn_decay": dict(snn_kwargs, recurrent=True, learn_decay=True)}
     for variant, kwargs in variants.items():
-        if not ablation_seeds or kwargs == snn_kwargs:
+        if not ablation_seeds or kwargs == snn_kwargs or len(configs) < 2:
             continue
         rows: dict[str, list[float]] = {"sdt": [], "mtt": []}
         for seed in ablation_seeds:
@@ -270,11 +278,11 @@ def main(argv: list[str] | None = None) -> int:
 
     F = train_ds.input_shape[-1]
     result = {
-        **{name: _mean(v) for name, v in per_seed.items()},
+        **{name: _mean(v) for name, v in per_seed.items() if v},
         "per_seed": per_seed,
         "seeds": seeds,
-        "spread": {name: max(v) - min(v) for name, v in per_seed.items()},
-        "mtt_minus_rnn": [m - r for m, r in zip(per_seed["mtt"], per_seed["rnn"])],
+        "spread": {name: max(v) - min(v) for name, v in per_seed.items() if v},
+        "mtt_minus_rnn": [m - r for m, r in zip(per_seed.get("mtt", []), per_seed.get("rnn", []))],
         "snn_model": "seqfc",
         "snn_kwargs": snn_kwargs,
         "params": {"rnn": _n_params(RNNClassifier(kind="rnn", in_features=F, hidden=args.hidden)),
@@ -296,8 +304,9 @@ def main(argv: list[str] | None = None) -> int:
         "n_train": len(train_ds),
         "n_test": len(test_ds),
         "paper": PAPER,
-        "per_config": {name: {c: _mean([d[c] for d in rows]) for c in rows[0]} for name, rows in configs.items()},
-        "train_seconds": {k: _mean(v) for k, v in train_seconds.items()},
+        "per_config": {name: {c: _mean([d[c] for d in rows]) for c in rows[0]} for name, rows in configs.items()
+                       if rows},
+        "train_seconds": {k: _mean(v) for k, v in train_seconds.items() if v},
         "seconds": time.perf_counter() - t_all,
         "smoke": bool(args.smoke),
         "machine": machine_info(),
@@ -306,16 +315,17 @@ def main(argv: list[str] | None = None) -> int:
     print(f"seqMNIST (T={T}, {len(train_ds)} train / {len(test_ds)} test, {args.epochs} epochs, "
           f"seeds {seeds}; SNN seqfc {snn_kwargs})")
     print(f"{'model':6s} {'mean':>7s} {'spread':>7s} {'paper':>7s}  per seed")
-    for name in ("rnn", "gru", "sdt", "mtt"):
+    for name in [m for m in models if per_seed[m]]:
         print(f"{name:6s} {result[name]:7.4f} {result['spread'][name]:7.4f} {PAPER.get(name, float('nan')):7.4f}  "
               + " ".join(f"{v:.4f}" for v in per_seed[name]))
     for variant, row in ablation.items():
         print(f"ablation {variant}: sdt {row['sdt']:.4f} mtt {row['mtt']:.4f} (seeds {row['seeds']})")
     print("per second-stage T:", result["per_config"])
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "seqmnist.json", result)
-    plot(result, args.out / "seqmnist.png")
-    print(f"wrote {args.out / 'seqmnist.json'}")
+    atomic_write_json(args.out / f"{args.name}.json", result)
+    if all(m in result for m in ("rnn", "sdt", "mtt")):
+        plot(result, args.out / f"{args.name}.png")
+    print(f"wrote {args.out / (args.name + '.json')}")
     return 0
 
 

@@ -117,6 +117,9 @@ def test_seqmnist_benchmark_smoke(tmp_path):
     assert set(data["ablation"]) == {"feedforward", "recurrent_learn_decay"}
     assert data["ablation"]["feedforward"]["params"] < data["params"]["snn"]
     assert (tmp_path / "seqmnist.png").stat().st_size > 0
+    assert module.main(["--smoke", "--out", str(tmp_path), "--ablation-only", "--name", "abl"]) == 0
+    abl = json.loads((tmp_path / "abl.json").read_text())
+    assert "rnn" not in abl and abl["ablation"]["recurrent_learn_decay"]["params"] == data["params"]["rnn"]
 
 
 # --------------------------------------------------------------------------- recurrent seqfc (issue 18)
