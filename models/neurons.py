@@ -22,6 +22,9 @@ the threshold's unit (dimensionless here)::
 ``speck-iaf`` computes exactly what ``sinabs.layers.IAFSqueeze(min_v_mem=-1,
 spike_fn=MultiSpike, reset_fn=MembraneSubtract())`` computes (tested bit for bit), which is
 the neuron of the paper's Speck code and of the chip (up to discretization).
+
+:class:`RecurrentSpikingNeuron` adds an all-to-all recurrent current ``W_rec s_{t-1}`` (and,
+optionally, a learnable leak per neuron); the zoo's ``seqfc(recurrent=True)`` uses it.
 """
 
 from __future__ import annotations
