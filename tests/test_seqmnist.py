@@ -106,7 +106,7 @@ def test_seqmnist_benchmark_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("_bench_seqmnist", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert module.main(["--smoke", "--out", str(tmp_path), "--ablation-seeds", "0"]) == 0
     data = json.loads((tmp_path / "seqmnist.json").read_text())
     for key in ("rnn", "sdt", "mtt"):
         assert 0.0 <= data[key] <= 1.0
@@ -117,7 +117,8 @@ def test_seqmnist_benchmark_smoke(tmp_path):
     assert set(data["ablation"]) == {"feedforward", "recurrent_learn_decay"}
     assert data["ablation"]["feedforward"]["params"] < data["params"]["snn"]
     assert (tmp_path / "seqmnist.png").stat().st_size > 0
-    assert module.main(["--smoke", "--out", str(tmp_path), "--ablation-only", "--name", "abl"]) == 0
+    assert module.main(["--smoke", "--out", str(tmp_path), "--ablation-only", "--ablation-seeds", "0",
+                        "--name", "abl"]) == 0
     abl = json.loads((tmp_path / "abl.json").read_text())
     assert "rnn" not in abl and abl["ablation"]["recurrent_learn_decay"]["params"] == data["params"]["rnn"]
 
