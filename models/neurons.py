@@ -22,6 +22,9 @@ the threshold's unit (dimensionless here)::
 ``speck-iaf`` computes exactly what ``sinabs.layers.IAFSqueeze(min_v_mem=-1,
 spike_fn=MultiSpike, reset_fn=MembraneSubtract())`` computes (tested bit for bit), which is
 the neuron of the paper's Speck code and of the chip (up to discretization).
+
+:class:`RecurrentSpikingNeuron` adds an all-to-all recurrent current ``W_rec s_{t-1}`` (and,
+optionally, a learnable leak per neuron); the zoo's ``seqfc(recurrent=True)`` uses it.
 """
 
 from __future__ import annotations
@@ -187,19 +190,22 @@ def spike(v: torch.Tensor, config: NeuronConfig) -> torch.Tensor:
     return SpikeFunction.apply(v, config)
 
 
-def neuron_step(x_t: torch.Tensor, v: torch.Tensor, config: NeuronConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def neuron_step(x_t: torch.Tensor, v: torch.Tensor, config: NeuronConfig,
+                decay: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """One time step of a neuron; pure (never writes to its arguments).
 
     Args:
         x_t: input current at step t, ``[B, ...]`` float (threshold units).
         v: membrane potential after the previous step's reset, same shape (zeros at t = 0).
         config: neuron parameters.
+        decay: per-neuron leak factors (broadcast against ``v``, e.g. ``[features]``) used
+            instead of ``config.decay``; None uses ``config.decay``.
 
     Returns:
         ``(s_t, v_next)``: spikes ``[B, ...]`` float (0/1, or counts for ``spike="multi"``) and
         the membrane potential after reset (and the ``min_v_mem`` clamp).
     """
-    v_int = v * config.decay + x_t
+    v_int = v * (config.decay if decay is None else decay) + x_t
     s_t = spike(v_int, config)
     v_next = RESET_FNS[config.reset](v_int, s_t, float(config.threshold))
     if config.min_v_mem is not None:
@@ -288,6 +294,64 @@ class SpikingNeuron(nn.Module):
         c = self.config
         return (f"profile={c.profile!r}, decay={c.decay}, threshold={c.threshold}, reset={c.reset!r}, "
                 f"spike={c.spike!r}, min_v_mem={c.min_v_mem}, surrogate={c.surrogate!r}({c.surrogate_width})")
+
+
+class RecurrentSpikingNeuron(SpikingNeuron):
+    """A layer of ``features`` spiking neurons with an all-to-all recurrent weight (snnTorch
+    ``RLeaky(all_to_all=True)``): at step t the input current is ``x_t + W_rec s_{t-1}``.
+
+    ``x [T, B, features] -> spikes [T, B, features]``; ``W_rec`` is :attr:`recurrent`
+    (``nn.Linear(features, features, bias=False)``, PyTorch's default init), so the layer adds
+    ``features**2`` weights. The state is the membrane :attr:`v` and the last spikes :attr:`s`
+    (both ``[B, features]``, zeros after :meth:`reset`). Inside a :class:`~flexsnn.models.tfsnn.TFSNN`
+    stage the recurrence runs at the stage's own T (a TTM between stages changes the steps the
+    next stage sees, not this loop). Trained by BPTT only: rate-based backprop and QAT strategies
+    do not model ``W_rec``, so installing a :attr:`strategy` makes :meth:`forward` raise.
+    """
+
+    def __init__(self, config: NeuronConfig, features: int, *, learn_decay: bool = False) -> None:
+        super().__init__(config)
+        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
+            raise ConfigError("neuron.features", features, "an integer >= 1 (width of the recurrent layer)")
+        self.features = int(features)
+        self.recurrent = nn.Linear(self.features, self.features, bias=False)
+        self.decay_logit: Optional[nn.Parameter] = None
+        if learn_decay:
+            d = min(float(config.decay), 1.0 - 1e-4)
+            self.decay_logit = nn.Parameter(torch.full((self.features,), float(torch.logit(torch.tensor(d)))))
+        self.s: Optional[torch.Tensor] = None
+
+    def decay(self) -> Optional[torch.Tensor]:
+        """Per-neuron leak ``sigmoid(decay_logit)`` ``[features]``, or None (``config.decay``)."""
+        return None if self.decay_logit is None else torch.sigmoid(self.decay_logit)
+
+    def reset(self) -> None:
+        super().reset()
+        self.s = None
+
+    def multi_step(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """BPTT loop with the recurrent current; the last spikes go to :attr:`s` (for streaming)."""
+        s = self.s if self.s is not None else torch.zeros_like(v)
+        decay = self.decay()
+        out = []
+        for t in range(x.shape[0]):
+            s, v = neuron_step(x[t] + self.recurrent(s), v, self.config, decay)
+            out.append(s)
+        self.s = s
+        return torch.stack(out, 0), v
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: input currents ``[T, B, features]`` float. Returns spikes ``[T, B, features]``."""
+        if x.dim() != 3 or x.shape[-1] != self.features:
+            raise ConfigError("recurrent neuron input", tuple(x.shape), f"[T, B, {self.features}] (time first)")
+        if self.strategy is not None:
+            raise ConfigError("neuron.strategy", self._name(), "no strategy (BPTT) on a recurrent neuron",
+                              hint="rate-based backprop and QAT do not model the recurrent weight; train it "
+                                   "with --backprop bptt and without --qat")
+        return super().forward(x)
+
+    def _name(self) -> str:
+        return f"RecurrentSpikingNeuron({self.config.profile}, {self.features})"
 
 
 def make_neuron(profile: str, **overrides) -> SpikingNeuron:

@@ -338,5 +338,6 @@ def register(entry: ZooEntry, builder: Callable[..., TFSNN]) -> None:
 from flexsnn.models import seq_models as _seq_models  # noqa: E402  (imports no zoo at module level)
 
 register(ZooEntry("seqfc", "paper-lif", (1, 1, 28), 10,
-                  "fully connected LIF net (2 x 64, decay 0.99) for sequential MNIST, [T, B, 1, 1, F] input"),
+                  "fully connected LIF net (2 x 64, decay 0.99; recurrent=true adds W_rec) for sequential MNIST, "
+                  "[T, B, 1, 1, F] input"),
          _seq_models.seqfc)

@@ -106,11 +106,110 @@ def test_seqmnist_benchmark_smoke(tmp_path):
     spec = importlib.util.spec_from_file_location("_bench_seqmnist", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert module.main(["--smoke", "--out", str(tmp_path)]) == 0
+    assert module.main(["--smoke", "--out", str(tmp_path), "--ablation-seeds", "0"]) == 0
     data = json.loads((tmp_path / "seqmnist.json").read_text())
     for key in ("rnn", "sdt", "mtt"):
         assert 0.0 <= data[key] <= 1.0
     assert data["hidden"] == 64 and data["epochs"] == 1 and "machine" in data
     assert 0.0 <= data["gru"] <= 1.0 and all(len(data["history"][k]) == 1 for k in ("rnn", "gru", "sdt", "mtt"))
     assert data["history"]["mtt"][-1] == data["mtt"] and "row by row" in data["input_format"]
+    assert data["snn_kwargs"] == {"recurrent": True} and data["params"]["snn"] <= data["params"]["rnn"]
+    assert set(data["ablation"]) == {"feedforward", "recurrent_learn_decay"}
+    assert data["ablation"]["feedforward"]["params"] < data["params"]["snn"]
     assert (tmp_path / "seqmnist.png").stat().st_size > 0
+    assert module.main(["--smoke", "--out", str(tmp_path), "--ablation-only", "--ablation-seeds", "0",
+                        "--name", "abl"]) == 0
+    abl = json.loads((tmp_path / "abl.json").read_text())
+    assert "rnn" not in abl and abl["ablation"]["recurrent_learn_decay"]["params"] == data["params"]["rnn"]
+
+
+# --------------------------------------------------------------------------- recurrent seqfc (issue 18)
+def _hand_recurrent(x: torch.Tensor, w_rec: torch.Tensor, decay: float) -> torch.Tensor:
+    """paper-lif with a recurrent current, written out: v = decay*u + x_t + W s_{t-1}."""
+    u = torch.zeros(x.shape[1:])
+    s = torch.zeros(x.shape[1:])
+    out = []
+    for t in range(x.shape[0]):
+        v = decay * u + x[t] + s @ w_rec.T
+        s = (v > 1.0).float()
+        u = v * (1 - s)
+        out.append(s)
+    return torch.stack(out)
+
+
+def test_recurrent_neuron_matches_hand_loop_and_recurrence_matters():
+    from flexsnn.models.neurons import RecurrentSpikingNeuron, make_neuron, neuron_config
+
+    torch.manual_seed(0)
+    cfg = neuron_config("paper-lif", decay=0.9)
+    neuron = RecurrentSpikingNeuron(cfg, 6)
+    x = torch.rand(12, 4, 6) * 1.5
+    with torch.no_grad():
+        neuron.recurrent.weight.copy_(torch.randn(6, 6))
+        out = neuron(x)
+        assert out.shape == (12, 4, 6)
+        torch.testing.assert_close(out, _hand_recurrent(x, neuron.recurrent.weight, 0.9))
+        plain = make_neuron("paper-lif", decay=0.9)(x)
+        assert not torch.equal(out, plain)  # the recurrent current changes the spikes
+        neuron.recurrent.weight.zero_()
+        neuron.reset()
+        torch.testing.assert_close(neuron(x), plain)  # W_rec = 0: the plain neuron
+
+
+def test_recurrent_neuron_streams_and_learns():
+    from flexsnn.models.neurons import RecurrentSpikingNeuron, neuron_config
+
+    torch.manual_seed(1)
+    neuron = RecurrentSpikingNeuron(neuron_config("paper-lif", decay=0.95), 5, learn_decay=True)
+    torch.testing.assert_close(neuron.decay(), torch.full((5,), 0.95))
+    x = torch.rand(10, 3, 5) * 2
+    full = neuron(x)
+    neuron.reset()
+    parts = torch.cat([neuron(x[:4]), neuron(x[4:])])  # state (v and last spikes) carried over
+    torch.testing.assert_close(parts, full)
+    neuron.reset()
+    # linear readout of the spikes, like seqfc, so the loss depends on W_rec and the decay
+    loss = (neuron(x) * torch.arange(1.0, 6.0)).sum()
+    loss.backward()
+    assert float(neuron.recurrent.weight.grad.abs().sum()) > 0
+    assert float(neuron.decay_logit.grad.abs().sum()) > 0
+
+
+def test_recurrent_neuron_rejects_bad_input_and_strategies():
+    from flexsnn.models.neurons import RecurrentSpikingNeuron, neuron_config
+
+    neuron = RecurrentSpikingNeuron(neuron_config("paper-lif"), 4)
+    with pytest.raises(ConfigError, match=r"\[T, B, 4\]"):
+        neuron(torch.rand(3, 2, 5))
+    with pytest.raises(ConfigError, match="neuron.features"):
+        RecurrentSpikingNeuron(neuron_config("paper-lif"), 0)
+    neuron.strategy = lambda n, x, v: (x, v)
+    with pytest.raises(ConfigError, match="bptt"):
+        neuron(torch.rand(3, 2, 4))
+
+
+def test_seqfc_recurrent_same_size_as_rnn_and_round_trips(tmp_path):
+    rnn_params = sum(p.numel() for p in RNNClassifier(hidden=64, num_layers=2).parameters())
+    plain = build_model("seqfc", T=28)
+    torch.manual_seed(0)
+    model = build_model("seqfc", T=28, recurrent=True, learn_decay=True)
+    assert sum(p.numel() for p in model.parameters()) == rnn_params == 14986
+    rec_only = build_model("seqfc", recurrent=True)
+    assert sum(p.numel() for p in rec_only.parameters()) == rnn_params - 2 * 64  # no per-neuron decay
+    x = torch.rand(28, 3, 1, 1, 28) * 2
+    assert model(x).shape == (28, 3, 10)
+    model.set_temporal_config((28, 7))  # MTT: the second stage's recurrence runs at 7 steps
+    assert model(x).shape == (7, 3, 10)
+    model.set_uniform(28)
+    plain.load_state_dict({k: v for k, v in model.state_dict().items()
+                           if "recurrent" not in k and "decay_logit" not in k})
+    assert not torch.equal(model(x), plain(x))
+    with pytest.raises(ConfigError, match="model.recurrent"):
+        build_model("seqfc", recurrent="yes")
+    with pytest.raises(ConfigError, match="model.learn_decay"):
+        build_model("seqfc", learn_decay=True)  # the learnable leak lives in the recurrent neuron
+    path = tmp_path / "rec.safetensors"
+    save_checkpoint(path, model, CheckpointMeta(model_name="seqfc", model_kwargs=model.zoo_kwargs,
+                                                neuron_profile="paper-lif", stages=model.stage_names))
+    loaded, _ = load_model(path)
+    torch.testing.assert_close(loaded(x), model(x))
