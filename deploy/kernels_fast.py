@@ -148,7 +148,8 @@ def _grow1(a, need):
 
 
 @njit(cache=True)
-def _grow_rec(a, need):
+def grow_columns(a, need):
+    """``a`` (``[rows, cap]``) or a copy with at least ``need`` columns (capacity doubles)."""
     if need <= a.shape[1]:
         return a
     b = np.empty((a.shape[0], max(need, 2 * a.shape[1])), dtype=a.dtype)
@@ -359,7 +360,7 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
         if tail - head + 2 * n_spikes + n_rec + (n_spikes if rec_i else 0) > max_events:
             return rec, n_rec, spike_counts, synops, channel_counts, STATUS_EVENT_LIMIT, j - 1
         if rec_i and n_rec + n_spikes > rec.shape[1]:
-            rec = _grow_rec(rec, n_rec + n_spikes)
+            rec = grow_columns(rec, n_rec + n_spikes)
         if tail + 2 * n_spikes > q.shape[0]:
             if head > 0:  # breadth-first: drop the delivered head before growing
                 q[:tail - head] = q[head:tail]

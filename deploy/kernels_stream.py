@@ -50,7 +50,7 @@ from flexsnn.deploy.kernels import (
     G_COUT, G_HIN, G_HOUT, G_K, G_LEAK, G_PX, G_PY, G_RESET_ZERO, G_SX, G_SY, G_THR_HIGH,
     G_THR_LOW, G_WIN, G_WOUT, STATUS_OK, _fire,
 )
-from flexsnn.deploy.kernels_fast import leak_update_fast
+from flexsnn.deploy.kernels_fast import grow_columns, leak_update_fast
 
 #: returned when a limit might be reached: rerun the sample on the event-loop kernel
 STATUS_FALLBACK = 3
@@ -140,25 +140,6 @@ def _seen_before(a, d):
         if a[e] == a[d]:
             return True
     return False
-
-
-@njit(cache=True)
-def _grow_streams(q, need):
-    """``q`` (int64 ``[n_cores, cap]``) or a copy with at least ``need`` columns."""
-    if need <= q.shape[1]:
-        return q
-    b = np.empty((q.shape[0], max(need, 2 * q.shape[1])), dtype=q.dtype)
-    b[:, :q.shape[1]] = q
-    return b
-
-
-@njit(cache=True)
-def _grow_rec(a, need):
-    if need <= a.shape[1]:
-        return a
-    b = np.empty((a.shape[0], max(need, 2 * a.shape[1])), dtype=a.dtype)
-    b[:, :a.shape[1]] = a
-    return b
 
 
 @njit(cache=True)
@@ -437,7 +418,7 @@ def run_events_stream(in_c, in_y, in_x, in_t, input_dests, geom, weights_x, wx_o
                 if (code & _LOW48) == _MARK and _seen_before(input_dests, d):
                     continue  # a tick reaches each core once
                 if q_len[di] >= q.shape[1]:
-                    q = _grow_streams(q, q_len[di] + 1)
+                    q = grow_columns(q, q_len[di] + 1)
                 q[di, q_len[di]] = code
                 q_len[di] += 1
         acc[1] = 0
@@ -456,8 +437,8 @@ def run_events_stream(in_c, in_y, in_x, in_t, input_dests, geom, weights_x, wx_o
                     break
                 if need_q > max_events:  # the streams would outgrow the memory guard
                     return rec, acc[0], spike_counts, synops, channel_counts, STATUS_FALLBACK, j
-                q = _grow_streams(q, need_q)
-                rec = _grow_rec(rec, need_rec)
+                q = grow_columns(q, need_q)
+                rec = grow_columns(rec, need_rec)
             q_len[i] = 0
         # the event loop could have held at most this many events at once in this chunk
         if acc[1] > max_cascade or acc[1] + 3 * acc[2] + acc[0] > max_events:
