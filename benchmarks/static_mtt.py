@@ -150,6 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--s", type=int, default=3, help="MTT configurations per optimizer step (paper: 3)")
     p.add_argument("--seeds", type=str, default="0,1,2", help="comma-separated seeds (data order, init, MTT draws)")
     p.add_argument("--workers", type=int, default=2, help="training processes at a time (1 torch thread each)")
+    p.add_argument("--tag", type=str, default="",
+                   help="suffix of the output name (static_mtt_<tag>.json), e.g. for another model")
     p.add_argument("--reuse", action="store_true",
                    help="keep the seeds already in the output JSON when its settings are the same")
     args = p.parse_args(argv)
@@ -174,7 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"model": args.model, "width": width, "n_train": n_train or 4000, "n_test": n_test or 1000,
                 "epochs": epochs, "batch_size": args.batch_size, "optimizer": "adamw", "lr": args.lr, "loss": "ce",
                 "mtt": {"t_min": 1, "t_max": T, "s": args.s}, "T_train": T, "smoke": args.smoke, "augment": False}
-    name = "static_mtt_smoke" if args.smoke else "static_mtt"
+    if args.tag and not args.tag.replace("-", "").replace("_", "").isalnum():
+        p.error(f"--tag: letters, digits, - and _ only (got {args.tag!r})")
+    name = ("static_mtt_smoke" if args.smoke else "static_mtt") + (f"_{args.tag}" if args.tag else "")
     per_seed: dict[str, dict] = {}
     previous = args.out / f"{name}.json"
     if args.reuse and previous.is_file():
