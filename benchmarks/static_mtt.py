@@ -9,8 +9,8 @@ fed at every step (direct encoding; the paper's first-T'-frames protocol is for 
 keeps the BN statistics of its training T, MTT uses its T_max statistics at every T (paper
 §4.3.2 and A.7). Test accuracy at T_train is recorded after every epoch, so the JSON shows
 whether both runs have converged. ``--workers 2`` (default) trains two runs at a time, one
-torch thread each: about 7 minutes on the idle 2-core machine (``idle_estimate_seconds``, from
-each run's CPU seconds).
+torch thread each: 469 s measured on the otherwise idle 2-core machine (``idle_estimate_seconds``
+estimates it from each run's CPU seconds when the machine is busy).
 
 The paper's claim (Table 1 and 4, CIFAR): a network trained with SDT at T_max loses accuracy
 at smaller T (Table 1, CIFAR-100: 75.63 % at T = 6, 70.08 % at T = 2), an MTT network keeps it.
