@@ -203,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         for key in ("accuracy", "test_acc_per_epoch", "train_loss_per_epoch", "train_seconds", "cpu_seconds",
                     "load_average"):
             entry.setdefault(key, {})[r["scheme"]] = r[key]
-        print(f"seed {r['seed']} {r['scheme']}: trained in {r['train_seconds']:.0f}s (load {r['load_average'][0]:.1f}); "
+        print(f"seed {r['seed']} {r['scheme']}: trained in {r['train_seconds']:.0f}s "
+              f"(load {r['load_average'][0]:.1f}); "
               + " ".join(f"T={t}: {100 * a:.1f}%" for t, a in r["accuracy"].items())
               + "; per epoch at T_train: " + " ".join(f"{100 * a:.1f}" for a in r["test_acc_per_epoch"]), flush=True)
     total = time.perf_counter() - t_all
