@@ -175,6 +175,12 @@ def test_static_mtt_benchmark_smoke(tmp_path):
     doc = json.loads((tmp_path / "static_mtt_smoke.json").read_text())
     assert doc["T_train"] == 2 and set(doc["accuracy"]) == {"sdt", "mtt"}
     assert set(doc["accuracy"]["mtt"]) == {"1", "2", "3", "4"} and "machine" in doc
+    run = doc["per_seed"]["0"]
+    assert set(run["test_acc_per_epoch"]) == {"sdt", "mtt"} and len(run["test_acc_per_epoch"]["mtt"]) == 1
+    gap = doc["mtt_minus_sdt_below_T_train_per_seed"]["0"]
+    assert doc["mtt_minus_sdt_below_T_train_spread"]["mean"] == pytest.approx(gap)
+    assert gap == pytest.approx(run["accuracy"]["mtt"]["1"] - run["accuracy"]["sdt"]["1"])  # T < 2: T = 1 only
+    assert doc["idle_estimate_seconds"]["1"] == pytest.approx(sum(run["cpu_seconds"].values()))
 
 
 @pytest.mark.parametrize("backprop", ["bptt", "rate_M", "rate_S"])
