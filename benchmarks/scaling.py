@@ -7,8 +7,9 @@ both runs do the same arithmetic per step. Figure: samples/s of the last epoch's
 steps (the trainer's ``epoch_seconds``; process start-up, data loading and evaluation are
 not counted).
 
-Evaluation: the asynchronous simulator on a speck3c1fc chip image (exported from seeded
-random weights, thresholds scaled to a trained net's SynOps as in sim_throughput.py),
+Evaluation: the asynchronous simulator on the trained speck3c1fc chip image of
+sim_throughput.py (``_sim_chip.trained_chip``, cached; ``--image light`` takes the image from
+seeded random weights, thresholds scaled to ``--target-synops``, as the smoke run does),
 samples split over the ranks by :func:`flexsnn.deploy.sharded.evaluate_sharded`. Figure:
 samples/s from a common start (barrier) to the gathered result on rank 0.
 
@@ -51,7 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="nmnist-small folder")
     ap.add_argument("--train-samples", type=int, default=256)
-    ap.add_argument("--eval-samples", type=int, default=160)
+    ap.add_argument("--eval-samples", type=int, default=1000)
+    ap.add_argument("--image", choices=("trained", "light"), default="trained",
+                    help="chip image of the evaluation (default: the trained benchmark chip)")
     ap.add_argument("--batch-size", type=int, default=32, help="GLOBAL batch size")
     ap.add_argument("--T", type=int, default=10)
     ap.add_argument("--s", type=int, default=2, help="MTT configurations per step")
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.smoke:
         args.train_samples, args.eval_samples, args.batch_size, args.T, args.repeats = 8, 4, 4, 4, 1
+        args.image = "light"
 
     from flexsnn import parallel
     from flexsnn.io_utils import atomic_write_json, machine_info
@@ -80,13 +84,23 @@ def main(argv: list[str] | None = None) -> int:
     threads = {1: 1, 2: max(1, cores // 2)}
     from _idle import wait_idle
 
+    trained = None
+    if args.image == "trained":  # before the idle wait: a first run trains the chip (minutes)
+        from _sim_chip import trained_chip
+
+        img, info = trained_chip()
+        trained = (img, f"speck3c1fc trained here ({info['source']}: {info['checkpoint']})")
+
     idle = wait_idle(args.wait_idle)
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
-        image, source = build_image(None, 0)
         factor, cal = 1.0, None
-        if not args.smoke:
+        if trained is not None:
+            image, source = trained
+        else:
+            image, source = build_image(None, 0)
+        if args.image == "light" and not args.smoke:
             image, factor, cal = calibrate(image, w.load_samples(data, "test", 12), args.target_synops)
         chip = str(image.save(Path(tmp) / "scaling.chip"))
 

@@ -21,7 +21,11 @@ row (``load_average`` is their mean); ``--wait-idle S`` first waits up to S seco
 below 0.5.
 
 Targets (trained image): >= 600M SynOps/s per core, 2 workers >= 1.8x one, >= 6x the
-time-binned backend at T=100.
+time-binned backend at T=100 as the issue counts it: the simulator's 2 workers against the
+time-binned backend's better of 1 and 2 torch threads, the whole machine each
+(``speedup_vs_time_binned_T100_2cores``). Two more pairs are recorded: one core against one
+thread (``speedup_vs_time_binned_T100_per_core``) and one simulator core against the
+time-binned backend on both cores (``speedup_vs_time_binned_T100_1core``).
 
 Usage::
 
@@ -160,6 +164,11 @@ def measure(image, samples, repeats: int, *, with_T10: bool = True) -> dict:
     }
 
 
+def _per_core_speedup(n: int, m: dict) -> float:
+    """Simulator on one core over the time-binned backend at T=100 on one torch thread."""
+    return (n / m["t1"]) / m["time_binned_by_threads"]["T100_threads1"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="nmnist-small folder")
@@ -222,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         "workers_note": "2 workers: forked once, kept for the repeats (evaluate_dataset keep_workers=True)",
         "speedup_vs_time_binned_T100_1core": (n / tr["t1"]) / tr["time_binned"]["T100"],
         "speedup_vs_time_binned_T100_2cores": (n / tr["t2"]) / tr["time_binned"]["T100"],
+        "speedup_vs_time_binned_T100_per_core": _per_core_speedup(n, tr),
         "reference_kernel_samples_per_s_1": n / tr["t_ref"],
         "speedup_vs_reference_kernel": tr["t_ref"] / tr["t1"],
         "event_loop_kernel_samples_per_s_1": n / tr["t_event"],
@@ -268,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
             "trained_synops_per_s_per_core": synops_s(tr) >= TARGETS["synops_per_s_per_core_min"],
             "trained_workers_2_over_1": tr["t1"] / tr["t2"] >= TARGETS["workers_2_over_1_min"],
             "trained_speedup_vs_time_binned_T100":
-                (n / tr["t1"]) / tr["time_binned"]["T100"] >= TARGETS["speedup_vs_time_binned_T100_min"],
+                (n / tr["t2"]) / tr["time_binned"]["T100"] >= TARGETS["speedup_vs_time_binned_T100_min"],
             "light_samples_per_s_all_cores": n / li["t2"] >= TARGETS["samples_per_s_all_cores_min"],
         },
         "idle_wait": idle,
@@ -287,7 +297,11 @@ def main(argv: list[str] | None = None) -> int:
         ("fast / reference kernel", f"{tr['t_ref'] / tr['t1']:.2f}x", f"{li['t_ref'] / li['t1']:.2f}x"),
         ("fast / event-loop kernel", f"{tr['t_event'] / tr['t1']:.2f}x", f"{li['t_event'] / li['t1']:.2f}x"),
         ("time-binned T=100: samples/s", f"{tr['time_binned']['T100']:.1f}", f"{li['time_binned']['T100']:.1f}"),
-        ("async 1 core / time-binned T=100", f"{(n / tr['t1']) / tr['time_binned']['T100']:.1f}x",
+        ("async / time-binned T=100, 1 core each", f"{_per_core_speedup(n, tr):.1f}x",
+         f"{_per_core_speedup(n, li):.1f}x"),
+        ("async / time-binned T=100, 2 cores each", f"{(n / tr['t2']) / tr['time_binned']['T100']:.1f}x",
+         f"{(n / li['t2']) / li['time_binned']['T100']:.1f}x"),
+        ("async 1 core / time-binned T=100 2 cores", f"{(n / tr['t1']) / tr['time_binned']['T100']:.1f}x",
          f"{(n / li['t1']) / li['time_binned']['T100']:.1f}x"),
         ("accuracy (async)", f"{tr['accuracy_async']:.3f}", f"{li['accuracy_async']:.3f}"),
         ("load average (mean of row)", f"{tr['load_average']:.2f}", f"{li['load_average']:.2f}"),
