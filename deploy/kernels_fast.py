@@ -148,6 +148,32 @@ def _grow1(a, need):
 
 
 @njit(cache=True)
+def run_buffers(geom):
+    """Per-run counters and spike buffers of the fast kernels, sized from ``geom``.
+
+    Returns ``(spike_counts [n_cores], synops [n_cores], ch_off [n_cores + 1] (first channel of
+    each core in channel_counts), channel_counts [sum c_out], sp_k, sp_n (one update's spikes:
+    room for a footprint, or a whole core when any core leaks), any_leak)``.
+    """
+    n_cores = geom.shape[0]
+    spike_counts = np.zeros(n_cores, dtype=np.int64)
+    synops = np.zeros(n_cores, dtype=np.int64)
+    ch_off = np.zeros(n_cores + 1, dtype=np.int64)
+    buf_len = 1
+    any_leak = False
+    for i in range(n_cores):
+        ch_off[i + 1] = ch_off[i] + geom[i, G_COUT]
+        buf_len = max(buf_len, geom[i, G_COUT] * geom[i, G_K] * geom[i, G_K])
+        if geom[i, G_LEAK] != 0:
+            any_leak = True
+            buf_len = max(buf_len, geom[i, G_COUT] * geom[i, G_HOUT] * geom[i, G_WOUT])
+    channel_counts = np.zeros(ch_off[n_cores], dtype=np.int64)
+    sp_k = np.empty(buf_len, dtype=np.int64)
+    sp_n = np.empty(buf_len, dtype=np.int64)
+    return spike_counts, synops, ch_off, channel_counts, sp_k, sp_n, any_leak
+
+
+@njit(cache=True)
 def grow_columns(a, need):
     """``a`` (``[rows, cap]``) or a copy with at least ``need`` columns (capacity doubles)."""
     if need <= a.shape[1]:
@@ -187,23 +213,10 @@ def run_events_fast(in_c, in_y, in_x, in_t, input_dests, geom, weights_t, w_off,
     n_cores = geom.shape[0]
     state_u = _unmanaged_i16(state)
     weights_u = _unmanaged_i16(weights_t)
-    spike_counts = np.zeros(n_cores, dtype=np.int64)
-    synops = np.zeros(n_cores, dtype=np.int64)
-    ch_off = np.zeros(n_cores + 1, dtype=np.int64)
-    buf_len = 1
-    any_leak = False
-    for i in range(n_cores):
-        ch_off[i + 1] = ch_off[i] + geom[i, G_COUT]
-        buf_len = max(buf_len, geom[i, G_COUT] * geom[i, G_K] * geom[i, G_K])
-        if geom[i, G_LEAK] != 0:
-            any_leak = True
-            buf_len = max(buf_len, geom[i, G_COUT] * geom[i, G_HOUT] * geom[i, G_WOUT])
-    channel_counts = np.zeros(ch_off[n_cores], dtype=np.int64)
     # spike s of the current core: neuron sp_k[s] = c << 32 | y << 16 | x (ordered as
     # (c, y, x), the channel-major order), firing sp_n[s] times
-    sp_k = np.empty(buf_len, dtype=np.int64)
-    sp_n = np.empty(buf_len, dtype=np.int64)
-    cand = np.empty(buf_len, dtype=np.int64)  # one row's neurons to fire
+    spike_counts, synops, ch_off, channel_counts, sp_k, sp_n, any_leak = run_buffers(geom)
+    cand = np.empty(sp_k.shape[0], dtype=np.int64)  # one row's neurons to fire
     q = np.empty(4096, dtype=np.int64)
     rec = np.empty((5, 1024), dtype=np.int64)
     n_rec = 0

@@ -50,7 +50,7 @@ from flexsnn.deploy.kernels import (
     G_COUT, G_HIN, G_HOUT, G_K, G_LEAK, G_PX, G_PY, G_RESET_ZERO, G_SX, G_SY, G_THR_HIGH,
     G_THR_LOW, G_WIN, G_WOUT, STATUS_OK, _fire,
 )
-from flexsnn.deploy.kernels_fast import grow_columns, leak_update_fast
+from flexsnn.deploy.kernels_fast import grow_columns, leak_update_fast, run_buffers
 
 #: returned when a limit might be reached: rerun the sample on the event-loop kernel
 STATUS_FALLBACK = 3
@@ -369,20 +369,8 @@ def run_events_stream(in_c, in_y, in_x, in_t, input_dests, geom, weights_x, wx_o
         event-loop kernel; on ``STATUS_FALLBACK`` the state and figures are partial.
     """
     n_cores = geom.shape[0]
-    spike_counts = np.zeros(n_cores, dtype=np.int64)
-    synops = np.zeros(n_cores, dtype=np.int64)
-    ch_off = np.zeros(n_cores + 1, dtype=np.int64)
-    buf_len = 1
-    any_leak = False
-    for i in range(n_cores):
-        ch_off[i + 1] = ch_off[i] + geom[i, G_COUT]
-        buf_len = max(buf_len, geom[i, G_COUT] * geom[i, G_K] * geom[i, G_K])
-        if geom[i, G_LEAK] != 0:
-            any_leak = True
-            buf_len = max(buf_len, geom[i, G_COUT] * geom[i, G_HOUT] * geom[i, G_WOUT])
-    channel_counts = np.zeros(ch_off[n_cores], dtype=np.int64)
-    sp_k = np.empty(buf_len, dtype=np.int64)  # spike s: c << 32 | y << 16 | x
-    sp_n = np.empty(buf_len, dtype=np.int64)  # ... firing sp_n[s] times
+    # spike s: sp_k[s] = c << 32 | y << 16 | x, firing sp_n[s] times
+    spike_counts, synops, ch_off, channel_counts, sp_k, sp_n, any_leak = run_buffers(geom)
     tmp_k = np.empty(16, dtype=np.int64)  # (sorting room)
     tmp_n = np.empty(16, dtype=np.int64)
     q = np.empty((n_cores, 4096), dtype=np.int64)  # per core: pending events of the chunk

@@ -14,21 +14,8 @@ from flexsnn.converters.chip_image import ChipImage, InputConfig, ReadoutConfig
 from flexsnn.deploy import kernels_fast as KF
 from flexsnn.deploy.async_sim import AsyncSimulator, SimConfig
 from flexsnn.errors import ConfigError
-from sim_reference import RefSim
-
-RULES = [
-    dict(),
-    dict(spike="multi"),
-    dict(order="breadth-first"),
-    dict(update_order="position-major"),
-    dict(saturate=False, spike="multi"),
-    dict(saturate=False, order="breadth-first", update_order="position-major"),
-]
-RULE_IDS = [",".join(f"{k}={v}" for k, v in r.items()) or "default" for r in RULES]
-
-
-def _tuples(events):
-    return [tuple(int(e[f]) for f in ("core", "x", "y", "feature", "t")) for e in events]
+from sim_reference import RULE_IDS, RULES, RefSim
+from sim_reference import event_tuples as _tuples
 
 
 def _run_both(image, events, **rules):

@@ -10,6 +10,7 @@ from chip_builders import random_chain_image, random_events
 from flexsnn.deploy import kernels as K
 from flexsnn.deploy.async_sim import AsyncSimulator, map_input_events, pack_image
 from sim_reference import RefSim
+from sim_reference import event_tuples as _as_tuples
 
 RULES = [
     dict(),
@@ -23,10 +24,6 @@ RULES = [
 def _events_for(image, seed, n=150):
     c, h, w = image.input.shape
     return random_events(seed, w, h, c, n)
-
-
-def _as_tuples(events):
-    return [tuple(int(e[f]) for f in ("core", "x", "y", "feature", "t")) for e in events]
 
 
 @pytest.mark.parametrize("rules", RULES, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items()) or "default")

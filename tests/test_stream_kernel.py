@@ -15,21 +15,8 @@ from chip_builders import core, random_chain_image, random_events
 from flexsnn.converters.chip_image import ChipImage, InputConfig, ReadoutConfig
 from flexsnn.deploy import kernels_stream as KS
 from flexsnn.deploy.async_sim import AsyncSimulator, SimulationError
-from sim_reference import RefSim
-
-RULES = [
-    dict(),
-    dict(spike="multi"),
-    dict(order="breadth-first"),
-    dict(update_order="position-major"),
-    dict(saturate=False, spike="multi"),
-    dict(saturate=False, order="breadth-first", update_order="position-major"),
-]
-RULE_IDS = [",".join(f"{k}={v}" for k, v in r.items()) or "default" for r in RULES]
-
-
-def _tuples(events):
-    return [tuple(int(e[f]) for f in ("core", "x", "y", "feature", "t")) for e in events]
+from sim_reference import RULE_IDS, RULES, RefSim
+from sim_reference import event_tuples as _tuples
 
 
 def _run_all(image, events, *, path="stream", **rules):
