@@ -84,22 +84,19 @@ def main(argv: list[str] | None = None) -> int:
     threads = {1: 1, 2: max(1, cores // 2)}
     from _idle import wait_idle
 
-    trained = None
     if args.image == "trained":  # before the idle wait: a first run trains the chip (minutes)
         from _sim_chip import trained_chip
 
-        img, info = trained_chip()
-        trained = (img, f"speck3c1fc trained here ({info['source']}: {info['checkpoint']})")
+        image, info = trained_chip()
+        source = f"speck3c1fc trained here ({info['source']}: {info['checkpoint']})"
+    else:
+        image, source = build_image(None, 0)
 
     idle = wait_idle(args.wait_idle)
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory() as tmp:
         factor, cal = 1.0, None
-        if trained is not None:
-            image, source = trained
-        else:
-            image, source = build_image(None, 0)
         if args.image == "light" and not args.smoke:
             image, factor, cal = calibrate(image, w.load_samples(data, "test", 12), args.target_synops)
         chip = str(image.save(Path(tmp) / "scaling.chip"))
