@@ -48,31 +48,35 @@ from benchmarks._s2r_data import DEFAULT_REAL, PREVIOUS_PARAMS, REPO, V3_PARAMS,
 from benchmarks._s2r_train import Arm, Budget, run_arm, summarize_arm  # noqa: E402
 
 EVENT_AUGMENT = "drop,jitter,spatial,noise,hot"
-#: Seeds per arm: the headline arm five, the baseline three, the polarity ablation and the full
-#: augmentation two, the noise augmentation one: on the shared 2-core machine (load 5-16) a
-#: 5-epoch run took 11-25 min. The seed-to-seed spread of the gap is about 2 pt.
+#: Seeds per arm: the headline arm (v4) and fitted-v3 five, the baseline three, the polarity
+#: ablation and the full augmentation two, the noise augmentation one: on the shared 2-core
+#: machine (load 5-16) a 5-epoch run took 5-25 min. The seed-to-seed spread of the gap is
+#: about 2 pt.
 ARMS = (
     Arm("previous", dict(PREVIOUS_PARAMS), seeds=(0, 1, 2)),
     Arm("previous+invert_polarity", {**PREVIOUS_PARAMS, "invert_polarity": True}, seeds=(0, 1)),
     Arm("fitted-v3", dict(V3_PARAMS), seeds=(0, 1, 2, 3, 4)),
     Arm("fitted-v3+event_augment", dict(V3_PARAMS), EVENT_AUGMENT, seeds=(0, 1)),
     Arm("fitted-v3+event_augment_noise", dict(V3_PARAMS), "drop,noise,hot", seeds=(0,)),
-    Arm("fitted", {}, seeds=(0, 1, 2)),
+    Arm("fitted", {}, seeds=(0, 1, 2, 3, 4)),
 )
 HEADLINE = "fitted"
+#: Arms whose generator also gets the single-statistic C2STs (``_s2r_c2st.c2st_views``).
+VIEW_ARMS = ("previous", "fitted-v3", "fitted")
 TARGETS = {"transfer_gap_pt_max": 2.0, "c2st_accuracy_max": 0.65, "real_n_min": 200}
 
 
 def generator_checks(params: dict, pairs: Pairs, *, c2st_epochs: int, seeds=(0,),
-                     work: Path | None = None) -> dict:
-    """C2ST accuracy and paired frame correlations of one generator on the pairs. C2ST results
-    are cached in ``work`` per (generator output fingerprint, pairs, seed, epochs)."""
+                     work: Path | None = None, views: bool = False) -> dict:
+    """C2ST accuracy (and with ``views``, the single-statistic C2STs) and paired frame
+    correlations of one generator on the pairs. C2ST results are cached in ``work`` per
+    (generator output fingerprint, pairs, seed, epochs)."""
     import json
 
     from flexsnn.data.saccade import SaccadeGenerator, SaccadeParams, load_mnist_images
     from flexsnn.io_utils import atomic_write_json
 
-    from benchmarks._s2r_c2st import c2st_accuracy
+    from benchmarks._s2r_c2st import c2st_accuracy, c2st_views
     from benchmarks._s2r_stats import discrepancy
     from benchmarks._s2r_train import generator_fingerprint
 
@@ -92,8 +96,19 @@ def generator_checks(params: dict, pairs: Pairs, *, c2st_epochs: int, seeds=(0,)
         if path is not None:
             atomic_write_json(path, {"c2st_accuracy": acc})
         accs.append(acc)
+    by_view = None
+    if views:
+        path = None if work is None else work / (
+            f"c2st-views-{generator_fingerprint(params)}-{len(pairs.real)}-e{c2st_epochs}.json")
+        if path is not None and path.is_file():
+            by_view = json.loads(path.read_text())
+        else:
+            by_view = c2st_views([pairs.real[i] for i in fit], [recs[i] for i in fit],
+                                 [pairs.real[i] for i in ho], [recs[i] for i in ho], epochs=c2st_epochs)
+            if path is not None:
+                atomic_write_json(path, by_view)
     objective, parts = discrepancy([pairs.real[i] for i in ho], [recs[i] for i in ho])
-    return {"c2st_accuracy": float(np.mean(accs)), "c2st_per_seed": accs,
+    return {"c2st_accuracy": float(np.mean(accs)), "c2st_per_seed": accs, "c2st_views": by_view,
             "fit_objective_held_out": objective, "paired_frame_correlation": parts["corr_by_T"],
             "generated": recs}
 
@@ -134,13 +149,14 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
         key = repr(sorted(dataclasses.asdict(SaccadeParams(**arm.params)).items()))
         if key not in checked:
             checked[key] = generator_checks(arm.params, pairs, c2st_epochs=2 if smoke else 20,
-                                            seeds=(0,), work=work)
+                                            seeds=(0,), work=work, views=arm.name in VIEW_ARMS)
             sets[arm.name] = checked[key]["generated"]
         chk = checked[key]
         arm_results[arm.name] = {
             "params": dataclasses.asdict(SaccadeParams(**arm.params)), "event_augment": arm.event_augment,
             **summarize_arm(records), "per_seed": records,
             "c2st_accuracy": chk["c2st_accuracy"], "c2st_per_seed": chk["c2st_per_seed"],
+            "c2st_views": chk["c2st_views"],
             "paired_frame_correlation": chk["paired_frame_correlation"],
             "fit_objective_held_out": chk["fit_objective_held_out"],
         }
@@ -216,11 +232,18 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     arms = tuple(a for a in ARMS if a.name in ("previous", "fitted-v3+event_augment")) if args.smoke else ARMS
     r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms)
-    print(f"\n{'arm':<26} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
+    print(f"\n{'arm':<30} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
     for name, a in r["arms"].items():
-        print(f"{name:<26} {a['generated_test_accuracy']['mean']:>9.4f} {a['real_accuracy']['mean']:>7.4f} "
+        print(f"{name:<30} {a['generated_test_accuracy']['mean']:>9.4f} {a['real_accuracy']['mean']:>7.4f} "
               f"{a['transfer_gap_pt']['mean']:>+6.2f} ±{a['transfer_gap_pt']['std']:>4.2f} "
               f"{a['c2st_accuracy']:>6.3f} {a['paired_frame_correlation'][10]:>9.3f}")
+    viewed = {n: a["c2st_views"] for n, a in r["arms"].items() if a.get("c2st_views")}
+    if viewed:
+        names = list(next(iter(viewed.values())))
+        print(f"\nC2ST from one statistic alone (0.5 = indistinguishable)\n{'view':<24}"
+              + "".join(f" {n:>12}" for n in viewed))
+        for v in names:
+            print(f"{v:<24}" + "".join(f" {viewed[n][v]:>12.3f}" for n in viewed))
     print(f"real_n {r['real_n']}, seeds {r['seeds']}; targets: gap <= 2 pt, C2ST <= 0.65, real_n >= 200 "
           f"-> {'met' if r['meets_targets'] else 'NOT met'}")
     print(f"wrote {args.out / 'sim_to_real.json'} and .png")

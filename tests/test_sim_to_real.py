@@ -28,6 +28,7 @@ def test_smoke_run_writes_json_and_png(nmnist_small, tmp_path):
     assert all(k in res for k in REQUIRED)
     assert res["real_n"] == 20 and res["seeds"] == [0, 1] and len(res["per_seed"]) == 2
     assert set(res["arms"]) == {"previous", "fitted-v3+event_augment"}
+    assert set(res["arms"]["previous"]["c2st_views"]) >= {"event_count", "count_image", "time_profile_T30"}
     for arm in res["arms"].values():
         assert 0.0 <= arm["c2st_accuracy"] <= 1.0
         assert len(arm["per_seed"]) == 2
@@ -81,3 +82,26 @@ def test_speed_profile_is_measured_from_the_real_recordings(nmnist_small):
     corners = np.asarray(p.path_px)
     dx, dy = saccade_path(p, np.array([b1, b2]))
     np.testing.assert_allclose(np.c_[dx, dy], corners[1:3], atol=1e-9)
+
+
+@pytest.mark.realdata
+def test_single_statistic_c2st_sees_only_its_statistic(nmnist_small):
+    """Recordings thinned to half their events are told apart by the event count, recordings
+    shifted 20 ms later by the first/last event times; neither by the statistic that did not change."""
+    sys.path.insert(0, str(REPO))
+    from benchmarks._s2r_c2st import C2ST_VIEWS, _held_out_accuracy
+    from benchmarks._s2r_data import Pairs
+
+    recs = Pairs(nmnist_small, limit_per_class=12).real
+    a, b = recs[0::2], recs[1::2]                         # two disjoint real sets, 60 each
+    thinned = [r[::2] for r in b]
+    late = [r.copy() for r in b]
+    for r in late:
+        r["t"] += 20_000
+    kw = dict(seed=0, epochs=30, batch_size=16)
+
+    def acc(view, other):
+        return _held_out_accuracy(C2ST_VIEWS[view], a[:30], other[:30], a[30:], other[30:], **kw)
+
+    assert acc("event_count", thinned) > 0.9 and acc("event_count", late) < 0.7
+    assert acc("first_last_event_ms", late) > 0.9 and acc("first_last_event_ms", thinned) < 0.75
