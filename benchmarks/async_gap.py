@@ -50,6 +50,11 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-floor-fine-rate": dict(scheme="mtt", floor=-4.0, fine=True, backprop="rate_M"),
     "sdt-floor-budget": dict(scheme="sdt", floor=-4.0, budget=1.5e6),
     "mtt-budget": dict(scheme="mtt", budget=1.5e6),
+    "mtt-floor8": dict(scheme="mtt", floor=-8.0),
+    "mtt-floor2": dict(scheme="mtt", floor=-2.0),
+    "mtt-floor-max": dict(scheme="mtt", floor=-4.0, include_max=True),
+    "mtt-floor-max-budget": dict(scheme="mtt", floor=-4.0, include_max=True, budget=1.5e6),
+    "mtt-floor8-budget": dict(scheme="mtt", floor=-8.0, budget=1.5e6),
 }
 KEYS = ("float_T10", "async", "real_time_binned_T10", "real_async", "synops_per_sample", "train_seconds")
 TB_T = (10, 30, 100)
@@ -68,6 +73,21 @@ def base_config(*, smoke: bool, seed: int = 0):
                        bn_calibration_batches=10)
 
 
+def same_config(stored: dict | None, cfg) -> bool:
+    """True when a stored ``TrainConfig`` dict is ``cfg`` (settings added to TrainConfig since the
+    run was stored take their defaults, so old runs of the same recipe are reused)."""
+    from flexsnn.errors import ConfigError
+    from flexsnn.training.trainer import TrainConfig
+
+    if not stored:
+        return False
+    try:
+        stored = TrainConfig.from_dict(dict(stored)).to_dict()
+    except (ConfigError, TypeError, ValueError):  # a config this version cannot read differs
+        return False
+    return json.loads(json.dumps(stored)) == json.loads(json.dumps(cfg.to_dict()))
+
+
 def train_or_reuse(cfg, out: Path, train_ds, test_ds):
     """Train ``cfg`` into ``out`` unless a finished run with the same config is there.
     Returns ``(final checkpoint, training seconds (sum of the epochs' times), history)``."""
@@ -75,13 +95,12 @@ def train_or_reuse(cfg, out: Path, train_ds, test_ds):
 
     final = out / "final.safetensors"
     if final.is_file() and (out / "config.json").is_file():
-        stored = json.loads((out / "config.json").read_text()).get("config")
-        if stored == json.loads(json.dumps(cfg.to_dict())):
+        if same_config(json.loads((out / "config.json").read_text()).get("config"), cfg):
             hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
             return final, float(sum(r.get("epoch_seconds", 0.0) for r in hist)), hist
     # an interrupted run of the same config continues from its last finished epoch
     resume = (out / "state.safetensors").is_file() and (out / "config.json").is_file() and \
-        json.loads((out / "config.json").read_text()).get("config") == json.loads(json.dumps(cfg.to_dict()))
+        same_config(json.loads((out / "config.json").read_text()).get("config"), cfg)
     res = train(cfg, out_dir=out, resume=resume, train_data=train_ds, test_data=test_ds)
     return res.final_path, float(sum(r.get("epoch_seconds", 0.0) for r in res.history)), res.history
 
@@ -332,10 +351,15 @@ def main(argv: list[str] | None = None) -> int:
                 "test_recordings": 24 if args.smoke else 1000, "real": "nmnist-small (all)",
                 "base": "speck3c1fc+BN, SDT T=10, 5 epochs, AdamW lr 3e-3, seed 0 (demo default)",
                 "async_spike": "single (simulator default)", "smoke": args.smoke}
+    from flexsnn.data.saccade import GENERATOR_VERSION
+
+    settings["generator_version"] = GENERATOR_VERSION
+    # runs are keyed by the generator version: a new generator retrains the base and every arm
+    work = args.work / ("smoke" if args.smoke else f"full-g{GENERATOR_VERSION}")
     if args.aggregate:
-        res = aggregate(args.work, args.out, name=name, settings=settings)
+        res = aggregate(work, args.out, name=name, settings=settings)
         if not args.smoke:
-            write_mtt_vs_sdt(res, args.work, args.out)
+            write_mtt_vs_sdt(res, work, args.out)
         print_table(res)
         return 0
     from flexsnn.data.registry import load_event_dataset
@@ -355,7 +379,6 @@ def main(argv: list[str] | None = None) -> int:
         real_ds = load_event_dataset("nmnist", split="all", root=str(NMNIST_SMALL), seed=0, limit=lim["real"])
     else:
         print(f"no real recordings at {NMNIST_SMALL}: real columns are null", flush=True)
-    work = args.work / ("smoke" if args.smoke else "full")
     (work / "runs").mkdir(parents=True, exist_ok=True)
     bcfg = base_config(smoke=args.smoke)
     base, base_s, _ = train_or_reuse(bcfg, work / "base", train_ds, test_ds)
@@ -375,7 +398,7 @@ def main(argv: list[str] | None = None) -> int:
                                        **({"fine_T_max": 9} if args.smoke else {}))
             run_dir = work / f"{arm}-s{seed}"
             run_json = work / "runs" / f"{arm}-s{seed}.json"
-            if run_json.is_file() and json.loads(run_json.read_text()).get("config") == json.loads(json.dumps(cfg.to_dict())):
+            if run_json.is_file() and same_config(json.loads(run_json.read_text()).get("config"), cfg):
                 print(f"{arm} seed {seed}: already evaluated ({run_json})", flush=True)
                 continue
             ckpt, secs, hist = train_or_reuse(cfg, run_dir, train_ds, test_ds)

@@ -46,6 +46,20 @@ def test_log_uniform_puts_as_many_draws_below_10_as_above():
     assert sample_configs(sc, 4, step_generator(3, 7)) == sample_configs(sc, 4, step_generator(3, 7))
 
 
+def test_include_max_puts_the_full_T_configuration_first_at_the_same_cost():
+    sc = SchemeConfig(name="mtt", T=10, s=3, r_left=9, include_max=True)
+    for step in range(50):
+        configs = sample_configs(sc, 4, step_generator(0, step))
+        assert len(configs) == 3 and configs[0] == (10, 10, 10, 10)
+        assert all(c[0] == 10 and 1 <= min(c[1:]) and max(c[1:]) <= 10 for c in configs[1:])
+    assert len({c for step in range(50) for c in sample_configs(sc, 4, step_generator(0, step))[1:]}) > 20
+    fine = SchemeConfig(name="mtt", T=10, s=2, r_left=9, r_right=90, t_input_min=1, t_input_max=100,
+                        include_max=True)
+    assert sample_configs(fine, 3, step_generator(1, 2))[0] == (100, 100, 100)
+    with pytest.raises(ConfigError, match="include_max"):
+        SchemeConfig(name="sdt", include_max=True)
+
+
 @pytest.mark.parametrize("kwargs", [dict(name="sdt", t_input_min=1, t_input_max=100),
                                     dict(name="mtt", t_input_min=1),
                                     dict(name="mtt", t_input_min=50, t_input_max=20),
@@ -198,7 +212,8 @@ def test_recipe_configs():
     fine = chip_finetune_config("b", fine=True, backprop="rate_M")
     assert fine.scheme.t_input_max == 100 and fine.scheme.sampling == "log-uniform" and fine.backprop == "rate_M"
     assert fine.scheme.stage_range == (1, 100)
-    for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"),
+    assert chip_finetune_config("b", include_max=True).scheme.include_max
+    for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"), dict(scheme="sdt", include_max=True),
                 dict(backprop="rate_M", budget=1e6), dict(backprop="rate_M", qat=True)):
         with pytest.raises(ConfigError):
             chip_finetune_config("b", **bad)

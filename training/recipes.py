@@ -16,6 +16,8 @@ and :func:`chip_recipe_config` is the recipe the ablation picked (:data:`CHIP_RE
 - ``qat``: fake quantization as the converter discretizes (:mod:`flexsnn.training.qat`).
 - ``budget``: SynOps budget per sample (:mod:`flexsnn.training.synops`), hinge penalty.
 - ``spike``: ``"single"`` trains with the chip's one-spike-per-update neuron.
+- ``include_max``: MTT's first configuration of every step is the full-T one (every stage at
+  ``T``), the model SDT trains (:attr:`~flexsnn.training.schemes.SchemeConfig.include_max`).
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ CHIP_RECIPE: dict[str, Any] = dict(scheme="mtt", floor=-4.0, fine=False, qat=Fal
 def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", floor: float = -1.0,
                          fine: bool = False, fine_T_max: int = 100, qat: bool = False,
                          budget: Optional[float] = None, budget_weight: float = 1.0,
-                         spike: str = "multi", backprop: str = "bptt", T: int = 10, s: int = 3, epochs: int = 3,
+                         spike: str = "multi", include_max: bool = False, backprop: str = "bptt",
+                         T: int = 10, s: int = 3, epochs: int = 3,
                          lr: float = 1e-3, weight_decay: float = 0.02, batch_size: int = 32,
                          seed: int = 0, dataset: str = "saccade-mnist", root: Optional[str] = None,
                          limit: Optional[int] = None, test_limit: Optional[int] = None,
@@ -60,15 +63,17 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
     if not (isinstance(floor, (int, float)) and floor < 1.0):
         raise ConfigError("floor", floor, "a number below the threshold (1.0)", "e.g. -4")
     if scheme == "sdt":
-        if fine:
-            raise ConfigError("fine", fine, "False with sdt", "fine temporal configurations need mtt")
+        if fine or include_max:
+            raise ConfigError("fine" if fine else "include_max", True, "False with sdt",
+                              "temporal configurations to draw need mtt")
         sc = SchemeConfig(name="sdt", T=T)
     elif scheme == "mtt":
         if fine:
             sc = SchemeConfig(name="mtt", T=T, s=s, r_left=T - 1, r_right=max(0, fine_T_max - T),
-                              t_input_min=1, t_input_max=fine_T_max, sampling="log-uniform")
+                              t_input_min=1, t_input_max=fine_T_max, sampling="log-uniform",
+                              include_max=include_max)
         else:
-            sc = SchemeConfig(name="mtt", T=T, s=s, r_left=T - 1, r_right=0)
+            sc = SchemeConfig(name="mtt", T=T, s=s, r_left=T - 1, r_right=0, include_max=include_max)
     else:
         raise ConfigError("scheme", scheme, "sdt or mtt")
     return TrainConfig(

@@ -536,6 +536,10 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
         state_path = committed[1]
         tensors, doc = load_train_state(state_path)
         stored = doc.get("config")
+        try:  # settings added since the state was written take their defaults
+            stored = TrainConfig.from_dict(dict(stored)).to_dict() if isinstance(stored, dict) else stored
+        except (ConfigError, TypeError, ValueError):
+            pass
         if stored != config.to_dict():
             diff = sorted(k for k in set(stored or {}) | set(config.to_dict())
                           if (stored or {}).get(k) != config.to_dict().get(k))
