@@ -55,7 +55,22 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-floor-max": dict(scheme="mtt", floor=-4.0, include_max=True),
     "mtt-floor-max-budget": dict(scheme="mtt", floor=-4.0, include_max=True, budget=1.5e6),
     "mtt-floor8-budget": dict(scheme="mtt", floor=-8.0, budget=1.5e6),
+    "mtt-floor-kd": dict(scheme="mtt", floor=-4.0, distill=1.0),
+    "mtt-floor-kd-budget": dict(scheme="mtt", floor=-4.0, distill=1.0, budget=1.5e6),
+    "sdt-kd": dict(scheme="sdt", distill=1.0),
+    # deploy_floor: the chip image gets this floor; trained as the arm without it (reused)
+    "mtt-floor-deep": dict(scheme="mtt", floor=-4.0, deploy_floor=-16.0),
+    "mtt-floor8-deep": dict(scheme="mtt", floor=-8.0, deploy_floor=-16.0),
 }
+#: parts that change only the exported chip image, not training
+DEPLOY_PARTS = ("deploy_floor",)
+
+
+def training_arm(arm: str) -> str:
+    """The arm whose trained checkpoint ``arm`` reuses: the first arm with the same training
+    parts (``arm`` itself when no other has them)."""
+    train = {k: v for k, v in ARMS[arm].items() if k not in DEPLOY_PARTS}
+    return next((a for a, p in ARMS.items() if p == train), arm)
 KEYS = ("float_T10", "async", "real_time_binned_T10", "real_async", "synops_per_sample", "train_seconds")
 TB_T = (10, 30, 100)
 SYNOPS_TARGET = 2.0e6
@@ -106,8 +121,9 @@ def train_or_reuse(cfg, out: Path, train_ds, test_ds):
 
 
 def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, async_limit: int | None,
-                 spike: str = "single") -> dict[str, Any]:
-    """Float, time-binned, async and real-data figures of one fine-tuned checkpoint."""
+                 spike: str = "single", deploy_floor: float | None = None) -> dict[str, Any]:
+    """Float, time-binned, async and real-data figures of one fine-tuned checkpoint (with every
+    neuron's floor set to ``deploy_floor`` first when given)."""
     from flexsnn.converters.export import export_chip_image
     from flexsnn.deploy.async_sim import AsyncSimulator
     from flexsnn.deploy.evaluate import evaluate_dataset
@@ -115,7 +131,12 @@ def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, 
     from flexsnn.models.checkpoint import load_model
     from flexsnn.training.evaluate import FrameCache, accuracy_per_T
 
-    model, _meta = load_model(ckpt)
+    if deploy_floor is None:
+        model, _meta = load_model(ckpt)
+    else:
+        from flexsnn.training.recipes import with_floor
+
+        model, _meta = with_floor(ckpt, deploy_floor)
     model.eval()
     cache = FrameCache(test_ds)
     Ts = list(range(1, 11)) if per_T else [10]
@@ -393,17 +414,19 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for arm in arms:
             parts = ARMS[arm]
-            cfg = chip_finetune_config(base, **parts, T=bcfg.T, epochs=1 if args.smoke else args.epochs,
+            train_parts = {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
+            cfg = chip_finetune_config(base, **train_parts, T=bcfg.T, epochs=1 if args.smoke else args.epochs,
                                        lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
                                        **({"fine_T_max": 9} if args.smoke else {}))
-            run_dir = work / f"{arm}-s{seed}"
+            run_dir = work / f"{training_arm(arm)}-s{seed}"
             run_json = work / "runs" / f"{arm}-s{seed}.json"
             if run_json.is_file() and same_config(json.loads(run_json.read_text()).get("config"), cfg):
                 print(f"{arm} seed {seed}: already evaluated ({run_json})", flush=True)
                 continue
             ckpt, secs, hist = train_or_reuse(cfg, run_dir, train_ds, test_ds)
-            ev = evaluate_run(ckpt, test_ds, real_ds, chip_path=run_dir / "model.chip",
-                              per_T=arm in ("sdt", "mtt"), async_limit=None)
+            ev = evaluate_run(ckpt, test_ds, real_ds, chip_path=run_dir / f"{arm}.chip",
+                              per_T=arm in ("sdt", "mtt"), async_limit=None,
+                              deploy_floor=parts.get("deploy_floor"))
             epochs = [r["epoch_seconds"] for r in hist if "epoch_seconds" in r]
             rec = {"arm": arm, "seed": seed, "parts": parts, "train_seconds": secs,
                    "epoch_seconds": sorted(epochs)[len(epochs) // 2] if epochs else None,

@@ -16,6 +16,8 @@ and :func:`chip_recipe_config` is the recipe the ablation picked (:data:`CHIP_RE
 - ``qat``: fake quantization as the converter discretizes (:mod:`flexsnn.training.qat`).
 - ``budget``: SynOps budget per sample (:mod:`flexsnn.training.synops`), hinge penalty.
 - ``spike``: ``"single"`` trains with the chip's one-spike-per-update neuron.
+- ``distill``: weight of knowledge distillation from the base checkpoint (the SDT+BN model at
+  ``T``) into every configuration (:mod:`flexsnn.training.distill`); 0 = off.
 - ``include_max``: MTT's first configuration of every step is the full-T one (every stage at
   ``T``), the model SDT trains (:attr:`~flexsnn.training.schemes.SchemeConfig.include_max`).
 """
@@ -43,7 +45,8 @@ CHIP_RECIPE: dict[str, Any] = dict(scheme="mtt", floor=-4.0, fine=False, qat=Fal
 def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", floor: float = -1.0,
                          fine: bool = False, fine_T_max: int = 100, qat: bool = False,
                          budget: Optional[float] = None, budget_weight: float = 1.0,
-                         spike: str = "multi", include_max: bool = False, backprop: str = "bptt",
+                         spike: str = "multi", include_max: bool = False, distill: float = 0.0,
+                         backprop: str = "bptt",
                          T: int = 10, s: int = 3, epochs: int = 3,
                          lr: float = 1e-3, weight_decay: float = 0.02, batch_size: int = 32,
                          seed: int = 0, dataset: str = "saccade-mnist", root: Optional[str] = None,
@@ -82,10 +85,33 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
         batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit, device=device,
         phase="bias_removal", init_checkpoint=str(base_checkpoint), eval_every=max(1, epochs),
         bn_calibration_batches=10, qat=qat, train_spike=spike, synops_budget=budget,
-        synops_weight=budget_weight)
+        synops_weight=budget_weight, distill_checkpoint=str(base_checkpoint) if distill else None,
+        distill_weight=float(distill) if distill else 1.0)
 
 
 def chip_recipe_config(base_checkpoint: str | Path, **overrides: Any) -> Any:
     """:func:`chip_finetune_config` with :data:`CHIP_RECIPE` (``overrides`` win), e.g. for the
     demo's MTT arm: ``chip_recipe_config(base, epochs=3, lr=1e-3, seed=0)``."""
     return chip_finetune_config(base_checkpoint, **{**CHIP_RECIPE, **overrides})
+
+
+def with_floor(checkpoint: str | Path, floor: float) -> Any:
+    """The model of ``checkpoint`` with every neuron's ``min_v_mem`` set to ``floor`` (threshold
+    units), weights unchanged: a deeper floor to export with than the one it was trained with
+    (``deploy_floor`` of the ablation). Returns ``(model, meta)`` as
+    :func:`~flexsnn.models.checkpoint.load_model` does.
+
+    Raises:
+        ConfigError: ``floor`` not below the threshold 1.
+    """
+    from flexsnn.models.checkpoint import load_checkpoint
+    from flexsnn.models.zoo import build_model
+
+    if not (isinstance(floor, (int, float)) and floor < 1.0):
+        raise ConfigError("deploy_floor", floor, "a number below the threshold (1.0)", "e.g. -16")
+    state, meta = load_checkpoint(checkpoint)
+    kwargs = dict(meta.model_kwargs)
+    kwargs["neuron"] = {**(kwargs.get("neuron") or {}), "min_v_mem": float(floor)}
+    model = build_model(meta.model_name, **kwargs)
+    model.load_state_dict(state, strict=True)
+    return model, meta

@@ -88,6 +88,8 @@ class TrainConfig:
             the converter discretizes; ``"single"``: at most one spike per neuron per update.
         synops_budget, synops_weight: add ``weight * relu(S / budget - 1)`` to the loss, S the
             estimated SynOps per sample (:mod:`flexsnn.training.synops`); None = no penalty.
+        distill_checkpoint, distill_weight, distill_temperature: knowledge distillation from
+            this frozen teacher checkpoint at ``T`` (:mod:`flexsnn.training.distill`); None = off.
     """
 
     model: str = "speck3c1fc"
@@ -121,6 +123,9 @@ class TrainConfig:
     train_spike: str = "multi"
     synops_budget: float | None = None
     synops_weight: float = 1.0
+    distill_checkpoint: str | None = None
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
 
     def __post_init__(self) -> None:
         check_field_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)})
@@ -520,7 +525,7 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     tfsnn.to(device)
     from flexsnn.training.chip_session import ChipSession
 
-    chip = ChipSession(tfsnn, config, build_loss(config.loss, **config.loss_params))
+    chip = ChipSession(tfsnn, config, build_loss(config.loss, **config.loss_params), device=device)
     step_fn = get_step_fn(config.backprop)
     steps_per_epoch = math.ceil(len(context.shard(list(range(len(train_frames))))) / config.batch_size)
     optimizer, scheduler = build_optimizer(tfsnn, config, steps_per_epoch * config.epochs)
@@ -576,7 +581,7 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
             x = x.to(device, non_blocking=True).transpose(0, 1).contiguous()
             y = y.to(device, non_blocking=True)
             configs = sample_configs(config.scheme, tfsnn.num_stages, step_generator(config.seed, global_step))
-            st = train_step(model, x, y, configs, chip.loss, step_fn, optimizer, scaler=scaler, autocast=autocast,
+            st = train_step(model, x, y, configs, chip.loss_for(x), step_fn, optimizer, scaler=scaler, autocast=autocast,
                             context=context, grad_clip=config.grad_clip, tfsnn=tfsnn,
                             resample_input=config.scheme.draws_input)
             scheduler.step()
