@@ -61,6 +61,8 @@ ARMS: dict[str, dict[str, Any]] = {
     # deploy_floor: the chip image gets this floor; trained as the arm without it (reused)
     "mtt-floor-deep": dict(scheme="mtt", floor=-4.0, deploy_floor=-16.0),
     "mtt-floor8-deep": dict(scheme="mtt", floor=-8.0, deploy_floor=-16.0),
+    "sdt-deep": dict(scheme="sdt", deploy_floor=-16.0),
+    "mtt-deep": dict(scheme="mtt", deploy_floor=-16.0),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor",)
