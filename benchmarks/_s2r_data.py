@@ -125,5 +125,21 @@ PREVIOUS_PARAMS: dict = {
     "threshold_on": 0.27, "threshold_off": 0.27, "threshold_sigma": 0.03, "refractory_us": 1000.0,
     "jitter_us": 1000.0, "noise_hz": 0.4, "frame_dt_us": 2000.0, "invert_polarity": False,
     "latency_tail_us": 0.0, "hot_pixel_fraction": 0.0, "hot_pixel_hz": 0.0, "hot_pixels": (),
-    "on_ratio_noise": 0.5,
+    "on_ratio_noise": 0.5, "speed_profile": (), "display_gamma": 1.0, "threshold_correlation": 0.0,
+}
+
+
+#: The generator's defaults of GENERATOR_VERSION 3 (the first sim-to-real fit: polarity
+#: convention, the real sensor's hot pixels, a raised-cosine saccade inside fitted windows).
+V3_PARAMS: dict = {
+    "path_px": ((0.0, 0.0), (3.4917, 6.9833), (6.9833, 0.0), (0.0, 0.0)), "segment_us": 105_000.0,
+    "velocity": "cosine",
+    "motion_windows_us": ((13.9, 95_965.4), (103_035.5, 202_017.0), (214_137.2, 311_098.6)),
+    "offset_x_px": -1.003114, "offset_y_px": 0.999921, "blur_sigma_px": 0.133589,
+    "background": 0.306661, "threshold_on": 0.238598, "threshold_off": 0.23859,
+    "threshold_sigma": 0.022025, "refractory_us": 1995.676319, "jitter_us": 280.556272,
+    "noise_hz": 0.659489, "frame_dt_us": 2000.0, "invert_polarity": True,
+    "latency_tail_us": 442.676386, "hot_pixel_fraction": 0.0, "hot_pixel_hz": 0.0,
+    "hot_pixels": ((29, 1, 2.26), (1, 13, 4.59), (7, 15, 17.22), (18, 30, 42.52)),
+    "on_ratio_noise": 0.5, "speed_profile": (), "display_gamma": 1.0, "threshold_correlation": 0.0,
 }

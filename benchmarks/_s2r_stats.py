@@ -60,6 +60,20 @@ def pixel_count_hist(recs: list[np.ndarray]) -> np.ndarray:
     return h / max(h.sum(), 1.0)
 
 
+def onoff_balance_hist(recs: list[np.ndarray], min_events: int = 4) -> np.ndarray:
+    """Share of pixels (with ``>= min_events`` events in their recording) whose ON fraction
+    falls in each tenth of [0, 1]: how evenly a pixel's events split between polarities."""
+    shares = []
+    for r in recs:
+        pix = r["y"].astype(np.int64) * 34 + r["x"]
+        tot = np.bincount(pix, minlength=34 * 34)
+        on = np.bincount(pix, weights=r["p"].astype(float), minlength=34 * 34)
+        keep = tot >= min_events
+        shares.append(on[keep] / tot[keep])
+    h = np.histogram(np.concatenate(shares), np.linspace(0.0, 1.0, 11))[0].astype(float)
+    return h / max(h.sum(), 1.0)
+
+
 def pixel_intervals(r: np.ndarray) -> np.ndarray:
     """Intervals (µs) between consecutive events of the same pixel, all pixels of ``r``."""
     pix = r["y"].astype(np.int64) * 34 + r["x"]
@@ -77,23 +91,29 @@ def isi_hist(recs: list[np.ndarray]) -> np.ndarray:
 def discrepancy(real: list[np.ndarray], gen: list[np.ndarray], *, real_cache: dict | None = None
                 ) -> tuple[float, dict]:
     """The fit's objective: ``(1 - mean paired frame correlation over T in FIT_T)`` plus the
-    squared log ratio of the mean events per (bin, polarity) at T = 10, plus the L1 distances
-    of the per-pixel count and inter-event-interval distributions (halved). Returns the total
-    and its parts. ``real_cache`` (a dict) keeps the real side's distributions between calls."""
+    squared log ratio of the mean events per (bin, polarity) at T = 10 and at T = 30 (the
+    saccades' time course), plus the L1 distances of the per-pixel count, inter-event-interval
+    and ON/OFF-balance distributions (halved). Returns the total and its parts.
+    ``real_cache`` (a dict) keeps the real side's distributions between calls."""
     rc = real_cache if real_cache is not None else {}
     if "profile" not in rc:
         rc["profile"] = count_profile(real)
+        rc["profile30"] = count_profile(real, 30)
+        rc["balance"] = onoff_balance_hist(real)
         rc["pix"] = pixel_count_hist(real)
         rc["isi"] = isi_hist(real)
     corr = paired_frame_correlation(real, gen)
     prof = count_profile(gen)
+    prof30 = count_profile(gen, 30)
     parts = {
         "frame_corr": float(np.mean(list(corr.values()))),
         "count_log_ratio_sq": float(np.mean(np.log((prof + 1.0) / (rc["profile"] + 1.0)) ** 2)),
         "pixel_count_l1": float(np.abs(pixel_count_hist(gen) - rc["pix"]).sum()),
         "isi_l1": float(np.abs(isi_hist(gen) - rc["isi"]).sum()),
+        "profile30_log_ratio_sq": float(np.mean(np.log((prof30 + 1.0) / (rc["profile30"] + 1.0)) ** 2)),
+        "onoff_balance_l1": float(np.abs(onoff_balance_hist(gen) - rc["balance"]).sum()),
     }
-    total = (1.0 - parts["frame_corr"]) + parts["count_log_ratio_sq"] \
-        + 0.5 * (parts["pixel_count_l1"] + parts["isi_l1"])
+    total = (1.0 - parts["frame_corr"]) + parts["count_log_ratio_sq"] + parts["profile30_log_ratio_sq"] \
+        + 0.5 * (parts["pixel_count_l1"] + parts["isi_l1"] + parts["onoff_balance_l1"])
     parts["corr_by_T"] = corr
     return float(total), parts

@@ -11,9 +11,13 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
 
 - ``previous``: the generator before this benchmark (version 2, issue-2 calibration);
 - ``previous+invert_polarity``: only the polarity convention changed (ablation);
-- ``fitted``: the current defaults (parameters fitted by ``benchmarks/fit_saccade.py``);
-- ``fitted+event_augment``: the same data with ``--event-augment drop,jitter,spatial,noise,hot``;
-- ``fitted+event_augment_noise``: only the sensor-noise augmentations ``drop,noise,hot``.
+- ``fitted-v3``: the first fit (version 3: polarity, hot pixels, raised-cosine saccades in
+  fitted windows);
+- ``fitted-v3+event_augment``: the same data with ``--event-augment drop,jitter,spatial,noise,hot``;
+- ``fitted-v3+event_augment_noise``: only the sensor-noise augmentations ``drop,noise,hot``;
+- ``fitted``: the current defaults (version 4: the saccade speed measured on the real
+  recordings, display gamma, correlated ON/OFF thresholds, all refitted by
+  ``benchmarks/fit_saccade.py``).
 
 Per generator it also reports a classifier two-sample test (``_s2r_c2st.py``), the paired frame
 correlation at T = 3/5/10 (``_s2r_stats.py``), and the diagnostics in the PNG
@@ -40,7 +44,7 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._s2r_data import DEFAULT_REAL, PREVIOUS_PARAMS, REPO, Pairs  # noqa: E402
+from benchmarks._s2r_data import DEFAULT_REAL, PREVIOUS_PARAMS, REPO, V3_PARAMS, Pairs  # noqa: E402
 from benchmarks._s2r_train import Arm, Budget, run_arm, summarize_arm  # noqa: E402
 
 EVENT_AUGMENT = "drop,jitter,spatial,noise,hot"
@@ -50,9 +54,10 @@ EVENT_AUGMENT = "drop,jitter,spatial,noise,hot"
 ARMS = (
     Arm("previous", dict(PREVIOUS_PARAMS), seeds=(0, 1, 2)),
     Arm("previous+invert_polarity", {**PREVIOUS_PARAMS, "invert_polarity": True}, seeds=(0, 1)),
-    Arm("fitted", {}, seeds=(0, 1, 2, 3, 4)),
-    Arm("fitted+event_augment", {}, EVENT_AUGMENT, seeds=(0, 1)),
-    Arm("fitted+event_augment_noise", {}, "drop,noise,hot", seeds=(0,)),
+    Arm("fitted-v3", dict(V3_PARAMS), seeds=(0, 1, 2, 3, 4)),
+    Arm("fitted-v3+event_augment", dict(V3_PARAMS), EVENT_AUGMENT, seeds=(0, 1)),
+    Arm("fitted-v3+event_augment_noise", dict(V3_PARAMS), "drop,noise,hot", seeds=(0,)),
+    Arm("fitted", {}, seeds=(0, 1, 2)),
 )
 HEADLINE = "fitted"
 TARGETS = {"transfer_gap_pt_max": 2.0, "c2st_accuracy_max": 0.65, "real_n_min": 200}
@@ -95,9 +100,11 @@ def generator_checks(params: dict, pairs: Pairs, *, c2st_epochs: int, seeds=(0,)
 
 #: (change, arm before, arm after): what each change did to the mean transfer gap
 STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
-         ("fit of the other parameters + hot pixels", "previous+invert_polarity", "fitted"),
-         ("event augmentation (all)", "fitted", "fitted+event_augment"),
-         ("event augmentation (drop, noise, hot)", "fitted", "fitted+event_augment_noise"))
+         ("fit of the other parameters + hot pixels (v3)", "previous+invert_polarity", "fitted-v3"),
+         ("event augmentation (all)", "fitted-v3", "fitted-v3+event_augment"),
+         ("event augmentation (drop, noise, hot)", "fitted-v3", "fitted-v3+event_augment_noise"),
+         ("measured saccade speed + display gamma + correlated thresholds, refitted (v4)",
+          "fitted-v3", "fitted"))
 
 
 def _steps(arms: dict) -> dict:
@@ -197,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
                     help="trained arms (cached per settings; default <cache>/sim-to-real)")
     ap.add_argument("--seeds", default="0,1", help="training seeds, comma-separated (>= 2)")
     ap.add_argument("--smoke", action="store_true",
-                    help="40 pairs, 1 epoch on 60 recordings, arms previous and fitted+event_augment")
+                    help="40 pairs, 1 epoch on 60 recordings, arms previous and fitted-v3+event_augment")
     args = ap.parse_args(argv)
     if not (args.real / "Train").is_dir():
         print(f"real N-MNIST recordings not found at {args.real}; pass --real DIR", file=sys.stderr)
@@ -207,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or (args.out / "sim-to-real-work" if args.smoke else default_cache_dir() / "sim-to-real")
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    arms = tuple(a for a in ARMS if a.name in ("previous", "fitted+event_augment")) if args.smoke else ARMS
+    arms = tuple(a for a in ARMS if a.name in ("previous", "fitted-v3+event_augment")) if args.smoke else ARMS
     r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms)
     print(f"\n{'arm':<26} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
     for name, a in r["arms"].items():

@@ -2,8 +2,9 @@
 
 The N-MNIST recording setup is imitated: a 34x34 DVS sensor sees a 28x28 MNIST digit that moves
 along N-MNIST's three-saccade triangle (0,0) -> (3.5,7) -> (7,0) -> (0,0) px, 105 ms per
-segment, with a smooth (raised-cosine) velocity profile. The image is blurred (optics), rendered
-every ``frame_dt_us`` and passed to a DVS pixel model (:mod:`flexsnn.data.dvs_kernel`):
+segment, with the speed profile measured on real N-MNIST recordings (or a raised cosine). The
+image is shown through a display gamma, blurred (optics), rendered every ``frame_dt_us`` and
+passed to a DVS pixel model (:mod:`flexsnn.data.dvs_kernel`):
 per-pixel log-intensity reference, ON/OFF contrast thresholds with per-pixel mismatch, events
 spaced in time between frames, refractory period, timing jitter and optional background noise.
 
@@ -46,11 +47,29 @@ from flexsnn.seeding import numpy_rng
 log = logging.getLogger(__name__)
 
 #: Bump when the generator's output changes for the same parameters (invalidates caches).
-GENERATOR_VERSION = 3
+GENERATOR_VERSION = 4
 #: Stream id of the sensor's fixed-pattern randomness (threshold mismatch).
 SENSOR_STREAM = 2**32
 N_IMAGES = 5000
 IMAGE_SIZE = 28
+#: Relative saccade speed per 2 ms bin from t = 0, measured on the real N-MNIST recordings of the
+#: fit half (their mean event rate minus its floor, scaled to a maximum of 1;
+#: ``benchmarks/fit_saccade.py``, ``measure_speed_profile``).
+NMNIST_SPEED_PROFILE: tuple[float, ...] = (
+    0.0025, 0.0146, 0.0279, 0.0447, 0.0668, 0.103, 0.1365, 0.1821, 0.2341, 0.2925, 0.3466, 0.4001,
+    0.4673, 0.5351, 0.6209, 0.6896, 0.7461, 0.782, 0.8179, 0.8572, 0.9041, 0.9266, 0.9475, 0.9592,
+    0.9649, 0.9741, 0.9906, 1.0, 0.9835, 0.9171, 0.8398, 0.7719, 0.7637, 0.7413, 0.69, 0.5807, 0.4162,
+    0.2835, 0.1991, 0.1569, 0.1236, 0.0954, 0.0689, 0.0446, 0.0378, 0.038, 0.0428, 0.0482, 0.0576,
+    0.0588, 0.0659, 0.0734, 0.0802, 0.0898, 0.1034, 0.1193, 0.1344, 0.1382, 0.1474, 0.1621, 0.195,
+    0.2454, 0.3246, 0.3981, 0.4502, 0.5101, 0.5629, 0.5994, 0.6388, 0.6796, 0.7161, 0.756, 0.7692,
+    0.793, 0.8001, 0.8152, 0.8063, 0.8001, 0.7804, 0.7845, 0.7815, 0.7678, 0.743, 0.6898, 0.6203,
+    0.5302, 0.4501, 0.3751, 0.3054, 0.2587, 0.2092, 0.1638, 0.122, 0.0896, 0.0769, 0.0759, 0.0826,
+    0.0977, 0.1136, 0.1278, 0.1457, 0.156, 0.1659, 0.1584, 0.1368, 0.1166, 0.0913, 0.0695, 0.0529,
+    0.0351, 0.0159, 0.0051, 0.0075, 0.0458, 0.134, 0.2573, 0.4006, 0.5349, 0.6167, 0.6721, 0.7041,
+    0.7125, 0.725, 0.719, 0.73, 0.7454, 0.7649, 0.8033, 0.8275, 0.8388, 0.8309, 0.7992, 0.7694,
+    0.727, 0.6766, 0.6164, 0.5514, 0.493, 0.4543, 0.422, 0.4111, 0.3853, 0.363, 0.3291, 0.2793,
+    0.2316, 0.1764, 0.1367, 0.0935, 0.0594, 0.0307, 0.0102, 0.0023, 0, 0, 0, 0, 0,
+)
 
 
 @dataclass(frozen=True)
@@ -58,14 +77,18 @@ class SaccadeParams:
     """Parameters of the saccade-mnist generator (units in the names; lengths in sensor pixels).
 
     Motion: ``path_px`` corner points, ``segment_us`` per segment, ``velocity``
-    ``"cosine"`` (raised-cosine speed, zero at the corners) or ``"constant"``; inside segment
-    ``k`` the digit moves during ``motion_windows_us[k]`` = (start, end) µs and rests
-    otherwise (empty tuple: the whole segment). The default windows reproduce the short pauses
+    ``"cosine"`` (raised-cosine speed, zero at the corners), ``"constant"`` or ``"measured"``
+    (the relative speed ``speed_profile``, one value per ``speed_profile_dt_us`` bin from
+    t = 0: the real recordings' mean event rate); inside segment ``k`` the digit moves during
+    ``motion_windows_us[k]`` = (start, end) µs and rests otherwise (empty tuple: the whole
+    segment). The default windows reproduce the short pauses
     between the real N-MNIST saccades.
     Placement: the 28x28 image's top-left corner sits at ``(offset_x_px, offset_y_px)`` at t = 0.
-    Optics: Gaussian ``blur_sigma_px``. Display: ``background`` black level (fraction of white).
+    Optics: Gaussian ``blur_sigma_px``. Display: ``background`` black level (fraction of white),
+    ``display_gamma`` (a grey level g in [0, 1] is shown at intensity g ** gamma).
     Pixels: mean thresholds ``threshold_on`` / ``threshold_off`` (log-intensity units),
-    mismatch ``threshold_sigma`` (std, log units), ``refractory_us``, timing ``jitter_us`` (std),
+    mismatch ``threshold_sigma`` (std, log units) with correlation ``threshold_correlation``
+    between a pixel's ON and OFF threshold (a pixel that fires ON easily fires OFF easily), ``refractory_us``, timing ``jitter_us`` (std),
     background noise ``noise_hz`` per pixel (a share ``on_ratio_noise`` of it ON). Rendering
     step ``frame_dt_us``.
     Sensor effects seen in the real recordings: ``invert_polarity`` writes brightness increases
@@ -77,35 +100,42 @@ class SaccadeParams:
     ``(x, y, hz)`` of ``hot_pixels`` (the real sensor's, measured).
 
     The defaults are fitted to real N-MNIST recordings of the same images
-    (``benchmarks/fit_saccade.py``: Powell's method over placement, saccade timing and amplitude,
-    thresholds, mismatch, refractory period, jitter, latency tail, noise, black level and blur,
-    on the binned-frame and distribution statistics of 60 paired recordings of the fit half;
-    ``benchmarks/results/saccade_fit.json``); the hot pixels are the real sensor's, measured on
-    the fit half. Version 3 (the sim-to-real fit) inverted the polarity convention, which the
-    issue-2 calibration could not see (it compared polarity-blind statistics); see
-    ``benchmarks/results/sim_to_real.json`` and ``saccade_fidelity.json``.
+    (``benchmarks/fit_saccade.py``: Powell's method over placement, saccade amplitude,
+    thresholds, their mismatch and ON/OFF correlation, refractory period, jitter, latency tail,
+    noise, black level, display gamma and blur, on the binned-frame and distribution statistics
+    of 200 paired recordings of the fit half; ``benchmarks/results/saccade_fit.json``); the
+    speed profile, the motion windows (split at its two pauses) and the hot pixels are the real
+    recordings', measured on the fit half. Version 3 (the first sim-to-real fit) inverted the
+    polarity convention, which the issue-2 calibration could not see (it compared
+    polarity-blind statistics); version 4 measured the saccades' speed and added the display
+    gamma and the correlated thresholds; see ``benchmarks/results/sim_to_real.json`` and
+    ``saccade_fidelity.json``.
     """
 
     width: int = 34
     height: int = 34
-    path_px: tuple[tuple[float, float], ...] = ((0.0, 0.0), (3.4917, 6.9833), (6.9833, 0.0), (0.0, 0.0))
+    path_px: tuple[tuple[float, float], ...] = ((0.0, 0.0), (3.4895, 6.979), (6.979, 0.0), (0.0, 0.0))
     segment_us: float = 105_000.0
-    velocity: str = "cosine"
+    velocity: str = "measured"
+    speed_profile: tuple[float, ...] = NMNIST_SPEED_PROFILE
+    speed_profile_dt_us: float = 2000.0
     motion_windows_us: tuple[tuple[float, float], ...] = (
-        (13.9, 95_965.4), (103_035.5, 202_017.0), (214_137.2, 311_098.6))
-    offset_x_px: float = -1.003114
-    offset_y_px: float = 0.999921
-    blur_sigma_px: float = 0.133589
-    background: float = 0.306661
-    threshold_on: float = 0.238598
-    threshold_off: float = 0.23859
-    threshold_sigma: float = 0.022025
-    refractory_us: float = 1995.676319
-    jitter_us: float = 280.556272
-    noise_hz: float = 0.659489
+        (0.0, 88_000.0), (88_000.0, 222_000.0), (222_000.0, 316_000.0))
+    offset_x_px: float = -0.976557
+    offset_y_px: float = 0.556792
+    blur_sigma_px: float = 0.387572
+    background: float = 0.309154
+    display_gamma: float = 2.397271
+    threshold_on: float = 0.236407
+    threshold_off: float = 0.22346
+    threshold_sigma: float = 0.007621
+    threshold_correlation: float = 0.151233
+    refractory_us: float = 1929.294714
+    jitter_us: float = 301.319137
+    noise_hz: float = 0.484896
     frame_dt_us: float = 2000.0
     invert_polarity: bool = True
-    latency_tail_us: float = 442.676386
+    latency_tail_us: float = 435.5759
     hot_pixel_fraction: float = 0.0
     hot_pixel_hz: float = 0.0
     hot_pixels: tuple[tuple[int, int, float], ...] = (
@@ -118,16 +148,23 @@ class SaccadeParams:
             ("height", self.height >= 1, "an integer >= 1"),
             ("path_px", len(self.path_px) >= 2, "at least two corner points"),
             ("segment_us", self.segment_us > 0, "> 0 µs"),
-            ("velocity", self.velocity in ("cosine", "constant"), "'cosine' or 'constant'"),
+            ("velocity", self.velocity in ("cosine", "constant", "measured"),
+             "'cosine', 'constant' or 'measured'"),
+            ("speed_profile", (self.velocity != "measured" or len(self.speed_profile) >= 2)
+             and all(v >= 0 for v in self.speed_profile),
+             "values >= 0 (at least two when velocity is 'measured')"),
+            ("speed_profile_dt_us", self.speed_profile_dt_us > 0, "> 0 µs"),
             ("motion_windows_us", not self.motion_windows_us or (
                 len(self.motion_windows_us) == len(self.path_px) - 1
                 and all(0 <= a < b for a, b in self.motion_windows_us)),
              "empty, or one (start, end) pair per segment with 0 <= start < end (µs)"),
             ("blur_sigma_px", self.blur_sigma_px >= 0, ">= 0 px"),
             ("background", 0 < self.background < 1, "in (0, 1)"),
+            ("display_gamma", 0.2 <= self.display_gamma <= 5, "in [0.2, 5]"),
             ("threshold_on", self.threshold_on > 0, "> 0 (log units)"),
             ("threshold_off", self.threshold_off > 0, "> 0 (log units)"),
             ("threshold_sigma", self.threshold_sigma >= 0, ">= 0"),
+            ("threshold_correlation", 0 <= self.threshold_correlation < 1, "in [0, 1)"),
             ("refractory_us", self.refractory_us >= 0, ">= 0 µs"),
             ("jitter_us", self.jitter_us >= 0, ">= 0 µs"),
             ("noise_hz", self.noise_hz >= 0, ">= 0 Hz"),
@@ -176,15 +213,25 @@ def saccade_path(params: SaccadeParams, t_us: np.ndarray) -> tuple[np.ndarray, n
     Segment ``k`` moves from corner ``k`` to corner ``k+1`` during its motion window
     (:func:`motion_windows`); with ``velocity="cosine"`` the progress is
     ``tau - sin(2 pi tau) / (2 pi)`` (speed ``1 - cos(2 pi tau)``, zero at both ends), with
-    ``"constant"`` it is ``tau``. Outside the windows the digit rests at a corner.
+    ``"constant"`` it is ``tau``, with ``"measured"`` it is the integral of ``speed_profile``
+    from the window's start, normalized to 1 at its end (a window where the profile is all zero
+    moves at constant speed). Outside the windows the digit rests at a corner.
     """
     corners = np.asarray(params.path_px, dtype=np.float64)
     t = np.asarray(t_us, dtype=np.float64)
     d = np.broadcast_to(corners[0], (t.size, 2)).copy()
+    if params.velocity == "measured":
+        speed = np.asarray(params.speed_profile, dtype=np.float64)
+        edges = np.arange(speed.size + 1) * params.speed_profile_dt_us
+        cum = np.concatenate([[0.0], np.cumsum(speed * params.speed_profile_dt_us)])
     for k, (start, end) in enumerate(motion_windows(params)):
         tau = np.clip((t - start) / (end - start), 0.0, 1.0)
         if params.velocity == "cosine":
             tau = tau - np.sin(2 * np.pi * tau) / (2 * np.pi)
+        elif params.velocity == "measured":
+            c0, c1 = np.interp([start, end], edges, cum)
+            if c1 > c0:
+                tau = (np.interp(np.clip(t, start, end), edges, cum) - c0) / (c1 - c0)
         d += (corners[k + 1] - corners[k]) * tau[:, None]
     return d[:, 0], d[:, 1]
 
@@ -216,10 +263,12 @@ class SaccadeGenerator:
         p = params
         n_pix = p.width * p.height
         sensor_rng = numpy_rng(seed, SENSOR_STREAM)
-        self.c_on = np.maximum(p.threshold_on + p.threshold_sigma * sensor_rng.standard_normal(n_pix),
-                               0.02 * p.threshold_on + 1e-3)
-        self.c_off = np.maximum(p.threshold_off + p.threshold_sigma * sensor_rng.standard_normal(n_pix),
-                                0.02 * p.threshold_off + 1e-3)
+        z_on = sensor_rng.standard_normal(n_pix)
+        z_off = sensor_rng.standard_normal(n_pix)
+        if p.threshold_correlation > 0:
+            z_off = p.threshold_correlation * z_on + np.sqrt(1 - p.threshold_correlation ** 2) * z_off
+        self.c_on = np.maximum(p.threshold_on + p.threshold_sigma * z_on, 0.02 * p.threshold_on + 1e-3)
+        self.c_off = np.maximum(p.threshold_off + p.threshold_sigma * z_off, 0.02 * p.threshold_off + 1e-3)
         n_hot = int(round(p.hot_pixel_fraction * n_pix))
         #: flat indices (``y * width + x``) of the hot pixels; drawn after the thresholds so
         #: that the thresholds do not depend on the hot-pixel settings
@@ -235,8 +284,11 @@ class SaccadeGenerator:
         self.pos_y = p.offset_y_px - self.PAD + dy
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        """Pad and blur one ``[28, 28]`` image in [0, 1] (float64 ``[28+2*PAD]^2``)."""
+        """Pad, display (gamma) and blur one ``[28, 28]`` image in [0, 1] (float64
+        ``[28+2*PAD]^2``)."""
         img = np.pad(np.asarray(image, dtype=np.float64), self.PAD)
+        if self.params.display_gamma != 1.0:
+            img = img ** self.params.display_gamma
         if self.params.blur_sigma_px > 0:
             from scipy.ndimage import gaussian_filter
 

@@ -35,12 +35,13 @@ def test_path_corners_and_smooth_velocity():
     assert corners.shape == (4, 2) and np.allclose(corners[0], corners[-1])
     dx, dy = saccade_path(whole, whole.segment_us * np.arange(4.0))   # corners at the segment ends
     np.testing.assert_allclose(np.c_[dx, dy], corners, atol=1e-9)
-    p = SaccadeParams()
+    p = SaccadeParams(velocity="cosine", motion_windows_us=(
+        (0.0, 95_000.0), (102_000.0, 200_000.0), (212_000.0, 308_000.0)))
     ends = [0.0] + [w[1] for w in p.motion_windows_us]
     dx, dy = saccade_path(p, np.array(ends))
     np.testing.assert_allclose(np.c_[dx, dy], corners, atol=1e-9)
     tt = np.linspace(0, 315e3, 3151)
-    for params in (whole, p):
+    for params in (whole, p, SaccadeParams()):
         dx, dy = saccade_path(params, tt)
         speed = np.hypot(np.diff(dx), np.diff(dy))
         assert speed[:3].max() < 1e-3 and speed.max() < 0.03  # starts at rest, no jumps
@@ -200,3 +201,44 @@ def test_sensor_effects_polarity_latency_hot_pixels(images):
     with pytest.raises(ConfigError, match="latency_tail_us"):
         SaccadeParams(latency_tail_us=-1.0)
     assert SaccadeParams().key(0) != SaccadeParams(invert_polarity=not SaccadeParams().invert_polarity).key(0)
+
+
+def test_measured_speed_profile_moves_the_digit_as_measured():
+    """velocity="measured": progress is the integral of the profile inside each window; a flat
+    profile is constant speed, a profile that is zero in a window's first half holds the digit
+    at the corner until then."""
+    windows = ((0.0, 100e3), (100e3, 200e3), (200e3, 300e3))
+    const = SaccadeParams(velocity="constant", motion_windows_us=windows)
+    flat = SaccadeParams(velocity="measured", speed_profile=(1.0,) * 158, motion_windows_us=windows)
+    tt = np.linspace(0, 315e3, 631)
+    np.testing.assert_allclose(np.c_[saccade_path(flat, tt)], np.c_[saccade_path(const, tt)], atol=1e-9)
+    late = np.r_[np.zeros(25), np.ones(133)]           # 2 ms bins: still until 50 ms
+    held = SaccadeParams(velocity="measured", speed_profile=tuple(late), motion_windows_us=windows)
+    dx, dy = saccade_path(held, np.array([0.0, 40e3, 50e3, 75e3, 100e3]))
+    corners = np.asarray(held.path_px)
+    np.testing.assert_allclose(np.c_[dx, dy][:3], [corners[0]] * 3, atol=1e-9)
+    np.testing.assert_allclose(np.c_[dx, dy][3], (corners[0] + corners[1]) / 2, atol=1e-9)
+    np.testing.assert_allclose(np.c_[dx, dy][4], corners[1], atol=1e-9)
+    with pytest.raises(ConfigError, match="speed_profile"):
+        SaccadeParams(velocity="measured", speed_profile=())
+    with pytest.raises(ConfigError, match="speed_profile"):
+        SaccadeParams(velocity="measured", speed_profile=(1.0, -1.0))
+
+
+def test_display_gamma_and_threshold_correlation(images):
+    """display_gamma darkens grey levels (g -> g ** gamma) before the blur; threshold_correlation
+    couples each pixel's OFF threshold to its ON threshold and leaves the ON thresholds as drawn."""
+    imgs, _ = images
+    sharp = dict(blur_sigma_px=0.0)
+    plain = SaccadeGenerator(SaccadeParams(display_gamma=1.0, **sharp)).prepare_image(imgs[0])
+    dark = SaccadeGenerator(SaccadeParams(display_gamma=2.2, **sharp)).prepare_image(imgs[0])
+    np.testing.assert_allclose(dark, plain ** 2.2)
+    a = SaccadeGenerator(SaccadeParams(threshold_correlation=0.0, threshold_sigma=0.03))
+    b = SaccadeGenerator(SaccadeParams(threshold_correlation=0.8, threshold_sigma=0.03))
+    assert np.array_equal(a.c_on, b.c_on)
+    assert abs(np.corrcoef(a.c_on, a.c_off)[0, 1]) < 0.15
+    assert 0.72 < np.corrcoef(b.c_on, b.c_off)[0, 1] < 0.88
+    with pytest.raises(ConfigError, match="display_gamma"):
+        SaccadeParams(display_gamma=0.0)
+    with pytest.raises(ConfigError, match="threshold_correlation"):
+        SaccadeParams(threshold_correlation=1.0)

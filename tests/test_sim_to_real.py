@@ -27,7 +27,7 @@ def test_smoke_run_writes_json_and_png(nmnist_small, tmp_path):
     res = json.loads((tmp_path / "sim_to_real.json").read_text())
     assert all(k in res for k in REQUIRED)
     assert res["real_n"] == 20 and res["seeds"] == [0, 1] and len(res["per_seed"]) == 2
-    assert set(res["arms"]) == {"previous", "fitted+event_augment"}
+    assert set(res["arms"]) == {"previous", "fitted-v3+event_augment"}
     for arm in res["arms"].values():
         assert 0.0 <= arm["c2st_accuracy"] <= 1.0
         assert len(arm["per_seed"]) == 2
@@ -55,3 +55,29 @@ def test_held_out_images_are_not_in_training(nmnist_small):
     train = training_images(ho, 4000)
     assert train.size == 4000 and not set(train) & set(ho)
     assert set(pairs.ranks[pairs.half(held_out=True)] % 2) == {1}
+
+
+@pytest.mark.realdata
+def test_speed_profile_is_measured_from_the_real_recordings(nmnist_small):
+    """The measured speed profile peaks inside the three saccades, is near zero at the pauses
+    it splits the windows at, and drives the generator (velocity="measured")."""
+    sys.path.insert(0, str(REPO))
+    import numpy as np
+
+    from benchmarks._s2r_data import Pairs
+    from benchmarks.fit_saccade import measure_speed_profile
+    from flexsnn.data.saccade import SaccadeParams, saccade_path
+
+    pairs = Pairs(nmnist_small, limit_per_class=10)
+    m = measure_speed_profile([pairs.real[i] for i in pairs.half(held_out=False)])
+    speed = np.asarray(m["speed_profile"])
+    (a0, b1), (_b1, b2), (_b2, end) = m["motion_windows_us"]
+    assert a0 == 0.0 and 80e3 <= b1 <= 115e3 and 200e3 <= b2 <= 225e3 and speed.max() == 1.0
+    dt = m["speed_profile_dt_us"]
+    for lo, hi in ((0, b1), (b1, b2), (b2, end)):
+        assert speed[int(lo // dt):int(hi // dt)].max() > 0.5          # a saccade in every window
+    assert speed[int(b1 // dt)] < 0.15 and speed[int(b2 // dt)] < 0.15  # split at a pause
+    p = SaccadeParams(velocity="measured", **m)
+    corners = np.asarray(p.path_px)
+    dx, dy = saccade_path(p, np.array([b1, b2]))
+    np.testing.assert_allclose(np.c_[dx, dy], corners[1:3], atol=1e-9)
