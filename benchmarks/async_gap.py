@@ -63,6 +63,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-floor8-deep": dict(scheme="mtt", floor=-8.0, deploy_floor=-16.0),
     "sdt-deep": dict(scheme="sdt", deploy_floor=-16.0),
     "mtt-deep": dict(scheme="mtt", deploy_floor=-16.0),
+    "mtt-floor-budget-deep": dict(scheme="mtt", floor=-4.0, budget=1.5e6, deploy_floor=-16.0),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor",)
