@@ -250,6 +250,10 @@ def train_cmd(
     min_v_mem: Optional[float] = typer.Option(
         None, "--min-v-mem", max=0.999, help="Neuron floor in threshold units (the chip's threshold_low; "
         "speck-iaf default -1). Train with the floor you deploy: -4 kept the async chip's accuracy."),
+    deploy_min_v_mem: Optional[float] = typer.Option(
+        None, "--deploy-min-v-mem", max=0.999, help="Floor of the final checkpoint (so of the chip image), "
+        "in threshold units, when it should differ from the trained one: e.g. train at --min-v-mem -4 "
+        "and deploy at -16, which clips less inhibition on the event-by-event chip."),
     qat: Optional[bool] = typer.Option(
         None, "--qat/--no-qat", help="Fake-quantize weights, threshold and floor exactly as the converter "
         "discretizes (int8, per-layer scale), straight-through gradient. Needs a BN-free model."),
@@ -290,7 +294,7 @@ def train_cmd(
     t_in = parse_int_list(t_input_range, field="--t-input-range") if t_input_range else None
     if t_in is not None and len(t_in) != 2:
         raise ConfigError("--t-input-range", t_input_range, "MIN,MAX (two integers)", "e.g. --t-input-range 1,100")
-    cli = dict(qat=qat, train_spike=train_spike, synops_budget=synops_budget, synops_weight=synops_weight,
+    cli = dict(qat=qat, train_spike=train_spike, deploy_min_v_mem=deploy_min_v_mem, synops_budget=synops_budget, synops_weight=synops_weight,
                model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
                loss=loss, backprop=backprop, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                epochs=epochs, batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit,

@@ -213,6 +213,8 @@ def test_recipe_configs():
     assert fine.scheme.t_input_max == 100 and fine.scheme.sampling == "log-uniform" and fine.backprop == "rate_M"
     assert fine.scheme.stage_range == (1, 100)
     assert chip_finetune_config("b", include_max=True).scheme.include_max
+    assert chip_finetune_config("b", floor=-4.0, deploy_floor=-16.0).deploy_min_v_mem == -16.0
+    assert cfg.deploy_min_v_mem == CHIP_RECIPE.get("deploy_floor")
     for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"), dict(scheme="sdt", include_max=True),
                 dict(backprop="rate_M", budget=1e6), dict(backprop="rate_M", qat=True)):
         with pytest.raises(ConfigError):
@@ -265,8 +267,8 @@ def test_distillation_trains_and_is_refused_with_rate_backprop(tmp_path):
                   out_dir=tmp_path / "plain")
     assert res.history[-1]["train_loss"] != plain.history[-1]["train_loss"]  # the term is in the loss
     for bad in (dict(backprop="rate_M", distill_checkpoint=str(base)), dict(distill_weight=-1.0),
-                dict(distill_temperature=0.0)):
-        with pytest.raises(ConfigError, match="distill"):
+                dict(distill_temperature=0.0), dict(deploy_min_v_mem=1.5)):
+        with pytest.raises(ConfigError, match="distill|deploy_min_v_mem"):
             TrainConfig(**bad)
 
 

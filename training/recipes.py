@@ -16,6 +16,10 @@ and :func:`chip_recipe_config` is the recipe the ablation picked (:data:`CHIP_RE
 - ``qat``: fake quantization as the converter discretizes (:mod:`flexsnn.training.qat`).
 - ``budget``: SynOps budget per sample (:mod:`flexsnn.training.synops`), hinge penalty.
 - ``spike``: ``"single"`` trains with the chip's one-spike-per-update neuron.
+- ``deploy_floor``: the floor the final checkpoint (and so the chip image) gets, deeper than
+  the trained ``floor`` (``TrainConfig.deploy_min_v_mem``): where an event-by-event run would
+  clip inhibition that a time bin sums, a deeper floor clips less; trained at it, the T=10
+  model loses accuracy, so it is set only for deployment.
 - ``distill``: weight of knowledge distillation from the base checkpoint (the SDT+BN model at
   ``T``) into every configuration (:mod:`flexsnn.training.distill`); 0 = off.
 - ``include_max``: MTT's first configuration of every step is the full-T one (every stage at
@@ -46,6 +50,7 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
                          fine: bool = False, fine_T_max: int = 100, qat: bool = False,
                          budget: Optional[float] = None, budget_weight: float = 1.0,
                          spike: str = "multi", include_max: bool = False, distill: float = 0.0,
+                         deploy_floor: Optional[float] = None,
                          backprop: str = "bptt",
                          T: int = 10, s: int = 3, epochs: int = 3,
                          lr: float = 1e-3, weight_decay: float = 0.02, batch_size: int = 32,
@@ -86,7 +91,7 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
         phase="bias_removal", init_checkpoint=str(base_checkpoint), eval_every=max(1, epochs),
         bn_calibration_batches=10, qat=qat, train_spike=spike, synops_budget=budget,
         synops_weight=budget_weight, distill_checkpoint=str(base_checkpoint) if distill else None,
-        distill_weight=float(distill) if distill else 1.0)
+        distill_weight=float(distill) if distill else 1.0, deploy_min_v_mem=deploy_floor)
 
 
 def chip_recipe_config(base_checkpoint: str | Path, **overrides: Any) -> Any:
@@ -104,14 +109,10 @@ def with_floor(checkpoint: str | Path, floor: float) -> Any:
     Raises:
         ConfigError: ``floor`` not below the threshold 1.
     """
-    from flexsnn.models.checkpoint import load_checkpoint
-    from flexsnn.models.zoo import build_model
+    from flexsnn.models.checkpoint import load_model
+    from flexsnn.models.zoo import with_min_v_mem
 
     if not (isinstance(floor, (int, float)) and floor < 1.0):
         raise ConfigError("deploy_floor", floor, "a number below the threshold (1.0)", "e.g. -16")
-    state, meta = load_checkpoint(checkpoint)
-    kwargs = dict(meta.model_kwargs)
-    kwargs["neuron"] = {**(kwargs.get("neuron") or {}), "min_v_mem": float(floor)}
-    model = build_model(meta.model_name, **kwargs)
-    model.load_state_dict(state, strict=True)
-    return model, meta
+    model, meta = load_model(checkpoint)
+    return with_min_v_mem(model, floor), meta

@@ -90,6 +90,8 @@ class TrainConfig:
             estimated SynOps per sample (:mod:`flexsnn.training.synops`); None = no penalty.
         distill_checkpoint, distill_weight, distill_temperature: knowledge distillation from
             this frozen teacher checkpoint at ``T`` (:mod:`flexsnn.training.distill`); None = off.
+        deploy_min_v_mem: the final checkpoint's neuron floor (threshold units; exported as the
+            chip's ``threshold_low``) when it differs from the trained one; None = as trained.
     """
 
     model: str = "speck3c1fc"
@@ -126,6 +128,7 @@ class TrainConfig:
     distill_checkpoint: str | None = None
     distill_weight: float = 1.0
     distill_temperature: float = 2.0
+    deploy_min_v_mem: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)})
@@ -164,6 +167,10 @@ class TrainConfig:
                 raise ConfigError(name, v, "an integer >= 1 or None")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", self.device, "auto, cpu or cuda")
+        if self.deploy_min_v_mem is not None and not (math.isfinite(self.deploy_min_v_mem)
+                                                      and self.deploy_min_v_mem < 1.0):
+            raise ConfigError("deploy_min_v_mem", self.deploy_min_v_mem, "a number below the threshold (1.0) or None",
+                              "e.g. --deploy-min-v-mem -16")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError("grad_clip", self.grad_clip, "a positive number or None")
         from flexsnn.data.event_augment import parse_event_augment
@@ -618,6 +625,15 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     if calibrated and history:
         metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
                                                                config=config.T), n=len(test_frames)))
+    if config.deploy_min_v_mem is not None:  # the floor the chip will run with
+        from flexsnn.models.zoo import with_min_v_mem
+
+        final = with_min_v_mem(final, config.deploy_min_v_mem)
+        model_kwargs = {**model_kwargs, "neuron": {**(model_kwargs.get("neuron") or {}),
+                                                   "min_v_mem": float(config.deploy_min_v_mem)}}
+        if history:
+            metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
+                                                                   config=config.T), n=len(test_frames)))
     final.set_uniform(config.T)
     final.eval()
     if context.is_main:
