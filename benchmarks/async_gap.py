@@ -10,12 +10,16 @@ removal, the same data, epochs and learning rate, then exports a ChipImage and r
   the same recordings (SynOps per sample from the simulator);
 - real recordings (all of nmnist-small): time-binned T=10 and async.
 
-Arms (see :func:`flexsnn.training.recipes.chip_finetune_config`): ``sdt``, ``mtt`` (today's
-demo), then MTT with the parts of the recipe: ``floor`` (min_v_mem -4 in training and on the
-chip), ``budget`` (SynOps hinge at 1.5M per sample), ``qat`` (fake quantization), ``fine``
-(input and later stages' T log-uniform in [1, 100]). Each (arm, seed) run is stored as its own
-JSON in ``--work`` so that two processes can run different seeds side by side and a stopped
-run loses nothing; every finished run rewrites ``async_gap.json`` from all stored runs.
+Arms (see :func:`flexsnn.training.recipes.chip_finetune_config`): ``sdt``, ``mtt`` (the
+paper's MTT), then MTT with the parts of the recipe: ``floor`` (min_v_mem -4 in training and on
+the chip; ``floor8``: -8), ``deep`` (the chip image gets floor -16 whatever the trained floor;
+the arm reuses the checkpoint of the arm without it), ``budget`` (SynOps hinge at 1.5M per
+sample), ``qat`` (fake quantization), ``fine`` (input and later stages' T log-uniform in
+[1, 100]), ``max`` (the full-T configuration in every MTT step), ``kd`` (distillation from the
+base). Runs live in ``--work``/``full-g<generator version>`` (a new saccade generator retrains
+everything). Each (arm, seed) run is stored as its own JSON there, so that two processes can
+run different seeds side by side and a stopped run loses nothing; every finished run rewrites
+``async_gap.json`` from all stored runs.
 
 Usage::
 
@@ -248,7 +252,8 @@ def aggregate(work: Path, out: Path, *, name: str = "async_gap", settings: dict 
             entry["real_async_minus_time_binned_T10"] = entry["real_async"] - entry["real_time_binned_T10"]
         entry["spread_async"] = (max(r["async"] for r in rows) - min(r["async"] for r in rows)) if len(rows) > 1 else None
         entry["per_seed"] = {str(s): {k: by_seed[s].get(k) for k in (*KEYS, "time_binned", "float_per_T",
-                                                                        "time_binned_synops", "epoch_seconds")}
+                                                                        "time_binned_synops", "epoch_seconds",
+                                                                        "load_average")}
                              for s in seeds}
         arms[arm] = entry
     sdt_tb10 = arms.get("sdt", {}).get("time_binned", {}).get("10")
@@ -327,7 +332,8 @@ def write_mtt_vs_sdt(result: dict, work: Path, out: Path) -> None:
            "source": "benchmarks/async_gap.py arms sdt and mtt: bias-free fine-tunes of one SDT+BN base "
                      "(4,000 generated training recordings, the demo's budget), float models on 1,000 "
                      "generated test recordings; epoch seconds are the fine-tunes' mean epochs (the "
-                     "machine is shared by other jobs, load average 11-17: the ratio is rough)",
+                     "machine is shared by other jobs, see load_average: the ratio is rough)",
+           "load_average": {k: [s.get("load_average") for s in arms[k]["per_seed"].values()] for k in ("sdt", "mtt")},
            "settings": result.get("settings", {}), "machine": machine_info()}
     atomic_write_json(out / "mtt_vs_sdt.json", doc)
     from flexsnn.training.evaluate import plot_accuracy_curves
@@ -350,7 +356,8 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arms", default="sdt,mtt,mtt-floor,mtt-floor-budget,mtt-floor-budget-qat",
+    parser.add_argument("--arms", default="sdt,mtt-floor-deep,mtt,mtt-floor-budget-deep,sdt-deep,mtt-floor,"
+                                          "mtt-deep,mtt-floor-budget",
                         help=f"comma-separated arms, run in this order; known: {', '.join(ARMS)}")
     parser.add_argument("--seeds", default="0,1", help="fine-tune seeds (the base is shared: seed 0)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tune epochs of every arm")
