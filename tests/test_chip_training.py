@@ -215,6 +215,11 @@ def test_recipe_configs():
     assert chip_finetune_config("b", include_max=True).scheme.include_max
     assert chip_finetune_config("b", floor=-4.0, deploy_floor=-16.0).deploy_min_v_mem == -16.0
     assert cfg.deploy_min_v_mem == CHIP_RECIPE.get("deploy_floor")
+    from flexsnn.training.recipes import recipe_text
+
+    assert recipe_text(dict(floor=-4.0, deploy_floor=-16.0, budget=1.5e6)) == \
+        "trained with floor -4, deployed with floor -16, a SynOps budget of 1.5M per sample"
+    assert recipe_text(dict(floor=-4.0)) == "trained with floor -4 (the floor it is deployed with)"
     for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"), dict(scheme="sdt", include_max=True),
                 dict(backprop="rate_M", budget=1e6), dict(backprop="rate_M", qat=True)):
         with pytest.raises(ConfigError):

@@ -46,6 +46,26 @@ CHIP_RECIPE: dict[str, Any] = dict(scheme="mtt", floor=-4.0, fine=False, qat=Fal
                                    spike="multi")
 
 
+def recipe_text(recipe: Optional[dict[str, Any]] = None) -> str:
+    """What ``recipe`` (default :data:`CHIP_RECIPE`) trains, in words, for reports; e.g.
+    ``"trained with floor -4, deployed with floor -16"``."""
+    r = CHIP_RECIPE if recipe is None else recipe
+    floor, deploy = float(r.get("floor", -1.0)), r.get("deploy_floor")
+    parts = [f"trained with floor {floor:g}" + (f", deployed with floor {float(deploy):g}" if deploy is not None
+                                                else " (the floor it is deployed with)")]
+    if r.get("budget"):
+        parts.append(f"a SynOps budget of {float(r['budget']) / 1e6:g}M per sample")
+    if r.get("qat"):
+        parts.append("fake quantization")
+    if r.get("fine"):
+        parts.append(f"input and later stages' T log-uniform in [1, {int(r.get('fine_T_max', 100))}]")
+    if r.get("include_max"):
+        parts.append("the full-T configuration in every step")
+    if r.get("distill"):
+        parts.append(f"distillation from the base (weight {float(r['distill']):g})")
+    return ", ".join(parts)
+
+
 def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", floor: float = -1.0,
                          fine: bool = False, fine_T_max: int = 100, qat: bool = False,
                          budget: Optional[float] = None, budget_weight: float = 1.0,
