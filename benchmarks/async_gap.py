@@ -69,6 +69,7 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-deep": dict(scheme="mtt", deploy_floor=-16.0),
     "mtt-floor-budget-deep": dict(scheme="mtt", floor=-4.0, budget=1.5e6, deploy_floor=-16.0),
     "mtt-budget-deep": dict(scheme="mtt", budget=1.5e6, deploy_floor=-16.0),
+    "mtt-budget19-deep": dict(scheme="mtt", budget=1.9e6, deploy_floor=-16.0),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor",)
