@@ -41,3 +41,21 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert doc["arms"]["sdt-deep"]["parts"]["deploy_floor"] == -16.0
     assert set(doc["fine_T_cost"]["seconds_per_step"]) == {"mtt_T10_bptt", "fine_bptt", "fine_rate_M", "fine_rate_S"}
     assert (tmp_path / "async_gap_smoke.png").is_file()
+
+
+def test_stored_configs_from_before_new_settings_are_the_same_config():
+    """A run stored before a TrainConfig/SchemeConfig setting existed is reused (new settings take
+    their defaults); a run with another value is not."""
+    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from flexsnn.training.recipes import chip_finetune_config
+
+    cfg = chip_finetune_config("base.safetensors", floor=-4.0)
+    old = json.loads(json.dumps(cfg.to_dict()))
+    for key in ("deploy_min_v_mem", "distill_checkpoint", "distill_weight", "distill_temperature"):
+        del old[key]
+    del old["scheme"]["include_max"]
+    assert mod.same_config(old, cfg)
+    assert not mod.same_config({**old, "epochs": 7}, cfg)
+    assert not mod.same_config({**old, "no_such_setting": 1}, cfg) and not mod.same_config(None, cfg)
