@@ -12,8 +12,8 @@ from typing import Any, Optional
 from flexsnn.errors import ConfigError
 
 #: The demo's arms (fine-tunes of one SDT+BN base): ``sdt`` the baseline; ``mtt`` the chip recipe
-#: (MTT with the deployment floor and a SynOps budget, :data:`flexsnn.training.recipes.CHIP_RECIPE`,
-#: chosen by ``benchmarks/async_gap.py``); ``mtt-plain`` the paper's MTT as published.
+#: (:data:`flexsnn.training.recipes.CHIP_RECIPE`, chosen by ``benchmarks/async_gap.py``: MTT
+#: exported with a deep floor); ``mtt-plain`` the paper's MTT as published.
 ARMS = ("sdt", "mtt", "mtt-plain")
 SCHEMES = ARMS  # former name
 PRESETS = ("default", "quick", "reproduce", "tiny")

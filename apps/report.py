@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import numpy as np
 
 from flexsnn.io_utils import atomic_path, atomic_write_text
+from flexsnn.training.recipes import recipe_text
 
 if TYPE_CHECKING:  # pragma: no cover
     from flexsnn.apps.demo_results import DemoResult
@@ -37,7 +38,7 @@ COLORS = {"sdt": "#1f77b4", "mtt": "#d62728", "mtt-plain": "#ff9f40"}
 LABELS = {"sdt": "SDT", "mtt": "MTT+chip", "mtt-plain": "MTT"}
 #: What each arm is, for the report's text.
 ARM_TEXT = {"sdt": "SDT at T={T} (the baseline)",
-            "mtt": "the chip recipe: MTT (s={s}) trained with the floor it is deployed with and a SynOps budget",
+            "mtt": "the chip recipe: MTT (s={s}) " + recipe_text(),
             "mtt-plain": "the paper's MTT (s={s}; input stage at T={T}, later stages from U[{lo}, {hi}])"}
 #: Where the asynchronous run is drawn on the bin axis (beyond the finest bins).
 ASYNC_X = 300

@@ -10,12 +10,16 @@ removal, the same data, epochs and learning rate, then exports a ChipImage and r
   the same recordings (SynOps per sample from the simulator);
 - real recordings (all of nmnist-small): time-binned T=10 and async.
 
-Arms (see :func:`flexsnn.training.recipes.chip_finetune_config`): ``sdt``, ``mtt`` (today's
-demo), then MTT with the parts of the recipe: ``floor`` (min_v_mem -4 in training and on the
-chip), ``budget`` (SynOps hinge at 1.5M per sample), ``qat`` (fake quantization), ``fine``
-(input and later stages' T log-uniform in [1, 100]). Each (arm, seed) run is stored as its own
-JSON in ``--work`` so that two processes can run different seeds side by side and a stopped
-run loses nothing; every finished run rewrites ``async_gap.json`` from all stored runs.
+Arms (see :func:`flexsnn.training.recipes.chip_finetune_config`): ``sdt``, ``mtt`` (the
+paper's MTT), then MTT with the parts of the recipe: ``floor`` (min_v_mem -4 in training and on
+the chip; ``floor8``: -8), ``deep`` (the chip image gets floor -16 whatever the trained floor;
+the arm reuses the checkpoint of the arm without it), ``budget`` (SynOps hinge at 1.5M per
+sample), ``qat`` (fake quantization), ``fine`` (input and later stages' T log-uniform in
+[1, 100]), ``max`` (the full-T configuration in every MTT step), ``kd`` (distillation from the
+base). Runs live in ``--work``/``full-g<generator version>`` (a new saccade generator retrains
+everything). Each (arm, seed) run is stored as its own JSON there, so that two processes can
+run different seeds side by side and a stopped run loses nothing; every finished run rewrites
+``async_gap.json`` from all stored runs.
 
 Usage::
 
@@ -50,7 +54,32 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-floor-fine-rate": dict(scheme="mtt", floor=-4.0, fine=True, backprop="rate_M"),
     "sdt-floor-budget": dict(scheme="sdt", floor=-4.0, budget=1.5e6),
     "mtt-budget": dict(scheme="mtt", budget=1.5e6),
+    "mtt-floor8": dict(scheme="mtt", floor=-8.0),
+    "mtt-floor2": dict(scheme="mtt", floor=-2.0),
+    "mtt-floor-max": dict(scheme="mtt", floor=-4.0, include_max=True),
+    "mtt-floor-max-budget": dict(scheme="mtt", floor=-4.0, include_max=True, budget=1.5e6),
+    "mtt-floor8-budget": dict(scheme="mtt", floor=-8.0, budget=1.5e6),
+    "mtt-floor-kd": dict(scheme="mtt", floor=-4.0, distill=1.0),
+    "mtt-floor-kd-budget": dict(scheme="mtt", floor=-4.0, distill=1.0, budget=1.5e6),
+    "sdt-kd": dict(scheme="sdt", distill=1.0),
+    # deploy_floor: the chip image gets this floor; trained as the arm without it (reused)
+    "mtt-floor-deep": dict(scheme="mtt", floor=-4.0, deploy_floor=-16.0),
+    "mtt-floor8-deep": dict(scheme="mtt", floor=-8.0, deploy_floor=-16.0),
+    "sdt-deep": dict(scheme="sdt", deploy_floor=-16.0),
+    "mtt-deep": dict(scheme="mtt", deploy_floor=-16.0),
+    "mtt-floor-budget-deep": dict(scheme="mtt", floor=-4.0, budget=1.5e6, deploy_floor=-16.0),
+    "mtt-budget-deep": dict(scheme="mtt", budget=1.5e6, deploy_floor=-16.0),
+    "mtt-budget19-deep": dict(scheme="mtt", budget=1.9e6, deploy_floor=-16.0),
 }
+#: parts that change only the exported chip image, not training
+DEPLOY_PARTS = ("deploy_floor",)
+
+
+def training_arm(arm: str) -> str:
+    """The arm whose trained checkpoint ``arm`` reuses: the first arm with the same training
+    parts (``arm`` itself when no other has them)."""
+    train = {k: v for k, v in ARMS[arm].items() if k not in DEPLOY_PARTS}
+    return next((a for a, p in ARMS.items() if p == train), arm)
 KEYS = ("float_T10", "async", "real_time_binned_T10", "real_async", "synops_per_sample", "train_seconds")
 TB_T = (10, 30, 100)
 SYNOPS_TARGET = 2.0e6
@@ -68,6 +97,21 @@ def base_config(*, smoke: bool, seed: int = 0):
                        bn_calibration_batches=10)
 
 
+def same_config(stored: dict | None, cfg) -> bool:
+    """True when a stored ``TrainConfig`` dict is ``cfg`` (settings added to TrainConfig since the
+    run was stored take their defaults, so old runs of the same recipe are reused)."""
+    from flexsnn.errors import ConfigError
+    from flexsnn.training.trainer import TrainConfig
+
+    if not stored:
+        return False
+    try:
+        stored = TrainConfig.from_dict(dict(stored)).to_dict()
+    except (ConfigError, TypeError, ValueError):  # a config this version cannot read differs
+        return False
+    return json.loads(json.dumps(stored)) == json.loads(json.dumps(cfg.to_dict()))
+
+
 def train_or_reuse(cfg, out: Path, train_ds, test_ds):
     """Train ``cfg`` into ``out`` unless a finished run with the same config is there.
     Returns ``(final checkpoint, training seconds (sum of the epochs' times), history)``."""
@@ -75,20 +119,20 @@ def train_or_reuse(cfg, out: Path, train_ds, test_ds):
 
     final = out / "final.safetensors"
     if final.is_file() and (out / "config.json").is_file():
-        stored = json.loads((out / "config.json").read_text()).get("config")
-        if stored == json.loads(json.dumps(cfg.to_dict())):
+        if same_config(json.loads((out / "config.json").read_text()).get("config"), cfg):
             hist = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if x.strip()]
             return final, float(sum(r.get("epoch_seconds", 0.0) for r in hist)), hist
     # an interrupted run of the same config continues from its last finished epoch
     resume = (out / "state.safetensors").is_file() and (out / "config.json").is_file() and \
-        json.loads((out / "config.json").read_text()).get("config") == json.loads(json.dumps(cfg.to_dict()))
+        same_config(json.loads((out / "config.json").read_text()).get("config"), cfg)
     res = train(cfg, out_dir=out, resume=resume, train_data=train_ds, test_data=test_ds)
     return res.final_path, float(sum(r.get("epoch_seconds", 0.0) for r in res.history)), res.history
 
 
 def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, async_limit: int | None,
-                 spike: str = "single") -> dict[str, Any]:
-    """Float, time-binned, async and real-data figures of one fine-tuned checkpoint."""
+                 spike: str = "single", deploy_floor: float | None = None) -> dict[str, Any]:
+    """Float, time-binned, async and real-data figures of one fine-tuned checkpoint (with every
+    neuron's floor set to ``deploy_floor`` first when given)."""
     from flexsnn.converters.export import export_chip_image
     from flexsnn.deploy.async_sim import AsyncSimulator
     from flexsnn.deploy.evaluate import evaluate_dataset
@@ -96,7 +140,12 @@ def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, 
     from flexsnn.models.checkpoint import load_model
     from flexsnn.training.evaluate import FrameCache, accuracy_per_T
 
-    model, _meta = load_model(ckpt)
+    if deploy_floor is None:
+        model, _meta = load_model(ckpt)
+    else:
+        from flexsnn.training.recipes import with_floor
+
+        model, _meta = with_floor(ckpt, deploy_floor)
     model.eval()
     cache = FrameCache(test_ds)
     Ts = list(range(1, 11)) if per_T else [10]
@@ -205,7 +254,8 @@ def aggregate(work: Path, out: Path, *, name: str = "async_gap", settings: dict 
             entry["real_async_minus_time_binned_T10"] = entry["real_async"] - entry["real_time_binned_T10"]
         entry["spread_async"] = (max(r["async"] for r in rows) - min(r["async"] for r in rows)) if len(rows) > 1 else None
         entry["per_seed"] = {str(s): {k: by_seed[s].get(k) for k in (*KEYS, "time_binned", "float_per_T",
-                                                                        "time_binned_synops", "epoch_seconds")}
+                                                                        "time_binned_synops", "epoch_seconds",
+                                                                        "load_average")}
                              for s in seeds}
         arms[arm] = entry
     sdt_tb10 = arms.get("sdt", {}).get("time_binned", {}).get("10")
@@ -284,7 +334,8 @@ def write_mtt_vs_sdt(result: dict, work: Path, out: Path) -> None:
            "source": "benchmarks/async_gap.py arms sdt and mtt: bias-free fine-tunes of one SDT+BN base "
                      "(4,000 generated training recordings, the demo's budget), float models on 1,000 "
                      "generated test recordings; epoch seconds are the fine-tunes' mean epochs (the "
-                     "machine is shared by other jobs, load average 11-17: the ratio is rough)",
+                     "machine is shared by other jobs, see load_average: the ratio is rough)",
+           "load_average": {k: [s.get("load_average") for s in arms[k]["per_seed"].values()] for k in ("sdt", "mtt")},
            "settings": result.get("settings", {}), "machine": machine_info()}
     atomic_write_json(out / "mtt_vs_sdt.json", doc)
     from flexsnn.training.evaluate import plot_accuracy_curves
@@ -307,7 +358,8 @@ def print_table(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--arms", default="sdt,mtt,mtt-floor,mtt-floor-budget,mtt-floor-budget-qat",
+    parser.add_argument("--arms", default="sdt,mtt-floor-deep,mtt,mtt-floor-budget-deep,sdt-deep,mtt-floor,"
+                                          "mtt-deep,mtt-floor-budget",
                         help=f"comma-separated arms, run in this order; known: {', '.join(ARMS)}")
     parser.add_argument("--seeds", default="0,1", help="fine-tune seeds (the base is shared: seed 0)")
     parser.add_argument("--epochs", type=int, default=2, help="fine-tune epochs of every arm")
@@ -332,10 +384,15 @@ def main(argv: list[str] | None = None) -> int:
                 "test_recordings": 24 if args.smoke else 1000, "real": "nmnist-small (all)",
                 "base": "speck3c1fc+BN, SDT T=10, 5 epochs, AdamW lr 3e-3, seed 0 (demo default)",
                 "async_spike": "single (simulator default)", "smoke": args.smoke}
+    from flexsnn.data.saccade import GENERATOR_VERSION
+
+    settings["generator_version"] = GENERATOR_VERSION
+    # runs are keyed by the generator version: a new generator retrains the base and every arm
+    work = args.work / ("smoke" if args.smoke else f"full-g{GENERATOR_VERSION}")
     if args.aggregate:
-        res = aggregate(args.work, args.out, name=name, settings=settings)
+        res = aggregate(work, args.out, name=name, settings=settings)
         if not args.smoke:
-            write_mtt_vs_sdt(res, args.work, args.out)
+            write_mtt_vs_sdt(res, work, args.out)
         print_table(res)
         return 0
     from flexsnn.data.registry import load_event_dataset
@@ -355,7 +412,6 @@ def main(argv: list[str] | None = None) -> int:
         real_ds = load_event_dataset("nmnist", split="all", root=str(NMNIST_SMALL), seed=0, limit=lim["real"])
     else:
         print(f"no real recordings at {NMNIST_SMALL}: real columns are null", flush=True)
-    work = args.work / ("smoke" if args.smoke else "full")
     (work / "runs").mkdir(parents=True, exist_ok=True)
     bcfg = base_config(smoke=args.smoke)
     base, base_s, _ = train_or_reuse(bcfg, work / "base", train_ds, test_ds)
@@ -370,17 +426,19 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for arm in arms:
             parts = ARMS[arm]
-            cfg = chip_finetune_config(base, **parts, T=bcfg.T, epochs=1 if args.smoke else args.epochs,
+            train_parts = {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
+            cfg = chip_finetune_config(base, **train_parts, T=bcfg.T, epochs=1 if args.smoke else args.epochs,
                                        lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
                                        **({"fine_T_max": 9} if args.smoke else {}))
-            run_dir = work / f"{arm}-s{seed}"
+            run_dir = work / f"{training_arm(arm)}-s{seed}"
             run_json = work / "runs" / f"{arm}-s{seed}.json"
-            if run_json.is_file() and json.loads(run_json.read_text()).get("config") == json.loads(json.dumps(cfg.to_dict())):
+            if run_json.is_file() and same_config(json.loads(run_json.read_text()).get("config"), cfg):
                 print(f"{arm} seed {seed}: already evaluated ({run_json})", flush=True)
                 continue
             ckpt, secs, hist = train_or_reuse(cfg, run_dir, train_ds, test_ds)
-            ev = evaluate_run(ckpt, test_ds, real_ds, chip_path=run_dir / "model.chip",
-                              per_T=arm in ("sdt", "mtt"), async_limit=None)
+            ev = evaluate_run(ckpt, test_ds, real_ds, chip_path=run_dir / f"{arm}.chip",
+                              per_T=arm in ("sdt", "mtt"), async_limit=None,
+                              deploy_floor=parts.get("deploy_floor"))
             epochs = [r["epoch_seconds"] for r in hist if "epoch_seconds" in r]
             rec = {"arm": arm, "seed": seed, "parts": parts, "train_seconds": secs,
                    "epoch_seconds": sorted(epochs)[len(epochs) // 2] if epochs else None,

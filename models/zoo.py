@@ -323,6 +323,26 @@ def build_model(name: str, **kwargs: Any) -> TFSNN:
     return model
 
 
+def with_min_v_mem(model: TFSNN, floor: float) -> TFSNN:
+    """A copy of zoo ``model`` whose neurons all have ``min_v_mem = floor`` (threshold units),
+    same weights and temporal configuration (e.g. a deeper floor to deploy with than the one it
+    was trained with). ``zoo_kwargs`` records the new floor.
+
+    Raises:
+        ConfigError: ``model`` is not from :func:`build_model`, or ``floor`` is not below the
+            threshold.
+    """
+    name = getattr(model, "zoo_name", None)
+    if name is None:
+        raise ConfigError("model", type(model).__name__, "a zoo model (flexsnn.models.zoo.build_model)")
+    kwargs = dict(model.zoo_kwargs)
+    kwargs["neuron"] = {**(kwargs.get("neuron") or {}), "min_v_mem": float(floor)}
+    out = build_model(name, **kwargs)
+    out.load_state_dict(model.state_dict(), strict=True)
+    out.train(model.training)
+    return out
+
+
 # --------------------------------------------------------------------------- extension (issue 10)
 def register(entry: ZooEntry, builder: Callable[..., TFSNN]) -> None:
     """Add a model to the zoo under ``entry.name`` (builders take keyword-only arguments).

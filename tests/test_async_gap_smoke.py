@@ -18,7 +18,7 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     args = ["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--seeds", "0,1"]
-    assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat"]) == 0
+    assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat,sdt-deep"]) == 0
     assert mod.main(args + ["--cost"]) == 0
     doc = json.loads((tmp_path / "async_gap_smoke.json").read_text())
     assert doc["best_arm"] in doc["arms"] and "machine" in doc
@@ -33,5 +33,29 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     # the floor reached the chip image: threshold_low is -4 x threshold_high (up to rounding)
     run = json.loads((tmp_path / "work" / "smoke" / "runs" / "mtt-floor-budget-qat-s0.json").read_text())
     assert all(abs(lo + 4 * hi) <= 2 for lo, hi in zip(run["threshold_low"], run["threshold_high"]))
+    # a deploy-floor arm reuses the trained checkpoint of the arm without it; its image has floor -16
+    deep = json.loads((tmp_path / "work" / "smoke" / "runs" / "sdt-deep-s0.json").read_text())
+    assert all(abs(lo + 16 * hi) <= 8 for lo, hi in zip(deep["threshold_low"], deep["threshold_high"]))
+    assert not (tmp_path / "work" / "smoke" / "sdt-deep-s0").exists()
+    assert (tmp_path / "work" / "smoke" / "sdt-s0" / "sdt-deep.chip").is_file()
+    assert doc["arms"]["sdt-deep"]["parts"]["deploy_floor"] == -16.0
     assert set(doc["fine_T_cost"]["seconds_per_step"]) == {"mtt_T10_bptt", "fine_bptt", "fine_rate_M", "fine_rate_S"}
     assert (tmp_path / "async_gap_smoke.png").is_file()
+
+
+def test_stored_configs_from_before_new_settings_are_the_same_config():
+    """A run stored before a TrainConfig/SchemeConfig setting existed is reused (new settings take
+    their defaults); a run with another value is not."""
+    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    from flexsnn.training.recipes import chip_finetune_config
+
+    cfg = chip_finetune_config("base.safetensors", floor=-4.0)
+    old = json.loads(json.dumps(cfg.to_dict()))
+    for key in ("deploy_min_v_mem", "distill_checkpoint", "distill_weight", "distill_temperature"):
+        del old[key]
+    del old["scheme"]["include_max"]
+    assert mod.same_config(old, cfg)
+    assert not mod.same_config({**old, "epochs": 7}, cfg)
+    assert not mod.same_config({**old, "no_such_setting": 1}, cfg) and not mod.same_config(None, cfg)

@@ -46,6 +46,20 @@ def test_log_uniform_puts_as_many_draws_below_10_as_above():
     assert sample_configs(sc, 4, step_generator(3, 7)) == sample_configs(sc, 4, step_generator(3, 7))
 
 
+def test_include_max_puts_the_full_T_configuration_first_at_the_same_cost():
+    sc = SchemeConfig(name="mtt", T=10, s=3, r_left=9, include_max=True)
+    for step in range(50):
+        configs = sample_configs(sc, 4, step_generator(0, step))
+        assert len(configs) == 3 and configs[0] == (10, 10, 10, 10)
+        assert all(c[0] == 10 and 1 <= min(c[1:]) and max(c[1:]) <= 10 for c in configs[1:])
+    assert len({c for step in range(50) for c in sample_configs(sc, 4, step_generator(0, step))[1:]}) > 20
+    fine = SchemeConfig(name="mtt", T=10, s=2, r_left=9, r_right=90, t_input_min=1, t_input_max=100,
+                        include_max=True)
+    assert sample_configs(fine, 3, step_generator(1, 2))[0] == (100, 100, 100)
+    with pytest.raises(ConfigError, match="include_max"):
+        SchemeConfig(name="sdt", include_max=True)
+
+
 @pytest.mark.parametrize("kwargs", [dict(name="sdt", t_input_min=1, t_input_max=100),
                                     dict(name="mtt", t_input_min=1),
                                     dict(name="mtt", t_input_min=50, t_input_max=20),
@@ -198,7 +212,82 @@ def test_recipe_configs():
     fine = chip_finetune_config("b", fine=True, backprop="rate_M")
     assert fine.scheme.t_input_max == 100 and fine.scheme.sampling == "log-uniform" and fine.backprop == "rate_M"
     assert fine.scheme.stage_range == (1, 100)
-    for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"),
+    assert chip_finetune_config("b", include_max=True).scheme.include_max
+    assert chip_finetune_config("b", floor=-4.0, deploy_floor=-16.0).deploy_min_v_mem == -16.0
+    assert cfg.deploy_min_v_mem == CHIP_RECIPE.get("deploy_floor")
+    from flexsnn.training.recipes import recipe_text
+
+    assert recipe_text(dict(floor=-4.0, deploy_floor=-16.0, budget=1.5e6)) == \
+        "trained with floor -4, deployed with floor -16, a SynOps budget of 1.5M per sample"
+    assert recipe_text(dict(floor=-4.0)) == "trained with floor -4 (the floor it is deployed with)"
+    for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"), dict(scheme="sdt", include_max=True),
                 dict(backprop="rate_M", budget=1e6), dict(backprop="rate_M", qat=True)):
         with pytest.raises(ConfigError):
             chip_finetune_config("b", **bad)
+
+
+# ----------------------------------------------------------------------------- distillation, deploy floor
+def _save(model, path):
+    from flexsnn.models.checkpoint import CheckpointMeta, save_checkpoint
+
+    meta = CheckpointMeta(model_name="speck3c1fc", model_kwargs=model.zoo_kwargs, neuron_profile="speck-iaf",
+                          stages=model.stage_names, scheme={"name": "sdt"}, t_range=(3, 3), dataset="saccade-mnist")
+    return save_checkpoint(path, model, meta)
+
+
+def test_distill_loss_is_zero_at_the_teacher_and_scale_free_in_T():
+    import torch.nn.functional as F
+
+    from flexsnn.training.distill import Distiller, distill_loss
+
+    teacher = _chip_model(3)
+    d = Distiller(teacher, T=10, weight=0.5, temperature=2.0)
+    x = _frames(_events(2), 10).float()
+    probs = d.targets(x)
+    teacher.set_uniform(10)
+    with torch.no_grad():
+        z = teacher(x)
+    assert torch.allclose(probs, F.softmax(z.mean(0) / 2.0, -1))
+    assert float(distill_loss(z, probs, 2.0, 10)) == pytest.approx(0.0, abs=1e-6)
+    # a student with the same spike counts in one output step matches as well
+    assert float(distill_loss(z.sum(0, keepdim=True), probs, 2.0, 10)) == pytest.approx(0.0, abs=1e-6)
+    other = torch.flip(z, dims=[-1])
+    ce = lambda logits, y: torch.zeros(())  # noqa: E731
+    loss = d.loss_for(ce, x)(other, torch.zeros(x.shape[1], dtype=torch.long))
+    assert float(loss) == pytest.approx(0.5 * float(distill_loss(other, probs, 2.0, 10))) and float(loss) > 0
+    assert not any(p.requires_grad for p in teacher.parameters())
+
+
+def test_distillation_trains_and_is_refused_with_rate_backprop(tmp_path):
+    from flexsnn.training.recipes import chip_finetune_config
+    from flexsnn.training.trainer import TrainConfig, train
+
+    torch.manual_seed(0)
+    base = _save(build_model("speck3c1fc", batch_norm=True, T=3), tmp_path / "base.safetensors")
+    cfg = chip_finetune_config(base, distill=1.0, T=3, epochs=1, limit=16, test_limit=8, batch_size=8,
+                               device="cpu")
+    assert cfg.distill_checkpoint == str(base) and cfg.distill_weight == 1.0
+    res = train(cfg, out_dir=tmp_path / "kd")
+    plain = train(chip_finetune_config(base, T=3, epochs=1, limit=16, test_limit=8, batch_size=8, device="cpu"),
+                  out_dir=tmp_path / "plain")
+    assert res.history[-1]["train_loss"] != plain.history[-1]["train_loss"]  # the term is in the loss
+    for bad in (dict(backprop="rate_M", distill_checkpoint=str(base)), dict(distill_weight=-1.0),
+                dict(distill_temperature=0.0), dict(deploy_min_v_mem=1.5)):
+        with pytest.raises(ConfigError, match="distill|deploy_min_v_mem"):
+            TrainConfig(**bad)
+
+
+def test_with_floor_sets_every_neurons_floor_and_keeps_weights(tmp_path):
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.training.recipes import with_floor
+
+    model = _chip_model(4, floor=-4.0)
+    path = _save(model, tmp_path / "m.safetensors")
+    deep, _ = with_floor(path, -16.0)
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), deep.state_dict().values()))
+    image4, _ = export_chip_image(model)
+    image16, _ = export_chip_image(deep)
+    for c4, c16 in zip(image4.cores, image16.cores):
+        assert c16.threshold_high == c4.threshold_high and abs(c16.threshold_low - 4 * c4.threshold_low) <= 2
+    with pytest.raises(ConfigError, match="deploy_floor"):
+        with_floor(path, 2.0)

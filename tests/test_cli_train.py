@@ -81,7 +81,8 @@ def test_chip_faithful_options_train_and_eval_report_synops(tmp_path, capsys):
     command line; eval reports SynOps per sample and an energy estimate when asked."""
     run = tmp_path / "chip"
     args = ["train", "--scheme", "mtt", "--T", "3", "--s", "2", "--r-right", "3", "--t-input-range", "1,6",
-            "--t-sampling", "log-uniform", "--min-v-mem", "-4", "--synops-budget", "1e5", "--qat",
+            "--t-sampling", "log-uniform", "--min-v-mem", "-4", "--deploy-min-v-mem", "-16",
+            "--synops-budget", "1e5", "--qat",
             "--epochs", "1", "--limit", "16", "--test-limit", "8", "--batch-size", "8", "--out", str(run)]
     assert main(args) == 0
     out = capsys.readouterr().out
@@ -89,7 +90,10 @@ def test_chip_faithful_options_train_and_eval_report_synops(tmp_path, capsys):
     cfg = json.loads((run / "config.json").read_text())["config"]
     assert cfg["scheme"]["t_input_max"] == 6 and cfg["scheme"]["sampling"] == "log-uniform"
     assert cfg["qat"] is True and cfg["synops_budget"] == 1e5
-    assert cfg["model_kwargs"]["neuron"]["min_v_mem"] == -4.0
+    assert cfg["model_kwargs"]["neuron"]["min_v_mem"] == -4.0 and cfg["deploy_min_v_mem"] == -16.0
+    # the final checkpoint carries the deployed floor, the epoch checkpoints the trained one
+    assert json.loads((run / "final.json").read_text())["meta"]["model_kwargs"]["neuron"]["min_v_mem"] == -16.0
+    assert json.loads((run / "last.json").read_text())["meta"]["model_kwargs"]["neuron"]["min_v_mem"] == -4.0
     row = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
     assert row["synops_per_sample"] > 0 and row["test_synops_per_sample"] > 0
     ev = tmp_path / "eval"

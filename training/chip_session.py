@@ -12,6 +12,7 @@ from torch import nn
 
 from flexsnn.errors import ConfigError
 from flexsnn.training.qat import SPIKES, chip_forward
+from flexsnn.training.distill import Distiller, check_distill_options
 from flexsnn.training.synops import BudgetedLoss, SynOpsMeter, check_budget_options
 
 
@@ -25,6 +26,8 @@ def check_chip_options(config: Any) -> None:
         raise ConfigError("backprop", config.backprop, "bptt with --qat or --train-spike single",
                           "the chip-faithful forward replaces the neurons' time loop, as rate backprop does")
     check_budget_options(config.synops_budget, config.synops_weight, config.backprop)
+    check_distill_options(config.distill_checkpoint, config.distill_weight, config.distill_temperature,
+                          config.backprop)
 
 
 class ChipSession:
@@ -35,14 +38,23 @@ class ChipSession:
         model: the TFSNN being trained.
         config: its :class:`~flexsnn.training.trainer.TrainConfig`.
         loss_fn: the task loss ``(logits [T, B, K], y [B]) -> scalar``.
+        device: where the distillation teacher runs (with ``config.distill_checkpoint``).
     """
 
-    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable) -> None:
+    def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, device: Any = "cpu") -> None:
         self.model, self.config = model, config
         self.metered = config.backprop == "bptt"  # the rate pass is no spike count
         self.meter = SynOpsMeter(model)
         self.loss = BudgetedLoss(loss_fn, self.meter, config.synops_budget, config.synops_weight) \
             if self.metered else loss_fn
+        self.distiller = None if config.distill_checkpoint is None else Distiller.from_checkpoint(
+            config.distill_checkpoint, T=config.T, weight=config.distill_weight,
+            temperature=config.distill_temperature, device=device)
+
+    def loss_for(self, x: Any) -> Callable:
+        """The loss of the batch ``x [T_data, B, C, H, W]``: :attr:`loss`, plus the distillation
+        term against the teacher's soft targets on ``x`` when a teacher is set."""
+        return self.loss if self.distiller is None else self.distiller.loss_for(self.loss, x)
 
     def _forward_context(self, model: nn.Module) -> contextlib.AbstractContextManager:
         return chip_forward(model, quantize=self.config.qat, spike=self.config.train_spike)

@@ -69,6 +69,9 @@ class SchemeConfig:
         t_input_min, t_input_max: event data, NMT/MTT: draw the input stage's T from this
             inclusive range (frames over the sample's duration); None = the input keeps ``T``.
         sampling: ``"uniform"`` or ``"log-uniform"`` draws of every sampled T.
+        include_max: NMT/MTT: the first of each step's ``s`` configurations is
+            :meth:`max_config` (every stage at its largest T) instead of a draw, so every step
+            also trains the full-T model the others are compared with; same cost per step.
     """
 
     name: str = "sdt"
@@ -83,6 +86,7 @@ class SchemeConfig:
     t_input_min: int | None = None
     t_input_max: int | None = None
     sampling: str = "uniform"
+    include_max: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in SCHEMES:
@@ -115,6 +119,11 @@ class SchemeConfig:
         if (self.t_input_min is None) != (self.t_input_max is None):
             raise ConfigError("scheme.t_input_range", (self.t_input_min, self.t_input_max),
                               "both ends or neither", "e.g. --t-input-range 1,100")
+        if not isinstance(self.include_max, (bool, np.bool_)):
+            raise ConfigError("scheme.include_max", self.include_max, "true or false")
+        if self.include_max and self.name == "sdt":
+            raise ConfigError("scheme.include_max", self.include_max, "False with sdt",
+                              "SDT trains its one configuration already; use nmt or mtt")
         if self.t_input_max is not None:
             lo, hi = self.t_input_min, self.t_input_max
             if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (lo, hi)) \
@@ -289,11 +298,15 @@ def sample_configs(scheme: SchemeConfig, num_stages: int, generator: Generator) 
             used (use :func:`step_generator` for per-step seeding).
 
     Returns:
-        ``scheme.configs_per_step`` tuples of ``num_stages`` positive ints each.
+        ``scheme.configs_per_step`` tuples of ``num_stages`` positive ints each (the first one
+        :meth:`SchemeConfig.max_config` when ``scheme.include_max``).
     """
     _check_stages(num_stages)
     if scheme.name == "sdt":
         return [(scheme.T,) * num_stages]
+    if scheme.include_max:
+        return [scheme.max_config(num_stages)] + [_sample_one(scheme, num_stages, generator)
+                                                  for _ in range(scheme.s - 1)]
     return [_sample_one(scheme, num_stages, generator) for _ in range(scheme.s)]
 
 

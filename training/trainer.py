@@ -88,6 +88,10 @@ class TrainConfig:
             the converter discretizes; ``"single"``: at most one spike per neuron per update.
         synops_budget, synops_weight: add ``weight * relu(S / budget - 1)`` to the loss, S the
             estimated SynOps per sample (:mod:`flexsnn.training.synops`); None = no penalty.
+        distill_checkpoint, distill_weight, distill_temperature: knowledge distillation from
+            this frozen teacher checkpoint at ``T`` (:mod:`flexsnn.training.distill`); None = off.
+        deploy_min_v_mem: the final checkpoint's neuron floor (threshold units; exported as the
+            chip's ``threshold_low``) when it differs from the trained one; None = as trained.
     """
 
     model: str = "speck3c1fc"
@@ -121,6 +125,10 @@ class TrainConfig:
     train_spike: str = "multi"
     synops_budget: float | None = None
     synops_weight: float = 1.0
+    distill_checkpoint: str | None = None
+    distill_weight: float = 1.0
+    distill_temperature: float = 2.0
+    deploy_min_v_mem: float | None = None
 
     def __post_init__(self) -> None:
         check_field_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)})
@@ -159,6 +167,10 @@ class TrainConfig:
                 raise ConfigError(name, v, "an integer >= 1 or None")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError("device", self.device, "auto, cpu or cuda")
+        if self.deploy_min_v_mem is not None and not (math.isfinite(self.deploy_min_v_mem)
+                                                      and self.deploy_min_v_mem < 1.0):
+            raise ConfigError("deploy_min_v_mem", self.deploy_min_v_mem, "a number below the threshold (1.0) or None",
+                              "e.g. --deploy-min-v-mem -16")
         if self.grad_clip is not None and not (self.grad_clip > 0 and math.isfinite(self.grad_clip)):
             raise ConfigError("grad_clip", self.grad_clip, "a positive number or None")
         from flexsnn.data.event_augment import parse_event_augment
@@ -520,7 +532,7 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     tfsnn.to(device)
     from flexsnn.training.chip_session import ChipSession
 
-    chip = ChipSession(tfsnn, config, build_loss(config.loss, **config.loss_params))
+    chip = ChipSession(tfsnn, config, build_loss(config.loss, **config.loss_params), device=device)
     step_fn = get_step_fn(config.backprop)
     steps_per_epoch = math.ceil(len(context.shard(list(range(len(train_frames))))) / config.batch_size)
     optimizer, scheduler = build_optimizer(tfsnn, config, steps_per_epoch * config.epochs)
@@ -536,6 +548,10 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
         state_path = committed[1]
         tensors, doc = load_train_state(state_path)
         stored = doc.get("config")
+        try:  # settings added since the state was written take their defaults
+            stored = TrainConfig.from_dict(dict(stored)).to_dict() if isinstance(stored, dict) else stored
+        except (ConfigError, TypeError, ValueError):
+            pass
         if stored != config.to_dict():
             diff = sorted(k for k in set(stored or {}) | set(config.to_dict())
                           if (stored or {}).get(k) != config.to_dict().get(k))
@@ -572,7 +588,7 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
             x = x.to(device, non_blocking=True).transpose(0, 1).contiguous()
             y = y.to(device, non_blocking=True)
             configs = sample_configs(config.scheme, tfsnn.num_stages, step_generator(config.seed, global_step))
-            st = train_step(model, x, y, configs, chip.loss, step_fn, optimizer, scaler=scaler, autocast=autocast,
+            st = train_step(model, x, y, configs, chip.loss_for(x), step_fn, optimizer, scaler=scaler, autocast=autocast,
                             context=context, grad_clip=config.grad_clip, tfsnn=tfsnn,
                             resample_input=config.scheme.draws_input)
             scheduler.step()
@@ -609,6 +625,15 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     if calibrated and history:
         metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
                                                                config=config.T), n=len(test_frames)))
+    if config.deploy_min_v_mem is not None:  # the floor the chip will run with
+        from flexsnn.models.zoo import with_min_v_mem
+
+        final = with_min_v_mem(final, config.deploy_min_v_mem)
+        model_kwargs = {**model_kwargs, "neuron": {**(model_kwargs.get("neuron") or {}),
+                                                   "min_v_mem": float(config.deploy_min_v_mem)}}
+        if history:
+            metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
+                                                                   config=config.T), n=len(test_frames)))
     final.set_uniform(config.T)
     final.eval()
     if context.is_main:
