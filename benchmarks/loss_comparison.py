@@ -209,6 +209,8 @@ def targets(data: dict) -> dict:
         final = {n: {m.replace("_per_t", ""): round(block[n][m][-1], 4) for m in METRICS} for n in names}
         for n in names:
             final[n]["accuracy_spread_over_seeds"] = round(block[n]["final_spread"]["accuracy_per_t"], 4)
+            # TMC's papers report ECE at every step; the targets judge the last one
+            final[n]["ece_mean_over_t"] = round(sum(block[n]["ece_per_t"]) / len(block[n]["ece_per_t"]), 4)
         out[key] = {"T": setup["T"], "train_samples": setup["train_samples"], "epochs": setup["epochs"],
                     "optimizer_steps": setup["optimizer_steps"], "seeds": setup["seeds"], "final_step": final,
                     "tmc_confidence_cap_at_T": tmc_confidence_cap(setup["T"])[-1]}
