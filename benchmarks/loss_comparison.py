@@ -41,6 +41,14 @@ at T = 4). With 200 training recordings and 96 epochs (``--train-limit 200``, 67
 ``results/loss_comparison_linear_200train.json``), where CE fits 100 % and is slightly
 over-confident on one seed: CE 85.6 % / 0.033, TET 87.5 % / 0.023, TMC 75.5 % / 0.152 (TMC's
 confidence 0.61 on test, 0.72 on its training set).
+
+Other settings. ``--add-regime linear_readout_<name> --regime-from RUN/loss_comparison.json`` copies a
+finished ``--readouts linear`` run into the JSON under that key with its own setup; the ``targets``
+block gives, per setting, the final-step figures, the signed gaps to CE, TMC's confidence cap at that
+T (:func:`tmc_confidence_cap`) and which target is met. TMC's paper regime, T = 10 (cap 0.86) on 200
+training recordings, 216 epochs = 1,512 steps (``linear_readout_T10_hard``): CE 88.4 % / 0.037,
+TET 89.25 % / 0.039, TMC 82.45 % / 0.097; TMC is the better calibrated at t = 1..5 and equal to CE
+averaged over the steps (0.084 / 0.083), under-confident at the last (0.73 at 82 %).
 """
 
 from __future__ import annotations
