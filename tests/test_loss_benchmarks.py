@@ -55,6 +55,52 @@ def test_loss_comparison_reruns_one_readout_and_keeps_the_other(tmp_path):
                     "--keep-from", str(tmp_path / "missing.json")])
 
 
+def test_tmc_confidence_cap_matches_the_loss_optimum():
+    bench = _load("loss_comparison")
+    assert bench.tmc_confidence_cap(4) == pytest.approx([0.382, 0.502, 0.611, 0.721], abs=2e-3)
+    assert bench.tmc_confidence_cap(10)[-1] == pytest.approx(0.861, abs=2e-3)
+
+
+@pytest.mark.slow
+def test_loss_comparison_add_regime_writes_targets_per_setting(tmp_path):
+    bench = _load("loss_comparison")
+    main, other = tmp_path / "main", tmp_path / "other"
+    assert bench.main(["--smoke", "--out", str(main)]) == 0
+    assert set(json.loads((main / "loss_comparison.json").read_text())["targets"]) == {"linear_readout"}
+    assert bench.main(["--smoke", "--readouts", "linear", "--T", "2", "--out", str(other)]) == 0
+    run = json.loads((other / "loss_comparison.json").read_text())
+    assert bench.main(["--out", str(main), "--add-regime", "linear_readout_T2",
+                       "--regime-from", str(other / "loss_comparison.json")]) == 0
+    doc = json.loads((main / "loss_comparison.json").read_text())
+    assert doc["linear_readout_T2"]["tmc"] == run["linear_readout"]["tmc"]
+    assert doc["linear_readout_T2"]["setup"]["T"] == 2 and doc["setup"]["T"] == 3
+    t = doc["targets"]["linear_readout_T2"]
+    assert t["T"] == 2 and t["tmc_confidence_cap_at_T"] == pytest.approx(0.56, abs=0.01)
+    assert t["final_step"]["tmc"]["accuracy"] == pytest.approx(run["linear_readout"]["tmc"]["accuracy_per_t"][-1], abs=1e-4)
+    assert t["met"] == run["linear_readout_checks"]
+    assert doc["targets"]["linear_readout"]["T"] == 3
+    # re-running the default setting keeps the added regime and its targets
+    assert bench.main(["--smoke", "--readouts", "linear", "--out", str(main)]) == 0
+    again = json.loads((main / "loss_comparison.json").read_text())
+    assert again["linear_readout_T2"] == doc["linear_readout_T2"] and "linear_readout_T2" in again["targets"]
+    # a subset of the losses (--losses) is recorded, but no target is judged on it
+    part = tmp_path / "part"
+    assert bench.main(["--smoke", "--readouts", "linear", "--losses", "ce,tmc", "--out", str(part)]) == 0
+    assert json.loads((part / "loss_comparison.json").read_text())["complete"]
+    assert bench.main(["--out", str(main), "--add-regime", "linear_readout_part",
+                       "--regime-from", str(part / "loss_comparison.json")]) == 0
+    doc = json.loads((main / "loss_comparison.json").read_text())
+    assert "tet" not in doc["linear_readout_part"] and doc["linear_readout_part"]["checks"] is None
+    assert doc["targets"]["linear_readout_part"]["met"] is None
+    assert set(doc["targets"]["linear_readout_part"]["final_step"]) == {"ce", "tmc"}
+    from flexsnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="add-regime"):
+        bench.main(["--out", str(main), "--add-regime", "T2", "--regime-from", str(other / "loss_comparison.json")])
+    with pytest.raises(ConfigError, match="regime-from"):
+        bench.main(["--out", str(main), "--add-regime", "linear_readout_x", "--regime-from", str(tmp_path / "no.json")])
+
+
 @pytest.mark.slow
 def test_rate_vs_bptt_smoke(tmp_path):
     assert _load("rate_vs_bptt").main(["--smoke", "--out", str(tmp_path)]) == 0
