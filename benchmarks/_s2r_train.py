@@ -50,19 +50,18 @@ class Arm:
 
         from flexsnn.data.saccade import SaccadeParams
 
+        from benchmarks._s2r_data import FEATURES_OFF
+
         canonical = {k: v for k, v in dataclasses.asdict(SaccadeParams(**self.params)).items()
-                     if NEUTRAL_FEATURES.get(k, _UNSET) != v}
+                     if FEATURES_OFF.get(k, _UNSET) != v}
         blob = json.dumps({"params": canonical, "aug": self.event_augment, "seed": seed,
                            "budget": budget.__dict__, "gen": generator_fingerprint(self.params)},
                           sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+#: marks a parameter that :data:`~benchmarks._s2r_data.FEATURES_OFF` does not list
 _UNSET = object()
-#: Generator features added after results were cached, at their switched-off values: left out of
-#: the cache key, so arms that do not use them keep their trained results.
-NEUTRAL_FEATURES = {"speed_profile": (), "speed_profile_dt_us": 2000.0, "display_gamma": 1.0,
-                    "threshold_correlation": 0.0}
 
 
 def generator_fingerprint(params: dict) -> str:

@@ -84,30 +84,23 @@ def generator_checks(params: dict, pairs: Pairs, *, c2st_epochs: int, seeds=(0,)
     gen = SaccadeGenerator(SaccadeParams(**params), seed=0)
     recs = [gen.generate(images[i], int(i)) for i in pairs.image_index]
     fit, ho = pairs.half(held_out=False), pairs.half(held_out=True)
-    accs = []
-    for s in seeds:
-        path = None if work is None else work / (
-            f"c2st-{generator_fingerprint(params)}-{len(pairs.real)}-s{s}-e{c2st_epochs}.json")
+    halves = ([pairs.real[i] for i in fit], [recs[i] for i in fit],
+              [pairs.real[i] for i in ho], [recs[i] for i in ho])
+    stem = None if work is None else f"{generator_fingerprint(params)}-{len(pairs.real)}"
+
+    def cached(prefix: str, tag: str, compute):
+        path = None if stem is None else work / f"{prefix}-{stem}{tag}-e{c2st_epochs}.json"
         if path is not None and path.is_file():
-            accs.append(json.loads(path.read_text())["c2st_accuracy"])
-            continue
-        acc = c2st_accuracy([pairs.real[i] for i in fit], [recs[i] for i in fit],
-                            [pairs.real[i] for i in ho], [recs[i] for i in ho], seed=s, epochs=c2st_epochs)
+            return json.loads(path.read_text())
+        value = compute()
         if path is not None:
-            atomic_write_json(path, {"c2st_accuracy": acc})
-        accs.append(acc)
-    by_view = None
-    if views:
-        path = None if work is None else work / (
-            f"c2st-views-{generator_fingerprint(params)}-{len(pairs.real)}-e{c2st_epochs}.json")
-        if path is not None and path.is_file():
-            by_view = json.loads(path.read_text())
-        else:
-            by_view = c2st_views([pairs.real[i] for i in fit], [recs[i] for i in fit],
-                                 [pairs.real[i] for i in ho], [recs[i] for i in ho], epochs=c2st_epochs)
-            if path is not None:
-                atomic_write_json(path, by_view)
-    objective, parts = discrepancy([pairs.real[i] for i in ho], [recs[i] for i in ho])
+            atomic_write_json(path, value)
+        return value
+
+    accs = [cached("c2st", f"-s{s}", lambda s=s: {"c2st_accuracy": c2st_accuracy(
+        *halves, seed=s, epochs=c2st_epochs)})["c2st_accuracy"] for s in seeds]
+    by_view = cached("c2st-views", "", lambda: c2st_views(*halves, epochs=c2st_epochs)) if views else None
+    objective, parts = discrepancy(halves[2], halves[3])
     return {"c2st_accuracy": float(np.mean(accs)), "c2st_per_seed": accs, "c2st_views": by_view,
             "fit_objective_held_out": objective, "paired_frame_correlation": parts["corr_by_T"],
             "generated": recs}
