@@ -9,16 +9,8 @@ import pytest
 from chip_builders import random_chain_image, random_events
 from flexsnn.deploy import kernels as K
 from flexsnn.deploy.async_sim import AsyncSimulator, map_input_events, pack_image
-from sim_reference import RefSim
+from sim_reference import RULE_IDS, RULES, RefSim
 from sim_reference import event_tuples as _as_tuples
-
-RULES = [
-    dict(),
-    dict(spike="multi"),
-    dict(order="breadth-first"),
-    dict(update_order="position-major"),
-    dict(saturate=False, spike="multi"),
-]
 
 
 def _events_for(image, seed, n=150):
@@ -26,7 +18,7 @@ def _events_for(image, seed, n=150):
     return random_events(seed, w, h, c, n)
 
 
-@pytest.mark.parametrize("rules", RULES, ids=lambda r: ",".join(f"{k}={v}" for k, v in r.items()) or "default")
+@pytest.mark.parametrize("rules", RULES, ids=RULE_IDS)
 def test_simulator_equals_reference_on_random_images(rules):
     compared_spikes = 0
     for seed in range(12):
