@@ -291,3 +291,21 @@ def test_with_floor_sets_every_neurons_floor_and_keeps_weights(tmp_path):
         assert c16.threshold_high == c4.threshold_high and abs(c16.threshold_low - 4 * c4.threshold_low) <= 2
     with pytest.raises(ConfigError, match="deploy_floor"):
         with_floor(path, 2.0)
+
+
+def test_deploy_floor_is_written_into_the_final_checkpoint(tmp_path):
+    """``deploy_min_v_mem``: the final checkpoint's neurons and its metadata carry the deeper
+    floor; the weights are the trained ones."""
+    from flexsnn.models.checkpoint import load_model
+    from flexsnn.training.recipes import chip_finetune_config
+    from flexsnn.training.trainer import train
+
+    torch.manual_seed(0)
+    base = _save(build_model("speck3c1fc", batch_norm=True, T=3), tmp_path / "base.safetensors")
+    res = train(chip_finetune_config(base, floor=-4.0, deploy_floor=-16.0, T=3, epochs=1, limit=16,
+                                     test_limit=8, batch_size=8, device="cpu"), out_dir=tmp_path / "deep")
+    model, meta = load_model(res.final_path)
+    assert meta.model_kwargs["neuron"]["min_v_mem"] == -16.0
+    floors = {m.config.min_v_mem for m in model.modules()
+              if getattr(getattr(m, "config", None), "min_v_mem", None) is not None}
+    assert floors == {-16.0}

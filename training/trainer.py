@@ -620,20 +620,21 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
                                            config=config))
             write_metrics(out, history)
 
+    def evaluate_final() -> None:
+        metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
+                                                               config=config.T), n=len(test_frames)))
+
     final = _calibrated_copy(tfsnn, train_frames, config, config.epochs, context)
     calibrated = final is not tfsnn
     if calibrated and history:
-        metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
-                                                               config=config.T), n=len(test_frames)))
+        evaluate_final()
     if config.deploy_min_v_mem is not None:  # the floor the chip will run with
         from flexsnn.models.zoo import with_min_v_mem
 
         final = with_min_v_mem(final, config.deploy_min_v_mem)
-        model_kwargs = {**model_kwargs, "neuron": {**(model_kwargs.get("neuron") or {}),
-                                                   "min_v_mem": float(config.deploy_min_v_mem)}}
+        model_kwargs = dict(final.zoo_kwargs)
         if history:
-            metrics.update(chip.evaluate(final, lambda m: accuracy(m, _eval_loader(test_frames, config),
-                                                                   config=config.T), n=len(test_frames)))
+            evaluate_final()
     final.set_uniform(config.T)
     final.eval()
     if context.is_main:
