@@ -81,15 +81,15 @@ class SaccadeParams:
     (the relative speed ``speed_profile``, one value per ``speed_profile_dt_us`` bin from
     t = 0: the real recordings' mean event rate); inside segment ``k`` the digit moves during
     ``motion_windows_us[k]`` = (start, end) µs and rests otherwise (empty tuple: the whole
-    segment). The default windows reproduce the short pauses
-    between the real N-MNIST saccades.
+    segment). The default windows split the real N-MNIST recordings at their pauses between
+    saccades.
     Placement: the 28x28 image's top-left corner sits at ``(offset_x_px, offset_y_px)`` at t = 0.
     Optics: Gaussian ``blur_sigma_px``. Display: ``background`` black level (fraction of white),
     ``display_gamma`` (a grey level g in [0, 1] is shown at intensity g ** gamma).
     Pixels: mean thresholds ``threshold_on`` / ``threshold_off`` (log-intensity units),
     mismatch ``threshold_sigma`` (std, log units) with correlation ``threshold_correlation``
-    between a pixel's ON and OFF threshold (a pixel that fires ON easily fires OFF easily), ``refractory_us``, timing ``jitter_us`` (std),
-    background noise ``noise_hz`` per pixel (a share ``on_ratio_noise`` of it ON). Rendering
+    between a pixel's ON and OFF threshold (a pixel that fires ON easily fires OFF easily),
+    ``refractory_us``, timing ``jitter_us`` (std), background noise ``noise_hz`` per pixel (a share ``on_ratio_noise`` of it ON). Rendering
     step ``frame_dt_us``.
     Sensor effects seen in the real recordings: ``invert_polarity`` writes brightness increases
     as p = 0 (the N-MNIST files mark the edge where the digit arrives as p = 0: paired frames
