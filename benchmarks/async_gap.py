@@ -70,6 +70,9 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-floor-budget-deep": dict(scheme="mtt", floor=-4.0, budget=1.5e6, deploy_floor=-16.0),
     "mtt-budget-deep": dict(scheme="mtt", budget=1.5e6, deploy_floor=-16.0),
     "mtt-budget19-deep": dict(scheme="mtt", budget=1.9e6, deploy_floor=-16.0),
+    # trained in the chip's regime: fixed fine bins (T=100 for the whole recording, every stage),
+    # at the deployed floor, by rate-based backprop (BPTT at T=100 costs ~12x an MTT T=10 step)
+    "sdt100-rate-floor16": dict(scheme="sdt", T=100, floor=-16.0, backprop="rate_M"),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor",)
@@ -427,7 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         for arm in arms:
             parts = ARMS[arm]
             train_parts = {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
-            cfg = chip_finetune_config(base, **train_parts, T=bcfg.T, epochs=1 if args.smoke else args.epochs,
+            cfg = chip_finetune_config(base, **{"T": bcfg.T, **train_parts}, epochs=1 if args.smoke else args.epochs,
                                        lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
                                        **({"fine_T_max": 9} if args.smoke else {}))
             run_dir = work / f"{training_arm(arm)}-s{seed}"

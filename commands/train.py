@@ -263,7 +263,8 @@ def train_cmd(
         "as on the chip (training only; the checkpoint stays exportable)."),
     synops_budget: Optional[float] = typer.Option(
         None, "--synops-budget", min=1.0, help="Penalise estimated SynOps per sample above N "
-        "(counted as the chip backends count them), e.g. 1.5e6."),
+        "(counted as the chip backends count them), e.g. 1.5e6. Works with BPTT and rate-based backprop "
+        "(there the spike pass gives the count, the rate pass the gradient)."),
     synops_weight: Optional[float] = typer.Option(
         None, "--synops-weight", min=0.0, help="Weight of the SynOps penalty relu(S/N - 1) (default 1)."),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Start from these weights."),

@@ -191,6 +191,45 @@ def test_synops_estimate_equals_time_binned_count(T):
     assert int(round(float(total))) == want
 
 
+@pytest.mark.parametrize("T", [10, 40])
+def test_rate_backprop_budget_counts_the_spike_pass_and_its_gradient_lowers_synops(T):
+    from flexsnn.training.rate_backprop import rate_loss_and_backward
+    from flexsnn.training.synops import BudgetedLoss
+
+    model = _chip_model(6, floor=-4.0).train()
+    model.set_uniform(T)
+    x = _frames(_events(7), T).float()
+    y = torch.zeros(x.shape[1], dtype=torch.long)
+
+    def synops(m):
+        with torch.no_grad(), SynOpsMeter(m) as meter:
+            m(x)
+            return float(meter.pop()[0]) / x.shape[1]
+
+    s0 = synops(model)
+    zero = lambda logits, target: logits.sum() * 0.0  # noqa: E731  (only the budget's gradient)
+    with SynOpsMeter(model) as meter:
+        budgeted = BudgetedLoss(zero, meter, budget=s0 / 2, weight=1.0)
+        seen = []
+        res = rate_loss_and_backward(model, x, y, budgeted,
+                                     extra_loss=lambda: seen.append(budgeted.rate_penalty()) or seen[-1])
+    # the loss carries the spike pass's penalty, the rate term has the same value and a gradient
+    assert float(res.loss) == pytest.approx(1.0, rel=1e-6)  # relu(s0 / (s0/2) - 1)
+    assert seen[0] is not None and seen[0].requires_grad and float(seen[0].detach()) == pytest.approx(1.0, rel=1e-5)
+    assert not meter.layer_ops and not meter.per_layer  # nothing left for the next step's count
+    grads = [p.grad for p in model.parameters()]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads) and any(float(g.abs().sum()) > 0 for g in grads)
+    with torch.no_grad():  # a step down the budget's gradient spends fewer SynOps
+        for p in model.parameters():
+            p.sub_(0.05 * p.grad / p.grad.abs().max().clamp_min(1e-12))
+    assert synops(model) < s0
+    # without a budget the rate term is absent
+    with SynOpsMeter(model) as meter:
+        free = BudgetedLoss(zero, meter, budget=None)
+        rate_loss_and_backward(model, x, y, free, extra_loss=free.rate_penalty)
+        assert free.epoch_mean() > 0
+
+
 def test_synops_penalty_and_energy():
     s = torch.tensor(3e6, requires_grad=True)
     p = synops_penalty(s, 2e6)
@@ -221,7 +260,7 @@ def test_recipe_configs():
         "trained with floor -4, deployed with floor -16, a SynOps budget of 1.5M per sample"
     assert recipe_text(dict(floor=-4.0)) == "trained with floor -4 (the floor it is deployed with)"
     for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"), dict(scheme="sdt", include_max=True),
-                dict(backprop="rate_M", budget=1e6), dict(backprop="rate_M", qat=True)):
+                dict(backprop="rate_M", qat=True)):
         with pytest.raises(ConfigError):
             chip_finetune_config("b", **bad)
 

@@ -105,5 +105,5 @@ def test_chip_faithful_options_train_and_eval_report_synops(tmp_path, capsys):
     assert s3 > 0 and entry["energy_uj_per_sample"]["3"] == pytest.approx(s3 * 2.0 * 1e-6)
     assert main(["train", "--t-input-range", "1,2,3", "--out", str(tmp_path / "bad")]) == 1
     assert "--t-input-range" in capsys.readouterr().err
-    assert main(["train", "--backprop", "rate", "--synops-budget", "1e6", "--out", str(tmp_path / "bad")]) == 1
-    assert "synops_budget" in capsys.readouterr().err
+    assert main(["train", "--backprop", "rate", "--qat", "--out", str(tmp_path / "bad")]) == 1
+    assert "--qat" in capsys.readouterr().err

@@ -25,7 +25,7 @@ def check_chip_options(config: Any) -> None:
     if (config.qat or config.train_spike != "multi") and config.backprop != "bptt":
         raise ConfigError("backprop", config.backprop, "bptt with --qat or --train-spike single",
                           "the chip-faithful forward replaces the neurons' time loop, as rate backprop does")
-    check_budget_options(config.synops_budget, config.synops_weight, config.backprop)
+    check_budget_options(config.synops_budget, config.synops_weight)
     check_distill_options(config.distill_checkpoint, config.distill_weight, config.distill_temperature,
                           config.backprop)
 
@@ -43,10 +43,10 @@ class ChipSession:
 
     def __init__(self, model: nn.Module, config: Any, loss_fn: Callable, device: Any = "cpu") -> None:
         self.model, self.config = model, config
-        self.metered = config.backprop == "bptt"  # the rate pass is no spike count
         self.meter = SynOpsMeter(model)
-        self.loss = BudgetedLoss(loss_fn, self.meter, config.synops_budget, config.synops_weight) \
-            if self.metered else loss_fn
+        # under rate backprop the loss sees the spike pass's counts; the rate pass's counts
+        # carry the gradient (BudgetedLoss.rate_penalty, called by the rate step)
+        self.loss = BudgetedLoss(loss_fn, self.meter, config.synops_budget, config.synops_weight)
         self.distiller = None if config.distill_checkpoint is None else Distiller.from_checkpoint(
             config.distill_checkpoint, T=config.T, weight=config.distill_weight,
             temperature=config.distill_temperature, device=device)
@@ -62,17 +62,14 @@ class ChipSession:
     def batches(self, loader: Iterable) -> Iterator:
         """Yield ``loader``'s batches with the meter and the chip forward active."""
         with contextlib.ExitStack() as stack:
-            if self.metered:
-                stack.enter_context(self.meter)
-                self.meter.pop()
+            stack.enter_context(self.meter)
+            self.meter.pop()
             stack.enter_context(self._forward_context(self.model))
             yield from loader
 
     def epoch_metrics(self, reduce: Callable | None = None) -> dict[str, float]:
-        """``{"synops_per_sample": mean over the epoch's forwards}`` (empty when not metered);
+        """``{"synops_per_sample": mean over the epoch's forwards}`` (empty before any);
         ``reduce`` sums over the ranks of a distributed run."""
-        if not self.metered:
-            return {}
         mean = self.loss.epoch_mean(reduce)
         return {} if mean is None else {"synops_per_sample": mean}
 

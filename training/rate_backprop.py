@@ -415,6 +415,7 @@ def rate_loss_and_backward(
     mode: str = "rate_M",
     detach_reset: bool = False,
     grad_scale: str = "1/T",
+    extra_loss: Callable[[], torch.Tensor | None] | None = None,
 ) -> RateStepResult:
     """One rate-based training step for the model's current temporal configuration.
 
@@ -434,6 +435,9 @@ def rate_loss_and_backward(
         mode: ``"rate_M"`` or ``"rate_S"``.
         detach_reset: eligibility factor for a detached reset (see module docstring).
         grad_scale: ``"1/T"`` (official code, default) or ``"1"`` (see module docstring).
+        extra_loss: called right after the rate pass; a scalar it returns (built on the rate
+            pass's tensors, e.g. :meth:`flexsnn.training.synops.BudgetedLoss.rate_penalty`) is
+            backpropagated with the drive, unscaled. Its value must already be in ``loss_fn``'s.
 
     Returns:
         :class:`RateStepResult` with the detached loss and spike-pass logits.
@@ -455,9 +459,15 @@ def rate_loss_and_backward(
             out = _rate_pass(model, net, x)
             if out.shape[0] != 1 or tuple(out.shape[1:]) != tuple(logits.shape[1:]):
                 raise ConfigError("rate pass output", tuple(out.shape), f"[1, {', '.join(map(str, logits.shape[1:]))}]")
+            extra = extra_loss() if extra_loss is not None else None
+            roots, grads = [], []
             if out.requires_grad:
                 drive = grad_logits.sum(0, keepdim=True)
                 if config.grad_scale == "1/T":
                     drive = drive / logits.shape[0]
-                out.backward(drive.to(out.dtype))
+                roots.append(out), grads.append(drive.to(out.dtype))
+            if extra is not None and extra.requires_grad:
+                roots.append(extra), grads.append(torch.ones_like(extra))
+            if roots:
+                torch.autograd.backward(roots, grads)
     return RateStepResult(loss=loss.detach(), logits=logits.detach())

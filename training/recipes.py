@@ -81,7 +81,7 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
     chosen parts (see module docstring). ``scheme``: ``"sdt"`` (fixed ``T``) or ``"mtt"`` (``s``
     configurations per step; later stages from ``U[1, T]``, or the fine ranges). ``backprop``:
     ``"bptt"`` or rate-based (``"rate_M"``/``"rate_S"``: cost nearly flat in T, measured 1.5x an
-    MTT T=10 step for the fine ranges where BPTT took 12x; no budget or QAT with it).
+    MTT T=10 step for the fine ranges where BPTT took 12x; no QAT with it).
 
     Raises:
         ConfigError: bad values (``floor`` must be below the threshold 1; ``fine`` needs MTT).

@@ -14,6 +14,13 @@ sum-pooled spikes of the previous layer otherwise). The estimate is a differenti
 of the spike counts (their surrogate gradient), so it can be penalised: :func:`synops_penalty`
 is the hinge ``relu(S / budget - 1)`` on the mean SynOps per sample ``S``.
 
+Under rate-based backprop the spike pass runs without autograd and the rate pass sees each
+layer's *time-mean* input ``r_l [B, C, H, W]``; its count is exact but scaled by the stage's T.
+:meth:`BudgetedLoss.rate_penalty` therefore takes each layer's value from the spike pass
+(``S_l``) and its gradient from the rate pass (``R_l = sum r_l * fanout``):
+``S = sum_l (S_l / R_l) * R_l`` with the ratio detached, so S equals the spike count and
+``dS/dr_l = (S_l / R_l) * fanout`` (the ratio is the stage's T wherever the pass is exact).
+
 Energy: SynOps times an energy per SynOp (pJ). No default is given here: the Speck2e's
 per-SynOp energy is not published in a form we could check (see README), so the user must
 pass ``--pj-per-synop`` to get an energy figure.
@@ -63,11 +70,14 @@ class SynOpsMeter:
     Attributes:
         total: differentiable sum since the last :meth:`pop` (a tensor, or 0.0).
         per_layer: detached totals per layer name since the last :meth:`pop`.
+        layer_ops: the same totals as tensors (differentiable where the forward was), cleared by
+            :meth:`pop`.
     """
 
     model: nn.Module
     total: torch.Tensor | float = 0.0
     per_layer: dict[str, float] = field(default_factory=dict)
+    layer_ops: dict[str, torch.Tensor] = field(default_factory=dict)
     _handles: list = field(default_factory=list)
     _fanouts: dict = field(default_factory=dict)
 
@@ -96,12 +106,13 @@ class SynOpsMeter:
                 ops = x.sum(dim=0).double().sum() * float(module.out_features)
             self.total = self.total + ops
             self.per_layer[name] = self.per_layer.get(name, 0.0) + float(ops.detach())
+            self.layer_ops[name] = self.layer_ops[name] + ops if name in self.layer_ops else ops
         return hook
 
     def pop(self) -> tuple[torch.Tensor | float, dict[str, float]]:
         """``(total, per_layer)`` since the last pop; both are cleared."""
         out = (self.total, dict(self.per_layer))
-        self.total, self.per_layer = 0.0, {}
+        self.total, self.per_layer, self.layer_ops = 0.0, {}, {}
         return out
 
 
@@ -110,16 +121,13 @@ def synops_penalty(per_sample: torch.Tensor, budget: float) -> torch.Tensor:
     return torch.relu(per_sample / float(budget) - 1.0)
 
 
-def check_budget_options(budget: Optional[float], weight: float, backprop: str) -> None:
+def check_budget_options(budget: Optional[float], weight: float) -> None:
     """Validate the trainer's ``synops_budget`` / ``synops_weight`` (ConfigError with a fix)."""
     if budget is not None and not (isinstance(budget, (int, float)) and budget > 0):
         raise ConfigError("synops_budget", budget, "a positive number of SynOps per sample or None",
                           "e.g. --synops-budget 1.5e6")
     if not weight >= 0:
         raise ConfigError("synops_weight", weight, ">= 0")
-    if budget is not None and backprop != "bptt":
-        raise ConfigError("synops_budget", budget, "None with rate-based backprop",
-                          "the rate pass has no per-step spikes to penalise; use --backprop bptt")
 
 
 class BudgetedLoss:
@@ -132,18 +140,48 @@ class BudgetedLoss:
     def __init__(self, loss_fn: Callable, meter: SynOpsMeter, budget: Optional[float], weight: float = 1.0) -> None:
         self.loss_fn, self.meter, self.budget, self.weight = loss_fn, meter, budget, float(weight)
         self._sum, self._n = 0.0, 0
+        self._spike_layers: dict[str, float] = {}
+        self._batch = 1
+
+    @property
+    def active(self) -> bool:
+        """True when the budget adds a penalty (a budget and a weight > 0)."""
+        return self.budget is not None and self.weight != 0
 
     def __call__(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         loss = self.loss_fn(logits, y)
-        total, _ = self.meter.pop()
+        total, self._spike_layers = self.meter.pop()
+        self._batch = max(int(y.numel()), 1)
         if not torch.is_tensor(total):
             return loss
-        per_sample = total / max(int(y.numel()), 1)
+        per_sample = total / self._batch
         self._sum += float(per_sample.detach())
         self._n += 1
-        if self.budget is None or self.weight == 0:
+        if not self.active:
             return loss
         return loss + self.weight * synops_penalty(per_sample, self.budget)
+
+    def rate_penalty(self) -> Optional[torch.Tensor]:
+        """The budget's term for rate-based backprop, called after the rate pass (the meter holds
+        that pass's per-layer counts; :meth:`__call__` saw the spike pass's): the hinge on
+        ``S = sum_l (S_l / R_l) R_l`` (see module docstring; a layer whose rate count has no
+        gradient, such as the first, adds its ``S_l`` as a constant), a scalar whose value is the
+        spike pass's penalty and whose gradient flows through the rate pass. None without a
+        budget or when no layer's count carries a gradient."""
+        rate_layers = self.meter.layer_ops
+        self.meter.pop()
+        if not self.active:
+            return None
+        total: torch.Tensor | float = 0.0
+        for name, spike_ops in self._spike_layers.items():
+            ops = rate_layers.get(name)
+            if torch.is_tensor(ops) and ops.requires_grad and float(ops.detach()) > 0:
+                total = total + ops.double() * (spike_ops / float(ops.detach()))
+            else:  # e.g. the first layer: its input is the data, a constant
+                total = total + spike_ops
+        if not (torch.is_tensor(total) and total.requires_grad):
+            return None
+        return self.weight * synops_penalty(total / self._batch, self.budget)
 
     def epoch_mean(self, reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> Optional[float]:
         """Mean SynOps per sample over the forwards since the last call (then reset).

@@ -258,10 +258,12 @@ def _rate_step(mode: str) -> StepFn:
     def rate_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
                   backward: Backward) -> tuple[torch.Tensor, torch.Tensor]:
         """Rate-based backprop (:func:`flexsnn.training.rate_backprop.rate_loss_and_backward`)
-        in ``mode``; it runs its own single backward, so ``backward`` is unused."""
+        in ``mode``; it runs its own single backward, so ``backward`` is unused. A loss with a
+        ``rate_penalty`` (the SynOps budget) gets it added to the rate pass's backward."""
         from flexsnn.training.rate_backprop import rate_loss_and_backward
 
-        res = rate_loss_and_backward(model, x, y, loss_fn, mode=mode)
+        res = rate_loss_and_backward(model, x, y, loss_fn, mode=mode,
+                                     extra_loss=getattr(loss_fn, "rate_penalty", None))
         return res.loss, res.logits
 
     rate_step.__name__ = f"rate_step_{mode}"
