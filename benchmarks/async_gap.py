@@ -73,6 +73,8 @@ ARMS: dict[str, dict[str, Any]] = {
     # trained in the chip's regime: fixed fine bins (T=100 for the whole recording, every stage),
     # at the deployed floor, by rate-based backprop (BPTT at T=100 costs ~12x an MTT T=10 step)
     "sdt100-rate-floor16": dict(scheme="sdt", T=100, floor=-16.0, backprop="rate_M"),
+    # a finer fixed T by BPTT (3x an SDT T=10 step), at the deployed floor
+    "sdt30-floor16": dict(scheme="sdt", T=30, floor=-16.0),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor",)
@@ -347,6 +349,62 @@ def write_mtt_vs_sdt(result: dict, work: Path, out: Path) -> None:
                          title="speck3c1fc, 4,000 recordings: SDT (T=10) vs MTT (float, mean of seeds)")
 
 
+SWEEP_FLOORS = (-1.0, -4.0, -8.0, -16.0, -32.0, -128.0)
+SWEEP_MULTS = (0.7, 0.85, 1.2, 1.5, 2.0)
+SWEEP_T = (1, 3, 10, 30, 100, 300)
+
+
+def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path) -> dict:
+    """What deployment alone can change, on the trained checkpoints of ``arm`` (no training):
+    the async accuracy and SynOps against the exported floor, against one core's threshold
+    scaled by a factor (floor -16; ``threshold_high`` only), and the time-binned accuracy
+    against T up to 300 (floor -16). Writes ``async_gap_deploy.json``."""
+    import dataclasses
+
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.deploy.async_sim import AsyncSimulator
+    from flexsnn.deploy.evaluate import evaluate_dataset
+    from flexsnn.deploy.time_binned import TimeBinnedBackend
+    from flexsnn.io_utils import atomic_write_json, machine_info
+    from flexsnn.training.recipes import with_floor
+
+    def run_async(image) -> dict:
+        sim = AsyncSimulator(spike="single")
+        sim.load(image)
+        ev = evaluate_dataset(sim, test_ds)
+        return {"async": float(ev.accuracy), "synops_per_sample": float(ev.synops_mean)}
+
+    per_seed: dict[str, Any] = {}
+    for seed in seeds:
+        ckpt = work / f"{training_arm(arm)}-s{seed}" / "final.safetensors"
+        if not ckpt.is_file():
+            raise SystemExit(f"{ckpt}: no trained checkpoint of arm {arm} seed {seed}; run the arm first")
+        images = {f: export_chip_image(with_floor(ckpt, f)[0].eval())[0] for f in SWEEP_FLOORS}
+        deep = images[-16.0]
+        row: dict[str, Any] = {"floor": {str(f): run_async(im) for f, im in images.items()}, "threshold": {}}
+        for core in range(len(deep.cores)):
+            for a in SWEEP_MULTS:
+                cores = [dataclasses.replace(c, threshold_high=max(1, round(c.threshold_high * a))) if i == core else c
+                         for i, c in enumerate(deep.cores)]
+                row["threshold"][f"core{core}x{a:g}"] = run_async(dataclasses.replace(deep, cores=type(deep.cores)(cores)))
+        row["time_binned"] = {}
+        for T in SWEEP_T:
+            tb = TimeBinnedBackend(T=T, batch_size=100)
+            tb.load(deep)
+            ev = evaluate_dataset(tb, test_ds)
+            row["time_binned"][str(T)] = {"accuracy": float(ev.accuracy), "synops_per_sample": float(ev.synops_mean)}
+        per_seed[str(seed)] = row
+        print(f"{arm} seed {seed}: async by floor " + ", ".join(f"{f}: {100 * v['async']:.1f}" for f, v in row["floor"].items())
+              + "; best threshold change " + max(((k, v["async"]) for k, v in row["threshold"].items()),
+                                                  key=lambda kv: kv[1])[0], flush=True)
+    doc = {"arm": arm, "seeds": seeds, "per_seed": per_seed, "test_recordings": len(test_ds),
+           "setup": "trained checkpoints of the arm, exported again: async accuracy and SynOps per floor "
+                    "(threshold units); per core, threshold_high times a factor at floor -16; time-binned "
+                    "accuracy per T at floor -16", "load_average": os.getloadavg()[0], "machine": machine_info()}
+    atomic_write_json(out / "async_gap_deploy.json", doc)
+    return doc
+
+
 def print_table(result: dict) -> None:
     head = f"{'arm':<24}{'seeds':>6}{'float10':>8}{'tb10':>7}{'tb30':>7}{'tb100':>7}{'async':>7}{'realT10':>8}{'realAs':>8}{'SynOps':>8}{'train s':>8}"
     print(head)
@@ -373,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate", action="store_true", help="only rebuild the JSON/PNG from stored runs")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--deploy-sweep", metavar="ARM", default=None,
+                        help="no training: re-export ARM's trained checkpoints with other floors and "
+                             "per-core thresholds, run them (async_gap_deploy.json)")
     parser.add_argument("--cost", action="store_true",
                         help="only measure seconds per step of fine temporal configurations (BPTT, rate_M, rate_S)")
     args = parser.parse_args(argv)
@@ -415,6 +476,11 @@ def main(argv: list[str] | None = None) -> int:
         real_ds = load_event_dataset("nmnist", split="all", root=str(NMNIST_SMALL), seed=0, limit=lim["real"])
     else:
         print(f"no real recordings at {NMNIST_SMALL}: real columns are null", flush=True)
+    if args.deploy_sweep:
+        if args.deploy_sweep not in ARMS:
+            parser.error(f"unknown arm {args.deploy_sweep!r}; known: {', '.join(ARMS)}")
+        deploy_sweep(work, args.deploy_sweep, [int(s) for s in args.seeds.split(",")], test_ds, args.out)
+        return 0
     (work / "runs").mkdir(parents=True, exist_ok=True)
     bcfg = base_config(smoke=args.smoke)
     base, base_s, _ = train_or_reuse(bcfg, work / "base", train_ds, test_ds)

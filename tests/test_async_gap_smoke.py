@@ -41,6 +41,13 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert doc["arms"]["sdt-deep"]["parts"]["deploy_floor"] == -16.0
     assert set(doc["fine_T_cost"]["seconds_per_step"]) == {"mtt_T10_bptt", "fine_bptt", "fine_rate_M", "fine_rate_S"}
     assert (tmp_path / "async_gap_smoke.png").is_file()
+    # deployment-only sweep on the trained checkpoints: floor -1 re-exports the sdt arm's image
+    assert mod.main(args + ["--deploy-sweep", "sdt", "--seeds", "0"]) == 0
+    sweep = json.loads((tmp_path / "async_gap_deploy.json").read_text())["per_seed"]["0"]
+    assert sweep["floor"]["-1.0"]["async"] == pytest.approx(doc["arms"]["sdt"]["per_seed"]["0"]["async"])
+    assert sweep["floor"]["-16.0"]["async"] == pytest.approx(doc["arms"]["sdt-deep"]["per_seed"]["0"]["async"])
+    assert len(sweep["threshold"]) == 4 * len(mod.SWEEP_MULTS)
+    assert set(sweep["time_binned"]) == {str(T) for T in mod.SWEEP_T}
 
 
 def test_stored_configs_from_before_new_settings_are_the_same_config():
