@@ -354,11 +354,12 @@ SWEEP_MULTS = (0.7, 0.85, 1.2, 1.5, 2.0)
 SWEEP_T = (1, 3, 10, 30, 100, 300)
 
 
-def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path) -> dict:
+def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path, real_ds=None) -> dict:
     """What deployment alone can change, on the trained checkpoints of ``arm`` (no training):
     the async accuracy and SynOps against the exported floor, against one core's threshold
     scaled by a factor (floor -16; ``threshold_high`` only), and the time-binned accuracy
-    against T up to 300 (floor -16). Writes ``async_gap_deploy.json``."""
+    against T up to 300 (floor -16); with ``real_ds``, the real recordings' async accuracy at
+    floor -16 and with core 0's threshold scaled. Writes ``async_gap_deploy.json``."""
     import dataclasses
 
     from flexsnn.converters.export import export_chip_image
@@ -368,11 +369,16 @@ def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path) -> 
     from flexsnn.io_utils import atomic_write_json, machine_info
     from flexsnn.training.recipes import with_floor
 
-    def run_async(image) -> dict:
+    def run_async(image, ds=test_ds) -> dict:
         sim = AsyncSimulator(spike="single")
         sim.load(image)
-        ev = evaluate_dataset(sim, test_ds)
+        ev = evaluate_dataset(sim, ds)
         return {"async": float(ev.accuracy), "synops_per_sample": float(ev.synops_mean)}
+
+    def scaled(image, core: int, a: float):
+        cores = [dataclasses.replace(c, threshold_high=max(1, round(c.threshold_high * a))) if i == core else c
+                 for i, c in enumerate(image.cores)]
+        return dataclasses.replace(image, cores=type(image.cores)(cores))
 
     per_seed: dict[str, Any] = {}
     for seed in seeds:
@@ -384,9 +390,10 @@ def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path) -> 
         row: dict[str, Any] = {"floor": {str(f): run_async(im) for f, im in images.items()}, "threshold": {}}
         for core in range(len(deep.cores)):
             for a in SWEEP_MULTS:
-                cores = [dataclasses.replace(c, threshold_high=max(1, round(c.threshold_high * a))) if i == core else c
-                         for i, c in enumerate(deep.cores)]
-                row["threshold"][f"core{core}x{a:g}"] = run_async(dataclasses.replace(deep, cores=type(deep.cores)(cores)))
+                row["threshold"][f"core{core}x{a:g}"] = run_async(scaled(deep, core, a))
+        if real_ds is not None:
+            row["real"] = {"floor-16": run_async(deep, real_ds),
+                           **{f"core0x{a:g}": run_async(scaled(deep, 0, a), real_ds) for a in (1.5, 2.0)}}
         row["time_binned"] = {}
         for T in SWEEP_T:
             tb = TimeBinnedBackend(T=T, batch_size=100)
@@ -400,7 +407,7 @@ def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path) -> 
     doc = {"arm": arm, "seeds": seeds, "per_seed": per_seed, "test_recordings": len(test_ds),
            "setup": "trained checkpoints of the arm, exported again: async accuracy and SynOps per floor "
                     "(threshold units); per core, threshold_high times a factor at floor -16; time-binned "
-                    "accuracy per T at floor -16", "load_average": os.getloadavg()[0], "machine": machine_info()}
+                    "accuracy per T at floor -16; real: all nmnist-small recordings, async", "load_average": os.getloadavg()[0], "machine": machine_info()}
     atomic_write_json(out / "async_gap_deploy.json", doc)
     return doc
 
@@ -479,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.deploy_sweep:
         if args.deploy_sweep not in ARMS:
             parser.error(f"unknown arm {args.deploy_sweep!r}; known: {', '.join(ARMS)}")
-        deploy_sweep(work, args.deploy_sweep, [int(s) for s in args.seeds.split(",")], test_ds, args.out)
+        deploy_sweep(work, args.deploy_sweep, [int(s) for s in args.seeds.split(",")], test_ds, args.out, real_ds)
         return 0
     (work / "runs").mkdir(parents=True, exist_ok=True)
     bcfg = base_config(smoke=args.smoke)

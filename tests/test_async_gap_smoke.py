@@ -48,6 +48,8 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert sweep["floor"]["-16.0"]["async"] == pytest.approx(doc["arms"]["sdt-deep"]["per_seed"]["0"]["async"])
     assert len(sweep["threshold"]) == 4 * len(mod.SWEEP_MULTS)
     assert set(sweep["time_binned"]) == {str(T) for T in mod.SWEEP_T}
+    assert sweep["real"]["floor-16"]["async"] == pytest.approx(doc["arms"]["sdt-deep"]["per_seed"]["0"]["real_async"])
+    assert sweep["real"]["core0x2"]["synops_per_sample"] < sweep["real"]["floor-16"]["synops_per_sample"]
 
 
 def test_stored_configs_from_before_new_settings_are_the_same_config():
