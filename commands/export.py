@@ -27,6 +27,7 @@ Examples:
   flexsnn export --checkpoint ck.safetensors --out m.chip --nir m.nir --onnx m.onnx
   flexsnn export --checkpoint ck.safetensors --out m.chip --core-order 0,1,3,5
   flexsnn export --checkpoint ck.safetensors --out m.chip --readout --allow-leak
+  flexsnn export --checkpoint ck.safetensors --out m.chip --threshold-scale 0=2   # fewer SynOps
 """
 
 INSPECT_HELP = """Print a chip image's summary (cores, shapes, thresholds, memory) and any warning
@@ -98,6 +99,11 @@ def export(
                                              "(default: found by matching)."),
     readout: bool = typer.Option(False, "--readout", help="Use the readout block (class k on channel 4(k-1))."),
     png: bool = typer.Option(True, "--png/--no-png", help="Write <out>.memory.png."),
+    threshold_scale: Optional[str] = typer.Option(
+        None, "--threshold-scale", help="Multiply cores' thresholds after discretization, POSITION=FACTOR "
+        "pairs (0 = the first layer), e.g. 0=2: the first layer then sends about half as many events, "
+        "which halved the chip recipe's SynOps at the same accuracy (README, 'What deployment alone "
+        "changes'). Check the accuracy of the result with flexsnn simulate."),
 ) -> None:
     """Export a checkpoint or a NIR graph to a chip image."""
     from flexsnn.converters.export import export_chip_image
@@ -120,8 +126,16 @@ def export(
     for path, option in ((out, "--out"), (nir_path, "--nir"), (onnx_path, "--onnx")):
         if path is not None:  # before any work: parent writable, not a folder, not under a file
             check_output_path(path, option)
+    scale = None
+    if threshold_scale is not None:
+        from flexsnn.converters.thresholds import parse_threshold_scale, scale_thresholds
+
+        scale = parse_threshold_scale(threshold_scale)  # before the export's work
     image, report = export_chip_image(source, input_shape=_parse_shape(input_shape), allow_leak=allow_leak,
                                       core_order=_parse_order(core_order), readout=readout, chip=chip)
+    if scale is not None:
+        image = scale_thresholds(image, scale)
+        typer.echo("thresholds scaled: " + ", ".join(f"core position {i} x{k:g}" for i, k in sorted(scale.items())))
     image.save(out)
     typer.echo(image.summary())
     typer.echo(report.table())

@@ -172,3 +172,60 @@ def test_min_v_mem_none_refused_end_to_end():
         export_chip_image(_model(neuron={"min_v_mem": None}))
     hits = [v for v in err.value.violations if v.field == "min_v_mem"]
     assert len(hits) == 4 and hits[0].where == "layer 1 (IAFSqueeze, from 'conv1.1')" and "zeroes small weights" in hits[0].fix
+
+
+# ---------------------------------------------------------------------------- threshold scaling
+def test_threshold_scale_changes_only_that_core_and_cuts_the_next_cores_synops():
+    import numpy as np
+
+    from flexsnn.converters.thresholds import parse_threshold_scale, scale_thresholds
+    from flexsnn.data.events import make_events
+    from flexsnn.deploy.async_sim import AsyncSimulator
+    from flexsnn.errors import ConfigError
+
+    model = _model(seed=3)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(3.0).add_(0.08)  # enough activity to reach the output layer
+    image, _ = export_chip_image(model)
+    scaled = scale_thresholds(image, parse_threshold_scale("0=2"))
+    a, b = image.cores[0], scaled.cores[0]
+    assert b.threshold_high == round(2 * a.threshold_high) and b.threshold_low == a.threshold_low
+    assert np.array_equal(b.weights, a.weights)
+    assert [c.threshold_high for c in scaled.cores[1:]] == [c.threshold_high for c in image.cores[1:]]
+    rng = np.random.default_rng(0)
+    n = 2000
+    ev = make_events(rng.integers(5, 29, n), rng.integers(5, 29, n), rng.integers(0, 2, n),
+                     np.sort(rng.integers(0, 300_000, n)))
+
+    def core_synops(img):
+        sim = AsyncSimulator()
+        sim.load(img)
+        return sim.run(ev).synops
+
+    before, after = core_synops(image), core_synops(scaled)
+    first, second = image.cores[0].core, image.cores[1].core
+    assert after[first] == before[first]  # its input is the sensor's: unchanged
+    assert 0 < after[second] < before[second]  # fewer events from the first core
+    assert parse_threshold_scale("0=2, 2=1.5") == {0: 2.0, 2: 1.5}
+    for bad in ("0", "x=2", "0=2,0=3", ""):
+        with pytest.raises(ConfigError, match="--threshold-scale"):
+            parse_threshold_scale(bad)
+    with pytest.raises(ConfigError, match="0..3"):
+        scale_thresholds(image, {4: 2.0})
+    with pytest.raises(ConfigError, match="> 0"):
+        scale_thresholds(image, {0: 0.0})
+    with pytest.raises(ChipConstraintError):
+        scale_thresholds(image, {0: 1e6})  # past the 16-bit state
+
+
+def test_cli_export_threshold_scale(checkpoint, tmp_path, capsys):
+    from flexsnn.cli import main
+
+    assert main(["export", "-c", str(checkpoint), "-o", str(tmp_path / "a.chip"), "--no-png"]) == 0
+    assert main(["export", "-c", str(checkpoint), "-o", str(tmp_path / "b.chip"), "--no-png",
+                 "--threshold-scale", "0=2"]) == 0
+    assert "core position 0 x2" in capsys.readouterr().out
+    a, b = ChipImage.load(tmp_path / "a.chip"), ChipImage.load(tmp_path / "b.chip")
+    assert b.cores[0].threshold_high == round(2 * a.cores[0].threshold_high)
+    assert main(["export", "-c", str(checkpoint), "-o", str(tmp_path / "c.chip"), "--threshold-scale", "9=2"]) == 1
