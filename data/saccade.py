@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 4
 #: Stream id of the sensor's fixed-pattern randomness (threshold mismatch).
 SENSOR_STREAM = 2**32
+#: Sub-stream of a recording's per-recording variations (gain, time warp, end), so that
+#: switching them on leaves the other draws of that recording unchanged.
+VARIATION_STREAM = 1
 N_IMAGES = 5000
 IMAGE_SIZE = 28
 #: Relative saccade speed per 2 ms bin from t = 0, measured on the real N-MNIST recordings of the
@@ -141,6 +144,13 @@ class SaccadeParams:
     hot_pixels: tuple[tuple[int, int, float], ...] = (
         (29, 1, 2.26), (1, 13, 4.59), (7, 15, 17.22), (18, 30, 42.52))
     on_ratio_noise: float = 0.5
+    threshold_map: tuple[float, ...] = ()
+    gain_sigma: float = 0.0
+    time_warp_knots_us: tuple[float, ...] = ()
+    time_warp_sigma_us: tuple[float, ...] = ()
+    time_warp_shift_us: tuple[float, ...] = ()
+    end_us: float = 0.0
+    end_jitter_us: float = 0.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -177,6 +187,24 @@ class SaccadeParams:
             ("hot_pixels", all(len(h) == 3 and 0 <= h[0] < self.width and 0 <= h[1] < self.height
                                and h[2] >= 0 for h in self.hot_pixels),
              "(x, y, hz) triples inside the sensor with hz >= 0"),
+            ("threshold_map", not self.threshold_map or (
+                len(self.threshold_map) == self.width * self.height
+                and all(v > 0 for v in self.threshold_map)),
+             "empty, or width * height multipliers > 0 (row-major, y * width + x)"),
+            ("gain_sigma", 0 <= self.gain_sigma <= 1, "in [0, 1] (log units)"),
+            ("time_warp_knots_us", not self.time_warp_knots_us or (
+                len(self.time_warp_knots_us) >= 2
+                and all(0 <= a < b for a, b in zip(self.time_warp_knots_us,
+                                                   self.time_warp_knots_us[1:]))),
+             "empty, or at least two increasing times >= 0 (µs)"),
+            ("time_warp_sigma_us", len(self.time_warp_sigma_us) == len(self.time_warp_knots_us)
+             and all(v >= 0 for v in self.time_warp_sigma_us),
+             "one std >= 0 (µs) per time_warp_knots_us entry"),
+            ("time_warp_shift_us", not self.time_warp_shift_us
+             or len(self.time_warp_shift_us) == len(self.time_warp_knots_us),
+             "empty, or one mean shift (µs) per time_warp_knots_us entry"),
+            ("end_us", self.end_us >= 0, ">= 0 µs (0: no cut)"),
+            ("end_jitter_us", self.end_jitter_us >= 0, ">= 0 µs"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -269,6 +297,9 @@ class SaccadeGenerator:
             z_off = p.threshold_correlation * z_on + np.sqrt(1 - p.threshold_correlation ** 2) * z_off
         self.c_on = np.maximum(p.threshold_on + p.threshold_sigma * z_on, 0.02 * p.threshold_on + 1e-3)
         self.c_off = np.maximum(p.threshold_off + p.threshold_sigma * z_off, 0.02 * p.threshold_off + 1e-3)
+        if p.threshold_map:
+            gain = np.asarray(p.threshold_map, dtype=np.float64)
+            self.c_on, self.c_off = self.c_on * gain, self.c_off * gain
         n_hot = int(round(p.hot_pixel_fraction * n_pix))
         #: flat indices (``y * width + x``) of the hot pixels; drawn after the thresholds so
         #: that the thresholds do not depend on the hot-pixel settings
@@ -295,19 +326,53 @@ class SaccadeGenerator:
             img = gaussian_filter(img, self.params.blur_sigma_px, mode="constant")
         return np.clip(img, 0.0, 1.0)
 
+    def _variation_draws(self, index: int) -> tuple[float, np.ndarray, float]:
+        """Standard-normal draws of recording ``index``'s variations: gain, one per time-warp
+        knot, end (always drawn, from their own stream)."""
+        aux = numpy_rng(self.seed, index, VARIATION_STREAM)
+        z_gain = float(aux.standard_normal())
+        z_knots = aux.standard_normal(len(self.params.time_warp_knots_us))
+        return z_gain, z_knots, float(aux.standard_normal())
+
+    def warped_positions(self, z_knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Digit offsets (px, ``[n_frames]`` each) of one recording whose timing is warped:
+        knot ``k`` (``time_warp_knots_us[k]``) of the saccades' time course moves by
+        ``time_warp_shift_us[k] + time_warp_sigma_us[k] * z_knots[k]`` µs (kept in order), time between knots is
+        stretched linearly, so each saccade of each recording starts, peaks and ends a little
+        earlier or later, as in the real recordings."""
+        p = self.params
+        knots = np.asarray(p.time_warp_knots_us, dtype=np.float64)
+        moved = knots + np.asarray(p.time_warp_sigma_us, dtype=np.float64) * z_knots
+        if p.time_warp_shift_us:
+            moved = moved + np.asarray(p.time_warp_shift_us, dtype=np.float64)
+        moved = np.maximum.accumulate(np.maximum(moved, 0.0))
+        moved = moved + np.arange(moved.size) * 1e-3  # strictly increasing for interp
+        t_nominal = np.interp(self.frame_t, moved, knots)
+        t_nominal = np.where(self.frame_t > moved[-1], self.frame_t - moved[-1] + knots[-1], t_nominal)
+        t_nominal = np.where(self.frame_t < moved[0], self.frame_t - moved[0] + knots[0], t_nominal)
+        dx, dy = saccade_path(p, t_nominal)
+        return p.offset_x_px - self.PAD + dx, p.offset_y_px - self.PAD + dy
+
     def generate(self, image: np.ndarray, index: int) -> np.ndarray:
         """The recording of ``image`` (``[28, 28]`` in [0, 1]) as sample ``index``:
         :data:`~flexsnn.data.events.EVENT_DTYPE` events sorted by t (µs)."""
         p = self.params
         rng = numpy_rng(self.seed, index)
+        z_gain, z_knots, z_end = self._variation_draws(index)
+        c_on, c_off, pos_x, pos_y = self.c_on, self.c_off, self.pos_x, self.pos_y
+        if p.gain_sigma > 0:
+            scale = float(np.exp(p.gain_sigma * z_gain))
+            c_on, c_off = c_on * scale, c_off * scale
+        if p.time_warp_knots_us:
+            pos_x, pos_y = self.warped_positions(z_knots)
         n_pix = p.width * p.height
-        ref0 = -self.c_off + rng.random(n_pix) * (self.c_on + self.c_off)
+        ref0 = -c_off + rng.random(n_pix) * (c_on + c_off)
         img = self.prepare_image(image)
         cap = 16384
         while True:
             bx, by, bp = (np.empty(cap, np.int64) for _ in range(3))
             bt = np.empty(cap, np.float64)
-            n = simulate_pixels(img, self.pos_x, self.pos_y, self.frame_t, self.c_on, self.c_off,
+            n = simulate_pixels(img, pos_x, pos_y, self.frame_t, c_on, c_off,
                                 ref0, float(p.refractory_us), float(p.background), p.width,
                                 p.height, bx, by, bp, bt)
             if n >= 0:
@@ -338,6 +403,9 @@ class SaccadeGenerator:
             t = np.concatenate([t, rng.random(n_hot) * p.duration_us])
         if p.invert_polarity:
             pol = 1 - pol
+        if p.end_us > 0:
+            keep = t < p.end_us + p.end_jitter_us * z_end
+            x, y, pol, t = x[keep], y[keep], pol[keep], t[keep]
         t_int = np.floor(t).astype(np.int64)
         order = np.argsort(t_int, kind="stable")
         events = np.empty(order.size, dtype=EVENT_DTYPE)
