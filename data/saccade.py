@@ -151,6 +151,9 @@ class SaccadeParams:
     time_warp_shift_us: tuple[float, ...] = ()
     end_us: float = 0.0
     end_jitter_us: float = 0.0
+    tremor_px: float = 0.0
+    tremor_tau_us: float = 5000.0
+    digit_scale: float = 1.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -205,6 +208,9 @@ class SaccadeParams:
              "empty, or one mean shift (µs) per time_warp_knots_us entry"),
             ("end_us", self.end_us >= 0, ">= 0 µs (0: no cut)"),
             ("end_jitter_us", self.end_jitter_us >= 0, ">= 0 µs"),
+            ("tremor_px", 0 <= self.tremor_px <= 2, "in [0, 2] px"),
+            ("tremor_tau_us", self.tremor_tau_us > 0, "> 0 µs"),
+            ("digit_scale", 0.5 <= self.digit_scale <= 2, "in [0.5, 2]"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -315,9 +321,17 @@ class SaccadeGenerator:
         self.pos_y = p.offset_y_px - self.PAD + dy
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        """Pad, display (gamma) and blur one ``[28, 28]`` image in [0, 1] (float64
-        ``[28+2*PAD]^2``)."""
+        """Pad, scale (``digit_scale``, about the image centre), display (gamma) and blur one
+        ``[28, 28]`` image in [0, 1] (float64 ``[28+2*PAD]^2``)."""
         img = np.pad(np.asarray(image, dtype=np.float64), self.PAD)
+        if self.params.digit_scale != 1.0:
+            from scipy.ndimage import affine_transform
+
+            # output pixel o shows input point c + (o - c) / scale: the digit grows by `scale`
+            # about the image centre c
+            inv = 1.0 / self.params.digit_scale
+            c = (np.asarray(img.shape, dtype=np.float64) - 1) / 2
+            img = affine_transform(img, np.full(2, inv), offset=c - inv * c, order=1, mode="constant")
         if self.params.display_gamma != 1.0:
             img = img ** self.params.display_gamma
         if self.params.blur_sigma_px > 0:
@@ -333,6 +347,23 @@ class SaccadeGenerator:
         z_gain = float(aux.standard_normal())
         z_knots = aux.standard_normal(len(self.params.time_warp_knots_us))
         return z_gain, z_knots, float(aux.standard_normal())
+
+    def tremor(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Recording ``index``'s small random shake of the digit (px, ``[n_frames]`` in x and
+        y): an Ornstein-Uhlenbeck process with stationary std ``tremor_px`` and correlation
+        time ``tremor_tau_us``, so edges keep firing a little while the saccades pause, as in
+        the real recordings."""
+        p = self.params
+        aux = numpy_rng(self.seed, index, VARIATION_STREAM, 1)
+        n = self.frame_t.size
+        a = float(np.exp(-p.frame_dt_us / p.tremor_tau_us))
+        eps = aux.standard_normal((2, n)) * p.tremor_px
+        eps[:, 1:] *= np.sqrt(1.0 - a * a)
+        out = np.empty_like(eps)
+        out[:, 0] = eps[:, 0]
+        for k in range(1, n):
+            out[:, k] = a * out[:, k - 1] + eps[:, k]
+        return out[0], out[1]
 
     def warped_positions(self, z_knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Digit offsets (px, ``[n_frames]`` each) of one recording whose timing is warped:
@@ -365,6 +396,9 @@ class SaccadeGenerator:
             c_on, c_off = c_on * scale, c_off * scale
         if p.time_warp_knots_us:
             pos_x, pos_y = self.warped_positions(z_knots)
+        if p.tremor_px > 0:
+            tx, ty = self.tremor(index)
+            pos_x, pos_y = pos_x + tx, pos_y + ty
         n_pix = p.width * p.height
         ref0 = -c_off + rng.random(n_pix) * (c_on + c_off)
         img = self.prepare_image(image)

@@ -106,3 +106,40 @@ def test_variations_off_by_default_and_keyed(image):
     keys = {SaccadeParams().key(0), SaccadeParams(gain_sigma=0.1).key(0),
             SaccadeParams(end_us=3e5).key(0), SaccadeParams(threshold_map=(1.1,) * 1156).key(0)}
     assert len(keys) == 4
+
+
+def test_tremor_shakes_the_digit_and_fills_the_pauses(image):
+    """tremor_px: an Ornstein-Uhlenbeck shake of about that std, its own per recording; edges
+    then fire in the pause between saccades 1 and 2 (90-100 ms), where they are nearly silent
+    without it."""
+    gen = SaccadeGenerator(SaccadeParams(**QUIET, tremor_px=0.2))
+    tx, ty = gen.tremor(1)
+    assert tx.shape == gen.frame_t.shape and 0.1 < np.std(np.r_[tx, ty]) < 0.3
+    assert not np.allclose(tx, gen.tremor(2)[0])
+
+    def pause_events(**kw):
+        ev = SaccadeGenerator(SaccadeParams(**QUIET, **kw)).generate(image, 1)
+        return int(((ev["t"] >= 90_000) & (ev["t"] < 100_000)).sum())
+
+    assert pause_events(tremor_px=0.2) > pause_events() + 20
+    with pytest.raises(ConfigError, match="tremor_px"):
+        SaccadeParams(tremor_px=-0.1)
+
+
+def test_digit_scale_shrinks_about_the_centre(image):
+    """digit_scale s scales the digit about the image centre: its ink by about s**2, its
+    centre of mass unchanged."""
+    plain = SaccadeGenerator(SaccadeParams(blur_sigma_px=0.0, display_gamma=1.0)).prepare_image(image)
+    small = SaccadeGenerator(SaccadeParams(blur_sigma_px=0.0, display_gamma=1.0,
+                                           digit_scale=0.5)).prepare_image(image)
+    assert small.shape == plain.shape
+    assert 0.2 < small.sum() / plain.sum() < 0.3
+    c = (np.asarray(plain.shape) - 1) / 2
+    yy, xx = np.mgrid[:plain.shape[0], :plain.shape[1]]
+
+    def com(img):
+        return np.array([(yy * img).sum(), (xx * img).sum()]) / img.sum()
+
+    np.testing.assert_allclose(com(small) - c, 0.5 * (com(plain) - c), atol=0.3)
+    with pytest.raises(ConfigError, match="digit_scale"):
+        SaccadeParams(digit_scale=0.1)
