@@ -14,6 +14,7 @@ half is for checking.
 - :func:`measure_end`: mean and spread of the real recordings' last event time.
 - :func:`measure_threshold_map`: the real sensor's per-pixel sensitivity (high-pass log ratio
   of real to generated counts per pixel, turned into a threshold multiplier).
+- :func:`measure_noise_map`: the real sensor's per-pixel background-noise rate.
 """
 
 from __future__ import annotations
@@ -190,3 +191,25 @@ def measure_threshold_map(real_fit: list[np.ndarray], generate, *, iterations: i
         w = np.clip(g / min_events, 0.0, 1.0)
         m = m * np.exp(-w * high / kappa)
     return m.ravel()
+
+
+def measure_noise_map(real_fit: list[np.ndarray], hot_pixels=(), *, min_samples: int = 50) -> np.ndarray:
+    """The real sensor's per-pixel background-noise rate ``[34 * 34]`` (row-major), as
+    multipliers with mean 1: each pixel's events per recording in the recordings where it is
+    outside the digit's footprint (pixels with >= 3 events, dilated by 2 px). Pixels outside
+    the footprint in fewer than ``min_samples`` recordings (or a quarter of them, in a small
+    set), and the listed hot pixels (the
+    generator adds those separately), get the median."""
+    from scipy.ndimage import binary_dilation
+
+    c = count_images(real_fit).sum(1)
+    outside = np.array([~binary_dilation(k >= 3, iterations=2) for k in c])
+    n = outside.sum(0)
+    rate = (c * outside).sum(0) / np.maximum(n, 1)
+    ok = n >= min(min_samples, max(len(c) // 4, 1))
+    for x, y, _hz in hot_pixels:
+        ok[int(y), int(x)] = False
+    if not ok.any() or rate[ok].sum() <= 0:
+        return np.ones(34 * 34)
+    rate = np.where(ok, rate, np.median(rate[ok]))
+    return (rate / rate.mean()).ravel()

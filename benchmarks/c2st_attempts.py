@@ -5,7 +5,7 @@ change does to it (issue 16's C2ST target: held-out accuracy <= 0.65).
    recordings of the 1,000 nmnist-small images against the real ones, pair by pair: noise
    polarity, per-pixel count histograms, per-recording gain and saccade timing spread, ON
    share per time bin, and logistic-regression C2STs on single features.
-2. Measured settings (fit half only): noise polarity and rate, per-pixel threshold map,
+2. Measured settings (fit half only): noise polarity and rate, per-pixel noise and threshold maps,
    per-recording gain, saccade time warp and recording end, tremor amplitude (matched to the
    events in the pause between saccades 1 and 2), and a refit of the digit's appearance
    (scale, display gamma, blur, black level, thresholds, placement) on the per-pixel count
@@ -129,8 +129,8 @@ def measured_steps(pairs: Pairs, *, refit_evals: int, log=print) -> tuple[list[t
     fit half, and the measurements."""
     from scipy.ndimage import binary_dilation
 
-    from benchmarks._s2r_measure import (count_images, measure_end, measure_gain,
-                                         measure_noise, measure_threshold_map, measure_timing)
+    from benchmarks._s2r_measure import (count_images, measure_end, measure_gain, measure_noise,
+                                         measure_noise_map, measure_threshold_map, measure_timing)
     from flexsnn.data.saccade import SaccadeParams
 
     fit = pairs.half(held_out=False)
@@ -148,6 +148,10 @@ def measured_steps(pairs: Pairs, *, refit_evals: int, log=print) -> tuple[list[t
     steps: list[tuple[str, dict]] = [("v4 (default)", {})]
     cur = {"on_ratio_noise": m["noise"]["on_ratio_noise"], "noise_hz": m["noise"]["noise_hz"]}
     steps.append(("+ noise polarity and rate", dict(cur)))
+    nmap = measure_noise_map(real_fit, d.hot_pixels)
+    m["noise_map_cv"] = float(nmap.std())
+    cur["noise_map"] = tuple(round(float(v), 4) for v in nmap)
+    steps.append(("+ sensor noise map", dict(cur)))
     log("measuring the threshold map")
     tmap = measure_threshold_map(real_fit, lambda tm: _generate({**cur, "threshold_sigma": 0.0,
                                                                  "threshold_map": tm}, pairs, fit))
@@ -205,15 +209,16 @@ def run(real_root: Path, out: Path, *, smoke: bool, log=print) -> dict:
         diag = paired_diagnosis(pairs.real, gen, pairs.held_out)
         row = {"name": name, "c2st_accuracy": full, "c2st_views": views,
                "generation_seconds_per_1000": gen_s * 1000 / len(gen),
-               "params": {k: (v if k != "threshold_map" else "measured map (34x34)") for k, v in params.items()},
+               "params": {k: (v if not k.endswith("_map") else "measured map (34x34)") for k, v in params.items()},
                "diagnosis": {k: diag[k] for k in ("isolated_pixels_p1_share", "active_pixels",
                                                   "pixel_count_hist_l1", "events_log_sd", "logreg_c2st")}}
         attempts.append(row)
         log(f"{name}: C2ST {full:.3f}; views " + ", ".join(f"{k} {v:.2f}" for k, v in views.items()))
     result = {
         "diagnosis_v4": diagnosis, "measured": {k: v for k, v in measured.items()},
-        "attempts": attempts, "threshold_map": [round(float(v), 4) for v in steps[-1][1].get("threshold_map", ())],
-        "final_params": {k: v for k, v in steps[-1][1].items() if k != "threshold_map"},
+        "attempts": attempts, "threshold_map": list(steps[-1][1].get("threshold_map", ())),
+        "noise_map": list(steps[-1][1].get("noise_map", ())),
+        "final_params": {k: v for k, v in steps[-1][1].items() if not k.endswith("_map")},
         "n_pairs": len(pairs.real), "c2st_epochs": epochs, "target_c2st_max": 0.65, "smoke": smoke,
         "seconds": time.perf_counter() - t0, "load_average": {**load, "end": os.getloadavg()},
         "machine": machine_info(), "git_hash": git_hash(),

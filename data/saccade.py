@@ -101,6 +101,17 @@ class SaccadeParams:
     pauses between saccades); hot pixels: a fixed ``hot_pixel_fraction`` of the pixels (drawn
     with the sensor) fires at ``hot_pixel_hz`` more, in every recording, and so does each
     ``(x, y, hz)`` of ``hot_pixels`` (the real sensor's, measured).
+    Options, all off by default (measured on real recordings by
+    ``benchmarks/c2st_attempts.py``, which tells what each does to the real-vs-generated C2ST):
+    ``threshold_map`` (width * height multipliers of both thresholds, row-major: the sensor's
+    per-pixel sensitivity), ``noise_map`` (multipliers of ``noise_hz`` per pixel: the sensor's
+    per-pixel background rate), ``digit_scale`` (the digit's size about the image centre),
+    ``tremor_px`` / ``tremor_tau_us`` (a small Ornstein-Uhlenbeck shake of the digit, std in
+    px, correlation time in µs: edges keep firing in the pauses). Per recording:
+    ``gain_sigma`` (both thresholds times ``exp(gain_sigma * z)``), a time warp of the
+    saccades (knot ``time_warp_knots_us[k]`` of the time course moves by
+    ``time_warp_shift_us[k] + time_warp_sigma_us[k] * z_k`` µs) and the recording's end
+    (events from ``end_us + end_jitter_us * z`` µs on are cut; ``end_us`` 0: no cut).
 
     The defaults are fitted to real N-MNIST recordings of the same images
     (``benchmarks/fit_saccade.py``: Powell's method over placement, saccade amplitude,
@@ -145,6 +156,7 @@ class SaccadeParams:
         (29, 1, 2.26), (1, 13, 4.59), (7, 15, 17.22), (18, 30, 42.52))
     on_ratio_noise: float = 0.5
     threshold_map: tuple[float, ...] = ()
+    noise_map: tuple[float, ...] = ()
     gain_sigma: float = 0.0
     time_warp_knots_us: tuple[float, ...] = ()
     time_warp_sigma_us: tuple[float, ...] = ()
@@ -194,6 +206,10 @@ class SaccadeParams:
                 len(self.threshold_map) == self.width * self.height
                 and all(v > 0 for v in self.threshold_map)),
              "empty, or width * height multipliers > 0 (row-major, y * width + x)"),
+            ("noise_map", not self.noise_map or (
+                len(self.noise_map) == self.width * self.height
+                and all(v >= 0 for v in self.noise_map)),
+             "empty, or width * height rate multipliers >= 0 (row-major, y * width + x)"),
             ("gain_sigma", 0 <= self.gain_sigma <= 1, "in [0, 1] (log units)"),
             ("time_warp_knots_us", not self.time_warp_knots_us or (
                 len(self.time_warp_knots_us) >= 2
@@ -417,9 +433,15 @@ class SaccadeGenerator:
             t = t + np.abs(rng.normal(0.0, p.jitter_us, n))
         x, y, pol = bx[:n], by[:n], bp[:n]
         if p.noise_hz > 0:
-            n_noise = rng.poisson(p.noise_hz * n_pix * p.duration_us * 1e-6)
-            x = np.concatenate([x, rng.integers(0, p.width, n_noise)])
-            y = np.concatenate([y, rng.integers(0, p.height, n_noise)])
+            if p.noise_map:  # per-pixel rates: noise_hz times the pixel's multiplier
+                lam = p.noise_hz * np.asarray(p.noise_map, dtype=np.float64) * p.duration_us * 1e-6
+                pix = np.repeat(np.arange(n_pix), rng.poisson(lam))
+                n_noise = pix.size
+                x, y = np.concatenate([x, pix % p.width]), np.concatenate([y, pix // p.width])
+            else:
+                n_noise = rng.poisson(p.noise_hz * n_pix * p.duration_us * 1e-6)
+                x = np.concatenate([x, rng.integers(0, p.width, n_noise)])
+                y = np.concatenate([y, rng.integers(0, p.height, n_noise)])
             if p.on_ratio_noise == 0.5:  # the original draw (keeps older recordings identical)
                 pol = np.concatenate([pol, rng.integers(0, 2, n_noise)])
             else:

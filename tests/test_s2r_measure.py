@@ -16,6 +16,7 @@ from benchmarks._s2r_measure import (
     measure_end,
     measure_gain,
     measure_noise,
+    measure_noise_map,
     measure_threshold_map,
     measure_timing,
     paired_diagnosis,
@@ -41,6 +42,15 @@ def test_noise_polarity_and_end_are_recovered():
     assert abs(measure_noise(recs) - 0.2) < 0.05
     end = measure_end(recs)
     assert abs(end["end_us"] - 300_000.0) < 1500 and 800 < end["end_jitter_us"] < 4000
+
+
+def test_noise_map_is_recovered():
+    truth = np.ones((34, 34))
+    truth[:, 28:] = 3.0                     # a noisy band at the right edge, away from the digit
+    recs = _recs(n=24, **{**QUIET, "noise_hz": 0.5, "noise_map": tuple(truth.ravel() / truth.mean())})
+    m = measure_noise_map(recs, min_samples=8).reshape(34, 34)
+    assert abs(m.mean() - 1.0) < 1e-9
+    assert 2.0 < m[:, 28:].mean() / m[:, :6].mean() < 4.5
 
 
 def test_timing_gain_and_threshold_map_are_recovered():
@@ -84,9 +94,9 @@ def test_c2st_attempts_smoke(nmnist_small, tmp_path):
          "--real", str(nmnist_small)], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     res = json.loads((tmp_path / "c2st_attempts.json").read_text())
-    assert res["attempts"][0]["name"].startswith("v4") and len(res["attempts"]) == 7
+    assert res["attempts"][0]["name"].startswith("v4") and len(res["attempts"]) == 8
     assert all(0.0 <= a["c2st_accuracy"] <= 1.0 for a in res["attempts"])
-    assert len(res["threshold_map"]) == 34 * 34
+    assert len(res["threshold_map"]) == 34 * 34 and len(res["noise_map"]) == 34 * 34
 
 
 def test_committed_c2st_attempts_have_their_keys():

@@ -143,3 +143,18 @@ def test_digit_scale_shrinks_about_the_centre(image):
     np.testing.assert_allclose(com(small) - c, 0.5 * (com(plain) - c), atol=0.3)
     with pytest.raises(ConfigError, match="digit_scale"):
         SaccadeParams(digit_scale=0.1)
+
+
+def test_noise_map_puts_the_noise_where_the_map_says():
+    """noise_map multiplies each pixel's noise rate: all of it in the left half when the right
+    half's multipliers are 0; without the map the noise is uniform (the original draw)."""
+    m = np.zeros((34, 34))
+    m[:, :17] = 2.0
+    p = SaccadeParams(noise_hz=5.0, hot_pixels=(), noise_map=tuple(m.ravel()))
+    ev = SaccadeGenerator(p).generate(np.zeros((28, 28)), 1)
+    assert ev.size > 500 and ev["x"].max() < 17
+    assert abs(ev.size - 5.0 * 34 * 34 * 0.315) < 0.1 * 5.0 * 34 * 34 * 0.315
+    uniform = SaccadeGenerator(SaccadeParams(noise_hz=5.0, hot_pixels=())).generate(np.zeros((28, 28)), 1)
+    assert uniform["x"].max() >= 17
+    with pytest.raises(ConfigError, match="noise_map"):
+        SaccadeParams(noise_map=(1.0,) * 5)
