@@ -14,7 +14,11 @@ change does to it (issue 16's C2ST target: held-out accuracy <= 0.65).
    (``_s2r_c2st.c2st_views``) and the full C2ST (the CNN of ``sim_to_real.py``), trained on
    the fit half and tested on the held-out half.
 
-Writes ``benchmarks/results/c2st_attempts.json``.
+Writes ``benchmarks/results/c2st_attempts.json``. With ``--controls`` it instead asks how
+far below 1.0 the C2ST can go at all: generated vs generated recordings of the same images,
+differing only in the generator seed (the sensor's threshold-mismatch pattern and the
+per-recording draws), with v4's mismatch and without it
+(``benchmarks/results/c2st_controls.json``).
 
 Usage::
 
@@ -228,15 +232,56 @@ def run(real_root: Path, out: Path, *, smoke: bool, log=print) -> dict:
     return result
 
 
+def controls(real_root: Path, out: Path, *, smoke: bool, log=print) -> dict:
+    """C2ST (full and count image) between generator seeds 1 and 0 of the same images, with
+    v4's threshold mismatch and with none: the classifier's floor for two sensors of one model."""
+    import torch
+
+    from benchmarks._s2r_c2st import _count_image, _held_out_accuracy, c2st_accuracy
+    from flexsnn.data.saccade import SaccadeGenerator, SaccadeParams, load_mnist_images
+    from flexsnn.io_utils import atomic_write_json, git_hash, machine_info
+
+    torch.set_num_threads(1)
+    t0 = time.perf_counter()
+    pairs = Pairs(real_root, limit_per_class=8 if smoke else None)
+    images, _ = load_mnist_images()
+    fit, ho = pairs.half(held_out=False), pairs.half(held_out=True)
+    epochs = 2 if smoke else 20
+    rows = {}
+    for name, over in (("v4, generator seed 1 vs 0", {}),
+                       ("v4 without threshold mismatch, seed 1 vs 0", {"threshold_sigma": 0.0})):
+        a, b = (SaccadeGenerator(SaccadeParams(**over), seed=s) for s in (0, 1))
+        ra = [a.generate(images[i], int(i)) for i in pairs.image_index]
+        rb = [b.generate(images[i], int(i)) for i in pairs.image_index]
+        halves = ([rb[i] for i in fit], [ra[i] for i in fit], [rb[i] for i in ho], [ra[i] for i in ho])
+        rows[name] = {"c2st_accuracy": c2st_accuracy(*halves, seed=0, epochs=epochs),
+                      "count_image": _held_out_accuracy(_count_image, *halves, seed=0, epochs=epochs,
+                                                        batch_size=64),
+                      "threshold_sigma": SaccadeParams(**over).threshold_sigma}
+        log(f"{name}: C2ST {rows[name]['c2st_accuracy']:.3f}, count image {rows[name]['count_image']:.3f}")
+    result = {"controls": rows, "n_pairs": len(pairs.real), "c2st_epochs": epochs, "smoke": smoke,
+              "seconds": time.perf_counter() - t0, "load_average": os.getloadavg(),
+              "machine": machine_info(), "git_hash": git_hash()}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "c2st_controls.json", result)
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="nmnist-small folder")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
     ap.add_argument("--smoke", action="store_true", help="80 pairs, 2 epochs, a short refit")
+    ap.add_argument("--controls", action="store_true",
+                    help="only the controls: C2ST between two generator seeds (c2st_controls.json)")
     args = ap.parse_args(argv)
     if not (args.real / "Train").is_dir():
         print(f"real N-MNIST recordings not found at {args.real}; pass --real DIR", file=sys.stderr)
         return 2
+    if args.controls:
+        controls(args.real, args.out, smoke=args.smoke)
+        print(f"wrote {args.out / 'c2st_controls.json'}")
+        return 0
     r = run(args.real, args.out, smoke=args.smoke)
     names = list(r["attempts"][0]["c2st_views"])
     print(f"\n{'attempt':<44} {'C2ST':>6} " + " ".join(f"{n[:12]:>12}" for n in names))

@@ -108,3 +108,13 @@ def test_committed_c2st_attempts_have_their_keys():
     assert not res["smoke"] and res["n_pairs"] == 1000
     for a in res["attempts"]:
         assert {"c2st_accuracy", "c2st_views", "params"} <= set(a)
+
+
+def test_committed_c2st_controls_have_their_keys():
+    path = REPO / "benchmarks" / "results" / "c2st_controls.json"
+    if not path.is_file():
+        pytest.skip("benchmarks/results/c2st_controls.json not committed yet")
+    res = json.loads(path.read_text())
+    assert not res["smoke"] and len(res["controls"]) == 2
+    for row in res["controls"].values():
+        assert 0.0 <= row["c2st_accuracy"] <= 1.0 and 0.0 <= row["count_image"] <= 1.0
