@@ -105,6 +105,9 @@ def paired_diagnosis(real: list[np.ndarray], gen: list[np.ndarray], held_out: np
         "events_log_sd": [float(np.log(nr).std()), float(np.log(ng).std())],
         "log_gain_real_over_generated_sd": float(np.log(nr / ng).std()),
         "isolated_pixels_p1_share": [isolated_polarity(cr)[0], isolated_polarity(cg)[0]],
+        "sensor_pattern": sensor_pattern(real, gen, held_out),
+        "pause_events_90_100ms": [float(np.mean([((r["t"] >= 90_000) & (r["t"] < 100_000)).sum() for r in x]))
+                                  for x in (real, gen)],
         "isolated_pixels_per_recording": [isolated_polarity(cr)[1], isolated_polarity(cg)[1]],
         "active_pixels": [float((cr.sum(1) > 0).sum((1, 2)).mean()),
                           float((cg.sum(1) > 0).sum((1, 2)).mean())],
@@ -134,6 +137,44 @@ def paired_diagnosis(real: list[np.ndarray], gen: list[np.ndarray], held_out: np
             "saccade_time_percentiles": lr(np.nan_to_num(pr), np.nan_to_num(pg)),
         },
     }
+
+
+def sensor_pattern(real: list[np.ndarray], gen: list[np.ndarray], held_out: np.ndarray,
+                   smooth_px: float = 2.0, min_events: float = 2000.0) -> dict:
+    """Is there a fixed per-pixel pattern in the real sensor? Per pixel, the high-passed log
+    ratio of real to generated events (summed over one half's recordings) and the real
+    background-noise rate (events per recording where the pixel is outside the digit); their
+    sd (or coefficient of variation) and the correlation between the two halves (pixels with
+    >= ``min_events`` generated events in each half, resp. >= 100 background samples)."""
+    from scipy.ndimage import binary_dilation, gaussian_filter
+
+    cr, cg = count_images(real).sum(1), count_images(gen).sum(1)
+    halves = (~held_out, held_out)
+
+    def high(idx):
+        r, g = cr[idx].sum(0), cg[idx].sum(0)
+        ratio = np.log((r + 20.0) / (g + 20.0))
+        return ratio - gaussian_filter(ratio, smooth_px, mode="nearest"), g
+
+    (h1, g1), (h2, g2) = (high(i) for i in halves)
+    ok = (g1 >= min_events) & (g2 >= min_events)
+    outside = np.array([~binary_dilation(a + b >= 3, iterations=2) for a, b in zip(cr, cg)])
+
+    def noise(idx):
+        n = outside[idx].sum(0)
+        return (cr[idx] * outside[idx]).sum(0) / np.maximum(n, 1), n
+
+    (r1, n1), (r2, n2) = (noise(i) for i in halves)
+    okn = (n1 >= 100) & (n2 >= 100)
+
+    def enough(mask, value):  # None where too few pixels qualify (small sets)
+        return float(value()) if mask.sum() >= 10 else None
+
+    return {"sensitivity_log_ratio_sd": enough(ok, lambda: h1[ok].std()),
+            "sensitivity_split_half_corr": enough(ok, lambda: np.corrcoef(h1[ok], h2[ok])[0, 1]),
+            "noise_rate_cv_real": enough(okn, lambda: r1[okn].std() / r1[okn].mean()),
+            "noise_rate_split_half_corr_real": enough(okn, lambda: np.corrcoef(r1[okn], r2[okn])[0, 1]),
+            "pixels": [int(ok.sum()), int(okn.sum())]}
 
 
 def measure_noise(real_fit: list[np.ndarray]) -> float:

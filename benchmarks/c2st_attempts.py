@@ -160,6 +160,16 @@ def measured_steps(pairs: Pairs, *, refit_evals: int, log=print) -> tuple[list[t
     tmap = measure_threshold_map(real_fit, lambda tm: _generate({**cur, "threshold_sigma": 0.0,
                                                                  "threshold_map": tm}, pairs, fit))
     m["threshold_map_log_sd"] = float(np.log(tmap).std())
+    # does the map carry over to the held-out half? its high-passed residual there, without and with
+    from benchmarks._s2r_measure import sensor_pattern
+
+    ho = pairs.half(held_out=True)
+    real_ho = [pairs.real[i] for i in ho]
+    both = np.r_[np.zeros(len(ho), bool), np.ones(len(ho), bool)]
+    m["threshold_map_held_out_residual_sd"] = {
+        name: sensor_pattern(real_ho + real_ho, _generate({**cur, "threshold_sigma": 0.0, **extra}, pairs, ho) * 2,
+                             both)["sensitivity_log_ratio_sd"]
+        for name, extra in (("without map", {}), ("with map", {"threshold_map": tuple(tmap)}))}
     cur.update(threshold_sigma=0.0, threshold_map=tuple(round(float(v), 4) for v in tmap))
     steps.append(("+ sensor threshold map", dict(cur)))
     pause_real = _pause_events(real_fit)
@@ -215,7 +225,8 @@ def run(real_root: Path, out: Path, *, smoke: bool, log=print) -> dict:
                "generation_seconds_per_1000": gen_s * 1000 / len(gen),
                "params": {k: (v if not k.endswith("_map") else "measured map (34x34)") for k, v in params.items()},
                "diagnosis": {k: diag[k] for k in ("isolated_pixels_p1_share", "active_pixels",
-                                                  "pixel_count_hist_l1", "events_log_sd", "logreg_c2st")}}
+                                                  "pixel_count_hist_l1", "events_log_sd",
+                                                  "pause_events_90_100ms", "logreg_c2st")}}
         attempts.append(row)
         log(f"{name}: C2ST {full:.3f}; views " + ", ".join(f"{k} {v:.2f}" for k, v in views.items()))
     result = {

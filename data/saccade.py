@@ -75,6 +75,14 @@ NMNIST_SPEED_PROFILE: tuple[float, ...] = (
 )
 
 
+#: Options added after version 4 (issue 16's C2ST work) and their "off" values.
+OPTIONS_OFF: dict = {
+    "threshold_map": (), "noise_map": (), "gain_sigma": 0.0, "time_warp_knots_us": (),
+    "time_warp_sigma_us": (), "time_warp_shift_us": (), "end_us": 0.0, "end_jitter_us": 0.0,
+    "tremor_px": 0.0, "tremor_tau_us": 5000.0, "digit_scale": 1.0,
+}
+
+
 @dataclass(frozen=True)
 class SaccadeParams:
     """Parameters of the saccade-mnist generator (units in the names; lengths in sensor pixels).
@@ -241,9 +249,12 @@ class SaccadeParams:
         return self.segment_us * (len(self.path_px) - 1)
 
     def key(self, seed: int) -> str:
-        """Hash of (version, parameters, seed): the cache folder's name."""
-        blob = json.dumps({"version": GENERATOR_VERSION, "seed": seed,
-                           "params": dataclasses.asdict(self)}, sort_keys=True)
+        """Hash of (version, parameters, seed): the cache folder's name. The options of
+        :data:`OPTIONS_OFF` are left out while off, so adding them kept the existing keys."""
+        params = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in OPTIONS_OFF or OPTIONS_OFF[k] != v}
+        blob = json.dumps({"version": GENERATOR_VERSION, "seed": seed, "params": params},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
