@@ -159,10 +159,16 @@ def _tuples(v):
     return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
 
 
-def measured_options_params(path: Path = C2ST_ATTEMPTS_JSON) -> dict | None:
+#: the appearance parameters ``c2st_attempts`` refits (its step "refit appearance")
+REFIT_KEYS = ("digit_scale", "display_gamma", "blur_sigma_px", "background", "threshold_on",
+              "threshold_off", "offset_x_px", "offset_y_px")
+
+
+def measured_options_params(path: Path = C2ST_ATTEMPTS_JSON, *, refit: bool = True) -> dict | None:
     """SaccadeParams overrides of the last ``c2st_attempts`` step (every measured option on:
     noise polarity, rate and map, threshold map, tremor, refitted appearance, per-recording
-    gain, time warp and end), or None when its results file is absent or a smoke run."""
+    gain, time warp and end; with ``refit=False`` the appearance keeps version 4's values),
+    or None when its results file is absent or a smoke run."""
     import json
 
     if not Path(path).is_file():
@@ -173,4 +179,6 @@ def measured_options_params(path: Path = C2ST_ATTEMPTS_JSON) -> dict | None:
     params = {k: _tuples(v) for k, v in res["final_params"].items()}
     params["threshold_map"] = tuple(res["threshold_map"])
     params["noise_map"] = tuple(res["noise_map"])
+    if not refit:
+        params = {k: v for k, v in params.items() if k not in REFIT_KEYS}
     return params
