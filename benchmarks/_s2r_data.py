@@ -164,11 +164,17 @@ REFIT_KEYS = ("digit_scale", "display_gamma", "blur_sigma_px", "background", "th
               "threshold_off", "offset_x_px", "offset_y_px")
 
 
-def measured_options_params(path: Path = C2ST_ATTEMPTS_JSON, *, refit: bool = True) -> dict | None:
+#: the sensor-side options of ``c2st_attempts`` (noise polarity, rate and map, threshold map)
+SENSOR_KEYS = ("on_ratio_noise", "noise_hz", "noise_map", "threshold_map", "threshold_sigma")
+
+
+def measured_options_params(path: Path = C2ST_ATTEMPTS_JSON, *, refit: bool = True,
+                            sensor_only: bool = False) -> dict | None:
     """SaccadeParams overrides of the last ``c2st_attempts`` step (every measured option on:
     noise polarity, rate and map, threshold map, tremor, refitted appearance, per-recording
-    gain, time warp and end; with ``refit=False`` the appearance keeps version 4's values),
-    or None when its results file is absent or a smoke run."""
+    gain, time warp and end; with ``refit=False`` the appearance keeps version 4's values;
+    with ``sensor_only`` only :data:`SENSOR_KEYS` are set), or None when its results file is
+    absent or a smoke run."""
     import json
 
     if not Path(path).is_file():
@@ -181,4 +187,6 @@ def measured_options_params(path: Path = C2ST_ATTEMPTS_JSON, *, refit: bool = Tr
     params["noise_map"] = tuple(res["noise_map"])
     if not refit:
         params = {k: v for k, v in params.items() if k not in REFIT_KEYS}
+    if sensor_only:
+        params = {k: v for k, v in params.items() if k in SENSOR_KEYS}
     return params

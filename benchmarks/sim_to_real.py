@@ -22,7 +22,10 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
   (noise polarity, rate and map, sensor threshold map, tremor, refitted appearance,
   per-recording gain, time warp and end; present when ``results/c2st_attempts.json`` is);
 - ``measured-options-without-refit``: the same with version 4's appearance (digit scale,
-  gamma, blur, black level, thresholds, placement): what the refit did.
+  gamma, blur, black level, thresholds, placement): what the refit did;
+- ``measured-sensor-options``: only the sensor's options (noise polarity, rate and map,
+  threshold map); the rest of ``measured-options-without-refit`` is the motion's (tremor,
+  per-recording gain, time warp, end).
 
 Per generator it also reports a classifier two-sample test (``_s2r_c2st.py``), the paired frame
 correlation at T = 3/5/10 (``_s2r_stats.py``), and the diagnostics in the PNG
@@ -67,7 +70,8 @@ ARMS = (
     Arm("fitted", {}, seeds=(0, 1, 2, 3, 4)),
 ) + tuple(Arm(name, p, seeds=(0, 1)) for name, p in (
     ("measured-options", measured_options_params()),
-    ("measured-options-without-refit", measured_options_params(refit=False))) if p)
+    ("measured-options-without-refit", measured_options_params(refit=False)),
+    ("measured-sensor-options", measured_options_params(sensor_only=True))) if p)
 HEADLINE = "fitted"
 #: Arms whose generator also gets the single-statistic C2STs (``_s2r_c2st.c2st_views``).
 VIEW_ARMS = ("previous", "fitted-v3", "fitted", "measured-options")
@@ -123,7 +127,10 @@ STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
           "fitted-v3", "fitted"),
          ("every measured option of c2st_attempts (not the default)", "fitted", "measured-options"),
          ("c2st_attempts' appearance refit (digit scale 0.90, ...)", "measured-options-without-refit",
-          "measured-options"))
+          "measured-options"),
+         ("c2st_attempts' sensor options (noise, threshold map)", "fitted", "measured-sensor-options"),
+         ("c2st_attempts' motion options (tremor, gain, time warp, end)", "measured-sensor-options",
+          "measured-options-without-refit"))
 
 
 def _compact(params: dict) -> dict:
