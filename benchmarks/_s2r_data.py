@@ -148,3 +148,45 @@ V3_PARAMS: dict = {
     "hot_pixels": ((29, 1, 2.26), (1, 13, 4.59), (7, 15, 17.22), (18, 30, 42.52)),
     "on_ratio_noise": 0.5, **FEATURES_OFF,
 }
+
+
+#: where ``benchmarks/c2st_attempts.py`` writes its measured generator settings
+C2ST_ATTEMPTS_JSON = REPO / "benchmarks" / "results" / "c2st_attempts.json"
+
+
+def _tuples(v):
+    """JSON lists back to the tuples SaccadeParams holds (nested)."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
+#: the appearance parameters ``c2st_attempts`` refits (its step "refit appearance")
+REFIT_KEYS = ("digit_scale", "display_gamma", "blur_sigma_px", "background", "threshold_on",
+              "threshold_off", "offset_x_px", "offset_y_px")
+
+
+#: the sensor-side options of ``c2st_attempts`` (noise polarity, rate and map, threshold map)
+SENSOR_KEYS = ("on_ratio_noise", "noise_hz", "noise_map", "threshold_map", "threshold_sigma")
+
+
+def measured_options_params(path: Path = C2ST_ATTEMPTS_JSON, *, refit: bool = True,
+                            sensor_only: bool = False) -> dict | None:
+    """SaccadeParams overrides of the last ``c2st_attempts`` step (every measured option on:
+    noise polarity, rate and map, threshold map, tremor, refitted appearance, per-recording
+    gain, time warp and end; with ``refit=False`` the appearance keeps version 4's values;
+    with ``sensor_only`` only :data:`SENSOR_KEYS` are set), or None when its results file is
+    absent or a smoke run."""
+    import json
+
+    if not Path(path).is_file():
+        return None
+    res = json.loads(Path(path).read_text())
+    if res.get("smoke", True):
+        return None
+    params = {k: _tuples(v) for k, v in res["final_params"].items()}
+    params["threshold_map"] = tuple(res["threshold_map"])
+    params["noise_map"] = tuple(res["noise_map"])
+    if not refit:
+        params = {k: v for k, v in params.items() if k not in REFIT_KEYS}
+    if sensor_only:
+        params = {k: v for k, v in params.items() if k in SENSOR_KEYS}
+    return params

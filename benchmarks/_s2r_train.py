@@ -50,10 +50,13 @@ class Arm:
 
         from flexsnn.data.saccade import SaccadeParams
 
+        from flexsnn.data.saccade import OPTIONS_OFF
+
         from benchmarks._s2r_data import FEATURES_OFF
 
+        off = {**FEATURES_OFF, **OPTIONS_OFF}
         canonical = {k: v for k, v in dataclasses.asdict(SaccadeParams(**self.params)).items()
-                     if FEATURES_OFF.get(k, _UNSET) != v}
+                     if off.get(k, _UNSET) != v}
         blob = json.dumps({"params": canonical, "aug": self.event_augment, "seed": seed,
                            "budget": budget.__dict__, "gen": generator_fingerprint(self.params)},
                           sort_keys=True, default=list)

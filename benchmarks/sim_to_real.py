@@ -17,7 +17,15 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
 - ``fitted-v3+event_augment_noise``: only the sensor-noise augmentations ``drop,noise,hot``;
 - ``fitted``: the current defaults (version 4: the saccade speed measured on the real
   recordings, display gamma, correlated ON/OFF thresholds, all refitted by
-  ``benchmarks/fit_saccade.py``).
+  ``benchmarks/fit_saccade.py``);
+- ``measured-options``: version 4 with every option of ``benchmarks/c2st_attempts.py`` on
+  (noise polarity, rate and map, sensor threshold map, tremor, refitted appearance,
+  per-recording gain, time warp and end; present when ``results/c2st_attempts.json`` is);
+- ``measured-options-without-refit``: the same with version 4's appearance (digit scale,
+  gamma, blur, black level, thresholds, placement): what the refit did;
+- ``measured-sensor-options``: only the sensor's options (noise polarity, rate and map,
+  threshold map); the rest of ``measured-options-without-refit`` is the motion's (tremor,
+  per-recording gain, time warp, end).
 
 Per generator it also reports a classifier two-sample test (``_s2r_c2st.py``), the paired frame
 correlation at T = 3/5/10 (``_s2r_stats.py``), and the diagnostics in the PNG
@@ -44,7 +52,8 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._s2r_data import DEFAULT_REAL, PREVIOUS_PARAMS, REPO, V3_PARAMS, Pairs  # noqa: E402
+from benchmarks._s2r_data import (DEFAULT_REAL, PREVIOUS_PARAMS, REPO, V3_PARAMS, Pairs,  # noqa: E402
+                                  measured_options_params)
 from benchmarks._s2r_train import Arm, Budget, run_arm, summarize_arm  # noqa: E402
 
 EVENT_AUGMENT = "drop,jitter,spatial,noise,hot"
@@ -59,10 +68,13 @@ ARMS = (
     Arm("fitted-v3+event_augment", dict(V3_PARAMS), EVENT_AUGMENT, seeds=(0, 1)),
     Arm("fitted-v3+event_augment_noise", dict(V3_PARAMS), "drop,noise,hot", seeds=(0,)),
     Arm("fitted", {}, seeds=(0, 1, 2, 3, 4)),
-)
+) + tuple(Arm(name, p, seeds=(0, 1)) for name, p in (
+    ("measured-options", measured_options_params()),
+    ("measured-options-without-refit", measured_options_params(refit=False)),
+    ("measured-sensor-options", measured_options_params(sensor_only=True))) if p)
 HEADLINE = "fitted"
 #: Arms whose generator also gets the single-statistic C2STs (``_s2r_c2st.c2st_views``).
-VIEW_ARMS = ("previous", "fitted-v3", "fitted")
+VIEW_ARMS = ("previous", "fitted-v3", "fitted", "measured-options")
 TARGETS = {"transfer_gap_pt_max": 2.0, "c2st_accuracy_max": 0.65, "real_n_min": 200}
 
 
@@ -112,7 +124,19 @@ STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
          ("event augmentation (all)", "fitted-v3", "fitted-v3+event_augment"),
          ("event augmentation (drop, noise, hot)", "fitted-v3", "fitted-v3+event_augment_noise"),
          ("measured saccade speed + display gamma + correlated thresholds, refitted (v4)",
-          "fitted-v3", "fitted"))
+          "fitted-v3", "fitted"),
+         ("every measured option of c2st_attempts (not the default)", "fitted", "measured-options"),
+         ("c2st_attempts' appearance refit (digit scale 0.90, ...)", "measured-options-without-refit",
+          "measured-options"),
+         ("c2st_attempts' sensor options (noise, threshold map)", "fitted", "measured-sensor-options"),
+         ("c2st_attempts' motion options (tremor, gain, time warp, end)", "measured-sensor-options",
+          "measured-options-without-refit"))
+
+
+def _compact(params: dict) -> dict:
+    """Parameters for the JSON: the per-pixel maps (34 x 34 values) named, not listed."""
+    return {k: (f"{len(v)} measured values (benchmarks/results/c2st_attempts.json)"
+                if k.endswith("_map") and v else v) for k, v in params.items()}
 
 
 def _steps(arms: dict) -> dict:
@@ -146,7 +170,8 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
             sets[arm.name] = checked[key]["generated"]
         chk = checked[key]
         arm_results[arm.name] = {
-            "params": dataclasses.asdict(SaccadeParams(**arm.params)), "event_augment": arm.event_augment,
+            "params": _compact(dataclasses.asdict(SaccadeParams(**arm.params))),
+            "event_augment": arm.event_augment,
             **summarize_arm(records), "per_seed": records,
             "c2st_accuracy": chk["c2st_accuracy"], "c2st_per_seed": chk["c2st_per_seed"],
             "c2st_views": chk["c2st_views"],

@@ -50,6 +50,9 @@ log = logging.getLogger(__name__)
 GENERATOR_VERSION = 4
 #: Stream id of the sensor's fixed-pattern randomness (threshold mismatch).
 SENSOR_STREAM = 2**32
+#: Sub-stream of a recording's per-recording variations (gain, time warp, end), so that
+#: switching them on leaves the other draws of that recording unchanged.
+VARIATION_STREAM = 1
 N_IMAGES = 5000
 IMAGE_SIZE = 28
 #: Relative saccade speed per 2 ms bin from t = 0, measured on the real N-MNIST recordings of the
@@ -70,6 +73,14 @@ NMNIST_SPEED_PROFILE: tuple[float, ...] = (
     0.727, 0.6766, 0.6164, 0.5514, 0.493, 0.4543, 0.422, 0.4111, 0.3853, 0.363, 0.3291, 0.2793,
     0.2316, 0.1764, 0.1367, 0.0935, 0.0594, 0.0307, 0.0102, 0.0023, 0, 0, 0, 0, 0,
 )
+
+
+#: Options added after version 4 (issue 16's C2ST work) and their "off" values.
+OPTIONS_OFF: dict = {
+    "threshold_map": (), "noise_map": (), "gain_sigma": 0.0, "time_warp_knots_us": (),
+    "time_warp_sigma_us": (), "time_warp_shift_us": (), "end_us": 0.0, "end_jitter_us": 0.0,
+    "tremor_px": 0.0, "tremor_tau_us": 5000.0, "digit_scale": 1.0,
+}
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,17 @@ class SaccadeParams:
     pauses between saccades); hot pixels: a fixed ``hot_pixel_fraction`` of the pixels (drawn
     with the sensor) fires at ``hot_pixel_hz`` more, in every recording, and so does each
     ``(x, y, hz)`` of ``hot_pixels`` (the real sensor's, measured).
+    Options, all off by default (measured on real recordings by
+    ``benchmarks/c2st_attempts.py``, which tells what each does to the real-vs-generated C2ST):
+    ``threshold_map`` (width * height multipliers of both thresholds, row-major: the sensor's
+    per-pixel sensitivity), ``noise_map`` (multipliers of ``noise_hz`` per pixel: the sensor's
+    per-pixel background rate), ``digit_scale`` (the digit's size about the image centre),
+    ``tremor_px`` / ``tremor_tau_us`` (a small Ornstein-Uhlenbeck shake of the digit, std in
+    px, correlation time in µs: edges keep firing in the pauses). Per recording:
+    ``gain_sigma`` (both thresholds times ``exp(gain_sigma * z)``), a time warp of the
+    saccades (knot ``time_warp_knots_us[k]`` of the time course moves by
+    ``time_warp_shift_us[k] + time_warp_sigma_us[k] * z_k`` µs) and the recording's end
+    (events from ``end_us + end_jitter_us * z`` µs on are cut; ``end_us`` 0: no cut).
 
     The defaults are fitted to real N-MNIST recordings of the same images
     (``benchmarks/fit_saccade.py``: Powell's method over placement, saccade amplitude,
@@ -141,6 +163,17 @@ class SaccadeParams:
     hot_pixels: tuple[tuple[int, int, float], ...] = (
         (29, 1, 2.26), (1, 13, 4.59), (7, 15, 17.22), (18, 30, 42.52))
     on_ratio_noise: float = 0.5
+    threshold_map: tuple[float, ...] = ()
+    noise_map: tuple[float, ...] = ()
+    gain_sigma: float = 0.0
+    time_warp_knots_us: tuple[float, ...] = ()
+    time_warp_sigma_us: tuple[float, ...] = ()
+    time_warp_shift_us: tuple[float, ...] = ()
+    end_us: float = 0.0
+    end_jitter_us: float = 0.0
+    tremor_px: float = 0.0
+    tremor_tau_us: float = 5000.0
+    digit_scale: float = 1.0
 
     def __post_init__(self) -> None:
         checks = (
@@ -177,6 +210,31 @@ class SaccadeParams:
             ("hot_pixels", all(len(h) == 3 and 0 <= h[0] < self.width and 0 <= h[1] < self.height
                                and h[2] >= 0 for h in self.hot_pixels),
              "(x, y, hz) triples inside the sensor with hz >= 0"),
+            ("threshold_map", not self.threshold_map or (
+                len(self.threshold_map) == self.width * self.height
+                and all(v > 0 for v in self.threshold_map)),
+             "empty, or width * height multipliers > 0 (row-major, y * width + x)"),
+            ("noise_map", not self.noise_map or (
+                len(self.noise_map) == self.width * self.height
+                and all(v >= 0 for v in self.noise_map)),
+             "empty, or width * height rate multipliers >= 0 (row-major, y * width + x)"),
+            ("gain_sigma", 0 <= self.gain_sigma <= 1, "in [0, 1] (log units)"),
+            ("time_warp_knots_us", not self.time_warp_knots_us or (
+                len(self.time_warp_knots_us) >= 2
+                and all(0 <= a < b for a, b in zip(self.time_warp_knots_us,
+                                                   self.time_warp_knots_us[1:]))),
+             "empty, or at least two increasing times >= 0 (µs)"),
+            ("time_warp_sigma_us", len(self.time_warp_sigma_us) == len(self.time_warp_knots_us)
+             and all(v >= 0 for v in self.time_warp_sigma_us),
+             "one std >= 0 (µs) per time_warp_knots_us entry"),
+            ("time_warp_shift_us", not self.time_warp_shift_us
+             or len(self.time_warp_shift_us) == len(self.time_warp_knots_us),
+             "empty, or one mean shift (µs) per time_warp_knots_us entry"),
+            ("end_us", self.end_us >= 0, ">= 0 µs (0: no cut)"),
+            ("end_jitter_us", self.end_jitter_us >= 0, ">= 0 µs"),
+            ("tremor_px", 0 <= self.tremor_px <= 2, "in [0, 2] px"),
+            ("tremor_tau_us", self.tremor_tau_us > 0, "> 0 µs"),
+            ("digit_scale", 0.5 <= self.digit_scale <= 2, "in [0.5, 2]"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -191,9 +249,12 @@ class SaccadeParams:
         return self.segment_us * (len(self.path_px) - 1)
 
     def key(self, seed: int) -> str:
-        """Hash of (version, parameters, seed): the cache folder's name."""
-        blob = json.dumps({"version": GENERATOR_VERSION, "seed": seed,
-                           "params": dataclasses.asdict(self)}, sort_keys=True)
+        """Hash of (version, parameters, seed): the cache folder's name. The options of
+        :data:`OPTIONS_OFF` are left out while off, so adding them kept the existing keys."""
+        params = {k: v for k, v in dataclasses.asdict(self).items()
+                  if k not in OPTIONS_OFF or OPTIONS_OFF[k] != v}
+        blob = json.dumps({"version": GENERATOR_VERSION, "seed": seed, "params": params},
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -269,6 +330,9 @@ class SaccadeGenerator:
             z_off = p.threshold_correlation * z_on + np.sqrt(1 - p.threshold_correlation ** 2) * z_off
         self.c_on = np.maximum(p.threshold_on + p.threshold_sigma * z_on, 0.02 * p.threshold_on + 1e-3)
         self.c_off = np.maximum(p.threshold_off + p.threshold_sigma * z_off, 0.02 * p.threshold_off + 1e-3)
+        if p.threshold_map:
+            gain = np.asarray(p.threshold_map, dtype=np.float64)
+            self.c_on, self.c_off = self.c_on * gain, self.c_off * gain
         n_hot = int(round(p.hot_pixel_fraction * n_pix))
         #: flat indices (``y * width + x``) of the hot pixels; drawn after the thresholds so
         #: that the thresholds do not depend on the hot-pixel settings
@@ -284,9 +348,17 @@ class SaccadeGenerator:
         self.pos_y = p.offset_y_px - self.PAD + dy
 
     def prepare_image(self, image: np.ndarray) -> np.ndarray:
-        """Pad, display (gamma) and blur one ``[28, 28]`` image in [0, 1] (float64
-        ``[28+2*PAD]^2``)."""
+        """Pad, scale (``digit_scale``, about the image centre), display (gamma) and blur one
+        ``[28, 28]`` image in [0, 1] (float64 ``[28+2*PAD]^2``)."""
         img = np.pad(np.asarray(image, dtype=np.float64), self.PAD)
+        if self.params.digit_scale != 1.0:
+            from scipy.ndimage import affine_transform
+
+            # output pixel o shows input point c + (o - c) / scale: the digit grows by `scale`
+            # about the image centre c
+            inv = 1.0 / self.params.digit_scale
+            c = (np.asarray(img.shape, dtype=np.float64) - 1) / 2
+            img = affine_transform(img, np.full(2, inv), offset=c - inv * c, order=1, mode="constant")
         if self.params.display_gamma != 1.0:
             img = img ** self.params.display_gamma
         if self.params.blur_sigma_px > 0:
@@ -295,19 +367,73 @@ class SaccadeGenerator:
             img = gaussian_filter(img, self.params.blur_sigma_px, mode="constant")
         return np.clip(img, 0.0, 1.0)
 
+    def _variation_draws(self, index: int) -> tuple[float, np.ndarray, float]:
+        """Standard-normal draws of recording ``index``'s variations: gain, one per time-warp
+        knot, end (always drawn, from their own stream)."""
+        aux = numpy_rng(self.seed, index, VARIATION_STREAM)
+        z_gain = float(aux.standard_normal())
+        z_knots = aux.standard_normal(len(self.params.time_warp_knots_us))
+        return z_gain, z_knots, float(aux.standard_normal())
+
+    def tremor(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Recording ``index``'s small random shake of the digit (px, ``[n_frames]`` in x and
+        y): an Ornstein-Uhlenbeck process with stationary std ``tremor_px`` and correlation
+        time ``tremor_tau_us``, so edges keep firing a little while the saccades pause, as in
+        the real recordings."""
+        p = self.params
+        aux = numpy_rng(self.seed, index, VARIATION_STREAM, 1)
+        n = self.frame_t.size
+        a = float(np.exp(-p.frame_dt_us / p.tremor_tau_us))
+        eps = aux.standard_normal((2, n)) * p.tremor_px
+        eps[:, 1:] *= np.sqrt(1.0 - a * a)
+        out = np.empty_like(eps)
+        out[:, 0] = eps[:, 0]
+        for k in range(1, n):
+            out[:, k] = a * out[:, k - 1] + eps[:, k]
+        return out[0], out[1]
+
+    def warped_positions(self, z_knots: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Digit offsets (px, ``[n_frames]`` each) of one recording whose timing is warped:
+        knot ``k`` (``time_warp_knots_us[k]``) of the saccades' time course moves by
+        ``time_warp_shift_us[k] + time_warp_sigma_us[k] * z_knots[k]`` µs (kept in order), time between knots is
+        stretched linearly, so each saccade of each recording starts, peaks and ends a little
+        earlier or later, as in the real recordings."""
+        p = self.params
+        knots = np.asarray(p.time_warp_knots_us, dtype=np.float64)
+        moved = knots + np.asarray(p.time_warp_sigma_us, dtype=np.float64) * z_knots
+        if p.time_warp_shift_us:
+            moved = moved + np.asarray(p.time_warp_shift_us, dtype=np.float64)
+        moved = np.maximum.accumulate(np.maximum(moved, 0.0))
+        moved = moved + np.arange(moved.size) * 1e-3  # strictly increasing for interp
+        t_nominal = np.interp(self.frame_t, moved, knots)
+        t_nominal = np.where(self.frame_t > moved[-1], self.frame_t - moved[-1] + knots[-1], t_nominal)
+        t_nominal = np.where(self.frame_t < moved[0], self.frame_t - moved[0] + knots[0], t_nominal)
+        dx, dy = saccade_path(p, t_nominal)
+        return p.offset_x_px - self.PAD + dx, p.offset_y_px - self.PAD + dy
+
     def generate(self, image: np.ndarray, index: int) -> np.ndarray:
         """The recording of ``image`` (``[28, 28]`` in [0, 1]) as sample ``index``:
         :data:`~flexsnn.data.events.EVENT_DTYPE` events sorted by t (µs)."""
         p = self.params
         rng = numpy_rng(self.seed, index)
+        z_gain, z_knots, z_end = self._variation_draws(index)
+        c_on, c_off, pos_x, pos_y = self.c_on, self.c_off, self.pos_x, self.pos_y
+        if p.gain_sigma > 0:
+            scale = float(np.exp(p.gain_sigma * z_gain))
+            c_on, c_off = c_on * scale, c_off * scale
+        if p.time_warp_knots_us:
+            pos_x, pos_y = self.warped_positions(z_knots)
+        if p.tremor_px > 0:
+            tx, ty = self.tremor(index)
+            pos_x, pos_y = pos_x + tx, pos_y + ty
         n_pix = p.width * p.height
-        ref0 = -self.c_off + rng.random(n_pix) * (self.c_on + self.c_off)
+        ref0 = -c_off + rng.random(n_pix) * (c_on + c_off)
         img = self.prepare_image(image)
         cap = 16384
         while True:
             bx, by, bp = (np.empty(cap, np.int64) for _ in range(3))
             bt = np.empty(cap, np.float64)
-            n = simulate_pixels(img, self.pos_x, self.pos_y, self.frame_t, self.c_on, self.c_off,
+            n = simulate_pixels(img, pos_x, pos_y, self.frame_t, c_on, c_off,
                                 ref0, float(p.refractory_us), float(p.background), p.width,
                                 p.height, bx, by, bp, bt)
             if n >= 0:
@@ -318,9 +444,15 @@ class SaccadeGenerator:
             t = t + np.abs(rng.normal(0.0, p.jitter_us, n))
         x, y, pol = bx[:n], by[:n], bp[:n]
         if p.noise_hz > 0:
-            n_noise = rng.poisson(p.noise_hz * n_pix * p.duration_us * 1e-6)
-            x = np.concatenate([x, rng.integers(0, p.width, n_noise)])
-            y = np.concatenate([y, rng.integers(0, p.height, n_noise)])
+            if p.noise_map:  # per-pixel rates: noise_hz times the pixel's multiplier
+                lam = p.noise_hz * np.asarray(p.noise_map, dtype=np.float64) * p.duration_us * 1e-6
+                pix = np.repeat(np.arange(n_pix), rng.poisson(lam))
+                n_noise = pix.size
+                x, y = np.concatenate([x, pix % p.width]), np.concatenate([y, pix // p.width])
+            else:
+                n_noise = rng.poisson(p.noise_hz * n_pix * p.duration_us * 1e-6)
+                x = np.concatenate([x, rng.integers(0, p.width, n_noise)])
+                y = np.concatenate([y, rng.integers(0, p.height, n_noise)])
             if p.on_ratio_noise == 0.5:  # the original draw (keeps older recordings identical)
                 pol = np.concatenate([pol, rng.integers(0, 2, n_noise)])
             else:
@@ -338,6 +470,9 @@ class SaccadeGenerator:
             t = np.concatenate([t, rng.random(n_hot) * p.duration_us])
         if p.invert_polarity:
             pol = 1 - pol
+        if p.end_us > 0:
+            keep = t < p.end_us + p.end_jitter_us * z_end
+            x, y, pol, t = x[keep], y[keep], pol[keep], t[keep]
         t_int = np.floor(t).astype(np.int64)
         order = np.argsort(t_int, kind="stable")
         events = np.empty(order.size, dtype=EVENT_DTYPE)
