@@ -191,6 +191,11 @@ def _export(config: DemoConfig, model, scheme: str, result: DemoResult):
     from flexsnn.converters.export import export_chip_image
 
     image, report = export_chip_image(model, input_shape=tuple(model.input_shape))
+    if scheme == "mtt":  # the chip recipe's export step
+        from flexsnn.converters.thresholds import scale_thresholds
+        from flexsnn.training.recipes import CHIP_EXPORT
+
+        image = scale_thresholds(image, CHIP_EXPORT["threshold_scale"])
     path = image.save(config.artifacts_dir / f"{scheme}.chip")
     res = result.models[scheme]
     res.chip = str(path)

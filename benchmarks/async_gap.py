@@ -16,7 +16,7 @@ the chip; ``floor8``: -8), ``deep`` (the chip image gets floor -16 whatever the 
 the arm reuses the checkpoint of the arm without it), ``budget`` (SynOps hinge at 1.5M per
 sample), ``qat`` (fake quantization), ``fine`` (input and later stages' T log-uniform in
 [1, 100]), ``max`` (the full-T configuration in every MTT step), ``kd`` (distillation from the
-base). Runs live in ``--work``/``full-g<generator version>`` (a new saccade generator retrains
+base), ``th2`` (core position 0's threshold x2 after discretization, export only). Runs live in ``--work``/``full-g<generator version>`` (a new saccade generator retrains
 everything). Each (arm, seed) run is stored as its own JSON there, so that two processes can
 run different seeds side by side and a stopped run loses nothing; every finished run rewrites
 ``async_gap.json`` from all stored runs.
@@ -70,6 +70,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-floor-budget-deep": dict(scheme="mtt", floor=-4.0, budget=1.5e6, deploy_floor=-16.0),
     "mtt-budget-deep": dict(scheme="mtt", budget=1.5e6, deploy_floor=-16.0),
     "mtt-budget19-deep": dict(scheme="mtt", budget=1.9e6, deploy_floor=-16.0),
+    # threshold_scale: core position -> factor on threshold_high after discretization (export only)
+    "mtt-budget19-deep-th2": dict(scheme="mtt", budget=1.9e6, deploy_floor=-16.0, threshold_scale={"0": 2.0}),
     # trained in the chip's regime: fixed fine bins (T=100 for the whole recording, every stage),
     # at the deployed floor, by rate-based backprop (BPTT at T=100 costs ~12x an MTT T=10 step)
     "sdt100-rate-floor16": dict(scheme="sdt", T=100, floor=-16.0, backprop="rate_M"),
@@ -77,14 +79,17 @@ ARMS: dict[str, dict[str, Any]] = {
     "sdt30-floor16": dict(scheme="sdt", T=30, floor=-16.0),
 }
 #: parts that change only the exported chip image, not training
-DEPLOY_PARTS = ("deploy_floor",)
+DEPLOY_PARTS = ("deploy_floor", "threshold_scale")
 
 
 def training_arm(arm: str) -> str:
     """The arm whose trained checkpoint ``arm`` reuses: the first arm with the same training
     parts (``arm`` itself when no other has them)."""
-    train = {k: v for k, v in ARMS[arm].items() if k not in DEPLOY_PARTS}
-    return next((a for a, p in ARMS.items() if p == train), arm)
+    def training_parts(parts: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
+
+    train = training_parts(ARMS[arm])
+    return next(a for a, p in ARMS.items() if training_parts(p) == train)
 KEYS = ("float_T10", "async", "real_time_binned_T10", "real_async", "synops_per_sample", "train_seconds")
 TB_T = (10, 30, 100)
 SYNOPS_TARGET = 2.0e6
@@ -135,7 +140,8 @@ def train_or_reuse(cfg, out: Path, train_ds, test_ds):
 
 
 def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, async_limit: int | None,
-                 spike: str = "single", deploy_floor: float | None = None) -> dict[str, Any]:
+                 spike: str = "single", deploy_floor: float | None = None,
+                 threshold_scale: dict[int, float] | None = None) -> dict[str, Any]:
     """Float, time-binned, async and real-data figures of one fine-tuned checkpoint (with every
     neuron's floor set to ``deploy_floor`` first when given)."""
     from flexsnn.converters.export import export_chip_image
@@ -156,6 +162,10 @@ def evaluate_run(ckpt: Path, test_ds, real_ds, *, chip_path: Path, per_T: bool, 
     Ts = list(range(1, 11)) if per_T else [10]
     float_acc = accuracy_per_T(model, cache, Ts, batch_size=100)
     image, _ = export_chip_image(model)
+    if threshold_scale:
+        from flexsnn.converters.thresholds import scale_thresholds
+
+        image = scale_thresholds(image, {int(k): float(v) for k, v in threshold_scale.items()})
     image.save(chip_path)
     out: dict[str, Any] = {"float_T10": float_acc[10], "float_per_T": {str(t): float_acc[t] for t in Ts},
                            "time_binned": {}, "time_binned_synops": {},
@@ -514,7 +524,8 @@ def main(argv: list[str] | None = None) -> int:
             ckpt, secs, hist = train_or_reuse(cfg, run_dir, train_ds, test_ds)
             ev = evaluate_run(ckpt, test_ds, real_ds, chip_path=run_dir / f"{arm}.chip",
                               per_T=arm in ("sdt", "mtt"), async_limit=None,
-                              deploy_floor=parts.get("deploy_floor"))
+                              deploy_floor=parts.get("deploy_floor"),
+                              threshold_scale=parts.get("threshold_scale"))
             epochs = [r["epoch_seconds"] for r in hist if "epoch_seconds" in r]
             rec = {"arm": arm, "seed": seed, "parts": parts, "train_seconds": secs,
                    "epoch_seconds": sorted(epochs)[len(epochs) // 2] if epochs else None,

@@ -52,6 +52,14 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert sweep["real"]["core0x2"]["synops_per_sample"] < sweep["real"]["floor-16"]["synops_per_sample"]
 
 
+def test_deploy_only_arms_reuse_the_trained_checkpoint():
+    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.training_arm("mtt-budget19-deep-th2") == "mtt-budget19-deep"
+    assert mod.training_arm("mtt-deep") == "mtt" and mod.training_arm("sdt") == "sdt"
+
+
 def test_stored_configs_from_before_new_settings_are_the_same_config():
     """A run stored before a TrainConfig/SchemeConfig setting existed is reused (new settings take
     their defaults); a run with another value is not."""

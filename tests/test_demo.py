@@ -207,6 +207,17 @@ def test_pipeline_end_to_end_smallest_size(tmp_path, capsys):
     for scheme in ("sdt", "mtt"):
         assert Path(result.models[scheme].chip).is_file()
         assert Path(result.models[scheme].checkpoint).is_file()
+    # the recipe's export step: the mtt chip's first core has its threshold scaled, the rest as exported
+    from flexsnn.converters.chip_image import ChipImage
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.models.checkpoint import load_model
+    from flexsnn.training.recipes import CHIP_EXPORT
+
+    plain, _ = export_chip_image(load_model(result.models["mtt"].checkpoint)[0].eval())
+    chip = ChipImage.load(result.models["mtt"].chip)
+    k = CHIP_EXPORT["threshold_scale"][0]
+    assert chip.cores[0].threshold_high == max(1, round(plain.cores[0].threshold_high * k))
+    assert [c.threshold_high for c in chip.cores[1:]] == [c.threshold_high for c in plain.cores[1:]]
     assert result.trace is not None and result.trace.events.size > 0
     # --reuse: same settings -> checkpoints reused, same numbers
     again = run_demo(DemoConfig(**{**cfg.to_dict(), "reuse": True}))
