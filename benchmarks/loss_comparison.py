@@ -142,6 +142,9 @@ def train_and_calibrate(loss_name: str, *, T: int, train_limit: int, test_limit:
     return {**report.to_dict(), "train_seconds": seconds, "final_train_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
             "train_set_accuracy": fit_report.accuracy_per_t[-1],
             "train_set_mean_confidence": fit_report.mean_confidence_per_t[-1],
+            # per step: TMC's early steps can be wrong on the very samples it was fit to (README)
+            "train_set_accuracy_per_t": fit_report.accuracy_per_t,
+            "train_set_mean_confidence_per_t": fit_report.mean_confidence_per_t,
             "_conf": conf, "_correct": correct}
 
 
@@ -247,7 +250,8 @@ def targets(data: dict) -> dict:
             final[n]["accuracy_spread_over_seeds"] = round(block[n]["final_spread"]["accuracy_per_t"], 4)
             # TMC's papers report ECE at every step; the targets judge the last one
             final[n]["ece_mean_over_t"] = round(sum(block[n]["ece_per_t"]) / len(block[n]["ece_per_t"]), 4)
-        out[key] = {"T": setup["T"], "train_samples": setup["train_samples"], "epochs": setup["epochs"],
+        out[key] = {"dataset": setup.get("dataset", "saccade-mnist"), "model": setup.get("model", "speck3c1fc"),
+                    "T": setup["T"], "train_samples": setup["train_samples"], "epochs": setup["epochs"],
                     "optimizer_steps": setup["optimizer_steps"], "seeds": setup["seeds"], "final_step": final,
                     "tmc_confidence_cap_at_T": tmc_confidence_cap(setup["T"])[-1]}
         if len(names) < len(LOSS_NAMES):

@@ -69,8 +69,9 @@ def test_loss_comparison_static_mnist_paper_lif_setting(tmp_path):
         lin = data["linear_readout"][name]
         assert len(lin["accuracy_per_t"]) == 4 and lin["n_samples"] == 32
         assert 0.0 < lin["per_seed"][0]["train_set_mean_confidence"] <= 1.0
+        assert len(lin["per_seed"][0]["train_set_accuracy_per_t"]) == 4
     assert "ce" not in data  # no spiking readout was trained
-    assert data["targets"]["linear_readout"]["T"] == 4
+    assert data["targets"]["linear_readout"]["T"] == 4 and data["targets"]["linear_readout"]["dataset"] == "mnist"
     # a paper-lif model has no spiking readout; --width is convnet's only
     with pytest.raises(SystemExit):
         bench.main(["--smoke", "--model", "convnet", "--out", str(tmp_path / "x")])
