@@ -13,7 +13,7 @@ from flexsnn.errors import ConfigError
 
 #: The demo's arms (fine-tunes of one SDT+BN base): ``sdt`` the baseline; ``mtt`` the chip recipe
 #: (:data:`flexsnn.training.recipes.CHIP_RECIPE`, chosen by ``benchmarks/async_gap.py``: MTT
-#: exported with a deep floor); ``mtt-plain`` the paper's MTT as published.
+#: exported with a deep floor and the first layer's threshold x2); ``mtt-plain`` the paper's MTT as published.
 ARMS = ("sdt", "mtt", "mtt-plain")
 SCHEMES = ARMS  # former name
 PRESETS = ("default", "quick", "reproduce", "tiny")

@@ -35,13 +35,13 @@ from flexsnn.errors import ConfigError
 from flexsnn.training.schemes import SchemeConfig
 
 #: The recipe the ablation chose (benchmarks/results/async_gap.json ``best_arm``
-#: "mtt-budget19-deep", generator v4, 2 seeds, README "Chip-faithful training"): MTT trained at
-#: the speck-iaf floor -1 with a 1.9M SynOps budget, exported with floor -16. Its chip runs at
-#: 94.0 % async on 1,000 generated test recordings (84.2 % time-binned at T=10), 91.5 % async on
-#: real recordings (92.1 % at T=10), 1.79M SynOps per sample; SDT's chip: 74.3 % async, 4.49M.
-#: Left out, measured: the trained floor -4 (deployed at -16: 93.5 % async but 85.5 % real
-#: async), QAT, fine T, the full-T configuration in every step, distillation. Without the
-#: budget: 93.8 % async, 93.0 % real async, 2.68M SynOps.
+#: "mtt-budget19-deep-th2", generator v4, 2 seeds, README "Chip-faithful training"): MTT trained
+#: at the speck-iaf floor -1 with a 1.9M SynOps budget, exported with floor -16 and (its export
+#: step, :data:`CHIP_EXPORT`) the first layer's threshold x2. Its chip runs at 94.2 % async on
+#: 1,000 generated test recordings, 92.1 % async on real recordings, 0.94M SynOps per sample;
+#: SDT's chip: 74.3 % async, 4.49M. Left out, measured: the trained floor -4 (deployed at -16:
+#: 93.5 % async but 85.5 % real async), QAT, fine T, fixed fine T (30 by BPTT, 100 by rate
+#: backprop), the full-T configuration in every step, distillation.
 CHIP_RECIPE: dict[str, Any] = dict(scheme="mtt", floor=-1.0, deploy_floor=-16.0, fine=False, qat=False,
                                    budget=1.9e6, spike="multi")
 
