@@ -77,6 +77,8 @@ ARMS: dict[str, dict[str, Any]] = {
     "sdt100-rate-floor16": dict(scheme="sdt", T=100, floor=-16.0, backprop="rate_M"),
     # a finer fixed T by BPTT (3x an SDT T=10 step), at the deployed floor
     "sdt30-floor16": dict(scheme="sdt", T=30, floor=-16.0),
+    # the base phase too at the deployed floor (its own SDT+BN base), then the recipe's fine-tune
+    "mtt-budget19-base16": dict(scheme="mtt", budget=1.9e6, floor=-16.0, base_floor=-16.0),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor", "threshold_scale")
@@ -95,12 +97,16 @@ TB_T = (10, 30, 100)
 SYNOPS_TARGET = 2.0e6
 
 
-def base_config(*, smoke: bool, seed: int = 0):
-    """The demo's SDT+BN phase (``flexsnn demo`` default preset)."""
+def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None):
+    """The demo's SDT+BN phase (``flexsnn demo`` default preset); ``floor``: train it with this
+    ``min_v_mem`` instead of the speck-iaf -1 (arms with a ``base_floor`` part)."""
     from flexsnn.training.schemes import SchemeConfig
     from flexsnn.training.trainer import TrainConfig
 
-    return TrainConfig(model="speck3c1fc", model_kwargs={"batch_norm": True}, T=3 if smoke else 10,
+    kwargs: dict[str, Any] = {"batch_norm": True}
+    if floor is not None:
+        kwargs["neuron"] = {"min_v_mem": float(floor)}
+    return TrainConfig(model="speck3c1fc", model_kwargs=kwargs, T=3 if smoke else 10,
                        scheme=SchemeConfig(name="sdt", T=3 if smoke else 10), optimizer="adamw",
                        lr=3e-3, weight_decay=0.02, epochs=1 if smoke else 5, batch_size=16 if smoke else 32,
                        seed=seed, device="cpu", phase="train", eval_every=1 if smoke else 5,
@@ -513,7 +519,12 @@ def main(argv: list[str] | None = None) -> int:
         for arm in arms:
             parts = ARMS[arm]
             train_parts = {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
-            cfg = chip_finetune_config(base, **{"T": bcfg.T, **train_parts}, epochs=1 if args.smoke else args.epochs,
+            arm_base = base
+            if "base_floor" in train_parts:  # a base of its own, trained at that floor
+                floor = train_parts.pop("base_floor")
+                arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor),
+                                                work / f"base-floor{-floor:g}", train_ds, test_ds)
+            cfg = chip_finetune_config(arm_base, **{"T": bcfg.T, **train_parts}, epochs=1 if args.smoke else args.epochs,
                                        lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
                                        **({"fine_T_max": 9} if args.smoke else {}))
             run_dir = work / f"{training_arm(arm)}-s{seed}"
