@@ -18,7 +18,7 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     args = ["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--seeds", "0,1"]
-    assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat,sdt-deep"]) == 0
+    assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat,sdt-deep,mtt-budget19-base16"]) == 0
     assert mod.main(args + ["--cost"]) == 0
     doc = json.loads((tmp_path / "async_gap_smoke.json").read_text())
     assert doc["best_arm"] in doc["arms"] and "machine" in doc
@@ -39,6 +39,11 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert not (tmp_path / "work" / "smoke" / "sdt-deep-s0").exists()
     assert (tmp_path / "work" / "smoke" / "sdt-s0" / "sdt-deep.chip").is_file()
     assert doc["arms"]["sdt-deep"]["parts"]["deploy_floor"] == -16.0
+    # a base_floor arm fine-tunes a base of its own, trained at that floor
+    base16 = json.loads((tmp_path / "work" / "smoke" / "base-floor16" / "config.json").read_text())
+    assert base16["config"]["model_kwargs"]["neuron"]["min_v_mem"] == -16.0
+    run16 = json.loads((tmp_path / "work" / "smoke" / "runs" / "mtt-budget19-base16-s0.json").read_text())
+    assert run16["config"]["init_checkpoint"].endswith("base-floor16/final.safetensors")
     assert set(doc["fine_T_cost"]["seconds_per_step"]) == {"mtt_T10_bptt", "fine_bptt", "fine_rate_M", "fine_rate_S"}
     assert (tmp_path / "async_gap_smoke.png").is_file()
     # deployment-only sweep on the trained checkpoints: floor -1 re-exports the sdt arm's image
