@@ -85,9 +85,9 @@ def c2st_accuracy(real_train: list[np.ndarray], gen_train: list[np.ndarray],
 def _count_image(recs: list[np.ndarray], block: int = 1) -> np.ndarray:
     """``[N, 2, 34, 34]`` log1p event counts per pixel, summed over ``block x block`` blocks
     (each block's sum repeated over its pixels; the last 34 mod block rows/columns are 0)."""
-    from benchmarks._s2r_stats import frames
+    from benchmarks._s2r_stats import count_images
 
-    f = frames(recs, 1)[:, 0].astype(np.float64)
+    f = count_images(recs)
     if block > 1:
         n, m = len(recs), 34 // block * block
         sums = f[:, :, :m, :m].reshape(n, 2, m // block, block, m // block, block).sum((3, 5))

@@ -21,17 +21,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks._s2r_stats import count_images
+
 #: (start, end) µs of the three saccades, for the timing percentiles
 SACCADE_SPANS_US = ((0.0, 100_000.0), (95_000.0, 215_000.0), (210_000.0, 316_000.0))
 #: pixel-count histogram range per polarity: 1..16 (16 = 16 or more)
 MAX_COUNT = 16
-
-
-def count_images(recs: list[np.ndarray]) -> np.ndarray:
-    """``[N, 2, 34, 34]`` float64 events per pixel and polarity (whole recording)."""
-    from benchmarks._s2r_stats import frames
-
-    return frames(recs, 1)[:, 0].astype(np.float64)
 
 
 def pixel_count_hist(counts: np.ndarray) -> np.ndarray:

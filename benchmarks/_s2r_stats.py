@@ -26,6 +26,11 @@ def frames(recs: list[np.ndarray], T: int) -> np.ndarray:
     return np.stack([events_to_frames(r, SENSOR, T) for r in recs])
 
 
+def count_images(recs: list[np.ndarray]) -> np.ndarray:
+    """``[N, 2, 34, 34]`` float64 events per pixel and polarity (whole recording)."""
+    return frames(recs, 1)[:, 0].astype(np.float64)
+
+
 def _rowcorr(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Pearson correlation of matching rows of ``[M, D]`` arrays (0 where a row is constant)."""
     a = a - a.mean(1, keepdims=True)

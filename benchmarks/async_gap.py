@@ -84,12 +84,14 @@ ARMS: dict[str, dict[str, Any]] = {
 DEPLOY_PARTS = ("deploy_floor", "threshold_scale")
 
 
+def training_parts(parts: dict[str, Any]) -> dict[str, Any]:
+    """``parts`` without the ones that change only the exported chip image."""
+    return {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
+
+
 def training_arm(arm: str) -> str:
     """The arm whose trained checkpoint ``arm`` reuses: the first arm with the same training
     parts (``arm`` itself when no other has them)."""
-    def training_parts(parts: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
-
     train = training_parts(ARMS[arm])
     return next(a for a, p in ARMS.items() if training_parts(p) == train)
 KEYS = ("float_T10", "async", "real_time_binned_T10", "real_async", "synops_per_sample", "train_seconds")
@@ -376,9 +378,8 @@ def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path, rea
     scaled by a factor (floor -16; ``threshold_high`` only), and the time-binned accuracy
     against T up to 300 (floor -16); with ``real_ds``, the real recordings' async accuracy at
     floor -16 and with core 0's threshold scaled. Writes ``async_gap_deploy.json``."""
-    import dataclasses
-
     from flexsnn.converters.export import export_chip_image
+    from flexsnn.converters.thresholds import scale_thresholds
     from flexsnn.deploy.async_sim import AsyncSimulator
     from flexsnn.deploy.evaluate import evaluate_dataset
     from flexsnn.deploy.time_binned import TimeBinnedBackend
@@ -391,11 +392,6 @@ def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path, rea
         ev = evaluate_dataset(sim, ds)
         return {"async": float(ev.accuracy), "synops_per_sample": float(ev.synops_mean)}
 
-    def scaled(image, core: int, a: float):
-        cores = [dataclasses.replace(c, threshold_high=max(1, round(c.threshold_high * a))) if i == core else c
-                 for i, c in enumerate(image.cores)]
-        return dataclasses.replace(image, cores=type(image.cores)(cores))
-
     per_seed: dict[str, Any] = {}
     for seed in seeds:
         ckpt = work / f"{training_arm(arm)}-s{seed}" / "final.safetensors"
@@ -406,10 +402,10 @@ def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path, rea
         row: dict[str, Any] = {"floor": {str(f): run_async(im) for f, im in images.items()}, "threshold": {}}
         for core in range(len(deep.cores)):
             for a in SWEEP_MULTS:
-                row["threshold"][f"core{core}x{a:g}"] = run_async(scaled(deep, core, a))
+                row["threshold"][f"core{core}x{a:g}"] = run_async(scale_thresholds(deep, {core: a}))
         if real_ds is not None:
             row["real"] = {"floor-16": run_async(deep, real_ds),
-                           **{f"core0x{a:g}": run_async(scaled(deep, 0, a), real_ds) for a in (1.5, 2.0)}}
+                           **{f"core0x{a:g}": run_async(scale_thresholds(deep, {0: a}), real_ds) for a in (1.5, 2.0)}}
         row["time_binned"] = {}
         for T in SWEEP_T:
             tb = TimeBinnedBackend(T=T, batch_size=100)
@@ -518,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
     for seed in seeds:
         for arm in arms:
             parts = ARMS[arm]
-            train_parts = {k: v for k, v in parts.items() if k not in DEPLOY_PARTS}
+            train_parts = training_parts(parts)
             arm_base = base
             if "base_floor" in train_parts:  # a base of its own, trained at that floor
                 floor = train_parts.pop("base_floor")
