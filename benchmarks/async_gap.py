@@ -16,7 +16,8 @@ the chip; ``floor8``: -8), ``deep`` (the chip image gets floor -16 whatever the 
 the arm reuses the checkpoint of the arm without it), ``budget`` (SynOps hinge at 1.5M per
 sample), ``qat`` (fake quantization), ``fine`` (input and later stages' T log-uniform in
 [1, 100]), ``max`` (the full-T configuration in every MTT step), ``kd`` (distillation from the
-base), ``th2`` (core position 0's threshold x2 after discretization, export only). Runs live in ``--work``/``full-g<generator version>`` (a new saccade generator retrains
+base), ``th2`` (core position 0's threshold x2 after discretization, export only), ``chip`` (one
+more pass per step at the chip's configuration: every stage at T=100, floor -16, rate_M). Runs live in ``--work``/``full-g<generator version>`` (a new saccade generator retrains
 everything). Each (arm, seed) run is stored as its own JSON there, so that two processes can
 run different seeds side by side and a stopped run loses nothing; every finished run rewrites
 ``async_gap.json`` from all stored runs.
@@ -79,6 +80,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "sdt30-floor16": dict(scheme="sdt", T=30, floor=-16.0),
     # the base phase too at the deployed floor (its own SDT+BN base), then the recipe's fine-tune
     "mtt-budget19-base16": dict(scheme="mtt", budget=1.9e6, floor=-16.0, base_floor=-16.0),
+    # the recipe plus the chip's configuration in every step: every stage at T=100, floor -16,
+    # rate_M, loss weight 1 (training/chip_config.py); the coarse configurations stay at floor -1
+    "mtt-budget19-chip-deep-th2": dict(scheme="mtt", budget=1.9e6, chip_T=100, deploy_floor=-16.0,
+                                       threshold_scale={"0": 2.0}),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor", "threshold_scale")
@@ -520,6 +525,8 @@ def main(argv: list[str] | None = None) -> int:
                 floor = train_parts.pop("base_floor")
                 arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor),
                                                 work / f"base-floor{-floor:g}", train_ds, test_ds)
+            if args.smoke and "chip_T" in train_parts:  # seconds: the chip pass at 9 frames
+                train_parts["chip_T"] = 9
             cfg = chip_finetune_config(arm_base, **{"T": bcfg.T, **train_parts}, epochs=1 if args.smoke else args.epochs,
                                        lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
                                        **({"fine_T_max": 9} if args.smoke else {}))

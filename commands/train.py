@@ -41,6 +41,9 @@ Examples:
       # chip-faithful: the deployed floor, a SynOps budget, fake quantization (issue 15)
   flexsnn train --scheme mtt --t-input-range 1,100 --t-sampling log-uniform --r-right 90 ...
       # input and later stages' T drawn log-uniformly up to the chip's regime (~T=100)
+  flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors --scheme mtt \
+      --synops-budget 1.9e6 --deploy-min-v-mem -16 --chip-T 100 --out runs/chip3
+      # the chip's configuration in every step (T=100, floor -16, rate_M), see README
 """
 
 EVAL_HELP = """Accuracy of one or two checkpoints at uniform T values and temporal configurations.
@@ -267,6 +270,22 @@ def train_cmd(
         "(there the spike pass gives the count, the rate pass the gradient)."),
     synops_weight: Optional[float] = typer.Option(
         None, "--synops-weight", min=0.0, help="Weight of the SynOps penalty relu(S/N - 1) (default 1)."),
+    chip_T: Optional[int] = typer.Option(
+        None, "--chip-T", help="Add the chip's configuration to every step: besides the scheme's "
+        "configurations, one more pass with every stage at this many frames over the recording "
+        "(the asynchronous chip acts like T~100 for a 300 ms recording), at --chip-floor, by "
+        "--chip-backprop. Data are binned at this T and summed into the scheme's T. At least --T; "
+        "off by default. Costs ~4x an MTT T=10 step at 100 (rate_M).", callback=in_range(1, MAX_T)),
+    chip_floor: Optional[float] = typer.Option(
+        None, "--chip-floor", max=0.999, help="Neuron floor (threshold units) during the chip pass "
+        "only, restored afterwards; default -16, the deployed floor (--deploy-min-v-mem)."),
+    chip_weight: Optional[float] = typer.Option(
+        None, "--chip-weight", help="Weight of the chip pass's task loss (> 0; default 1); the "
+        "SynOps budget applies to it unweighted, as to the other configurations.",
+        callback=in_range(hi=1000.0, above=0.0)),
+    chip_backprop: Optional[str] = typer.Option(
+        None, "--chip-backprop", help="How the chip pass is trained: rate_M (default; memory flat in "
+        "T), rate_S or bptt (about 12x an MTT T=10 step at T=100; needed with --qat)."),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Start from these weights."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out (from its "
@@ -296,7 +315,8 @@ def train_cmd(
     t_in = parse_int_list(t_input_range, field="--t-input-range") if t_input_range else None
     if t_in is not None and len(t_in) != 2:
         raise ConfigError("--t-input-range", t_input_range, "MIN,MAX (two integers)", "e.g. --t-input-range 1,100")
-    cli = dict(qat=qat, train_spike=train_spike, deploy_min_v_mem=deploy_min_v_mem, synops_budget=synops_budget, synops_weight=synops_weight,
+    cli = dict(chip_T=chip_T, chip_floor=chip_floor, chip_weight=chip_weight, chip_backprop=chip_backprop,
+               qat=qat, train_spike=train_spike, deploy_min_v_mem=deploy_min_v_mem, synops_budget=synops_budget, synops_weight=synops_weight,
                model=model, model_kwargs=kwargs, dataset=dataset, root=str(root) if root else None, T=T,
                loss=loss, backprop=backprop, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                epochs=epochs, batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit,

@@ -1,5 +1,5 @@
 """The trainer's chip-faithful parts in one object: SynOps meter and budget, fake quantization,
-single-spike neurons (issue 15). :class:`ChipSession` is built once per run by
+single-spike neurons, the chip's configuration in every step (issue 15). :class:`ChipSession` is built once per run by
 :func:`flexsnn.training.trainer.train`; with the defaults it only measures SynOps.
 """
 
@@ -11,13 +11,15 @@ from typing import Any, Callable, Iterable, Iterator
 from torch import nn
 
 from flexsnn.errors import ConfigError
+from flexsnn.training.chip_config import ChipConfigPass, build_chip_pass, check_chip_config_options
 from flexsnn.training.qat import SPIKES, chip_forward
 from flexsnn.training.distill import Distiller, check_distill_options
 from flexsnn.training.synops import BudgetedLoss, SynOpsMeter, check_budget_options
 
 
 def check_chip_options(config: Any) -> None:
-    """Validate ``qat``, ``train_spike``, ``synops_budget`` and ``synops_weight`` of a TrainConfig."""
+    """Validate ``qat``, ``train_spike``, ``synops_budget``, ``synops_weight`` and the chip pass's
+    ``chip_*`` fields of a TrainConfig."""
     if config.train_spike not in SPIKES:
         raise ConfigError("train_spike", config.train_spike, f"one of {', '.join(SPIKES)}")
     if not isinstance(config.qat, bool):
@@ -28,6 +30,7 @@ def check_chip_options(config: Any) -> None:
     check_budget_options(config.synops_budget, config.synops_weight)
     check_distill_options(config.distill_checkpoint, config.distill_weight, config.distill_temperature,
                           config.backprop)
+    check_chip_config_options(config)
 
 
 class ChipSession:
@@ -50,6 +53,13 @@ class ChipSession:
         self.distiller = None if config.distill_checkpoint is None else Distiller.from_checkpoint(
             config.distill_checkpoint, T=config.T, weight=config.distill_weight,
             temperature=config.distill_temperature, device=device)
+        self.chip_pass: ChipConfigPass | None = None
+
+    def config_pass(self, step_fn: Callable) -> ChipConfigPass | None:
+        """The chip pass of every step (``config.chip_T`` set; None otherwise), trained by
+        ``step_fn``: ``chip_weight`` x the task loss (no distillation term) plus the budget."""
+        self.chip_pass = build_chip_pass(self.model, self.config, self.loss.loss_fn, self.meter, step_fn)
+        return self.chip_pass
 
     def loss_for(self, x: Any) -> Callable:
         """The loss of the batch ``x [T_data, B, C, H, W]``: :attr:`loss`, plus the distillation
@@ -68,10 +78,13 @@ class ChipSession:
             yield from loader
 
     def epoch_metrics(self, reduce: Callable | None = None) -> dict[str, float]:
-        """``{"synops_per_sample": mean over the epoch's forwards}`` (empty before any);
+        """``{"synops_per_sample": mean over the epoch's forwards of the scheme's configurations}``
+        (empty before any), plus ``chip_synops_per_sample`` (the chip pass's) when it runs;
         ``reduce`` sums over the ranks of a distributed run."""
         mean = self.loss.epoch_mean(reduce)
-        return {} if mean is None else {"synops_per_sample": mean}
+        out = {} if mean is None else {"synops_per_sample": mean}
+        chip = self.chip_pass.loss_fn.epoch_mean(reduce) if self.chip_pass is not None else None
+        return out if chip is None else {**out, "chip_synops_per_sample": chip}
 
     def evaluate(self, model: nn.Module, accuracy_fn: Callable[[nn.Module], float], *, n: int) -> dict[str, float]:
         """``accuracy_fn(model)`` under the chip forward, with the SynOps per sample of that pass

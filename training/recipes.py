@@ -24,6 +24,11 @@ and :func:`chip_recipe_config` is the recipe the ablation picked (:data:`CHIP_RE
   ``T``) into every configuration (:mod:`flexsnn.training.distill`); 0 = off.
 - ``include_max``: MTT's first configuration of every step is the full-T one (every stage at
   ``T``), the model SDT trains (:attr:`~flexsnn.training.schemes.SchemeConfig.include_max`).
+- ``chip_T`` (with ``chip_floor``, ``chip_weight``, ``chip_backprop``): the chip's configuration
+  in the mix: every step, besides the scheme's configurations, one more pass with every stage at
+  ``chip_T`` frames (default off; 100 imitates the asynchronous chip) at the deployed floor
+  (``chip_floor``, default ``deploy_floor`` or -16) for that pass only, by rate-based backprop
+  (:mod:`flexsnn.training.chip_config`).
 """
 
 from __future__ import annotations
@@ -82,7 +87,9 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
                          budget: Optional[float] = None, budget_weight: float = 1.0,
                          spike: str = "multi", include_max: bool = False, distill: float = 0.0,
                          deploy_floor: Optional[float] = None,
-                         backprop: str = "bptt",
+                         backprop: str = "bptt", chip_T: Optional[int] = None,
+                         chip_floor: Optional[float] = None, chip_weight: float = 1.0,
+                         chip_backprop: str = "rate_M",
                          T: int = 10, s: int = 3, epochs: int = 3,
                          lr: float = 1e-3, weight_decay: float = 0.02, batch_size: int = 32,
                          seed: int = 0, dataset: str = "saccade-mnist", root: Optional[str] = None,
@@ -92,7 +99,10 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
     chosen parts (see module docstring). ``scheme``: ``"sdt"`` (fixed ``T``) or ``"mtt"`` (``s``
     configurations per step; later stages from ``U[1, T]``, or the fine ranges). ``backprop``:
     ``"bptt"`` or rate-based (``"rate_M"``/``"rate_S"``: cost nearly flat in T, measured 1.5x an
-    MTT T=10 step for the fine ranges where BPTT took 12x; no QAT with it).
+    MTT T=10 step for the fine ranges where BPTT took 12x; no QAT with it). ``chip_T``: every
+    step also runs the chip's configuration (every stage at ``chip_T`` frames, floor
+    ``chip_floor``, default ``deploy_floor`` or -16; loss x ``chip_weight``; by ``chip_backprop``;
+    :mod:`flexsnn.training.chip_config`); None = off.
 
     Raises:
         ConfigError: bad values (``floor`` must be below the threshold 1; ``fine`` needs MTT).
@@ -122,7 +132,9 @@ def chip_finetune_config(base_checkpoint: str | Path, *, scheme: str = "mtt", fl
         phase="bias_removal", init_checkpoint=str(base_checkpoint), eval_every=max(1, epochs),
         bn_calibration_batches=10, qat=qat, train_spike=spike, synops_budget=budget,
         synops_weight=budget_weight, distill_checkpoint=str(base_checkpoint) if distill else None,
-        distill_weight=float(distill) if distill else 1.0, deploy_min_v_mem=deploy_floor)
+        distill_weight=float(distill) if distill else 1.0, deploy_min_v_mem=deploy_floor, chip_T=chip_T,
+        chip_floor=float(chip_floor if chip_floor is not None else (deploy_floor if deploy_floor is not None else -16.0)),
+        chip_weight=chip_weight, chip_backprop=chip_backprop)
 
 
 def chip_recipe_config(base_checkpoint: str | Path, **overrides: Any) -> Any:

@@ -92,6 +92,9 @@ class TrainConfig:
             this frozen teacher checkpoint at ``T`` (:mod:`flexsnn.training.distill`); None = off.
         deploy_min_v_mem: the final checkpoint's neuron floor (threshold units; exported as the
             chip's ``threshold_low``) when it differs from the trained one; None = as trained.
+        chip_T, chip_floor, chip_weight, chip_backprop: one more pass per step imitating the chip
+            (every stage at ``chip_T`` frames, floor ``chip_floor``, loss x ``chip_weight``, by
+            ``chip_backprop``; :mod:`flexsnn.training.chip_config`); ``chip_T`` None = off.
     """
 
     model: str = "speck3c1fc"
@@ -129,6 +132,10 @@ class TrainConfig:
     distill_weight: float = 1.0
     distill_temperature: float = 2.0
     deploy_min_v_mem: float | None = None
+    chip_T: int | None = None
+    chip_floor: float = -16.0
+    chip_weight: float = 1.0
+    chip_backprop: str = "rate_M"
 
     def __post_init__(self) -> None:
         check_field_types(TrainConfig, {f.name: getattr(self, f.name) for f in fields(self)})
@@ -299,7 +306,8 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
                loss_fn: Callable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
                scaler: Any = None, autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
                context: RunContext | None = None, grad_clip: float | None = None,
-               tfsnn: nn.Module | None = None, resample_input: bool = False) -> StepStats:
+               tfsnn: nn.Module | None = None, resample_input: bool = False,
+               chip_pass: Callable | None = None) -> StepStats:
     """One optimizer step over ``configs`` (gradients summed, one ``optimizer.step()``).
 
     Args:
@@ -308,6 +316,8 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
         configs: temporal configurations, one forward/backward each.
         tfsnn: the underlying TFSNN whose configuration is set (default: ``model``).
         resample_input: sum ``x``'s frames into each configuration's input T (drawn input T).
+        chip_pass: run after ``configs`` on the full ``x`` (a
+            :class:`~flexsnn.training.chip_config.ChipConfigPass`); counted in the stats.
     """
     context = context or RunContext()
     tfsnn = tfsnn if tfsnn is not None else model
@@ -321,12 +331,14 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
             loss.backward()
 
     loss_sum, correct, seen = 0.0, 0, 0
-    for i, cfg in enumerate(configs):
-        tfsnn.set_temporal_config(cfg)
-        xc = input_frames(x, cfg[0]) if resample_input else x
-        with context.no_sync(model, last=(i == len(configs) - 1)):
+    passes = [(tuple(c), None) for c in configs] + ([(chip_pass.config, chip_pass)] if chip_pass else [])
+    for i, (cfg, run) in enumerate(passes):
+        if run is None:
+            tfsnn.set_temporal_config(cfg)
+        xc = input_frames(x, cfg[0]) if (resample_input and run is None) else x
+        with context.no_sync(model, last=(i == len(passes) - 1)):
             with autocast():
-                loss, logits = step_fn(model, xc, y, loss_fn, backward)
+                loss, logits = step_fn(model, xc, y, loss_fn, backward) if run is None else run(model, x, y, backward)
         loss_sum += float(loss)
         correct += int((logits.float().sum(0).argmax(-1) == y).sum())
         seen += int(y.numel())
@@ -340,7 +352,7 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
-    return StepStats(loss_sum=loss_sum, correct=correct, seen=seen, configs=list(configs))
+    return StepStats(loss_sum=loss_sum, correct=correct, seen=seen, configs=[c for c, _ in passes])
 
 
 # =========================================================================== data
@@ -476,7 +488,12 @@ def _calibrated_copy(model: nn.Module, frames: Any, config: TrainConfig, epoch: 
     reset_model_state(model)  # neuron state from the last step is not a graph leaf
     calibrated = copy.deepcopy(model)
     loader = epoch_loader(frames, config, epoch + 100_000, context)  # separate, fixed order
-    seen = calibrate_bn(calibrated, loader, config=config.scheme.max_config(model.num_stages),
+    cal_config = config.scheme.max_config(model.num_stages)
+    if config.chip_T is not None:  # data binned at chip_T: summed into the calibration's input T
+        from flexsnn.training.chip_config import summed_batches
+
+        loader = summed_batches(loader, cal_config[0])
+    seen = calibrate_bn(calibrated, loader, config=cal_config,
                         n_batches=config.bn_calibration_batches)
     context.sync_bn(calibrated, seen)  # distributed: average over every rank's batches
     return calibrated
@@ -526,7 +543,9 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     if test_data is None:
         test_data = load_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
                                        limit=config.test_limit)
-    train_frames = frames_for(train_data, T=config.scheme.data_T)  # static images: direct encoding (data/images.py)
+    from flexsnn.training.chip_config import train_data_T
+
+    train_frames = frames_for(train_data, T=train_data_T(config))  # static images: direct encoding (data/images.py)
     test_frames = frames_for(test_data, T=config.T)
     _warm_cache(train_frames)  # bin once up front so epoch_seconds measure training only
 
@@ -536,10 +555,12 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
 
     chip = ChipSession(tfsnn, config, build_loss(config.loss, **config.loss_params), device=device)
     step_fn = get_step_fn(config.backprop)
+    chip_pass = chip.config_pass(get_step_fn(config.chip_backprop))  # None unless chip_T is set
     steps_per_epoch = math.ceil(len(context.shard(list(range(len(train_frames))))) / config.batch_size)
     optimizer, scheduler = build_optimizer(tfsnn, config, steps_per_epoch * config.epochs)
     use_amp = bool(config.amp and device.type == "cuda")
-    scaler = torch.amp.GradScaler("cuda") if (use_amp and config.backprop == "bptt") else None
+    scaler = torch.amp.GradScaler("cuda") if (use_amp and config.backprop == "bptt" and (
+        chip_pass is None or config.chip_backprop == "bptt")) else None  # rate steps run their own backward
 
     def autocast():
         return torch.autocast("cuda", dtype=torch.float16) if use_amp else contextlib.nullcontext()
@@ -592,10 +613,10 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
             configs = sample_configs(config.scheme, tfsnn.num_stages, step_generator(config.seed, global_step))
             st = train_step(model, x, y, configs, chip.loss_for(x), step_fn, optimizer, scaler=scaler, autocast=autocast,
                             context=context, grad_clip=config.grad_clip, tfsnn=tfsnn,
-                            resample_input=config.scheme.draws_input)
+                            resample_input=config.scheme.draws_input or chip_pass is not None, chip_pass=chip_pass)
             scheduler.step()
             global_step += 1
-            sums += torch.tensor([st.loss_sum / len(configs) * y.numel(), st.correct / len(configs), y.numel()],
+            sums += torch.tensor([st.loss_sum / len(st.configs) * y.numel(), st.correct / len(st.configs), y.numel()],
                                  dtype=torch.float64)
             bar.update(1)
             bar.set_postfix(loss=f"{sums[0] / sums[2]:.4f}", acc=f"{sums[1] / sums[2]:.3f}")
