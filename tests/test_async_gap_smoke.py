@@ -19,6 +19,7 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     spec.loader.exec_module(mod)
     args = ["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--seeds", "0,1"]
     assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat,sdt-deep,mtt-budget19-base16"]) == 0
+    assert mod.main(args + ["--arms", "mtt-budget19-chip-deep-th2", "--seeds", "0"]) == 0
     assert mod.main(args + ["--cost"]) == 0
     doc = json.loads((tmp_path / "async_gap_smoke.json").read_text())
     assert doc["best_arm"] in doc["arms"] and "machine" in doc
@@ -44,6 +45,12 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert base16["config"]["model_kwargs"]["neuron"]["min_v_mem"] == -16.0
     run16 = json.loads((tmp_path / "work" / "smoke" / "runs" / "mtt-budget19-base16-s0.json").read_text())
     assert run16["config"]["init_checkpoint"].endswith("base-floor16/final.safetensors")
+    # the chip's configuration in every step: its own run (smoke: chip_T 9), floor -16, rate_M
+    chip = json.loads((tmp_path / "work" / "smoke" / "runs" / "mtt-budget19-chip-deep-th2-s0.json").read_text())
+    assert (chip["config"]["chip_T"], chip["config"]["chip_floor"], chip["config"]["chip_backprop"]) == (9, -16.0, "rate_M")
+    rows = (tmp_path / "work" / "smoke" / "mtt-budget19-chip-deep-th2-s0" / "metrics.jsonl").read_text().splitlines()
+    assert json.loads(rows[-1])["chip_synops_per_sample"] > 0
+    assert chip["threshold_high"][0] > 0 and doc["arms"]["mtt-budget19-chip-deep-th2"]["async"] is not None
     assert set(doc["fine_T_cost"]["seconds_per_step"]) == {"mtt_T10_bptt", "fine_bptt", "fine_rate_M", "fine_rate_S"}
     assert (tmp_path / "async_gap_smoke.png").is_file()
     # deployment-only sweep on the trained checkpoints: floor -1 re-exports the sdt arm's image
@@ -63,6 +70,7 @@ def test_deploy_only_arms_reuse_the_trained_checkpoint():
     spec.loader.exec_module(mod)
     assert mod.training_arm("mtt-budget19-deep-th2") == "mtt-budget19-deep"
     assert mod.training_arm("mtt-deep") == "mtt" and mod.training_arm("sdt") == "sdt"
+    assert mod.training_arm("mtt-budget19-chip-deep-th2") == "mtt-budget19-chip-deep-th2"  # trained anew
 
 
 def test_stored_configs_from_before_new_settings_are_the_same_config():
@@ -75,7 +83,8 @@ def test_stored_configs_from_before_new_settings_are_the_same_config():
 
     cfg = chip_finetune_config("base.safetensors", floor=-4.0)
     old = json.loads(json.dumps(cfg.to_dict()))
-    for key in ("deploy_min_v_mem", "distill_checkpoint", "distill_weight", "distill_temperature"):
+    for key in ("deploy_min_v_mem", "distill_checkpoint", "distill_weight", "distill_temperature",
+                "chip_T", "chip_floor", "chip_weight", "chip_backprop"):
         del old[key]
     del old["scheme"]["include_max"]
     assert mod.same_config(old, cfg)
