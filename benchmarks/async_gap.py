@@ -84,6 +84,11 @@ ARMS: dict[str, dict[str, Any]] = {
     # rate_M, loss weight 1 (training/chip_config.py); the coarse configurations stay at floor -1
     "mtt-budget19-chip-deep-th2": dict(scheme="mtt", budget=1.9e6, chip_T=100, deploy_floor=-16.0,
                                        threshold_scale={"0": 2.0}),
+    # ... with the chip pass's loss x3; and a chip pass at T=30 by BPTT (exact gradient, 3x an SDT step)
+    "mtt-budget19-chip3-deep-th2": dict(scheme="mtt", budget=1.9e6, chip_T=100, chip_weight=3.0,
+                                        deploy_floor=-16.0, threshold_scale={"0": 2.0}),
+    "mtt-budget19-chip30bptt-deep-th2": dict(scheme="mtt", budget=1.9e6, chip_T=30, chip_backprop="bptt",
+                                             deploy_floor=-16.0, threshold_scale={"0": 2.0}),
 }
 #: parts that change only the exported chip image, not training
 DEPLOY_PARTS = ("deploy_floor", "threshold_scale")
