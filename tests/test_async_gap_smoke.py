@@ -62,6 +62,10 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert set(sweep["time_binned"]) == {str(T) for T in mod.SWEEP_T}
     assert sweep["real"]["floor-16"]["async"] == pytest.approx(doc["arms"]["sdt-deep"]["per_seed"]["0"]["real_async"])
     assert sweep["real"]["core0x2"]["synops_per_sample"] < sweep["real"]["floor-16"]["synops_per_sample"]
+    # one core's floor at a time (the others at -16); the best one also on the real recordings
+    assert len(sweep["core_floor"]) == 4 * len(mod.SWEEP_CORE_FLOORS)
+    best = max(sweep["core_floor"], key=lambda k: sweep["core_floor"][k]["async"])
+    assert best in sweep["real"]
 
 
 def test_deploy_only_arms_reuse_the_trained_checkpoint():
