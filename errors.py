@@ -12,10 +12,27 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 
+def _rebuild_error(cls: type, args: tuple, state: dict) -> "FlexsnnError":
+    """Unpickle a :class:`FlexsnnError` without calling its ``__init__`` (whose signature differs
+    per subclass): the message ``args`` and the attributes ``state`` are restored as they were."""
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
+
 class FlexsnnError(Exception):
-    """Base class of every error flexsnn raises on purpose."""
+    """Base class of every error flexsnn raises on purpose.
+
+    Picklable with all its attributes, so an error raised in a worker process (a process pool
+    of a benchmark or of ``evaluate_dataset``) reaches the parent as itself, not as a
+    ``BrokenProcessPool`` from a failed unpickle.
+    """
 
     exit_code: int = 1
+
+    def __reduce__(self):
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigError(FlexsnnError, ValueError):
