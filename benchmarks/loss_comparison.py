@@ -111,7 +111,10 @@ def _data_and_model(dataset: str, model: str, *, T: int, train_limit: int, test_
     if model == "speck3c1fc":
         net = build_model(model, batch_norm=True, T=T, readout=readout)
     else:
-        net = build_model(model, T=T, **({"width": width} if width else {}))
+        # event frames are [polarities, H, W] of the sensor (saccade-mnist: [2, 34, 34]); mnist [1, 28, 28]
+        sensor = getattr(train_ds, "sensor", None)
+        shape = {} if dataset == "mnist" else {"in_channels": sensor.polarities, "image_size": sensor.height}
+        net = build_model(model, T=T, **shape, **({"width": width} if width else {}))
     return train_ds, test_ds, net
 
 

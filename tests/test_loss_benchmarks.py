@@ -79,6 +79,16 @@ def test_loss_comparison_static_mnist_paper_lif_setting(tmp_path):
         bench.main(["--smoke", "--width", "8", "--readouts", "linear", "--out", str(tmp_path / "y")])
 
 
+def test_loss_comparison_paper_lif_on_event_data(tmp_path):
+    """convnet on saccade-mnist takes the sensor's [2, 34, 34] frames (it was built for 28x28 images)."""
+    bench = _load("loss_comparison")
+    assert bench.main(["--smoke", "--model", "convnet", "--width", "4", "--readouts", "linear", "--losses", "ce",
+                       "--T", "3", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "loss_comparison.json").read_text())
+    assert data["setup"]["dataset"] == "saccade-mnist" and data["setup"]["model"].startswith("convnet(width=4")
+    assert len(data["linear_readout"]["ce"]["accuracy_per_t"]) == 3
+
+
 def test_tmc_confidence_cap_matches_the_loss_optimum():
     bench = _load("loss_comparison")
     assert bench.tmc_confidence_cap(4) == pytest.approx([0.382, 0.502, 0.611, 0.721], abs=2e-3)
