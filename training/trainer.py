@@ -43,6 +43,7 @@ from torch import nn
 from flexsnn.errors import CheckpointError, ConfigError
 from flexsnn.options import MAX_SEED, MAX_T, check_field_types, check_range
 from flexsnn.progress import ProgressFactory, null_progress
+from flexsnn.training.chip_config import summed_batches, train_data_T
 from flexsnn.training.run_store import (RunFolder, _join_optimizer_state, _set_rng_states,
                                         load_train_state, save_train_state, write_metrics)
 from flexsnn.training.schemes import SchemeConfig, input_frames, sample_configs, step_generator
@@ -330,15 +331,18 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequ
         else:
             loss.backward()
 
+    def scheme_pass(cfg: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+        tfsnn.set_temporal_config(cfg)
+        return step_fn(model, input_frames(x, cfg[0]) if resample_input else x, y, loss_fn, backward)
+
+    passes = [(tuple(c), lambda c=tuple(c): scheme_pass(c)) for c in configs]
+    if chip_pass is not None:  # sets its own configuration and floor, on the full x
+        passes.append((chip_pass.config, lambda: chip_pass(model, x, y, backward)))
     loss_sum, correct, seen = 0.0, 0, 0
-    passes = [(tuple(c), None) for c in configs] + ([(chip_pass.config, chip_pass)] if chip_pass else [])
-    for i, (cfg, run) in enumerate(passes):
-        if run is None:
-            tfsnn.set_temporal_config(cfg)
-        xc = input_frames(x, cfg[0]) if (resample_input and run is None) else x
+    for i, (_cfg, run) in enumerate(passes):
         with context.no_sync(model, last=(i == len(passes) - 1)):
             with autocast():
-                loss, logits = step_fn(model, xc, y, loss_fn, backward) if run is None else run(model, x, y, backward)
+                loss, logits = run()
         loss_sum += float(loss)
         correct += int((logits.float().sum(0).argmax(-1) == y).sum())
         seen += int(y.numel())
@@ -490,8 +494,6 @@ def _calibrated_copy(model: nn.Module, frames: Any, config: TrainConfig, epoch: 
     loader = epoch_loader(frames, config, epoch + 100_000, context)  # separate, fixed order
     cal_config = config.scheme.max_config(model.num_stages)
     if config.chip_T is not None:  # data binned at chip_T: summed into the calibration's input T
-        from flexsnn.training.chip_config import summed_batches
-
         loader = summed_batches(loader, cal_config[0])
     seen = calibrate_bn(calibrated, loader, config=cal_config,
                         n_batches=config.bn_calibration_batches)
@@ -543,8 +545,6 @@ def train(config: TrainConfig, *, out_dir: str | Path, resume: bool = False,
     if test_data is None:
         test_data = load_dataset(config.dataset, split="test", root=config.root, seed=config.seed,
                                        limit=config.test_limit)
-    from flexsnn.training.chip_config import train_data_T
-
     train_frames = frames_for(train_data, T=train_data_T(config))  # static images: direct encoding (data/images.py)
     test_frames = frames_for(test_data, T=config.T)
     _warm_cache(train_frames)  # bin once up front so epoch_seconds measure training only
