@@ -180,7 +180,7 @@ def train_and_calibrate(loss_name: str, *, T: int, train_limit: int, test_limit:
 
 def _job(args: tuple) -> tuple:
     readout, name, seed, kw = args
-    return readout, name, seed, train_and_calibrate(name, seed=seed, readout=readout, **kw)
+    return readout, name, seed, {**train_and_calibrate(name, seed=seed, readout=readout, **kw), "seed": seed}
 
 
 def _mean_over_seeds(runs: list[dict]) -> dict:
@@ -295,10 +295,37 @@ def targets(data: dict) -> dict:
     return out
 
 
-def add_regime(main_path: Path, key: str, run_path: Path) -> dict:
-    """Copy the linear readout of a finished run (``run_path``, a ``loss_comparison.json`` made with
-    ``--readouts linear`` in another setting) into ``main_path`` under ``key`` with its setup, and
-    rewrite the ``targets`` block over every setting. Returns the updated document."""
+def _merge_runs(runs: list[dict], paths: list[Path]) -> dict:
+    """One run from finished runs of the same setting that differ only in their seeds: the per-seed
+    results pooled and the means over seeds recomputed (seeds can be run in separate invocations)."""
+    from flexsnn.errors import ConfigError
+
+    def setting(run: dict) -> dict:
+        return {k: v for k, v in run["setup"].items() if k not in ("seeds", "kept_readouts", "kept_setup")}
+
+    seeds: list[int] = []
+    for run, path in zip(runs, paths):
+        if setting(run) != setting(runs[0]):
+            diff = sorted(k for k in setting(run).keys() | setting(runs[0]).keys()
+                          if setting(run).get(k) != setting(runs[0]).get(k))
+            raise ConfigError("--regime-from", str(path), f"the setting of {paths[0]} (differs in {', '.join(diff)})",
+                              hint="merge only runs made with the same options but different --seeds")
+        if set(seeds) & set(run["setup"]["seeds"]):
+            raise ConfigError("--regime-from", str(path), f"seeds not in the other runs (repeats "
+                              f"{sorted(set(seeds) & set(run['setup']['seeds']))})", hint="give each seed once")
+        seeds += run["setup"]["seeds"]
+    names = [n for n in LOSS_NAMES if n in runs[0]["linear_readout"]]
+    lin = {n: _mean_over_seeds([r for run in runs for r in run["linear_readout"][n]["per_seed"]]) for n in names}
+    return {"linear_readout": lin, "complete": True, "setup": {**runs[0]["setup"], "seeds": seeds},
+            "total_seconds": sum(run.get("total_seconds") or 0.0 for run in runs),
+            "load_average": runs[-1].get("load_average"), "machine": runs[-1].get("machine")}
+
+
+def add_regime(main_path: Path, key: str, run_paths: Path | list[Path]) -> dict:
+    """Copy the linear readout of a finished run (a ``loss_comparison.json`` made with ``--readouts
+    linear`` in another setting) into ``main_path`` under ``key`` with its setup, and rewrite the
+    ``targets`` block over every setting. Several ``run_paths`` of one setting with different seeds
+    are merged first (:func:`_merge_runs`). Returns the updated document."""
     import json
     import re
 
@@ -308,23 +335,27 @@ def add_regime(main_path: Path, key: str, run_path: Path) -> dict:
     if not re.fullmatch(REGIME_PREFIX + r"[A-Za-z0-9_]+", key) or key == "linear_readout_checks":
         raise ConfigError("--add-regime", key, f"a key {REGIME_PREFIX}<name> (letters, digits, _; not "
                           "linear_readout_checks)", hint="e.g. --add-regime linear_readout_T10_hard")
+    paths = [Path(run_paths)] if isinstance(run_paths, (str, Path)) else [Path(p) for p in run_paths]
     docs = []
-    for flag, path in (("--out", main_path), ("--regime-from", run_path)):
+    for flag, path in [("--out", main_path)] + [("--regime-from", p) for p in paths]:
         try:
             docs.append(json.loads(Path(path).read_text()))
         except (OSError, ValueError) as exc:
             raise ConfigError(flag, str(path), "a readable loss_comparison.json",
                               hint=f"run the benchmark there first ({exc})") from exc
-    main, run = docs
-    lin = run.get("linear_readout", {})
+    main, runs = docs[0], docs[1:]
+    for run, path in zip(runs, paths):
+        if not run.get("complete") or not any(n in run.get("linear_readout", {}) for n in LOSS_NAMES):
+            raise ConfigError("--regime-from", str(path), "a complete linear-readout run",
+                              hint="wait for the run to finish, or re-run it with --readouts linear")
+    run = runs[0] if len(runs) == 1 else _merge_runs(runs, paths)
+    lin = run["linear_readout"]
     names = [n for n in LOSS_NAMES if n in lin]
-    if not run.get("complete") or not names:
-        raise ConfigError("--regime-from", str(run_path), "a complete linear-readout run",
-                          hint="wait for the run to finish, or re-run it with --readouts linear")
     setup = {k: v for k, v in run["setup"].items() if k not in ("kept_readouts", "kept_setup")}
     main[key] = {**{n: lin[n] for n in names}, "setup": setup,
                  "checks": _checks(lin) if len(names) == len(LOSS_NAMES) else None,
-                 "source_file": Path(run_path).name, "total_seconds": run.get("total_seconds"),
+                 "source_file": ", ".join(f"{p.parent.name}/{p.name}" if len(paths) > 1 else p.name for p in paths),
+                 "total_seconds": run.get("total_seconds"),
                  "load_average": run.get("load_average"), "machine": run.get("machine")}
     main["targets"] = targets(main)
     atomic_write_json(main_path, main)
@@ -441,12 +472,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="train nothing: copy the linear readout of --regime-from (a finished run in another "
                         "setting, e.g. T=10 on 200 training recordings) into OUT/loss_comparison.json under KEY "
                         "(linear_readout_<name>) with its setup, and rewrite the targets block over every setting")
-    p.add_argument("--regime-from", type=Path, default=None, help="the run's loss_comparison.json for --add-regime")
+    p.add_argument("--regime-from", type=str, default=None,
+                   help="the run's loss_comparison.json for --add-regime; several, comma-separated, when one "
+                        "setting's seeds were run in separate invocations (they are merged)")
     args = p.parse_args(argv)
     if (args.add_regime is None) != (args.regime_from is None):
         p.error("--add-regime and --regime-from go together")
     if args.add_regime is not None:
-        doc = add_regime(args.out / "loss_comparison.json", args.add_regime, args.regime_from)
+        doc = add_regime(args.out / "loss_comparison.json", args.add_regime,
+                         [Path(v) for v in args.regime_from.split(",") if v])
         for key, t in doc["targets"].items():
             f = t["final_step"]
             print(f"{key} (T={t['T']}, {t['train_samples']} train, {t['epochs']} epochs, seeds {t['seeds']}): "

@@ -136,6 +136,38 @@ def test_loss_comparison_add_regime_writes_targets_per_setting(tmp_path):
 
 
 @pytest.mark.slow
+def test_loss_comparison_add_regime_merges_seeds_run_separately(tmp_path):
+    bench = _load("loss_comparison")
+    main, a, b, c = (tmp_path / n for n in ("main", "a", "b", "c"))
+    assert bench.main(["--smoke", "--readouts", "linear", "--out", str(main)]) == 0
+    for out, seed in ((a, "0"), (b, "1")):
+        assert bench.main(["--smoke", "--readouts", "linear", "--T", "2", "--seeds", seed, "--out", str(out)]) == 0
+    runs = [json.loads((d / "loss_comparison.json").read_text()) for d in (a, b)]
+    assert bench.main(["--out", str(main), "--add-regime", "linear_readout_T2",
+                       "--regime-from", f"{a / 'loss_comparison.json'},{b / 'loss_comparison.json'}"]) == 0
+    doc = json.loads((main / "loss_comparison.json").read_text())
+    merged = doc["linear_readout_T2"]
+    assert merged["setup"]["seeds"] == [0, 1] and doc["targets"]["linear_readout_T2"]["seeds"] == [0, 1]
+    for name in ("ce", "tet", "tmc"):
+        per_seed = [r["linear_readout"][name]["per_seed"][0] for r in runs]
+        assert [s["seed"] for s in merged[name]["per_seed"]] == [0, 1]
+        for t in range(2):
+            want = sum(s["ece_per_t"][t] for s in per_seed) / 2
+            assert merged[name]["ece_per_t"][t] == pytest.approx(want, abs=1e-12)
+        assert merged[name]["final_spread"]["accuracy_per_t"] == pytest.approx(
+            abs(per_seed[0]["accuracy_per_t"][-1] - per_seed[1]["accuracy_per_t"][-1]), abs=1e-12)
+    from flexsnn.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="repeats"):
+        bench.main(["--out", str(main), "--add-regime", "linear_readout_x",
+                    "--regime-from", f"{a / 'loss_comparison.json'},{a / 'loss_comparison.json'}"])
+    assert bench.main(["--smoke", "--readouts", "linear", "--T", "3", "--seeds", "2", "--out", str(c)]) == 0
+    with pytest.raises(ConfigError, match="differs in T"):
+        bench.main(["--out", str(main), "--add-regime", "linear_readout_x",
+                    "--regime-from", f"{a / 'loss_comparison.json'},{c / 'loss_comparison.json'}"])
+
+
+@pytest.mark.slow
 def test_rate_vs_bptt_smoke(tmp_path):
     assert _load("rate_vs_bptt").main(["--smoke", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "rate_vs_bptt.json").read_text())
