@@ -359,6 +359,7 @@ def add_regime(main_path: Path, key: str, run_paths: Path | list[Path]) -> dict:
                  "load_average": run.get("load_average"), "machine": run.get("machine")}
     main["targets"] = targets(main)
     atomic_write_json(main_path, main)
+    _plot_targets(Path(main_path).parent / "loss_comparison_targets.png", main["targets"])
     return main
 
 
@@ -391,6 +392,7 @@ def _write(out_dir: Path, runs: dict, setup: dict, seeds: list, T: int, smoke: b
     out.update(_earlier_regimes(out_dir / "loss_comparison.json"))
     if out["complete"]:
         out["targets"] = targets(out)
+        _plot_targets(out_dir / "loss_comparison_targets.png", out["targets"])
     atomic_write_json(out_dir / "loss_comparison.json", out)
     curves = {f"{n} ({ro})": means[ro][n] for ro in means for n in means[ro]}
     _plot(out_dir / "loss_comparison.png", curves, T, f"{setup['model'].split('(')[0]} on {setup['dataset']}")
@@ -434,6 +436,49 @@ def _plot(path: Path, results: dict, T: int, what: str = "speck3c1fc on saccade-
         ax.legend(fontsize=6)
     fig.suptitle(f"{what}: CE vs TET vs TMC, spiking and linear readout (mean over seeds)",
                  fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _plot_targets(path: Path, targets_block: dict) -> None:
+    """One column per setting (the ``targets`` block): final-step accuracy, ECE, and confidence minus
+    accuracy (> 0: over-confident) of each loss, so the settings where TMC's targets hold stand out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from flexsnn.io_utils import atomic_path
+
+    keys = [k for k, t in targets_block.items() if t.get("met") is not None]
+    if not keys:
+        return
+    x = np.arange(len(keys))
+    fig, axes = plt.subplots(3, 1, figsize=(max(8, 0.8 * len(keys)), 9), sharex=True)
+    for i, name in enumerate(LOSS_NAMES):
+        final = [targets_block[k]["final_step"][name] for k in keys]
+        acc = np.array([f["accuracy"] for f in final])
+        axes[0].bar(x + (i - 1) * 0.27, 100 * acc, 0.27, label=name)
+        axes[1].bar(x + (i - 1) * 0.27, [f["ece"] for f in final], 0.27, label=name)
+        axes[2].bar(x + (i - 1) * 0.27, np.array([f["mean_confidence"] for f in final]) - acc, 0.27, label=name)
+    for k, xi in zip(keys, x):
+        met = targets_block[k]["met"]
+        if met["tmc_within_1pt_of_ce"] or targets_block[k]["gaps_vs_ce"]["tmc_accuracy_pt"] >= -1.0:
+            axes[0].annotate("TMC ≥ CE−1", (xi, 2), ha="center", fontsize=6, rotation=90)
+        if met["tmc_ece_le_ce"]:
+            axes[1].annotate("TMC ≤ CE", (xi + 0.27, targets_block[k]["final_step"]["tmc"]["ece"]),
+                             ha="center", va="bottom", fontsize=6)
+    axes[0].set_ylabel("accuracy at t = T (%)")
+    axes[1].set_ylabel("ECE at t = T")
+    axes[2].set_ylabel("confidence − accuracy")
+    axes[2].axhline(0.0, color="k", lw=0.5)
+    axes[2].set_xticks(x, [k.removeprefix(REGIME_PREFIX) or "default" for k in keys], rotation=60,
+                       ha="right", fontsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("linear readout, every setting measured (mean over seeds): where TMC's targets hold", fontsize=10)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

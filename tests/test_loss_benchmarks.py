@@ -113,6 +113,7 @@ def test_loss_comparison_add_regime_writes_targets_per_setting(tmp_path):
     assert t["final_step"]["tmc"]["accuracy"] == pytest.approx(run["linear_readout"]["tmc"]["accuracy_per_t"][-1], abs=1e-4)
     assert t["met"] == run["linear_readout_checks"]
     assert doc["targets"]["linear_readout"]["T"] == 3
+    assert (main / "loss_comparison_targets.png").stat().st_size > 0  # one column per setting
     # re-running the default setting keeps the added regime and its targets
     assert bench.main(["--smoke", "--readouts", "linear", "--out", str(main)]) == 0
     again = json.loads((main / "loss_comparison.json").read_text())
