@@ -427,14 +427,14 @@ def deploy_sweep(work: Path, arm: str, seeds: list[int], test_ds, out: Path, rea
             for a in SWEEP_MULTS:
                 row["threshold"][f"core{core}x{a:g}"] = run_async(scale_thresholds(deep, {core: a}))
         scale = {int(k): float(v) for k, v in (ARMS[arm].get("threshold_scale") or {}).items()}
-        row["core_floor"] = {f"core{core}floor{f:g}": run_async(scale_thresholds(core_floor(deep, core, f), scale))
-                             for core in range(len(deep.cores)) for f in SWEEP_CORE_FLOORS}
+        floor_variants = {f"core{core}floor{f:g}": scale_thresholds(core_floor(deep, core, f), scale)
+                          for core in range(len(deep.cores)) for f in SWEEP_CORE_FLOORS}
+        row["core_floor"] = {name: run_async(img) for name, img in floor_variants.items()}
         if real_ds is not None:
             row["real"] = {"floor-16": run_async(deep, real_ds),
                            **{f"core0x{a:g}": run_async(scale_thresholds(deep, {0: a}), real_ds) for a in (1.5, 2.0)}}
             best = max(row["core_floor"], key=lambda k: row["core_floor"][k]["async"])
-            core, f = best[len("core"):].split("floor")
-            row["real"][best] = run_async(scale_thresholds(core_floor(deep, int(core), float(f)), scale), real_ds)
+            row["real"][best] = run_async(floor_variants[best], real_ds)
         row["time_binned"] = {}
         for T in SWEEP_T:
             tb = TimeBinnedBackend(T=T, batch_size=100)

@@ -121,8 +121,8 @@ def _data_and_model(dataset: str, model: str, *, T: int, train_limit: int, test_
         net = build_model(model, batch_norm=True, T=T, readout=readout)
     else:
         # event frames are [polarities, H, W] of the sensor (saccade-mnist: [2, 34, 34]); mnist [1, 28, 28]
-        sensor = getattr(train_ds, "sensor", None)
-        shape = {} if dataset == "mnist" else {"in_channels": sensor.polarities, "image_size": sensor.height}
+        shape = ({} if dataset == "mnist"
+                 else {"in_channels": train_ds.sensor.polarities, "image_size": train_ds.sensor.height})
         net = build_model(model, T=T, **shape, **({"width": width} if width else {}))
     return train_ds, test_ds, net
 
@@ -307,11 +307,11 @@ def _merge_runs(runs: list[dict], paths: list[Path]) -> dict:
     def setting(run: dict) -> dict:
         return {k: v for k, v in run["setup"].items() if k not in ("seeds", "kept_readouts", "kept_setup")}
 
-    seeds: list[int] = []
+    first, seeds = setting(runs[0]), []
     for run, path in zip(runs, paths):
-        if setting(run) != setting(runs[0]):
-            diff = sorted(k for k in setting(run).keys() | setting(runs[0]).keys()
-                          if setting(run).get(k) != setting(runs[0]).get(k))
+        this = setting(run)
+        if this != first:
+            diff = sorted(k for k in this.keys() | first.keys() if this.get(k) != first.get(k))
             raise ConfigError("--regime-from", str(path), f"the setting of {paths[0]} (differs in {', '.join(diff)})",
                               hint="merge only runs made with the same options but different --seeds")
         if set(seeds) & set(run["setup"]["seeds"]):
@@ -325,7 +325,7 @@ def _merge_runs(runs: list[dict], paths: list[Path]) -> dict:
             "load_average": runs[-1].get("load_average"), "machine": runs[-1].get("machine")}
 
 
-def add_regime(main_path: Path, key: str, run_paths: Path | list[Path]) -> dict:
+def add_regime(main_path: Path, key: str, run_paths: list[Path]) -> dict:
     """Copy the linear readout of a finished run (a ``loss_comparison.json`` made with ``--readouts
     linear`` in another setting) into ``main_path`` under ``key`` with its setup, and rewrite the
     ``targets`` block over every setting. Several ``run_paths`` of one setting with different seeds
@@ -339,7 +339,7 @@ def add_regime(main_path: Path, key: str, run_paths: Path | list[Path]) -> dict:
     if not re.fullmatch(REGIME_PREFIX + r"[A-Za-z0-9_]+", key) or key == "linear_readout_checks":
         raise ConfigError("--add-regime", key, f"a key {REGIME_PREFIX}<name> (letters, digits, _; not "
                           "linear_readout_checks)", hint="e.g. --add-regime linear_readout_T10_hard")
-    paths = [Path(run_paths)] if isinstance(run_paths, (str, Path)) else [Path(p) for p in run_paths]
+    paths = [Path(p) for p in run_paths]
     docs = []
     for flag, path in [("--out", main_path)] + [("--regime-from", p) for p in paths]:
         try:
@@ -469,10 +469,9 @@ def _plot_targets(path: Path, targets_block: dict) -> None:
         axes[1].bar(x + (i - 1) * 0.27, [f["ece"] for f in final], 0.27, label=name)
         axes[2].bar(x + (i - 1) * 0.27, np.array([f["mean_confidence"] for f in final]) - acc, 0.27, label=name)
     for k, xi in zip(keys, x):
-        met = targets_block[k]["met"]
-        if met["tmc_within_1pt_of_ce"] or targets_block[k]["gaps_vs_ce"]["tmc_accuracy_pt"] >= -1.0:
+        if targets_block[k]["gaps_vs_ce"]["tmc_accuracy_pt"] >= -1.0:
             axes[0].annotate("TMC ≥ CE−1", (xi, 2), ha="center", fontsize=6, rotation=90)
-        if met["tmc_ece_le_ce"]:
+        if targets_block[k]["met"]["tmc_ece_le_ce"]:
             axes[1].annotate("TMC ≤ CE", (xi + 0.27, targets_block[k]["final_step"]["tmc"]["ece"]),
                              ha="center", va="bottom", fontsize=6)
     axes[0].set_ylabel("accuracy at t = T (%)")
