@@ -299,28 +299,52 @@ def targets(data: dict) -> dict:
     return out
 
 
+def _seeded_results(run: dict, name: str, path: Path) -> list[tuple[int, dict]]:
+    """``(seed, per-seed result)`` of one loss in a run; results written before they recorded their
+    seed take the run's ``--seeds`` (only unambiguous when every seed finished)."""
+    from flexsnn.errors import ConfigError
+
+    per_seed = run["linear_readout"].get(name, {}).get("per_seed", [])
+    if all("seed" in r for r in per_seed):
+        return [(r["seed"], r) for r in per_seed]
+    if len(per_seed) != len(run["setup"]["seeds"]):
+        raise ConfigError("--regime-from", str(path), f"per-seed {name} results that name their seed",
+                          hint="the run stopped early and predates per-seed seeds: re-run its seeds")
+    return list(zip(run["setup"]["seeds"], per_seed))
+
+
 def _merge_runs(runs: list[dict], paths: list[Path]) -> dict:
-    """One run from finished runs of the same setting that differ only in their seeds: the per-seed
-    results pooled and the means over seeds recomputed (seeds can be run in separate invocations)."""
+    """One run from runs of the same setting that differ only in their seeds and losses: the
+    per-seed results pooled by (loss, seed) and the means over seeds recomputed. A run stopped
+    early contributes the seeds it finished; every loss must end with the same seeds, so that
+    the losses are compared on the same trainings."""
     from flexsnn.errors import ConfigError
 
     def setting(run: dict) -> dict:
-        return {k: v for k, v in run["setup"].items() if k not in ("seeds", "kept_readouts", "kept_setup")}
+        return {k: v for k, v in run["setup"].items() if k not in ("seeds", "losses", "kept_readouts", "kept_setup")}
 
-    first, seeds = setting(runs[0]), []
+    first, pooled = setting(runs[0]), {}
     for run, path in zip(runs, paths):
         this = setting(run)
         if this != first:
             diff = sorted(k for k in this.keys() | first.keys() if this.get(k) != first.get(k))
             raise ConfigError("--regime-from", str(path), f"the setting of {paths[0]} (differs in {', '.join(diff)})",
-                              hint="merge only runs made with the same options but different --seeds")
-        if set(seeds) & set(run["setup"]["seeds"]):
-            raise ConfigError("--regime-from", str(path), f"seeds not in the other runs (repeats "
-                              f"{sorted(set(seeds) & set(run['setup']['seeds']))})", hint="give each seed once")
-        seeds += run["setup"]["seeds"]
-    names = [n for n in LOSS_NAMES if n in runs[0]["linear_readout"]]
-    lin = {n: _mean_over_seeds([r for run in runs for r in run["linear_readout"][n]["per_seed"]]) for n in names}
-    return {"linear_readout": lin, "complete": True, "setup": {**runs[0]["setup"], "seeds": seeds},
+                              hint="merge only runs made with the same options but different --seeds or --losses")
+        for name in LOSS_NAMES:
+            for seed, result in _seeded_results(run, name, path):
+                if seed in pooled.setdefault(name, {}):
+                    raise ConfigError("--regime-from", str(path), f"{name} seeds not in the other runs (repeats "
+                                      f"seed {seed})", hint="give each (loss, seed) once")
+                pooled[name][seed] = result
+    pooled = {n: by_seed for n, by_seed in pooled.items() if by_seed}
+    seeds = sorted(set().union(*(set(by_seed) for by_seed in pooled.values())))
+    missing = [f"{n} seed {sd}" for n, by_seed in pooled.items() for sd in seeds if sd not in by_seed]
+    if missing:
+        raise ConfigError("--regime-from", ", ".join(map(str, paths)), f"every loss trained with seeds {seeds} "
+                          f"(missing: {', '.join(missing)})", hint="run the missing (loss, seed) pairs and add them")
+    names = [n for n in LOSS_NAMES if n in pooled]
+    lin = {n: _mean_over_seeds([{**pooled[n][sd], "seed": sd} for sd in seeds]) for n in names}
+    return {"linear_readout": lin, "complete": True, "setup": {**runs[0]["setup"], "seeds": seeds, "losses": names},
             "total_seconds": sum(run.get("total_seconds") or 0.0 for run in runs),
             "load_average": runs[-1].get("load_average"), "machine": runs[-1].get("machine")}
 
@@ -329,7 +353,7 @@ def add_regime(main_path: Path, key: str, run_paths: list[Path]) -> dict:
     """Copy the linear readout of a finished run (a ``loss_comparison.json`` made with ``--readouts
     linear`` in another setting) into ``main_path`` under ``key`` with its setup, and rewrite the
     ``targets`` block over every setting. Several ``run_paths`` of one setting with different seeds
-    are merged first (:func:`_merge_runs`). Returns the updated document."""
+    or losses are merged first (:func:`_merge_runs`). Returns the updated document."""
     import json
     import re
 
@@ -349,7 +373,8 @@ def add_regime(main_path: Path, key: str, run_paths: list[Path]) -> dict:
                               hint=f"run the benchmark there first ({exc})") from exc
     main, runs = docs[0], docs[1:]
     for run, path in zip(runs, paths):
-        if not run.get("complete") or not any(n in run.get("linear_readout", {}) for n in LOSS_NAMES):
+        # merged runs may have stopped early (their finished seeds count); a single run must be complete
+        if not (run.get("complete") or len(runs) > 1) or not any(n in run.get("linear_readout", {}) for n in LOSS_NAMES):
             raise ConfigError("--regime-from", str(path), "a complete linear-readout run",
                               hint="wait for the run to finish, or re-run it with --readouts linear")
     run = runs[0] if len(runs) == 1 else _merge_runs(runs, paths)
@@ -522,7 +547,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(linear_readout_<name>) with its setup, and rewrite the targets block over every setting")
     p.add_argument("--regime-from", type=str, default=None,
                    help="the run's loss_comparison.json for --add-regime; several, comma-separated, when one "
-                        "setting's seeds were run in separate invocations (they are merged)")
+                        "setting's seeds or losses were run in separate invocations (they are pooled by "
+                        "loss and seed; a run stopped early adds the seeds it finished)")
     args = p.parse_args(argv)
     if (args.add_regime is None) != (args.regime_from is None):
         p.error("--add-regime and --regime-from go together")

@@ -169,6 +169,43 @@ def test_loss_comparison_add_regime_merges_seeds_run_separately(tmp_path):
 
 
 @pytest.mark.slow
+def test_loss_comparison_merge_pools_losses_and_seeds_of_a_run_stopped_early(tmp_path):
+    """Seeds 0 and 1 of CE and TMC from a run stopped after TET's seed 0; TET's seed 1 from another run."""
+    bench = _load("loss_comparison")
+    main, a, b = (tmp_path / n for n in ("main", "a", "b"))
+    assert bench.main(["--smoke", "--readouts", "linear", "--out", str(main)]) == 0
+    assert bench.main(["--smoke", "--readouts", "linear", "--T", "2", "--seeds", "0,1", "--out", str(a)]) == 0
+    stopped = json.loads((a / "loss_comparison.json").read_text())
+    tet_seed1 = [r for r in stopped["linear_readout"]["tet"]["per_seed"] if r["seed"] == 1]
+    stopped["linear_readout"]["tet"]["per_seed"] = [r for r in stopped["linear_readout"]["tet"]["per_seed"]
+                                                    if r["seed"] == 0]
+    stopped["complete"] = False  # what a run interrupted during TET's seed 1 leaves
+    (a / "loss_comparison.json").write_text(json.dumps(stopped))
+    assert bench.main(["--smoke", "--readouts", "linear", "--T", "2", "--seeds", "1", "--losses", "tmc",
+                       "--out", str(b)]) == 0
+    from flexsnn.errors import ConfigError
+
+    paths = f"{a / 'loss_comparison.json'},{b / 'loss_comparison.json'}"
+    with pytest.raises(ConfigError, match="repeats seed 1"):  # TMC seed 1 is in both
+        bench.main(["--out", str(main), "--add-regime", "linear_readout_x", "--regime-from", paths])
+    assert bench.main(["--smoke", "--readouts", "linear", "--T", "2", "--seeds", "2", "--losses", "tet",
+                       "--out", str(b)]) == 0
+    with pytest.raises(ConfigError, match="missing: ce seed 2, tet seed 1, tmc seed 2"):
+        bench.main(["--out", str(main), "--add-regime", "linear_readout_x", "--regime-from", paths])
+    assert bench.main(["--smoke", "--readouts", "linear", "--T", "2", "--seeds", "1", "--losses", "tet",
+                       "--out", str(b)]) == 0
+    rerun = json.loads((b / "loss_comparison.json").read_text())["linear_readout"]["tet"]["per_seed"]
+    assert rerun[0]["accuracy_per_t"] == tet_seed1[0]["accuracy_per_t"]  # a seed fixes the training
+    assert bench.main(["--out", str(main), "--add-regime", "linear_readout_x", "--regime-from", paths]) == 0
+    merged = json.loads((main / "loss_comparison.json").read_text())["linear_readout_x"]
+    assert merged["setup"]["seeds"] == [0, 1] and merged["setup"]["losses"] == ["ce", "tet", "tmc"]
+    assert [r["seed"] for r in merged["tet"]["per_seed"]] == [0, 1]
+    want = (stopped["linear_readout"]["tet"]["per_seed"][0]["accuracy_per_t"][-1] + tet_seed1[0]["accuracy_per_t"][-1]) / 2
+    assert merged["tet"]["accuracy_per_t"][-1] == pytest.approx(want, abs=1e-12)
+    assert merged["checks"] is not None
+
+
+@pytest.mark.slow
 def test_rate_vs_bptt_smoke(tmp_path):
     assert _load("rate_vs_bptt").main(["--smoke", "--out", str(tmp_path)]) == 0
     data = json.loads((tmp_path / "rate_vs_bptt.json").read_text())
