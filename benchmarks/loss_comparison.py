@@ -351,8 +351,9 @@ def _merge_runs(runs: list[dict], paths: list[Path]) -> dict:
 
 def add_regime(main_path: Path, key: str, run_paths: list[Path]) -> dict:
     """Copy the linear readout of a finished run (a ``loss_comparison.json`` made with ``--readouts
-    linear`` in another setting) into ``main_path`` under ``key`` with its setup, and rewrite the
-    ``targets`` block over every setting. Several ``run_paths`` of one setting with different seeds
+    linear`` in another setting) into ``main_path`` under ``key`` with its setup, rewrite the
+    ``targets`` block over every setting, and plot the setting's curves beside it
+    (``loss_comparison_<name>.png`` for ``key`` = ``linear_readout_<name>``). Several ``run_paths`` of one setting with different seeds
     or losses are merged first (:func:`_merge_runs`). Returns the updated document."""
     import json
     import re
@@ -388,7 +389,12 @@ def add_regime(main_path: Path, key: str, run_paths: list[Path]) -> dict:
                  "load_average": run.get("load_average"), "machine": run.get("machine")}
     main["targets"] = targets(main)
     atomic_write_json(main_path, main)
-    _plot_targets(Path(main_path).parent / "loss_comparison_targets.png", main["targets"])
+    out_dir = Path(main_path).parent
+    _plot_targets(out_dir / "loss_comparison_targets.png", main["targets"])
+    what = (f"{setup.get('model', 'speck3c1fc').split('(')[0]} on {setup.get('dataset', 'saccade-mnist')}, "
+            f"{setup['train_samples']} train")
+    _plot(out_dir / f"loss_comparison_{key[len(REGIME_PREFIX):]}.png",
+          {f"{n} (linear)": lin[n] for n in names}, setup["T"], what)
     return main
 
 

@@ -114,6 +114,7 @@ def test_loss_comparison_add_regime_writes_targets_per_setting(tmp_path):
     assert t["met"] == run["linear_readout_checks"]
     assert doc["targets"]["linear_readout"]["T"] == 3
     assert (main / "loss_comparison_targets.png").stat().st_size > 0  # one column per setting
+    assert (main / "loss_comparison_T2.png").stat().st_size > 0  # the setting's curves
     # re-running the default setting keeps the added regime and its targets
     assert bench.main(["--smoke", "--readouts", "linear", "--out", str(main)]) == 0
     again = json.loads((main / "loss_comparison.json").read_text())
