@@ -198,12 +198,23 @@ def test_loss_comparison_merge_pools_losses_and_seeds_of_a_run_stopped_early(tmp
     rerun = json.loads((b / "loss_comparison.json").read_text())["linear_readout"]["tet"]["per_seed"]
     assert rerun[0]["accuracy_per_t"] == tet_seed1[0]["accuracy_per_t"]  # a seed fixes the training
     assert bench.main(["--out", str(main), "--add-regime", "linear_readout_x", "--regime-from", paths]) == 0
-    merged = json.loads((main / "loss_comparison.json").read_text())["linear_readout_x"]
+    doc = json.loads((main / "loss_comparison.json").read_text())
+    merged = doc["linear_readout_x"]
     assert merged["setup"]["seeds"] == [0, 1] and merged["setup"]["losses"] == ["ce", "tet", "tmc"]
     assert [r["seed"] for r in merged["tet"]["per_seed"]] == [0, 1]
     want = (stopped["linear_readout"]["tet"]["per_seed"][0]["accuracy_per_t"][-1] + tet_seed1[0]["accuracy_per_t"][-1]) / 2
     assert merged["tet"]["accuracy_per_t"][-1] == pytest.approx(want, abs=1e-12)
     assert merged["checks"] is not None
+    # paired per-seed differences from CE, on the seeds every loss has
+    paired = doc["targets"]["linear_readout_x"]["paired_vs_ce"]
+    diffs = [merged["tmc"]["per_seed"][i]["ece_per_t"][-1] - merged["ce"]["per_seed"][i]["ece_per_t"][-1]
+             for i in range(2)]
+    assert paired["seeds"] == 2 and paired["tmc"]["ece_per_seed"] == [round(d, 4) for d in diffs]
+    assert paired["tmc"]["ece"] == pytest.approx(sum(diffs) / 2, abs=1e-4)
+    assert paired["tmc"]["ece_lower_on"] == sum(d < 0 for d in diffs)
+    met = doc["targets"]["linear_readout_x"]["met"]
+    gap = merged["tmc"]["accuracy_per_t"][-1] - merged["ce"]["accuracy_per_t"][-1]
+    assert met["tmc_at_least_ce_minus_1pt"] == (gap >= -0.01) and met["tmc_within_1pt_of_ce"] == (abs(gap) <= 0.01)
 
 
 @pytest.mark.slow
