@@ -290,11 +290,14 @@ def _paired_vs_ce(block: dict) -> dict:
     seeds = sorted(set(by_seed["ce"]) & set(by_seed["tet"]) & set(by_seed["tmc"]))
     if len(seeds) < 2:
         return {}
+
+    def se(v: "np.ndarray") -> float:
+        return float(v.std(ddof=1) / np.sqrt(len(v)))
+
     out = {"seeds": len(seeds)}
     for n in ("tet", "tmc"):
         acc = np.array([by_seed[n][s]["accuracy_per_t"][-1] - by_seed["ce"][s]["accuracy_per_t"][-1] for s in seeds])
         ece = np.array([by_seed[n][s]["ece_per_t"][-1] - by_seed["ce"][s]["ece_per_t"][-1] for s in seeds])
-        se = lambda v: float(v.std(ddof=1) / np.sqrt(len(v)))  # noqa: E731
         out[n] = {"accuracy_pt": round(100 * float(acc.mean()), 2), "accuracy_pt_se": round(100 * se(acc), 2),
                   "more_accurate_on": int((acc > 0).sum()), "ece": round(float(ece.mean()), 4),
                   "ece_se": round(se(ece), 4), "ece_lower_on": int((ece < 0).sum()),
@@ -342,7 +345,8 @@ def targets(data: dict) -> dict:
 
 def _seeded_results(run: dict, name: str, path: Path) -> list[tuple[int, dict]]:
     """``(seed, per-seed result)`` of one loss in a run; results written before they recorded their
-    seed take the run's ``--seeds`` (only unambiguous when every seed finished)."""
+    seed take the run's ``--seeds`` (only unambiguous when every seed finished). Those stay without a
+    ``seed`` field: a parallel run finished them in any order, so they must not be paired by seed."""
     from flexsnn.errors import ConfigError
 
     per_seed = run["linear_readout"].get(name, {}).get("per_seed", [])
@@ -384,7 +388,7 @@ def _merge_runs(runs: list[dict], paths: list[Path]) -> dict:
         raise ConfigError("--regime-from", ", ".join(map(str, paths)), f"every loss trained with seeds {seeds} "
                           f"(missing: {', '.join(missing)})", hint="run the missing (loss, seed) pairs and add them")
     names = [n for n in LOSS_NAMES if n in pooled]
-    lin = {n: _mean_over_seeds([{**pooled[n][sd], "seed": sd} for sd in seeds]) for n in names}
+    lin = {n: _mean_over_seeds([pooled[n][sd] for sd in seeds]) for n in names}
     return {"linear_readout": lin, "complete": True, "setup": {**runs[0]["setup"], "seeds": seeds, "losses": names},
             "total_seconds": sum(run.get("total_seconds") or 0.0 for run in runs),
             "load_average": runs[-1].get("load_average"), "machine": runs[-1].get("machine")}
@@ -424,12 +428,12 @@ def add_regime(main_path: Path, key: str, run_paths: list[Path]) -> dict:
     names = [n for n in LOSS_NAMES if n in lin]
     setup = {k: v for k, v in run["setup"].items() if k not in ("kept_readouts", "kept_setup")}
     main[key] = {**{n: lin[n] for n in names}, "setup": setup,
-                 "checks": _checks(lin) if len(names) == len(LOSS_NAMES) else None,
+                 "checks": None,  # set below with every other setting's
                  "source_file": ", ".join(f"{p.parent.name}/{p.name}" if len(paths) > 1 else p.name for p in paths),
                  "total_seconds": run.get("total_seconds"),
                  "load_average": run.get("load_average"), "machine": run.get("machine")}
-    for k, block in main.items():  # every setting judged by the same, current checks
-        if k.startswith(REGIME_PREFIX) and k != "linear_readout_checks" and block.get("checks") is not None:
+    for k, block in main.items():  # every setting with all losses judged by the same, current checks
+        if k.startswith(REGIME_PREFIX) and k != "linear_readout_checks" and all(n in block for n in LOSS_NAMES):
             block["checks"] = _checks(block)
     if all(n in main.get("linear_readout", {}) for n in LOSS_NAMES):
         main["linear_readout_checks"] = _checks(main["linear_readout"])
@@ -547,7 +551,7 @@ def _plot_targets(path: Path, targets_block: dict) -> None:
         axes[1].bar(x + (i - 1) * 0.27, [f["ece"] for f in final], 0.27, label=name)
         axes[2].bar(x + (i - 1) * 0.27, np.array([f["mean_confidence"] for f in final]) - acc, 0.27, label=name)
     for k, xi in zip(keys, x):
-        if targets_block[k]["gaps_vs_ce"]["tmc_accuracy_pt"] >= -1.0:
+        if targets_block[k]["met"]["tmc_at_least_ce_minus_1pt"]:
             axes[0].annotate("TMC ≥ CE−1", (xi, 2), ha="center", fontsize=6, rotation=90)
         if targets_block[k]["met"]["tmc_ece_le_ce"]:
             axes[1].annotate("TMC ≤ CE", (xi + 0.27, targets_block[k]["final_step"]["tmc"]["ece"]),
