@@ -80,6 +80,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "sdt30-floor16": dict(scheme="sdt", T=30, floor=-16.0),
     # the base phase too at the deployed floor (its own SDT+BN base), then the recipe's fine-tune
     "mtt-budget19-base16": dict(scheme="mtt", budget=1.9e6, floor=-16.0, base_floor=-16.0),
+    # speck3c1fc at twice the channels (16/32/32, its own SDT+BN base): SDT, and the recipe
+    "sdt-w16": dict(scheme="sdt", base_width=16),
+    "mtt-budget19-w16-deep-th2": dict(scheme="mtt", budget=1.9e6, base_width=16, deploy_floor=-16.0,
+                                      threshold_scale={"0": 2.0}),
     # the recipe plus the chip's configuration in every step: every stage at T=100, floor -16,
     # rate_M, loss weight 1 (training/chip_config.py); the coarse configurations stay at floor -1
     "mtt-budget19-chip-deep-th2": dict(scheme="mtt", budget=1.9e6, chip_T=100, deploy_floor=-16.0,
@@ -109,15 +113,18 @@ TB_T = (10, 30, 100)
 SYNOPS_TARGET = 2.0e6
 
 
-def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None):
+def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width: int | None = None):
     """The demo's SDT+BN phase (``flexsnn demo`` default preset); ``floor``: train it with this
-    ``min_v_mem`` instead of the speck-iaf -1 (arms with a ``base_floor`` part)."""
+    ``min_v_mem`` instead of the speck-iaf -1 (arms with a ``base_floor`` part); ``width``:
+    speck3c1fc's conv1 channels instead of 8 (arms with a ``base_width`` part)."""
     from flexsnn.training.schemes import SchemeConfig
     from flexsnn.training.trainer import TrainConfig
 
     kwargs: dict[str, Any] = {"batch_norm": True}
     if floor is not None:
         kwargs["neuron"] = {"min_v_mem": float(floor)}
+    if width is not None:
+        kwargs["width"] = int(width)
     return TrainConfig(model="speck3c1fc", model_kwargs=kwargs, T=3 if smoke else 10,
                        scheme=SchemeConfig(name="sdt", T=3 if smoke else 10), optimizer="adamw",
                        lr=3e-3, weight_decay=0.02, epochs=1 if smoke else 5, batch_size=16 if smoke else 32,
@@ -547,10 +554,12 @@ def main(argv: list[str] | None = None) -> int:
             parts = ARMS[arm]
             train_parts = training_parts(parts)
             arm_base = base
-            if "base_floor" in train_parts:  # a base of its own, trained at that floor
-                floor = train_parts.pop("base_floor")
-                arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor),
-                                                work / f"base-floor{-floor:g}", train_ds, test_ds)
+            floor, width = train_parts.pop("base_floor", None), train_parts.pop("base_width", None)
+            if floor is not None or width is not None:  # a base of its own: at that floor / width
+                tag = "".join([f"-floor{-floor:g}" if floor is not None else "",
+                               f"-w{width}" if width is not None else ""])
+                arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor, width=width),
+                                                work / f"base{tag}", train_ds, test_ds)
             if args.smoke and "chip_T" in train_parts:  # seconds: the chip pass at 9 frames
                 train_parts["chip_T"] = 9
             cfg = chip_finetune_config(arm_base, **{"T": bcfg.T, **train_parts}, epochs=1 if args.smoke else args.epochs,

@@ -81,24 +81,30 @@ def _speck_model(blocks: list[Block], *, num_classes: int, T: int, granularity: 
 
 
 def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
-               neuron: Optional[dict] = None, readout: str = "spiking") -> TFSNN:
-    """The paper's class of Speck2e net (6,160 weights, no biases), input ``(2, 34, 34)``::
+               neuron: Optional[dict] = None, readout: str = "spiking", width: int = 8) -> TFSNN:
+    """The paper's class of Speck2e net (6,160 weights at ``width`` 8, no biases), input ``(2, 34, 34)``::
 
-        conv1: Conv(2->8, 3, pad 1)  [BN] IAF SumPool2    34x34 -> 17x17
-        conv2: Conv(8->16, 3, pad 1) [BN] IAF SumPool2    17x17 -> 8x8
-        conv3: Conv(16->16, 3, stride 2, pad 1) [BN] IAF  8x8 -> 4x4
-        fc:    Flatten Linear(256->num_classes) IAF
+        conv1: Conv(2->w, 3, pad 1)   [BN] IAF SumPool2    34x34 -> 17x17
+        conv2: Conv(w->2w, 3, pad 1)  [BN] IAF SumPool2    17x17 -> 8x8
+        conv3: Conv(2w->2w, 3, stride 2, pad 1) [BN] IAF   8x8 -> 4x4
+        fc:    Flatten Linear(32w->num_classes) IAF
+
+    ``width`` w: conv1's channels (8, the paper's net; 16 doubles every layer, 4x the weights,
+    still one core per layer on Speck2e).
 
     ``neuron``: overrides of the ``speck-iaf`` profile (e.g. ``{"surrogate": "triangle"}``).
     ``readout``: ``"spiking"`` (default: the fc layer's IAF spike counts are the output, what the
     chip counts) or ``"linear"`` (no neuron after the fc layer: real-valued logits per step, as
     the TET/TMC papers' and the official Speck TFSNN code's training; not exportable to the chip).
     """
+    if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 64:
+        raise ConfigError("width", width, "an integer in [1, 64]", hint="8 is the paper's net; 16 doubles it")
+    w = width
     blocks = [
-        _speck_conv("conv1", 2, 8, pool=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_conv("conv2", 8, 16, pool=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_conv("conv3", 16, 16, stride=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_fc("fc", 256, num_classes, neuron=neuron, readout=readout),
+        _speck_conv("conv1", 2, w, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv2", w, 2 * w, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv3", 2 * w, 2 * w, stride=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_fc("fc", 32 * w, num_classes, neuron=neuron, readout=readout),
     ]
     return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
 

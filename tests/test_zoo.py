@@ -51,6 +51,19 @@ def test_speck3c1fc_exact_architecture():
     assert model.neuron_profile == "speck-iaf" and model.num_classes == 10 and model.input_shape == (2, 34, 34)
 
 
+def test_speck3c1fc_width_scales_every_layer():
+    model = build_model("speck3c1fc", width=16, batch_norm=True)
+    convs = [l for l in model.flat_layers() if isinstance(l, nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.stride) for c in convs] == [(2, 16, (1, 1)), (16, 32, (1, 1)),
+                                                                           (32, 32, (2, 2))]
+    assert model.stages[3].layers[1].in_features == 512
+    assert sum(p.numel() for p in model.parameters() if p.dim() > 1) == 2 * 16 * 9 + 16 * 32 * 9 + 32 * 32 * 9 + 5120
+    assert model(torch.zeros(2, 3, 2, 34, 34)).shape[-1] == 10
+    for bad in (0, 65, 8.0, True):
+        with pytest.raises(ConfigError, match="width"):
+            build_model("speck3c1fc", width=bad)
+
+
 def test_speck3c1fc_batch_norm_phase():
     model = build_model("speck3c1fc", batch_norm=True)
     bns = [l for l in model.flat_layers() if isinstance(l, nn.BatchNorm2d)]
@@ -97,9 +110,9 @@ def _chip_layers(model: TFSNN) -> list[dict]:
     return records
 
 
-@pytest.mark.parametrize("name", SPECK_NETS)
-def test_speck_nets_fit_speck2e(name):
-    model = build_model(name)
+@pytest.mark.parametrize("name, kwargs", [("speck3c1fc", {}), ("speck3c1fc", {"width": 16}), ("speck4c", {})])
+def test_speck_nets_fit_speck2e(name, kwargs):
+    model = build_model(name, **kwargs)
     records = _chip_layers(model)
     assert len(records) == sum(isinstance(l, (nn.Conv2d, nn.Linear)) for l in model.flat_layers())
     lim = SPECK2E
