@@ -232,7 +232,7 @@ def _train_config(config: DemoConfig, arm: str, *, phase: str, init: Optional[Pa
     else:
         sc = SchemeConfig(name="mtt", T=config.T, s=config.s, r_left=config.r_left, r_right=config.r_right)
     return TrainConfig(
-        model=config.model, model_kwargs={"batch_norm": True} if base else {}, scheme=sc,
+        model=config.model, model_kwargs={"batch_norm": True, **config.model_kwargs} if base else {}, scheme=sc,
         lr=config.lr if base else config.finetune_lr, phase=phase,
         init_checkpoint=str(init) if init else None, **common)
 
@@ -300,7 +300,8 @@ def _remove_biases(config: DemoConfig, base, test_ds, result: DemoResult) -> Non
     from flexsnn.training.evaluate import accuracy_per_T
 
     model, _path = base
-    bias_free = remove_biases(model, rebuild=lambda: build_model(config.model, batch_norm=False))
+    bias_free = remove_biases(model, rebuild=lambda: build_model(config.model, batch_norm=False,
+                                                                 **config.model_kwargs))
     data = limited(test_ds, config.eval_limit)
     result.base_float_acc = accuracy_per_T(model, data, [config.T], batch_size=100)[config.T]
     result.bias_free_acc = accuracy_per_T(bias_free, data, [config.T], batch_size=100)[config.T]

@@ -31,6 +31,9 @@ class DemoConfig:
         dataset: training/test data: ``"saccade-mnist"`` (offline) or ``"nmnist"``.
         data_root: N-MNIST folder when ``dataset == "nmnist"``.
         model: zoo model (a Speck net: ``speck3c1fc`` or ``speck4c``).
+        width: ``speck3c1fc``'s conv1 channels (8: the paper's net; the default and quick
+            presets use :data:`flexsnn.training.recipes.CHIP_WIDTH`, 16, the chip recipe's);
+            must stay 8 for other models.
         T: time bins of the training data (SDT's T and MTT's input-stage T).
         s: MTT configurations per step.
         r_left, r_right: MTT later-stage range ``U[T - r_left, T + r_right]`` (clipped >= 1).
@@ -64,6 +67,7 @@ class DemoConfig:
     dataset: str = "saccade-mnist"
     data_root: Optional[str] = None
     model: str = "speck3c1fc"
+    width: int = 8
     T: int = 10
     s: int = 3
     r_left: int = 9
@@ -105,6 +109,12 @@ class DemoConfig:
             lowest = 0 if name.endswith("epochs") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
                 raise ConfigError(f"demo.{name}", value, f"an integer >= {lowest}")
+        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= 16:
+            raise ConfigError("demo.width", self.width, "an integer in [1, 16] (16: the widest speck3c1fc that "
+                              "fits Speck2e)", "use --width 16 (the chip recipe's) or 8 (the paper's net)")
+        if self.width != 8 and self.model != "speck3c1fc":
+            raise ConfigError("demo.width", self.width, f"8 for model {self.model} (only speck3c1fc has a width)",
+                              "leave --width out")
         for name in ("r_left", "r_right"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"demo.{name}", getattr(self, name), "an integer >= 0")
@@ -148,27 +158,39 @@ class DemoConfig:
           (AdamW lr 5e-4, weight decay 0.02, batch 32, cosine, T = 10, s = 3, later stages
           from U[1, 10]); 300 base epochs and 60 fine-tune epochs (its defaults).
         - ``tiny``: a few batches; for tests.
+
+        ``default``, ``quick`` and ``tiny`` train ``speck3c1fc`` at the chip recipe's width
+        (:data:`~flexsnn.training.recipes.CHIP_WIDTH`); ``reproduce`` keeps the paper's net (8).
         """
+        from flexsnn.training.recipes import CHIP_WIDTH
+
         table: dict[str, dict[str, Any]] = {
             "default": dict(mode="default", train_limit=None, test_limit=None, base_epochs=5,
                             finetune_epochs=3, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
-                            async_limit=1000, real_limit=1000),
+                            async_limit=1000, real_limit=1000, width=CHIP_WIDTH),
             "quick": dict(mode="quick", train_limit=1500, test_limit=300, base_epochs=3,
                           finetune_epochs=2, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
-                          async_limit=300, real_limit=300, arms=("sdt", "mtt")),
+                          async_limit=300, real_limit=300, arms=("sdt", "mtt"), width=CHIP_WIDTH),
             "reproduce": dict(mode="reproduce", dataset="nmnist", train_limit=None, test_limit=None,
                               base_epochs=300, finetune_epochs=60, lr=5e-4, finetune_lr=5e-4,
                               eval_limit=None, async_limit=None, real_limit=None, real_root=None,
                               threads=None, float_all_T=True, T_eval=tuple(range(1, 11))),
             "tiny": dict(mode="tiny", train_limit=64, test_limit=40, base_epochs=1,
                          finetune_epochs=1, batch_size=16, T_eval=(1, 5, 10, 30), eval_limit=None,
-                         async_limit=20, real_limit=20, float_all_T=True),
+                         async_limit=20, real_limit=20, float_all_T=True, width=CHIP_WIDTH),
         }
         if name not in table:
             raise ConfigError("preset", name, "one of " + ", ".join(table))
         values = dict(table[name])
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if values.get("model", "speck3c1fc") != "speck3c1fc" and overrides.get("width") is None:
+            values["width"] = 8  # the recipe's width is speck3c1fc's; other nets have none
         return cls(**values)
+
+    @property
+    def model_kwargs(self) -> dict[str, Any]:
+        """Zoo kwargs of the model's architecture (``width`` for speck3c1fc when not the paper's 8)."""
+        return {"width": self.width} if self.model == "speck3c1fc" and self.width != 8 else {}
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -183,7 +205,7 @@ class DemoConfig:
 
     def training_key(self, phase: str) -> str:
         """Hash of every setting a phase's checkpoint depends on (for ``reuse``)."""
-        keys = ["dataset", "data_root", "model", "T", "train_limit", "base_epochs", "batch_size",
+        keys = ["dataset", "data_root", "model", "width", "T", "train_limit", "base_epochs", "batch_size",
                 "optimizer", "lr", "weight_decay", "seed", "cache_dir"]
         if phase != "base":
             keys += ["finetune_epochs", "finetune_lr", "s", "r_left", "r_right"]

@@ -82,6 +82,17 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-budget19-base16": dict(scheme="mtt", budget=1.9e6, floor=-16.0, base_floor=-16.0),
     # speck3c1fc at twice the channels (16/32/32, its own SDT+BN base): SDT, and the recipe
     "sdt-w16": dict(scheme="sdt", base_width=16),
+    "sdt-w16-deep": dict(scheme="sdt", base_width=16, deploy_floor=-16.0),
+    "mtt-w16-deep": dict(scheme="mtt", base_width=16, deploy_floor=-16.0),
+    "mtt-w16-deep-th2": dict(scheme="mtt", base_width=16, deploy_floor=-16.0, threshold_scale={"0": 2.0}),
+    # the w16 recipe's budget on the paper's width: what the budget alone buys
+    "mtt-budget35-deep-th2": dict(scheme="mtt", budget=3.5e6, deploy_floor=-16.0, threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16-deep-th2": dict(scheme="mtt", budget=2.5e6, base_width=16, deploy_floor=-16.0,
+                                      threshold_scale={"0": 2.0}),
+    "mtt-budget5-w16-deep-th2": dict(scheme="mtt", budget=5e6, base_width=16, deploy_floor=-16.0,
+                                     threshold_scale={"0": 2.0}),
+    "mtt-budget35-w16-deep-th2": dict(scheme="mtt", budget=3.5e6, base_width=16, deploy_floor=-16.0,
+                                      threshold_scale={"0": 2.0}),
     "mtt-budget19-w16-deep-th2": dict(scheme="mtt", budget=1.9e6, base_width=16, deploy_floor=-16.0,
                                       threshold_scale={"0": 2.0}),
     # the recipe plus the chip's configuration in every step: every stage at T=100, floor -16,
@@ -308,6 +319,13 @@ def aggregate(work: Path, out: Path, *, name: str = "async_gap", settings: dict 
         entry["targets"] = {"async_vs_time_binned_T10": gap_ok, "real_async_vs_real_T10": real_ok,
                             "async_vs_sdt_time_binned_T10": sdt_ok, "synops_le_2M": synops_ok,
                             "multi_seed": len(entry["seeds"]) >= 2}
+        # beside the target (against the standard net): SDT of the arm's own width, so that a
+        # wider recipe shows what width alone buys
+        width = int((entry.get("parts") or {}).get("base_width") or 8)
+        same = arms.get("sdt" if width == 8 else f"sdt-w{width}", {}).get("time_binned", {}).get("10")
+        entry["width"] = width
+        entry["sdt_same_width_time_binned_T10"] = same
+        entry["async_minus_sdt_same_width_T10"] = None if same is None else entry["async"] - same
     best = None
     if arms:
         def score(item):

@@ -20,6 +20,7 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     args = ["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--seeds", "0,1"]
     assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat,sdt-deep,mtt-budget19-base16"]) == 0
     assert mod.main(args + ["--arms", "mtt-budget19-chip-deep-th2", "--seeds", "0"]) == 0
+    assert mod.main(args + ["--arms", "sdt-w16,mtt-budget35-w16-deep-th2", "--seeds", "0"]) == 0
     assert mod.main(args + ["--cost"]) == 0
     doc = json.loads((tmp_path / "async_gap_smoke.json").read_text())
     assert doc["best_arm"] in doc["arms"] and "machine" in doc
@@ -51,6 +52,16 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     rows = (tmp_path / "work" / "smoke" / "mtt-budget19-chip-deep-th2-s0" / "metrics.jsonl").read_text().splitlines()
     assert json.loads(rows[-1])["chip_synops_per_sample"] > 0
     assert chip["threshold_high"][0] > 0 and doc["arms"]["mtt-budget19-chip-deep-th2"]["async"] is not None
+    # a base_width arm fine-tunes a base of its own at that width, and is set beside SDT of its width
+    base_w16 = json.loads((tmp_path / "work" / "smoke" / "base-w16" / "config.json").read_text())
+    assert base_w16["config"]["model_kwargs"]["width"] == 16
+    w16 = json.loads((tmp_path / "work" / "smoke" / "runs" / "mtt-budget35-w16-deep-th2-s0.json").read_text())
+    assert w16["config"]["init_checkpoint"].endswith("base-w16/final.safetensors")
+    assert w16["config"]["synops_budget"] == 3.5e6
+    e16 = doc["arms"]["mtt-budget35-w16-deep-th2"]
+    assert e16["width"] == 16 and doc["arms"]["sdt"]["width"] == 8
+    assert e16["sdt_same_width_time_binned_T10"] == doc["arms"]["sdt-w16"]["time_binned"]["10"]
+    assert e16["async_minus_sdt_same_width_T10"] == pytest.approx(e16["async"] - e16["sdt_same_width_time_binned_T10"])
     assert set(doc["fine_T_cost"]["seconds_per_step"]) == {"mtt_T10_bptt", "fine_bptt", "fine_rate_M", "fine_rate_S"}
     assert (tmp_path / "async_gap_smoke.png").is_file()
     # deployment-only sweep on the trained checkpoints: floor -1 re-exports the sdt arm's image

@@ -71,6 +71,24 @@ def test_presets_keep_the_same_budget_for_sdt_and_mtt_and_quick_is_smaller():
     assert DemoConfig.preset("quick", seed=7, base_epochs=None).seed == 7  # None = keep preset
 
 
+def test_presets_train_the_recipes_width_and_reproduce_keeps_the_papers_net():
+    from flexsnn.apps.demo import _train_config
+    from flexsnn.training.recipes import CHIP_WIDTH
+
+    default = DemoConfig.preset("default")
+    assert default.width == CHIP_WIDTH == 16 and DemoConfig.preset("quick").width == 16
+    assert DemoConfig.preset("reproduce", data_root="/x").width == 8
+    assert _train_config(default, "sdt", phase="train").model_kwargs == {"batch_norm": True, "width": 16}
+    assert _train_config(DemoConfig.preset("default", width=8), "sdt", phase="train").model_kwargs == {"batch_norm": True}
+    # the fine-tunes take the width from the base checkpoint they start from
+    assert "width" not in _train_config(default, "mtt", phase="bias_removal", init=Path("b.safetensors")).model_kwargs
+    assert DemoConfig.preset("default", model="speck4c").width == 8
+    assert default.training_key("base") != DemoConfig.preset("default", width=8).training_key("base")
+    for bad, match in (({"width": 17}, "16"), ({"width": 0}, "16"), ({"model": "speck4c", "width": 16}, "speck4c")):
+        with pytest.raises(ConfigError, match=match):
+            DemoConfig(**bad)
+
+
 def test_training_key_changes_with_the_settings_a_checkpoint_depends_on():
     a = DemoConfig.preset("quick")
     assert a.training_key("mtt") == DemoConfig.preset("quick", async_limit=5).training_key("mtt")
