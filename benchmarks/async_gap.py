@@ -85,6 +85,10 @@ ARMS: dict[str, dict[str, Any]] = {
     "sdt-w16-deep": dict(scheme="sdt", base_width=16, deploy_floor=-16.0),
     "mtt-w16-deep": dict(scheme="mtt", base_width=16, deploy_floor=-16.0),
     "mtt-w16-deep-th2": dict(scheme="mtt", base_width=16, deploy_floor=-16.0, threshold_scale={"0": 2.0}),
+    # conv3 twice as wide again (16/32/64): capacity where spikes are cheap (conv3's fan-out is fc's 10)
+    "sdt-w16c64": dict(scheme="sdt", base_width=[16, 32, 64]),
+    "mtt-budget35-w16c64-deep-th2": dict(scheme="mtt", budget=3.5e6, base_width=[16, 32, 64], deploy_floor=-16.0,
+                                         threshold_scale={"0": 2.0}),
     # the w16 recipe's budget on the paper's width: what the budget alone buys
     "mtt-budget35-deep-th2": dict(scheme="mtt", budget=3.5e6, deploy_floor=-16.0, threshold_scale={"0": 2.0}),
     "mtt-budget25-w16-deep-th2": dict(scheme="mtt", budget=2.5e6, base_width=16, deploy_floor=-16.0,
@@ -124,7 +128,7 @@ TB_T = (10, 30, 100)
 SYNOPS_TARGET = 2.0e6
 
 
-def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width: int | None = None):
+def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width: int | list | None = None):
     """The demo's SDT+BN phase (``flexsnn demo`` default preset); ``floor``: train it with this
     ``min_v_mem`` instead of the speck-iaf -1 (arms with a ``base_floor`` part); ``width``:
     speck3c1fc's conv1 channels instead of 8 (arms with a ``base_width`` part)."""
@@ -134,7 +138,9 @@ def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width
     kwargs: dict[str, Any] = {"batch_norm": True}
     if floor is not None:
         kwargs["neuron"] = {"min_v_mem": float(floor)}
-    if width is not None:
+    if isinstance(width, (list, tuple)):
+        kwargs["channels"] = [int(c) for c in width]
+    elif width is not None:
         kwargs["width"] = int(width)
     return TrainConfig(model="speck3c1fc", model_kwargs=kwargs, T=3 if smoke else 10,
                        scheme=SchemeConfig(name="sdt", T=3 if smoke else 10), optimizer="adamw",
@@ -321,8 +327,10 @@ def aggregate(work: Path, out: Path, *, name: str = "async_gap", settings: dict 
                             "multi_seed": len(entry["seeds"]) >= 2}
         # beside the target (against the standard net): SDT of the arm's own width, so that a
         # wider recipe shows what width alone buys
-        width = int((entry.get("parts") or {}).get("base_width") or 8)
-        same = arms.get("sdt" if width == 8 else f"sdt-w{width}", {}).get("time_binned", {}).get("10")
+        width = (entry.get("parts") or {}).get("base_width") or 8
+        plain = {"scheme": "sdt", **({} if width == 8 else {"base_width": width})}
+        same_arm = next((a for a, e in arms.items() if (e.get("parts") or {}) == plain), None)
+        same = arms[same_arm]["time_binned"]["10"] if same_arm else None
         entry["width"] = width
         entry["sdt_same_width_time_binned_T10"] = same
         entry["async_minus_sdt_same_width_T10"] = None if same is None else entry["async"] - same
@@ -330,13 +338,15 @@ def aggregate(work: Path, out: Path, *, name: str = "async_gap", settings: dict 
     if arms:
         def score(item):
             e = item[1]
-            return (sum(bool(v) for v in e["targets"].values()), e["async"])
+            return (sum(bool(v) for v in e["targets"].values()), round(e["async"], 6),
+                    -(e["synops_per_sample"] or 0))
         best = max(arms.items(), key=score)[0]
     cost_path = work / "fine_cost.json"
     result = {"best_arm": best, "arms": arms,
               "fine_T_cost": json.loads(cost_path.read_text()) if cost_path.is_file() else None,
               "best_arm_rule": "most targets met (async >= T10 - 0.3 pt, real async >= real T10 - 1 pt, "
-                               "async >= SDT T10 - 0.3 pt, <= 2.0M SynOps, >= 2 seeds), then highest async",
+                               "async >= SDT T10 - 0.3 pt, <= 2.0M SynOps, >= 2 seeds), then highest async, "
+                               "then fewest SynOps",
               "settings": settings or {}, "machine": machine_info()}
     atomic_write_json(out / f"{name}.json", result)
     plot(result, out / f"{name}.png")
@@ -575,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
             floor, width = train_parts.pop("base_floor", None), train_parts.pop("base_width", None)
             if floor is not None or width is not None:  # a base of its own: at that floor / width
                 tag = "".join([f"-floor{-floor:g}" if floor is not None else "",
-                               f"-w{width}" if width is not None else ""])
+                               "" if width is None else f"-w{'-'.join(map(str, width)) if isinstance(width, list) else width}"])
                 arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor, width=width),
                                                 work / f"base{tag}", train_ds, test_ds)
             if args.smoke and "chip_T" in train_parts:  # seconds: the chip pass at 9 frames

@@ -81,7 +81,8 @@ def _speck_model(blocks: list[Block], *, num_classes: int, T: int, granularity: 
 
 
 def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, granularity: int = 1,
-               neuron: Optional[dict] = None, readout: str = "spiking", width: int = 8) -> TFSNN:
+               neuron: Optional[dict] = None, readout: str = "spiking", width: int = 8,
+               channels: Optional[Sequence[int]] = None) -> TFSNN:
     """The paper's class of Speck2e net (6,160 weights at ``width`` 8, no biases), input ``(2, 34, 34)``::
 
         conv1: Conv(2->w, 3, pad 1)   [BN] IAF SumPool2    34x34 -> 17x17
@@ -90,7 +91,8 @@ def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, 
         fc:    Flatten Linear(32w->num_classes) IAF
 
     ``width`` w: conv1's channels (8, the paper's net; 16 doubles every layer, 4x the weights,
-    still one core per layer on Speck2e).
+    the widest whose layers each still fit a Speck2e core). ``channels``: the three conv
+    layers' channels ``(c1, c2, c3)`` instead (e.g. ``(16, 32, 64)``); fc then has ``16 c3`` inputs.
 
     ``neuron``: overrides of the ``speck-iaf`` profile (e.g. ``{"surrogate": "triangle"}``).
     ``readout``: ``"spiking"`` (default: the fc layer's IAF spike counts are the output, what the
@@ -99,12 +101,19 @@ def speck3c1fc(*, batch_norm: bool = False, num_classes: int = 10, T: int = 10, 
     """
     if isinstance(width, bool) or not isinstance(width, int) or not 1 <= width <= 64:
         raise ConfigError("width", width, "an integer in [1, 64]", hint="8 is the paper's net; 16 doubles it")
-    w = width
+    if channels is None:
+        c1, c2, c3 = width, 2 * width, 2 * width
+    else:
+        if len(channels) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 1024
+                                     for c in channels):
+            raise ConfigError("channels", channels, "three integers in [1, 1024] (conv1, conv2, conv3)",
+                              hint="e.g. [16, 32, 64]; or use width")
+        c1, c2, c3 = channels
     blocks = [
-        _speck_conv("conv1", 2, w, pool=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_conv("conv2", w, 2 * w, pool=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_conv("conv3", 2 * w, 2 * w, stride=2, batch_norm=batch_norm, neuron=neuron),
-        _speck_fc("fc", 32 * w, num_classes, neuron=neuron, readout=readout),
+        _speck_conv("conv1", 2, c1, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv2", c1, c2, pool=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_conv("conv3", c2, c3, stride=2, batch_norm=batch_norm, neuron=neuron),
+        _speck_fc("fc", 16 * c3, num_classes, neuron=neuron, readout=readout),
     ]
     return _speck_model(blocks, num_classes=num_classes, T=T, granularity=granularity)
 

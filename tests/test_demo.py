@@ -79,7 +79,8 @@ def test_presets_train_the_recipes_width_and_reproduce_keeps_the_papers_net():
     assert default.width == CHIP_WIDTH == 16 and DemoConfig.preset("quick").width == 16
     assert DemoConfig.preset("reproduce", data_root="/x").width == 8
     assert _train_config(default, "sdt", phase="train").model_kwargs == {"batch_norm": True, "width": 16}
-    assert _train_config(DemoConfig.preset("default", width=8), "sdt", phase="train").model_kwargs == {"batch_norm": True}
+    paper = DemoConfig.preset("default", width=8)
+    assert _train_config(paper, "sdt", phase="train").model_kwargs == {"batch_norm": True}
     # the fine-tunes take the width from the base checkpoint they start from
     assert "width" not in _train_config(default, "mtt", phase="bias_removal", init=Path("b.safetensors")).model_kwargs
     assert DemoConfig.preset("default", model="speck4c").width == 8

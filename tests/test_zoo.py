@@ -62,6 +62,20 @@ def test_speck3c1fc_width_scales_every_layer():
     for bad in (0, 65, 8.0, True):
         with pytest.raises(ConfigError, match="width"):
             build_model("speck3c1fc", width=bad)
+    custom = build_model("speck3c1fc", channels=[16, 32, 64])
+    assert [c.out_channels for c in custom.flat_layers() if isinstance(c, nn.Conv2d)] == [16, 32, 64]
+    assert custom.stages[3].layers[1].in_features == 1024
+    for bad in ([16, 32], [16, 0, 8], [16, 32, 8.5]):
+        with pytest.raises(ConfigError, match="channels"):
+            build_model("speck3c1fc", channels=bad)
+
+
+def test_speck3c1fc_wider_than_16_does_not_fit_speck2e():
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.errors import ChipConstraintError
+
+    with pytest.raises(ChipConstraintError, match="neuron memory"):
+        export_chip_image(build_model("speck3c1fc", width=20))
 
 
 def test_speck3c1fc_batch_norm_phase():
@@ -110,7 +124,8 @@ def _chip_layers(model: TFSNN) -> list[dict]:
     return records
 
 
-@pytest.mark.parametrize("name, kwargs", [("speck3c1fc", {}), ("speck3c1fc", {"width": 16}), ("speck4c", {})])
+@pytest.mark.parametrize("name, kwargs", [("speck3c1fc", {}), ("speck3c1fc", {"width": 16}),
+                                          ("speck3c1fc", {"channels": [16, 32, 64]}), ("speck4c", {})])
 def test_speck_nets_fit_speck2e(name, kwargs):
     model = build_model(name, **kwargs)
     records = _chip_layers(model)
