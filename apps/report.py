@@ -297,7 +297,8 @@ def build_markdown(result: "DemoResult") -> str:
     elif cfg.mode == "tiny":
         out += ["> **Tiny mode** (test size): the numbers below mean nothing.", ""]
     out += [
-        f"Model `{cfg.model}` (Speck2e-sized, no biases) trained on **{cfg.dataset}** "
+        f"Model `{cfg.model}`{f' at width {cfg.width}' if cfg.model_kwargs else ''} (Speck2e-sized, no biases) "
+        f"trained on **{cfg.dataset}** "
         f"({result.n_train} training recordings): SDT at T={T} with BatchNorm for {cfg.base_epochs} "
         f"epochs, then bias removal (biases and BN means zeroed, BN scale folded into the weights), "
         f"then {cfg.finetune_epochs} fine-tune epochs without BN for each arm: " + "; ".join(arm_text)

@@ -168,6 +168,7 @@ def test_markdown_reports_measured_gaps(tmp_path):
     md = build_markdown(result)
     # SDT: time-binned T=10 0.85 -> async 0.70 (-15 pt); MTT 0.84 -> 0.80 (-4 pt)
     assert "-15.00 pt" in md and "-4.00 pt" in md and "MTT+chip keeps the most" in md
+    assert "Model `speck3c1fc` at width 16 (" in md  # the quick preset trains the recipe's width
     assert PAPER_SPECK_TABLE["published"]["sdt"]["chip"] == 0.9277
 
 
