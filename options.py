@@ -92,6 +92,18 @@ def parse_floats(text: str, *, option: str) -> list[float]:
     return values
 
 
+def parse_ints(text: str, *, option: str, count: int | None = None, example: str = "16,32,64") -> list[int]:
+    """``"16,32,64"`` -> ``[16, 32, 64]`` (``count`` values when given; ConfigError naming
+    ``option`` otherwise)."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError as err:
+        raise ConfigError(option, text, f"comma-separated integers, e.g. {example}") from err
+    if not values or (count is not None and len(values) != count):
+        raise ConfigError(option, text, f"{count or 'at least one'} comma-separated integers, e.g. {example}")
+    return values
+
+
 def parse_json_object(text: str, option: str) -> dict[str, Any]:
     """Parse an option holding a JSON object (e.g. ``--model-kwargs '{"T": 4}'``)."""
     try:

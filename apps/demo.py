@@ -77,6 +77,15 @@ class _Stages:
         self.bar.close()
 
 
+def _check_fits_chip(config: DemoConfig) -> None:
+    """Refuse, before any training, an architecture the chip cannot hold (the converter's
+    ChipConstraintError names the layer, the memory, the limit and a fix)."""
+    from flexsnn.converters.export import export_chip_image
+    from flexsnn.models.zoo import build_model
+
+    export_chip_image(build_model(config.model, **config.model_kwargs))
+
+
 def _load_average() -> float:
     """1-minute load average (other jobs on the machine slow every timing down); -1 if unknown."""
     import os
@@ -100,6 +109,7 @@ def run_demo(config: DemoConfig, *, progress: ProgressFactory | None = None,
     from flexsnn.seeding import seed_everything
 
     progress = progress or null_progress
+    _check_fits_chip(config)
     t_start = time.perf_counter()
     threads_before = torch.get_num_threads()
     if config.threads is not None:

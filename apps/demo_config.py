@@ -17,6 +17,8 @@ from flexsnn.errors import ConfigError
 ARMS = ("sdt", "mtt", "mtt-plain")
 SCHEMES = ARMS  # former name
 PRESETS = ("default", "quick", "reproduce", "tiny")
+#: speck3c1fc's conv channels in the paper (6,160 weights).
+PAPER_CHANNELS: tuple[int, int, int] = (8, 16, 16)
 #: Real N-MNIST subset used when it sits beside the repository (development machines).
 SHARED_NMNIST_SMALL = Path(__file__).resolve().parents[2] / "shared" / "data" / "nmnist-small"
 
@@ -31,9 +33,10 @@ class DemoConfig:
         dataset: training/test data: ``"saccade-mnist"`` (offline) or ``"nmnist"``.
         data_root: N-MNIST folder when ``dataset == "nmnist"``.
         model: zoo model (a Speck net: ``speck3c1fc`` or ``speck4c``).
-        width: ``speck3c1fc``'s conv1 channels (8: the paper's net; the default and quick
-            presets use :data:`flexsnn.training.recipes.CHIP_WIDTH`, 16, the chip recipe's);
-            must stay 8 for other models.
+        channels: ``speck3c1fc``'s conv channels ``(conv1, conv2, conv3)``: ``(8, 16, 16)`` is the
+            paper's net; the default, quick and tiny presets use
+            :data:`flexsnn.training.recipes.CHIP_CHANNELS`, ``(16, 32, 64)``, the chip recipe's.
+            Must stay the paper's for other models.
         T: time bins of the training data (SDT's T and MTT's input-stage T).
         s: MTT configurations per step.
         r_left, r_right: MTT later-stage range ``U[T - r_left, T + r_right]`` (clipped >= 1).
@@ -67,7 +70,7 @@ class DemoConfig:
     dataset: str = "saccade-mnist"
     data_root: Optional[str] = None
     model: str = "speck3c1fc"
-    width: int = 8
+    channels: tuple[int, int, int] = PAPER_CHANNELS
     T: int = 10
     s: int = 3
     r_left: int = 9
@@ -109,12 +112,14 @@ class DemoConfig:
             lowest = 0 if name.endswith("epochs") else 1
             if not isinstance(value, int) or isinstance(value, bool) or value < lowest:
                 raise ConfigError(f"demo.{name}", value, f"an integer >= {lowest}")
-        if isinstance(self.width, bool) or not isinstance(self.width, int) or not 1 <= self.width <= 16:
-            raise ConfigError("demo.width", self.width, "an integer in [1, 16] (16: the widest speck3c1fc that "
-                              "fits Speck2e)", "use --width 16 (the chip recipe's) or 8 (the paper's net)")
-        if self.width != 8 and self.model != "speck3c1fc":
-            raise ConfigError("demo.width", self.width, f"8 for model {self.model} (only speck3c1fc has a width)",
-                              "leave --width out")
+        ch = self.channels
+        if (not isinstance(ch, tuple) or len(ch) != 3
+                or any(isinstance(c, bool) or not isinstance(c, int) or not 1 <= c <= 256 for c in ch)):
+            raise ConfigError("demo.channels", ch, "three integers in [1, 256] (conv1, conv2, conv3)",
+                              "use --channels 16,32,64 (the chip recipe's) or 8,16,16 (the paper's net)")
+        if ch != PAPER_CHANNELS and self.model != "speck3c1fc":
+            raise ConfigError("demo.channels", ch, f"{PAPER_CHANNELS} for model {self.model} (only speck3c1fc "
+                              "has settable channels)", "leave --channels out")
         for name in ("r_left", "r_right"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
                 raise ConfigError(f"demo.{name}", getattr(self, name), "an integer >= 0")
@@ -159,38 +164,40 @@ class DemoConfig:
           from U[1, 10]); 300 base epochs and 60 fine-tune epochs (its defaults).
         - ``tiny``: a few batches; for tests.
 
-        ``default``, ``quick`` and ``tiny`` train ``speck3c1fc`` at the chip recipe's width
-        (:data:`~flexsnn.training.recipes.CHIP_WIDTH`); ``reproduce`` keeps the paper's net (8).
+        ``default``, ``quick`` and ``tiny`` train ``speck3c1fc`` with the chip recipe's channels
+        (:data:`~flexsnn.training.recipes.CHIP_CHANNELS`); ``reproduce`` keeps the paper's net.
         """
-        from flexsnn.training.recipes import CHIP_WIDTH
+        from flexsnn.training.recipes import CHIP_CHANNELS
 
         table: dict[str, dict[str, Any]] = {
             "default": dict(mode="default", train_limit=None, test_limit=None, base_epochs=5,
                             finetune_epochs=3, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
-                            async_limit=1000, real_limit=1000, width=CHIP_WIDTH),
+                            async_limit=1000, real_limit=1000, channels=CHIP_CHANNELS),
             "quick": dict(mode="quick", train_limit=1500, test_limit=300, base_epochs=3,
                           finetune_epochs=2, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
-                          async_limit=300, real_limit=300, arms=("sdt", "mtt"), width=CHIP_WIDTH),
+                          async_limit=300, real_limit=300, arms=("sdt", "mtt"), channels=CHIP_CHANNELS),
             "reproduce": dict(mode="reproduce", dataset="nmnist", train_limit=None, test_limit=None,
                               base_epochs=300, finetune_epochs=60, lr=5e-4, finetune_lr=5e-4,
                               eval_limit=None, async_limit=None, real_limit=None, real_root=None,
                               threads=None, float_all_T=True, T_eval=tuple(range(1, 11))),
             "tiny": dict(mode="tiny", train_limit=64, test_limit=40, base_epochs=1,
                          finetune_epochs=1, batch_size=16, T_eval=(1, 5, 10, 30), eval_limit=None,
-                         async_limit=20, real_limit=20, float_all_T=True, width=CHIP_WIDTH),
+                         async_limit=20, real_limit=20, float_all_T=True, channels=CHIP_CHANNELS),
         }
         if name not in table:
             raise ConfigError("preset", name, "one of " + ", ".join(table))
         values = dict(table[name])
         values.update({k: v for k, v in overrides.items() if v is not None})
-        if values.get("model", "speck3c1fc") != "speck3c1fc" and overrides.get("width") is None:
-            values["width"] = 8  # the recipe's width is speck3c1fc's; other nets have none
+        if values.get("model", "speck3c1fc") != "speck3c1fc" and overrides.get("channels") is None:
+            values["channels"] = PAPER_CHANNELS  # the recipe's channels are speck3c1fc's
+        if values.get("channels") is not None:
+            values["channels"] = tuple(values["channels"])
         return cls(**values)
 
     @property
     def model_kwargs(self) -> dict[str, Any]:
-        """Zoo kwargs of the model's architecture (``width`` for speck3c1fc when not the paper's 8)."""
-        return {"width": self.width} if self.model == "speck3c1fc" and self.width != 8 else {}
+        """Zoo kwargs of the model's architecture (``channels`` for speck3c1fc unless the paper's)."""
+        return {"channels": list(self.channels)} if self.channels != PAPER_CHANNELS else {}
 
     # -- derived ---------------------------------------------------------------------------
     @property
@@ -205,7 +212,7 @@ class DemoConfig:
 
     def training_key(self, phase: str) -> str:
         """Hash of every setting a phase's checkpoint depends on (for ``reuse``)."""
-        keys = ["dataset", "data_root", "model", "width", "T", "train_limit", "base_epochs", "batch_size",
+        keys = ["dataset", "data_root", "model", "channels", "T", "train_limit", "base_epochs", "batch_size",
                 "optimizer", "lr", "weight_decay", "seed", "cache_dir"]
         if phase != "base":
             keys += ["finetune_epochs", "finetune_lr", "s", "r_left", "r_right"]

@@ -297,7 +297,8 @@ def build_markdown(result: "DemoResult") -> str:
     elif cfg.mode == "tiny":
         out += ["> **Tiny mode** (test size): the numbers below mean nothing.", ""]
     out += [
-        f"Model `{cfg.model}`{f' at width {cfg.width}' if cfg.model_kwargs else ''} (Speck2e-sized, no biases) "
+        f"Model `{cfg.model}`{' with channels ' + '/'.join(map(str, cfg.channels)) if cfg.model_kwargs else ''} "
+        f"(Speck2e-sized, no biases) "
         f"trained on **{cfg.dataset}** "
         f"({result.n_train} training recordings): SDT at T={T} with BatchNorm for {cfg.base_epochs} "
         f"epochs, then bias removal (biases and BN means zeroed, BN scale folded into the weights), "

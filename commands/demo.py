@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from flexsnn.options import MAX_COUNT, MAX_SEED, in_range
+from flexsnn.options import MAX_COUNT, MAX_SEED, in_range, parse_ints
 
 DEMO_HELP = """The README's main job: SDT vs MTT, trained here, run on a Speck2e chip image.
 
@@ -117,9 +117,9 @@ def register(app: typer.Typer) -> None:
         async_limit: Optional[int] = typer.Option(None, "--async-limit",
                                                   help="Test recordings run on the asynchronous simulator.",
                                                   callback=in_range(1, MAX_COUNT)),
-        width: Optional[int] = typer.Option(None, "--width", help="speck3c1fc's conv1 channels (default 16, the "
-                                            "chip recipe's: 16/32/32 channels, the widest that fits Speck2e; "
-                                            "8 = the paper's net).", callback=in_range(1, 16)),
+        channels: Optional[str] = typer.Option(
+            None, "--channels", help="speck3c1fc's conv channels conv1,conv2,conv3 (default 16,32,64, the "
+            "chip recipe's; 8,16,16 = the paper's net). conv1 above 16 does not fit Speck2e."),
         device: str = typer.Option("auto", "--device", help="Training device: auto (CUDA when present), cpu, cuda."),
         threads: int = typer.Option(1, "--threads", help="torch CPU threads (1 is fastest on a busy machine).",
                                     callback=in_range(1, 1024)),
@@ -135,7 +135,8 @@ def register(app: typer.Typer) -> None:
             real_root=str(real) if real else None, report_dir=str(out),
             results_json=str(results_json or (out / "demo.json")), reuse=reuse, seed=seed,
             base_epochs=epochs, finetune_epochs=finetune_epochs, train_limit=train_limit,
-            async_limit=async_limit, device=device, threads=threads, width=width,
+            async_limit=async_limit, device=device, threads=threads,
+            channels=tuple(parse_ints(channels, option="--channels", count=3)) if channels else None,
         )
         _run(config, quiet=quiet, record=record)
 

@@ -71,23 +71,42 @@ def test_presets_keep_the_same_budget_for_sdt_and_mtt_and_quick_is_smaller():
     assert DemoConfig.preset("quick", seed=7, base_epochs=None).seed == 7  # None = keep preset
 
 
-def test_presets_train_the_recipes_width_and_reproduce_keeps_the_papers_net():
+def test_presets_train_the_recipes_channels_and_reproduce_keeps_the_papers_net():
     from flexsnn.apps.demo import _train_config
-    from flexsnn.training.recipes import CHIP_WIDTH
+    from flexsnn.apps.demo_config import PAPER_CHANNELS
+    from flexsnn.training.recipes import CHIP_CHANNELS
 
     default = DemoConfig.preset("default")
-    assert default.width == CHIP_WIDTH == 16 and DemoConfig.preset("quick").width == 16
-    assert DemoConfig.preset("reproduce", data_root="/x").width == 8
-    assert _train_config(default, "sdt", phase="train").model_kwargs == {"batch_norm": True, "width": 16}
-    paper = DemoConfig.preset("default", width=8)
-    assert _train_config(paper, "sdt", phase="train").model_kwargs == {"batch_norm": True}
-    # the fine-tunes take the width from the base checkpoint they start from
-    assert "width" not in _train_config(default, "mtt", phase="bias_removal", init=Path("b.safetensors")).model_kwargs
-    assert DemoConfig.preset("default", model="speck4c").width == 8
-    assert default.training_key("base") != DemoConfig.preset("default", width=8).training_key("base")
-    for bad, match in (({"width": 17}, "16"), ({"width": 0}, "16"), ({"model": "speck4c", "width": 16}, "speck4c")):
+    assert default.channels == CHIP_CHANNELS == (16, 32, 64) and DemoConfig.preset("quick").channels == CHIP_CHANNELS
+    assert DemoConfig.preset("reproduce", data_root="/x").channels == PAPER_CHANNELS == (8, 16, 16)
+    assert _train_config(default, "sdt", phase="train").model_kwargs == {"batch_norm": True,
+                                                                         "channels": [16, 32, 64]}
+    paper = DemoConfig.preset("default", channels=[8, 16, 16])
+    assert paper.channels == PAPER_CHANNELS and _train_config(paper, "sdt", phase="train").model_kwargs == \
+        {"batch_norm": True}
+    # the fine-tunes take the architecture from the base checkpoint they start from
+    assert "channels" not in _train_config(default, "mtt", phase="bias_removal", init=Path("b.safetensors")).model_kwargs
+    assert DemoConfig.preset("default", model="speck4c").channels == PAPER_CHANNELS
+    assert default.training_key("base") != paper.training_key("base")
+    for bad, match in (({"channels": (16, 32)}, "three"), ({"channels": (0, 32, 64)}, "three"),
+                       ({"model": "speck4c", "channels": (16, 32, 64)}, "speck4c")):
         with pytest.raises(ConfigError, match=match):
             DemoConfig(**bad)
+
+
+def test_demo_refuses_channels_the_chip_cannot_hold_before_training(tmp_path):
+    from flexsnn.apps.demo import run_demo
+    from flexsnn.errors import ChipConstraintError
+
+    cfg = DemoConfig.preset("tiny", channels=(32, 32, 64), report_dir=str(tmp_path / "r"))
+    with pytest.raises(ChipConstraintError, match="neuron memory"):
+        run_demo(cfg, write_report=False)
+    assert not (tmp_path / "r").exists()  # refused before any data or training
+
+
+def test_cli_channels_option_is_parsed_and_checked(tmp_path, capsys):
+    assert main(["demo", "--channels", "16,32", "--out", str(tmp_path / "r")]) != 0
+    assert "--channels" in capsys.readouterr().err
 
 
 def test_training_key_changes_with_the_settings_a_checkpoint_depends_on():
@@ -168,7 +187,7 @@ def test_markdown_reports_measured_gaps(tmp_path):
     md = build_markdown(result)
     # SDT: time-binned T=10 0.85 -> async 0.70 (-15 pt); MTT 0.84 -> 0.80 (-4 pt)
     assert "-15.00 pt" in md and "-4.00 pt" in md and "MTT+chip keeps the most" in md
-    assert "Model `speck3c1fc` at width 16 (" in md  # the quick preset trains the recipe's width
+    assert "Model `speck3c1fc` with channels 16/32/64 (" in md  # the quick preset trains the recipe's net
     assert PAPER_SPECK_TABLE["published"]["sdt"]["chip"] == 0.9277
 
 

@@ -56,10 +56,12 @@ from flexsnn.training.schemes import SchemeConfig
 CHIP_RECIPE: dict[str, Any] = dict(scheme="mtt", floor=-1.0, deploy_floor=-16.0, fine=False, qat=False,
                                    budget=3.5e6, spike="multi")
 
-#: The width (conv1's channels) of the speck3c1fc the recipe's SDT+BN base is trained at: 16,
-#: twice the paper's net and the widest whose layers each fit a Speck2e core. The fine-tune
-#: inherits the width of the base it starts from (:func:`chip_finetune_config`).
-CHIP_WIDTH: int = 16
+#: The conv channels ``(conv1, conv2, conv3)`` of the speck3c1fc the recipe's SDT+BN base is
+#: trained with (``build_model("speck3c1fc", channels=[16, 32, 64])``): twice the paper's net in
+#: conv1 and conv2 (16 is the widest conv1 that fits a Speck2e core) and four times in conv3,
+#: whose spikes are cheap (each reaches only the 10 output neurons). The fine-tune inherits the
+#: architecture of the base it starts from (:func:`chip_finetune_config`).
+CHIP_CHANNELS: tuple[int, int, int] = (16, 32, 64)
 
 #: The recipe's export step (not a training setting, so not part of :data:`CHIP_RECIPE`):
 #: core position -> factor on ``threshold_high`` after discretization
