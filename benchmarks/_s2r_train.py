@@ -41,6 +41,8 @@ class Arm:
     event_augment: str = ""
     #: training seeds of this arm (None: the benchmark's --seeds)
     seeds: tuple[int, ...] | None = None
+    #: speck3c1fc kwargs beyond BN (e.g. ``{"channels": [16, 32, 64]}``); {} = the paper's net
+    model_kwargs: dict = field(default_factory=dict)
 
     def key(self, seed: int, budget: Budget) -> str:
         """Cache key: settings, seed and a fingerprint of the generator's output (so a
@@ -57,9 +59,11 @@ class Arm:
         off = {**FEATURES_OFF, **OPTIONS_OFF}
         canonical = {k: v for k, v in dataclasses.asdict(SaccadeParams(**self.params)).items()
                      if off.get(k, _UNSET) != v}
-        blob = json.dumps({"params": canonical, "aug": self.event_augment, "seed": seed,
-                           "budget": budget.__dict__, "gen": generator_fingerprint(self.params)},
-                          sort_keys=True, default=list)
+        doc = {"params": canonical, "aug": self.event_augment, "seed": seed,
+               "budget": budget.__dict__, "gen": generator_fingerprint(self.params)}
+        if self.model_kwargs:  # absent for the paper's net, so its cached runs keep their keys
+            doc["model_kwargs"] = self.model_kwargs
+        blob = json.dumps(doc, sort_keys=True, default=list)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -114,7 +118,7 @@ def run_arm(arm: Arm, seed: int, pairs, work: Path, budget: Budget = Budget(), *
     from flexsnn.training.evaluate import accuracy_per_T
 
     extra = {"event_augment": arm.event_augment} if arm.event_augment else {}
-    cfg = TrainConfig(model="speck3c1fc", model_kwargs={"batch_norm": True}, T=budget.T,
+    cfg = TrainConfig(model="speck3c1fc", model_kwargs={"batch_norm": True, **arm.model_kwargs}, T=budget.T,
                       scheme=SchemeConfig(name="sdt", T=budget.T), optimizer="adamw", lr=budget.lr,
                       weight_decay=budget.weight_decay, epochs=budget.epochs,
                       batch_size=budget.batch_size, seed=seed, device="cpu",
@@ -128,6 +132,7 @@ def run_arm(arm: Arm, seed: int, pairs, work: Path, budget: Budget = Budget(), *
     T = budget.T
     record = {
         "arm": arm.name, "seed": seed, "params": arm.params, "event_augment": arm.event_augment,
+        "model_kwargs": arm.model_kwargs,
         "generated_test_accuracy": gen_acc[T], "real_accuracy": real_acc[T],
         "transfer_gap_pt": 100.0 * (gen_acc[T] - real_acc[T]),
         "generated_by_T": {str(k): v for k, v in gen_acc.items()},

@@ -18,6 +18,8 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
 - ``fitted``: the current defaults (version 4: the saccade speed measured on the real
   recordings, display gamma, correlated ON/OFF thresholds, all refitted by
   ``benchmarks/fit_saccade.py``);
+- ``fitted-c64``: the same data, speck3c1fc with channels 16/32/64 (the demo's net since the
+  chip recipe chose it) instead of the paper's 8/16/16; seeds from ``--seeds``;
 - ``measured-options``: version 4 with every option of ``benchmarks/c2st_attempts.py`` on
   (noise polarity, rate and map, sensor threshold map, tremor, refitted appearance,
   per-recording gain, time warp and end; present when ``results/c2st_attempts.json`` is);
@@ -68,6 +70,8 @@ ARMS = (
     Arm("fitted-v3+event_augment", dict(V3_PARAMS), EVENT_AUGMENT, seeds=(0, 1)),
     Arm("fitted-v3+event_augment_noise", dict(V3_PARAMS), "drop,noise,hot", seeds=(0,)),
     Arm("fitted", {}, seeds=(0, 1, 2, 3, 4)),
+    # the demo's architecture since the chip recipe's channels (training/recipes.py CHIP_CHANNELS)
+    Arm("fitted-c64", {}, model_kwargs={"channels": [16, 32, 64]}),
 ) + tuple(Arm(name, p, seeds=(0, 1)) for name, p in (
     ("measured-options", measured_options_params()),
     ("measured-options-without-refit", measured_options_params(refit=False)),
@@ -125,6 +129,7 @@ STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
          ("event augmentation (drop, noise, hot)", "fitted-v3", "fitted-v3+event_augment_noise"),
          ("measured saccade speed + display gamma + correlated thresholds, refitted (v4)",
           "fitted-v3", "fitted"),
+         ("channels 16/32/64 instead of 8/16/16 (the model, not the data)", "fitted", "fitted-c64"),
          ("every measured option of c2st_attempts (not the default)", "fitted", "measured-options"),
          ("c2st_attempts' appearance refit (digit scale 0.90, ...)", "measured-options-without-refit",
           "measured-options"),
@@ -171,7 +176,7 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
         chk = checked[key]
         arm_results[arm.name] = {
             "params": _compact(dataclasses.asdict(SaccadeParams(**arm.params))),
-            "event_augment": arm.event_augment,
+            "event_augment": arm.event_augment, "model_kwargs": arm.model_kwargs,
             **summarize_arm(records), "per_seed": records,
             "c2st_accuracy": chk["c2st_accuracy"], "c2st_per_seed": chk["c2st_per_seed"],
             "c2st_views": chk["c2st_views"],
@@ -239,7 +244,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1", help="training seeds, comma-separated (>= 2)")
     ap.add_argument("--smoke", action="store_true",
                     help="40 pairs, 1 epoch on 60 recordings, arms previous and fitted-v3+event_augment")
+    ap.add_argument("--arms", default=None,
+                    help=f"comma-separated arms to run (default all; the top-level keys describe {HEADLINE} "
+                         f"when it runs, else the first); known: {', '.join(a.name for a in ARMS)}")
     args = ap.parse_args(argv)
+    if args.arms:
+        unknown = sorted(set(args.arms.split(",")) - {a.name for a in ARMS})
+        if unknown:
+            ap.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(a.name for a in ARMS)}")
     if not (args.real / "Train").is_dir():
         print(f"real N-MNIST recordings not found at {args.real}; pass --real DIR", file=sys.stderr)
         return 2
@@ -248,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or (args.out / "sim-to-real-work" if args.smoke else default_cache_dir() / "sim-to-real")
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    arms = tuple(a for a in ARMS if a.name in ("previous", "fitted-v3+event_augment")) if args.smoke else ARMS
+    chosen = args.arms.split(",") if args.arms else (["previous", "fitted-v3+event_augment"] if args.smoke else None)
+    arms = ARMS if chosen is None else tuple(a for a in ARMS if a.name in chosen)
     r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms)
     print(f"\n{'arm':<30} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
     for name, a in r["arms"].items():

@@ -20,14 +20,18 @@ REQUIRED = ("generated_test_accuracy", "real_accuracy", "real_n", "transfer_gap_
 def test_smoke_run_writes_json_and_png(nmnist_small, tmp_path):
     out = subprocess.run(
         [sys.executable, str(REPO / "benchmarks" / "sim_to_real.py"), "--smoke", "--out", str(tmp_path),
-         "--real", str(nmnist_small), "--seeds", "0,1"],
+         "--real", str(nmnist_small), "--seeds", "0,1", "--arms", "previous,fitted-v3+event_augment,fitted-c64"],
         capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "C2ST" in out.stdout
     res = json.loads((tmp_path / "sim_to_real.json").read_text())
     assert all(k in res for k in REQUIRED)
     assert res["real_n"] == 20 and res["seeds"] == [0, 1] and len(res["per_seed"]) == 2
-    assert set(res["arms"]) == {"previous", "fitted-v3+event_augment"}
+    assert set(res["arms"]) == {"previous", "fitted-v3+event_augment", "fitted-c64"}
+    # an arm may change the model: fitted-c64 trains speck3c1fc with 16/32/64 channels
+    assert res["arms"]["fitted-c64"]["model_kwargs"] == {"channels": [16, 32, 64]}
+    assert res["arms"]["previous"]["model_kwargs"] == {}
+    assert "channels 16/32/64 instead of 8/16/16 (the model, not the data)" not in res["gap_moved_by_pt"]  # no fitted arm
     assert set(res["arms"]["previous"]["c2st_views"]) >= {"event_count", "count_image", "time_profile_T30"}
     for arm in res["arms"].values():
         assert 0.0 <= arm["c2st_accuracy"] <= 1.0
