@@ -150,7 +150,7 @@ def _steps(arms: dict) -> dict:
 
 
 def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool,
-        arms=ARMS, log=print) -> dict:
+        arms=ARMS, log=print, name: str = "sim_to_real") -> dict:
     import torch
 
     from flexsnn.data.saccade import GENERATOR_VERSION, SaccadeParams
@@ -187,9 +187,10 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
         log(f"{arm.name}: gap {a['transfer_gap_pt']['mean']:+.2f} pt, C2ST {a['c2st_accuracy']:.3f}")
     diag = diagnostics(sets)
     out.mkdir(parents=True, exist_ok=True)
-    plot(out / "sim_to_real.png", sets, diag,
+    plot(out / f"{name}.png", sets, diag,
          f"generated vs real N-MNIST, same {len(pairs.real)} images (real = nmnist-small)")
-    head = arm_results.get(HEADLINE, next(iter(arm_results.values())))
+    head_name = HEADLINE if HEADLINE in arm_results else next(iter(arm_results))
+    head = arm_results[head_name]
     base = arm_results.get("previous")
     per_seed = head["per_seed"]
     result = {
@@ -204,7 +205,7 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
         "per_seed": [{k: r[k] for k in ("seed", "generated_test_accuracy", "real_accuracy",
                                          "transfer_gap_pt", "generated_by_T", "real_by_T")}
                      for r in per_seed],
-        "headline_arm": HEADLINE,
+        "headline_arm": head_name,
         "generator_params": head["params"],
         "generator_version": GENERATOR_VERSION,
         "baseline": None if base is None else {
@@ -231,7 +232,7 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
         "machine": machine_info(),
         "git_hash": git_hash(),
     }
-    atomic_write_json(out / "sim_to_real.json", result)
+    atomic_write_json(out / f"{name}.json", result)
     return result
 
 
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--arms", default=None,
                     help=f"comma-separated arms to run (default all; the top-level keys describe {HEADLINE} "
                          f"when it runs, else the first); known: {', '.join(a.name for a in ARMS)}")
+    ap.add_argument("--name", default="sim_to_real",
+                    help="output stem: <out>/<name>.json and .png (e.g. sim_to_real_fitted_c64 for a subset of arms)")
     args = ap.parse_args(argv)
     if args.arms:
         unknown = sorted(set(args.arms.split(",")) - {a.name for a in ARMS})
@@ -262,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     chosen = args.arms.split(",") if args.arms else (["previous", "fitted-v3+event_augment"] if args.smoke else None)
     arms = ARMS if chosen is None else tuple(a for a in ARMS if a.name in chosen)
-    r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms)
+    r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms, name=args.name)
     print(f"\n{'arm':<30} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
     for name, a in r["arms"].items():
         print(f"{name:<30} {a['generated_test_accuracy']['mean']:>9.4f} {a['real_accuracy']['mean']:>7.4f} "
@@ -277,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{v:<24}" + "".join(f" {viewed[n][v]:>12.3f}" for n in viewed))
     print(f"real_n {r['real_n']}, seeds {r['seeds']}; targets: gap <= 2 pt, C2ST <= 0.65, real_n >= 200 "
           f"-> {'met' if r['meets_targets'] else 'NOT met'}")
-    print(f"wrote {args.out / 'sim_to_real.json'} and .png")
+    print(f"wrote {args.out / (args.name + '.json')} and .png")
     return 0
 
 

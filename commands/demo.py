@@ -117,6 +117,9 @@ def register(app: typer.Typer) -> None:
         async_limit: Optional[int] = typer.Option(None, "--async-limit",
                                                   help="Test recordings run on the asynchronous simulator.",
                                                   callback=in_range(1, MAX_COUNT)),
+        arms: Optional[str] = typer.Option(
+            None, "--arms", help="Fine-tunes to run, comma-separated, from sdt (the baseline), mtt (the chip "
+            "recipe) and mtt-plain (the paper's MTT). Default sdt,mtt."),
         channels: Optional[str] = typer.Option(
             None, "--channels", help="speck3c1fc's conv channels conv1,conv2,conv3 (default 16,32,64, the "
             "chip recipe's; 8,16,16 = the paper's net). conv1 above 16 does not fit Speck2e."),
@@ -137,6 +140,7 @@ def register(app: typer.Typer) -> None:
             base_epochs=epochs, finetune_epochs=finetune_epochs, train_limit=train_limit,
             async_limit=async_limit, device=device, threads=threads,
             channels=tuple(parse_ints(channels, option="--channels", count=3)) if channels else None,
+            arms=tuple(a.strip() for a in arms.split(",") if a.strip()) if arms else None,
         )
         _run(config, quiet=quiet, record=record)
 

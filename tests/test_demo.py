@@ -65,7 +65,9 @@ def test_presets_keep_the_same_budget_for_sdt_and_mtt_and_quick_is_smaller():
     assert quick.base_epochs < default.base_epochs or (quick.train_limit or 10**9) < (default.train_limit or 10**9)
     # accuracy against bin width reaches the chip's regime (T = 30, 100) in the default run (issue 15)
     assert default.T_eval == (*range(1, 11), 30, 100) and default.T == 10 and default.s == 3
-    assert default.arms == ("sdt", "mtt", "mtt-plain") and quick.arms == ("sdt", "mtt")
+    assert default.arms == ("sdt", "mtt") and quick.arms == ("sdt", "mtt")
+    assert default.finetune_epochs == 2  # the budget async_gap measured the recipe at
+    assert DemoConfig.preset("default", arms=("sdt", "mtt", "mtt-plain")).arms == ("sdt", "mtt", "mtt-plain")
     repro = DemoConfig.preset("reproduce", data_root="/x")
     assert (repro.base_epochs, repro.finetune_epochs, repro.lr, repro.weight_decay) == (300, 60, 5e-4, 0.02)
     assert DemoConfig.preset("quick", seed=7, base_epochs=None).seed == 7  # None = keep preset
@@ -107,6 +109,8 @@ def test_demo_refuses_channels_the_chip_cannot_hold_before_training(tmp_path):
 def test_cli_channels_option_is_parsed_and_checked(tmp_path, capsys):
     assert main(["demo", "--channels", "16,32", "--out", str(tmp_path / "r")]) != 0
     assert "--channels" in capsys.readouterr().err
+    assert main(["demo", "--arms", "sdt,mttx", "--out", str(tmp_path / "r")]) != 0
+    assert "demo.arms" in capsys.readouterr().err
 
 
 def test_training_key_changes_with_the_settings_a_checkpoint_depends_on():
