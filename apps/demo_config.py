@@ -156,8 +156,9 @@ class DemoConfig:
           with the recipe's 16/32/64 channels (about 2x the 8/16/16 net's time per epoch,
           35 s per base epoch at load 1) three arms at 3 fine-tune epochs were projected at
           about 22 minutes.
-        - ``quick``: 1,500 training recordings, 3 + 2 epochs, 300 test and real recordings
-          (measured 144 s at load 2.5 -> 4.5; 400 s at load 13), arms sdt and mtt (the recipe).
+        - ``quick``: 1,200 training recordings, 3 + 1 epochs, 300 test and real recordings,
+          arms sdt and mtt (the recipe). With the recipe's 16/32/64 channels, 1,500 recordings
+          and 3 + 2 epochs took 229 s at load 1 (over the 3 minutes quick promises).
         The demo presets use a higher learning rate than the paper's code (5e-4 over 300
         epochs): with a few epochs, 3e-3 reached 87 % after 3 epochs where 5e-4 reached 61 %.
         - ``reproduce``: full N-MNIST from ``data_root``; the paper's code's settings
@@ -174,8 +175,8 @@ class DemoConfig:
             "default": dict(mode="default", train_limit=None, test_limit=None, base_epochs=5,
                             finetune_epochs=2, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
                             async_limit=1000, real_limit=1000, arms=("sdt", "mtt"), channels=CHIP_CHANNELS),
-            "quick": dict(mode="quick", train_limit=1500, test_limit=300, base_epochs=3,
-                          finetune_epochs=2, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
+            "quick": dict(mode="quick", train_limit=1200, test_limit=300, base_epochs=3,
+                          finetune_epochs=1, lr=3e-3, finetune_lr=1e-3, eval_limit=None,
                           async_limit=300, real_limit=300, arms=("sdt", "mtt"), channels=CHIP_CHANNELS),
             "reproduce": dict(mode="reproduce", dataset="nmnist", train_limit=None, test_limit=None,
                               base_epochs=300, finetune_epochs=60, lr=5e-4, finetune_lr=5e-4,
