@@ -36,12 +36,13 @@ Examples:
   flexsnn train --event-augment drop,noise,hot --out runs/aug     # see benchmarks/sim_to_real.py
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
       --scheme mtt --epochs 2 --out runs/chip      # fold BN, fine-tune without biases
-  flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \
-      --scheme mtt --min-v-mem -4 --synops-budget 1.5e6 --qat --out runs/chip2
-      # chip-faithful: the deployed floor, a SynOps budget, fake quantization (issue 15)
+  flexsnn train --model-kwargs '{"batch_norm": true, "channels": [16, 32, 64]}' --out runs/bn16
+  flexsnn train --phase bias_removal --init-checkpoint runs/bn16/final.safetensors \\
+      --scheme mtt --synops-budget 3.5e6 --deploy-min-v-mem -16 --out runs/chip2
+      # the chip recipe (issue 15): then flexsnn export --threshold-scale 0=2
   flexsnn train --scheme mtt --t-input-range 1,100 --t-sampling log-uniform --r-right 90 ...
       # input and later stages' T drawn log-uniformly up to the chip's regime (~T=100)
-  flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors --scheme mtt \
+  flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors --scheme mtt \\
       --synops-budget 1.9e6 --deploy-min-v-mem -16 --chip-T 100 --out runs/chip3
       # the chip's configuration in every step (T=100, floor -16, rate_M), see README
 """
