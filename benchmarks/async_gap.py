@@ -131,7 +131,8 @@ SYNOPS_TARGET = 2.0e6
 def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width: int | list | None = None):
     """The demo's SDT+BN phase (``flexsnn demo`` default preset); ``floor``: train it with this
     ``min_v_mem`` instead of the speck-iaf -1 (arms with a ``base_floor`` part); ``width``:
-    speck3c1fc's conv1 channels instead of 8 (arms with a ``base_width`` part)."""
+    speck3c1fc's conv1 channels instead of 8, or a list of its three conv channels (arms with a
+    ``base_width`` part)."""
     from flexsnn.training.schemes import SchemeConfig
     from flexsnn.training.trainer import TrainConfig
 
@@ -147,6 +148,14 @@ def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width
                        lr=3e-3, weight_decay=0.02, epochs=1 if smoke else 5, batch_size=16 if smoke else 32,
                        seed=seed, device="cpu", phase="train", eval_every=1 if smoke else 5,
                        bn_calibration_batches=10)
+
+
+def base_dir_name(floor: float | None, width: int | list | None) -> str:
+    """Folder of an arm's own SDT+BN base: ``base-floor16``, ``base-w16``, ``base-w16-32-64``."""
+    tag = "" if floor is None else f"-floor{-floor:g}"
+    if width is not None:
+        tag += "-w" + ("-".join(map(str, width)) if isinstance(width, list) else str(width))
+    return "base" + tag
 
 
 def same_config(stored: dict | None, cfg) -> bool:
@@ -584,10 +593,8 @@ def main(argv: list[str] | None = None) -> int:
             arm_base = base
             floor, width = train_parts.pop("base_floor", None), train_parts.pop("base_width", None)
             if floor is not None or width is not None:  # a base of its own: at that floor / width
-                tag = "".join([f"-floor{-floor:g}" if floor is not None else "",
-                               "" if width is None else f"-w{'-'.join(map(str, width)) if isinstance(width, list) else width}"])
                 arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor, width=width),
-                                                work / f"base{tag}", train_ds, test_ds)
+                                                work / base_dir_name(floor, width), train_ds, test_ds)
             if args.smoke and "chip_T" in train_parts:  # seconds: the chip pass at 9 frames
                 train_parts["chip_T"] = 9
             cfg = chip_finetune_config(arm_base, **{"T": bcfg.T, **train_parts}, epochs=1 if args.smoke else args.epochs,

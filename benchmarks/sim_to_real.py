@@ -251,10 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", default="sim_to_real",
                     help="output stem: <out>/<name>.json and .png (e.g. sim_to_real_fitted_c64 for a subset of arms)")
     args = ap.parse_args(argv)
-    if args.arms:
-        unknown = sorted(set(args.arms.split(",")) - {a.name for a in ARMS})
-        if unknown:
-            ap.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(a.name for a in ARMS)}")
+    chosen = args.arms.split(",") if args.arms else (["previous", "fitted-v3+event_augment"] if args.smoke else None)
+    unknown = sorted(set(chosen or ()) - {a.name for a in ARMS})
+    if unknown:
+        ap.error(f"unknown arm(s) {', '.join(unknown)}; known: {', '.join(a.name for a in ARMS)}")
     if not (args.real / "Train").is_dir():
         print(f"real N-MNIST recordings not found at {args.real}; pass --real DIR", file=sys.stderr)
         return 2
@@ -263,7 +263,6 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or (args.out / "sim-to-real-work" if args.smoke else default_cache_dir() / "sim-to-real")
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    chosen = args.arms.split(",") if args.arms else (["previous", "fitted-v3+event_augment"] if args.smoke else None)
     arms = ARMS if chosen is None else tuple(a for a in ARMS if a.name in chosen)
     r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms, name=args.name)
     print(f"\n{'arm':<30} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
