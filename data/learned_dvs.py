@@ -1,0 +1,214 @@
+"""A learned image-to-events model of the N-MNIST recordings (saccade-mnist's ``renderer="learned"``).
+
+The physical renderer (:mod:`flexsnn.data.saccade`) simulates the moving digit and a DVS pixel
+model; a classifier still tells its recordings from real ones every time (issue 16's C2ST). This
+renderer is fitted instead, on real N-MNIST recordings paired with their MNIST source images
+(``benchmarks/fit_learned_dvs.py``), in two parts:
+
+1. **Rates.** A two-layer CNN maps the ``[28, 28]`` image (zero-padded to ``[40, 40]``) to the
+   expected events per pixel, polarity and bin of the recording's normalized time
+   (``t / duration``, ``n_bins`` bins)::
+
+       rate[p, k, y, x] = exp(conv2(relu(conv1(image)))[p, k, y, x] + gain[p, y, x])
+                          + exp(noise[p, y, x] + noise_t[k])
+
+   ``gain`` is the sensor's per-pixel sensitivity (fixed pattern), ``noise`` its per-pixel
+   background rate (hot pixels). Fitted by Poisson likelihood; layout ``[2, n_bins, 34, 34]``.
+2. **Sampling**, with moments fitted on the same recordings: a recording's rates are scaled by
+   a smooth random field (``field_sigma``, correlation ``field_scale_px``, shared by both
+   polarities: the real count images' residuals correlate between neighbours and between ON and
+   OFF) and a global gain (``gain_sigma``); each pixel and polarity then fires as a renewal
+   process in its integrated rate with Gamma(``renewal_shape``) intervals: shape 1 is Poisson,
+   larger shapes fire more regularly, as a DVS pixel crossing its threshold does (real counts
+   vary about 0.2x their mean, Poisson's 1x). The recording lasts
+   ``duration_mean_us +- duration_std_us``; its last event is at that time, as in the real files.
+
+The parameters live in one ``.npz`` (read with ``allow_pickle=False``); :func:`weights_digest`
+goes into the dataset cache key, so a refit regenerates caches.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from flexsnn.data.events import EVENT_DTYPE
+from flexsnn.errors import DataError
+
+#: The fitted parameters shipped with flexsnn.
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "assets" / "learned_dvs.npz"
+SIZE = 34
+IMAGE_PAD = 6  # [28, 28] -> [40, 40]; conv2's 7x7 valid window brings it to [34, 34]
+ARRAYS = ("conv1_weight", "conv1_bias", "conv2_weight", "conv2_bias", "gain", "noise", "noise_t")
+
+
+@dataclass(frozen=True)
+class SamplerParams:
+    """The sampling part (units in the names); see the module docstring."""
+
+    renewal_shape: float = 11.0
+    field_sigma: float = 0.107
+    field_scale_px: float = 0.72
+    gain_sigma: float = 0.025
+    duration_mean_us: float = 307_800.0
+    duration_std_us: float = 2_700.0
+
+    def check(self, source: str) -> None:
+        """Raise :class:`DataError` naming ``source`` and the field when a value is out of range."""
+        limits = {"renewal_shape": (0.1, 1000.0), "field_sigma": (0.0, 2.0),
+                  "field_scale_px": (0.0, 10.0), "gain_sigma": (0.0, 2.0),
+                  "duration_mean_us": (1.0, 1e8), "duration_std_us": (0.0, 1e7)}
+        for name, (lo, hi) in limits.items():
+            value = getattr(self, name)
+            if not (np.isfinite(value) and lo <= value <= hi):
+                raise DataError(f"{source}: sampler.{name} = {value!r} is outside [{lo}, {hi}]; "
+                                "refit with benchmarks/fit_learned_dvs.py")
+
+
+@functools.lru_cache(maxsize=4)
+def weights_digest(path: Path = DEFAULT_WEIGHTS) -> str:
+    """First 16 hex digits of the weights file's SHA-256."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    except OSError as err:
+        raise DataError(f"cannot read the learned DVS model {path}: {err}; reinstall flexsnn or "
+                        "refit it with benchmarks/fit_learned_dvs.py") from err
+
+
+def save_weights(path: Path, arrays: dict[str, np.ndarray], sampler: SamplerParams,
+                 meta: dict | None = None) -> Path:
+    """Write the model atomically (float32 arrays, the sampler and ``meta`` as JSON text)."""
+    import io
+
+    from flexsnn.io_utils import atomic_write_bytes
+
+    missing = [k for k in ARRAYS if k not in arrays]
+    if missing:
+        raise ValueError(f"learned DVS model lacks {missing}")
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.asarray(arrays[k], dtype=np.float32) for k in ARRAYS},
+             sampler=np.array(json.dumps(sampler.__dict__, sort_keys=True)),
+             meta=np.array(json.dumps(meta or {}, sort_keys=True)))
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+class LearnedDVS:
+    """The fitted model: :meth:`rates` of images, :meth:`sample` of one recording.
+
+    Args:
+        path: the ``.npz`` of :func:`save_weights` (default: the shipped fit).
+    """
+
+    def __init__(self, path: Path = DEFAULT_WEIGHTS) -> None:
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                self.arrays = {k: np.asarray(z[k], dtype=np.float32) for k in ARRAYS}
+                sampler = json.loads(str(z["sampler"]))
+                self.meta = json.loads(str(z["meta"]))
+        except (OSError, KeyError, ValueError) as err:
+            raise DataError(f"cannot read the learned DVS model {path}: {err}; reinstall "
+                            "flexsnn or refit it with benchmarks/fit_learned_dvs.py") from err
+        try:
+            self.sampler = SamplerParams(**sampler)
+        except TypeError as err:
+            raise DataError(f"{path}: sampler fields {sorted(sampler)} do not match "
+                            f"{sorted(SamplerParams.__dataclass_fields__)}") from err
+        self.sampler.check(str(path))
+        out = self.arrays["conv2_weight"].shape[0]
+        if out % 2 or self.arrays["gain"].shape != (2, 1, SIZE, SIZE):
+            raise DataError(f"{path}: conv2 has {out} output channels and gain the shape "
+                            f"{self.arrays['gain'].shape}; expected 2 * n_bins and (2, 1, 34, 34)")
+        self.n_bins = out // 2
+        self.path = path
+
+    def with_sampler(self, sampler: SamplerParams) -> "LearnedDVS":
+        """The same rates with another sampler (shares the arrays)."""
+        sampler.check(str(self.path))
+        copy = object.__new__(LearnedDVS)
+        copy.__dict__.update(self.__dict__)
+        copy.sampler = sampler
+        return copy
+
+    def rates(self, images: np.ndarray) -> np.ndarray:
+        """Expected events ``[N, 2, n_bins, 34, 34]`` (float64) of ``[N, 28, 28]`` images in [0, 1]."""
+        import torch
+        from torch.nn import functional as F
+
+        a = {k: torch.from_numpy(v) for k, v in self.arrays.items()}
+        x = torch.from_numpy(np.asarray(images, dtype=np.float32)).reshape(-1, 1, 28, 28)
+        with torch.no_grad():
+            h = torch.relu(F.conv2d(F.pad(x, (IMAGE_PAD,) * 4), a["conv1_weight"], a["conv1_bias"],
+                                    padding=a["conv1_weight"].shape[-1] // 2))
+            o = F.conv2d(h, a["conv2_weight"], a["conv2_bias"]).reshape(-1, 2, self.n_bins, SIZE, SIZE)
+            signal = torch.exp((o + a["gain"]).clamp(max=6.0))
+            noise = torch.exp(a["noise"] + a["noise_t"].reshape(1, self.n_bins, 1, 1))
+        return (signal + noise).double().numpy()
+
+    def field(self, rng: np.random.Generator) -> np.ndarray:
+        """One recording's multiplicative rate field ``[34, 34]`` (mean 1)."""
+        s = self.sampler
+        z = rng.standard_normal((SIZE, SIZE))
+        if s.field_scale_px > 0:
+            from scipy.ndimage import gaussian_filter
+
+            z = gaussian_filter(z, s.field_scale_px) / _filter_norm(s.field_scale_px)
+        g = rng.standard_normal()
+        return np.exp(s.field_sigma * z - s.field_sigma ** 2 / 2
+                      + s.gain_sigma * g - s.gain_sigma ** 2 / 2)
+
+    def sample(self, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """One recording (:data:`EVENT_DTYPE`, sorted by t in µs) of ``rates`` ``[2, n_bins, 34, 34]``."""
+        s = self.sampler
+        nb = self.n_bins
+        lam = (rates * self.field(rng)).transpose(0, 2, 3, 1).reshape(-1, nb)  # [channel, bin]
+        cum = np.concatenate([np.zeros((lam.shape[0], 1)), np.cumsum(lam, 1)], 1)
+        total = cum[:, -1]
+        live = np.flatnonzero(total > 1e-6)
+        cum, lam, total = cum[live], lam[live], total[live]
+        k = s.renewal_shape
+        n_draw = int(np.ceil(total.max(initial=0.0) * 1.3 + 8 * np.sqrt(total.max(initial=0.0)) + 8))
+        gaps = rng.gamma(k, 1.0 / k, size=(live.size, n_draw))
+        # stationary start: the first gap is a length-biased interval cut at a uniform point
+        gaps[:, 0] = rng.gamma(k + 1, 1.0 / k, size=live.size) * rng.random(live.size)
+        arrivals = np.cumsum(gaps, 1)
+        row, _ = np.nonzero(arrivals < total[:, None])
+        level = arrivals[arrivals < total[:, None]]
+        # integrated rate -> bin and position inside it (rows offset so one search serves all)
+        stride = total.max(initial=0.0) + 1.0
+        flat = (cum + np.arange(live.size)[:, None] * stride).ravel()
+        j = np.searchsorted(flat, level + row * stride, side="right") - 1
+        b = np.clip(j - row * (nb + 1), 0, nb - 1)
+        frac = np.clip((level - cum[row, b]) / np.maximum(lam[row, b], 1e-12), 0.0, 1.0)
+        u = (b + frac) / nb
+        duration = max(rng.normal(s.duration_mean_us, s.duration_std_us), 1.0)
+        t = np.floor(u / max(u.max(initial=0.0), 1e-12) * duration).astype(np.int64)
+        ch = live[row]
+        order = np.argsort(t, kind="stable")
+        events = np.empty(order.size, dtype=EVENT_DTYPE)
+        events["x"] = (ch % (SIZE * SIZE) % SIZE)[order]
+        events["y"] = (ch % (SIZE * SIZE) // SIZE)[order]
+        events["p"] = (ch // (SIZE * SIZE))[order]
+        events["t"] = t[order]
+        return events
+
+
+@functools.lru_cache(maxsize=8)
+def _filter_norm(scale_px: float) -> float:
+    """L2 norm of the Gaussian filter, so the smoothed field keeps unit variance."""
+    from scipy.ndimage import gaussian_filter
+
+    impulse = np.zeros((SIZE, SIZE))
+    impulse[SIZE // 2, SIZE // 2] = 1.0
+    return float(np.sqrt((gaussian_filter(impulse, scale_px) ** 2).sum()))
+
+
+@functools.lru_cache(maxsize=2)
+def load_learned_dvs(path: Path = DEFAULT_WEIGHTS) -> LearnedDVS:
+    """The model at ``path``, loaded once per process."""
+    return LearnedDVS(path)
