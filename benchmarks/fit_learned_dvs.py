@@ -233,8 +233,12 @@ def main(argv: list[str] | None = None) -> dict:
     durations = np.array([float(pairs.real[i]["t"][-1]) for i in fit])
     sampler = SamplerParams(duration_mean_us=float(durations.mean()),
                             duration_std_us=float(durations.std()))
+    # N-MNIST file Train/<d>/<n>.bin is MNIST training image n - 1: the demo uses this list to
+    # tell which real recordings the generator was fitted on
+    fit_mnist = sorted(int(pairs.files[i].stem) - 1 for i in fit)
     meta = {"fit_pairs": int(fit.size), "epochs": args.epochs, "hidden": args.hidden,
-            "bins": args.bins, "seed": args.seed, "smoke": args.smoke}
+            "bins": args.bins, "seed": args.seed, "smoke": args.smoke,
+            "fit_mnist_train_indices": fit_mnist}
     save_weights(args.out, arrays, sampler, meta)
     model = LearnedDVS(args.out)
     rates = model.rates(img)

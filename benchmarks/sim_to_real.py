@@ -34,8 +34,9 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
 
 Per generator it also reports a classifier two-sample test (``_s2r_c2st.py``), the paired frame
 correlation at T = 3/5/10 (``_s2r_stats.py``), and the diagnostics in the PNG
-(``_s2r_plots.py``). Top-level keys describe the ``fitted`` arm (what ``flexsnn`` generates by
-default); ``baseline`` keeps the ``previous`` arm's figures.
+(``_s2r_plots.py``). Top-level keys describe the ``learned`` arm (what ``flexsnn`` generates by
+default since the learned renderer; results written before it describe ``fitted`` and say so in
+``headline_arm``); ``baseline`` keeps the ``previous`` arm's figures.
 
 Usage::
 
@@ -81,7 +82,7 @@ ARMS = (
     ("measured-options", measured_options_params()),
     ("measured-options-without-refit", measured_options_params(refit=False)),
     ("measured-sensor-options", measured_options_params(sensor_only=True))) if p)
-HEADLINE = "fitted"
+HEADLINE = "learned"
 #: Arms whose generator also gets the single-statistic C2STs (``_s2r_c2st.c2st_views``).
 VIEW_ARMS = ("previous", "fitted-v3", "fitted", "measured-options", "learned")
 TARGETS = {"transfer_gap_pt_max": 2.0, "c2st_accuracy_max": 0.65, "real_n_min": 200}

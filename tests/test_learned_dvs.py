@@ -135,3 +135,23 @@ def test_shipped_fit_is_the_one_its_json_describes():
     shipped = LearnedDVS()
     assert res["sampler"] == pytest.approx(shipped.sampler.__dict__)
     assert shipped.meta["smoke"] is False and res["c2st_accuracy"] < 1.0
+
+
+def test_demo_marks_the_real_recordings_the_generator_was_fitted_on(tmp_path):
+    from types import SimpleNamespace
+
+    from flexsnn.apps.demo_data import recording_in_generator_fit
+    from flexsnn.data.saccade import DATASET_PARAMS
+
+    fitted = LearnedDVS().meta["fit_mnist_train_indices"]
+    assert len(fitted) > 400
+    outside = next(i for i in range(1000) if i not in set(fitted))
+    files = [tmp_path / "Train" / "5" / f"{fitted[0] + 1:05d}.bin",
+             tmp_path / "Train" / "0" / f"{outside + 1:05d}.bin"]
+    real = SimpleNamespace(files=files)
+    mask = recording_in_generator_fit(real, SimpleNamespace(params=DATASET_PARAMS))
+    assert mask.tolist() == [True, False]
+    # data from the physical renderer: the real recordings are not part of any fit
+    assert recording_in_generator_fit(real, SimpleNamespace(params=SaccadeParams())) is None
+    test_files = SimpleNamespace(files=[tmp_path / "Test" / "5" / "00001.bin"])
+    assert recording_in_generator_fit(test_files, SimpleNamespace(params=DATASET_PARAMS)) is None

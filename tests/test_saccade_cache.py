@@ -10,7 +10,7 @@ import pytest
 
 import flexsnn.data.saccade as saccade
 import flexsnn.data.saccade_cache as sc
-from flexsnn.data.saccade import SaccadeGenerator, SaccadeParams, load_mnist_images
+from flexsnn.data.saccade import SaccadeGenerator, load_mnist_images
 from flexsnn.errors import DataError
 
 
@@ -111,7 +111,7 @@ def test_damaged_cache_is_generated_again(tmp_path, small, monkeypatch):
     """build_cache on a damaged cache removes it and writes a correct one (the generator runs
     on 3 images here instead of 5,000)."""
     monkeypatch.setattr(saccade, "load_mnist_images", lambda: (small[0], small[1]))
-    params = SaccadeParams()
+    params = saccade.DATASET_PARAMS  # what `small` was generated with
     sc._VERIFIED.clear()
     folder = saccade.build_cache(params, 0, tmp_path)
     off = np.load(folder / "offsets.npy")
@@ -126,7 +126,7 @@ def test_damaged_cache_is_generated_again(tmp_path, small, monkeypatch):
 
 
 def test_limited_dataset_with_a_damaged_cache_generates_its_samples(tmp_path, small):
-    params = SaccadeParams()
+    params = saccade.DATASET_PARAMS
     folder = tmp_path / f"saccade-mnist-{params.key(0)}"
     folder.mkdir()
     (folder / "meta.json").write_text("{broken")

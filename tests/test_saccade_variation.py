@@ -102,7 +102,7 @@ def test_variations_off_by_default_and_keyed(image):
     off); each one changes the cache key."""
     off = SaccadeParams(threshold_map=(), gain_sigma=0.0, time_warp_knots_us=(),
                         time_warp_sigma_us=(), end_us=0.0)
-    assert _same(SaccadeGenerator(off).generate(image, 2), SaccadeGenerator().generate(image, 2))
+    assert _same(SaccadeGenerator(off).generate(image, 2), SaccadeGenerator(SaccadeParams()).generate(image, 2))
     keys = {SaccadeParams().key(0), SaccadeParams(gain_sigma=0.1).key(0),
             SaccadeParams(end_us=3e5).key(0), SaccadeParams(threshold_map=(1.1,) * 1156).key(0)}
     assert len(keys) == 4

@@ -31,7 +31,7 @@ def test_smoke_run_writes_json_and_png(nmnist_small, tmp_path):
     # an arm may change the model: fitted-c64 trains speck3c1fc with 16/32/64 channels
     assert res["arms"]["fitted-c64"]["model_kwargs"] == {"channels": [16, 32, 64]}
     assert res["arms"]["previous"]["model_kwargs"] == {}
-    assert res["headline_arm"] == "previous"  # the headline arm (fitted) did not run: the first did
+    assert res["headline_arm"] == "previous"  # the headline arm (learned) did not run: the first did
     assert "channels 16/32/64 instead of 8/16/16 (the model, not the data)" not in res["gap_moved_by_pt"]  # no fitted arm
     assert set(res["arms"]["previous"]["c2st_views"]) >= {"event_count", "count_image", "time_profile_T30"}
     for arm in res["arms"].values():
