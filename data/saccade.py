@@ -50,8 +50,11 @@ from flexsnn.seeding import numpy_rng
 
 log = logging.getLogger(__name__)
 
-#: Bump when the generator's output changes for the same parameters (invalidates caches).
-GENERATOR_VERSION = 4
+#: Bump when the generator's output changes for the same parameters, or when the dataset's
+#: default (:data:`DATASET_PARAMS`) changes, so that caches and benchmark work folders keyed by
+#: it are regenerated. 5: the learned renderer became the default (the physical renderer's
+#: output is unchanged since 4).
+GENERATOR_VERSION = 5
 #: Stream id of the sensor's fixed-pattern randomness (threshold mismatch).
 SENSOR_STREAM = 2**32
 #: Sub-stream of a recording's per-recording variations (gain, time warp, end), so that
