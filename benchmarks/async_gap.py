@@ -94,6 +94,11 @@ ARMS: dict[str, dict[str, Any]] = {
                                 threshold_scale={"0": 2.0}),
     "mtt-budget5-w16c64-deep-th2": dict(scheme="mtt", budget=5e6, base_width=[16, 32, 64], deploy_floor=-16.0,
                                         threshold_scale={"0": 2.0}),
+    "mtt-w16c64": dict(scheme="mtt", base_width=[16, 32, 64]),
+    "mtt-budget35-w16c64": dict(scheme="mtt", budget=3.5e6, base_width=[16, 32, 64]),
+    "mtt-budget35-w16c64-th2": dict(scheme="mtt", budget=3.5e6, base_width=[16, 32, 64], threshold_scale={"0": 2.0}),
+    "sdt-budget35-w16c64-deep-th2": dict(scheme="sdt", budget=3.5e6, base_width=[16, 32, 64], deploy_floor=-16.0,
+                                         threshold_scale={"0": 2.0}),
     # the w16 recipe's budget on the paper's width: what the budget alone buys
     "mtt-budget35-deep-th2": dict(scheme="mtt", budget=3.5e6, deploy_floor=-16.0, threshold_scale={"0": 2.0}),
     "mtt-budget25-w16-deep-th2": dict(scheme="mtt", budget=2.5e6, base_width=16, deploy_floor=-16.0,
