@@ -269,7 +269,7 @@ def measure_fine_cost(train_ds, *, base: Path, steps: int, batch_size: int, roun
     from flexsnn.data.frames import FrameDataset
     from flexsnn.training.losses import build_loss
     from flexsnn.training.recipes import chip_finetune_config
-    from flexsnn.training.schemes import input_frames, sample_configs, step_generator
+    from flexsnn.training.schemes import sample_configs, step_generator
     from flexsnn.training.trainer import build_optimizer, build_training_model, get_step_fn, train_step
 
     coarse = chip_finetune_config(base, scheme="mtt", floor=-4.0)
