@@ -35,6 +35,7 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._s2r_data import DEFAULT_REAL, REPO, Pairs  # noqa: E402
+from benchmarks._s2r_stats import count_images  # noqa: E402
 
 if TYPE_CHECKING:
     from flexsnn.data.learned_dvs import LearnedDVS
@@ -148,14 +149,6 @@ def residual_stats(counts: np.ndarray, expected: np.ndarray) -> dict[str, float]
             "neighbour_corr": float(np.corrcoef(r[..., 1:][mh], r[..., :-1][mh])[0, 1]),
             "on_off_corr": float(np.corrcoef(r[:, 0][mp], r[:, 1][mp])[0, 1]),
             "recording_gain_sd": float(rel.std())}
-
-
-def count_images(recs: list[np.ndarray]) -> np.ndarray:
-    """``[N, 2, 34, 34]`` events per polarity and pixel."""
-    out = np.zeros((len(recs), 2, SIZE, SIZE))
-    for i, r in enumerate(recs):
-        np.add.at(out[i], (r["p"].astype(np.int64), r["y"], r["x"]), 1.0)
-    return out
 
 
 def fit_sampler(model: LearnedDVS, rates: np.ndarray, real_counts: np.ndarray, *, seed: int,
