@@ -97,6 +97,14 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-w16c64": dict(scheme="mtt", base_width=[16, 32, 64]),
     "mtt-budget35-w16c64": dict(scheme="mtt", budget=3.5e6, base_width=[16, 32, 64]),
     "mtt-budget35-w16c64-th2": dict(scheme="mtt", budget=3.5e6, base_width=[16, 32, 64], threshold_scale={"0": 2.0}),
+    # longer-run recipe candidates (the GPU sweep): a tighter budget, distillation from the
+    # w16c64 base, conv3 at 128 channels, and SDT under the same budget and threshold
+    "mtt-budget25-w16c64": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 64]),
+    "mtt-budget25-w16c64-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 64], threshold_scale={"0": 2.0}),
+    "mtt-budget35-w16c64-kd-th2": dict(scheme="mtt", budget=3.5e6, base_width=[16, 32, 64], distill=1.0,
+                                       threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], threshold_scale={"0": 2.0}),
+    "sdt-budget25-w16c64-th2": dict(scheme="sdt", budget=2.5e6, base_width=[16, 32, 64], threshold_scale={"0": 2.0}),
     "sdt-budget35-w16c64-deep-th2": dict(scheme="sdt", budget=3.5e6, base_width=[16, 32, 64], deploy_floor=-16.0,
                                          threshold_scale={"0": 2.0}),
     # the w16 recipe's budget on the paper's width: what the budget alone buys
@@ -138,7 +146,8 @@ TB_T = (10, 30, 100)
 SYNOPS_TARGET = 2.0e6
 
 
-def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width: int | list | None = None):
+def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width: int | list | None = None,
+                device: str = "cpu"):
     """The demo's SDT+BN phase (``flexsnn demo`` default preset); ``floor``: train it with this
     ``min_v_mem`` instead of the speck-iaf -1 (arms with a ``base_floor`` part); ``width``:
     speck3c1fc's conv1 channels instead of 8, or a list of its three conv channels (arms with a
@@ -156,7 +165,7 @@ def base_config(*, smoke: bool, seed: int = 0, floor: float | None = None, width
     return TrainConfig(model="speck3c1fc", model_kwargs=kwargs, T=3 if smoke else 10,
                        scheme=SchemeConfig(name="sdt", T=3 if smoke else 10), optimizer="adamw",
                        lr=3e-3, weight_decay=0.02, epochs=1 if smoke else 5, batch_size=16 if smoke else 32,
-                       seed=seed, device="cpu", phase="train", eval_every=1 if smoke else 5,
+                       seed=seed, device=device, phase="train", eval_every=1 if smoke else 5,
                        bn_calibration_batches=10)
 
 
@@ -166,6 +175,10 @@ def base_dir_name(floor: float | None, width: int | list | None) -> str:
     if width is not None:
         tag += "-w" + ("-".join(map(str, width)) if isinstance(width, list) else str(width))
     return "base" + tag
+
+
+def _hashable(width: int | list | None) -> int | tuple | None:
+    return tuple(width) if isinstance(width, list) else width
 
 
 def same_config(stored: dict | None, cfg) -> bool:
@@ -535,6 +548,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--aggregate", action="store_true", help="only rebuild the JSON/PNG from stored runs")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (seconds), for tests")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda", "auto"),
+                        help="where the base and the fine-tunes train (evaluation runs on the CPU backends)")
+    parser.add_argument("--prepare", action="store_true",
+                        help="only train the SDT+BN bases the listed arms start from, then stop (lets several "
+                             "processes run arms side by side without training one base twice)")
     parser.add_argument("--deploy-sweep", metavar="ARM", default=None,
                         help="no training: re-export ARM's trained checkpoints with other floors and "
                              "per-core thresholds, run them (async_gap_deploy.json)")
@@ -551,7 +569,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = {"epochs": args.epochs, "lr": args.lr, "train_recordings": 64 if args.smoke else 4000,
                 "test_recordings": 24 if args.smoke else 1000, "real": "nmnist-small (all)",
                 "base": "speck3c1fc+BN, SDT T=10, 5 epochs, AdamW lr 3e-3, seed 0 (demo default)",
-                "async_spike": "single (simulator default)", "smoke": args.smoke}
+                "async_spike": "single (simulator default)", "smoke": args.smoke, "train_device": args.device}
     from flexsnn.data.saccade import GENERATOR_VERSION
 
     settings["generator_version"] = GENERATOR_VERSION
@@ -586,7 +604,15 @@ def main(argv: list[str] | None = None) -> int:
         deploy_sweep(work, args.deploy_sweep, [int(s) for s in args.seeds.split(",")], test_ds, args.out, real_ds)
         return 0
     (work / "runs").mkdir(parents=True, exist_ok=True)
-    bcfg = base_config(smoke=args.smoke)
+    bcfg = base_config(smoke=args.smoke, device=args.device)
+    if args.prepare:
+        for key in dict.fromkeys((ARMS[a].get("base_floor"), _hashable(ARMS[a].get("base_width"))) for a in arms):
+            floor, width = key[0], list(key[1]) if isinstance(key[1], tuple) else key[1]
+            cfg = base_config(smoke=args.smoke, floor=floor, width=width, device=args.device)
+            path, secs, _ = train_or_reuse(cfg, work / (base_dir_name(floor, width) if key != (None, None) else "base"),
+                                           train_ds, test_ds)
+            print(f"base {path} ({secs:.0f} s)", flush=True)
+        return 0
     base, base_s, _ = train_or_reuse(bcfg, work / "base", train_ds, test_ds)
     print(f"base: {base} ({base_s:.0f} s)", flush=True)
     if args.cost:
@@ -603,12 +629,12 @@ def main(argv: list[str] | None = None) -> int:
             arm_base = base
             floor, width = train_parts.pop("base_floor", None), train_parts.pop("base_width", None)
             if floor is not None or width is not None:  # a base of its own: at that floor / width
-                arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor, width=width),
+                arm_base, _, _ = train_or_reuse(base_config(smoke=args.smoke, floor=floor, width=width, device=args.device),
                                                 work / base_dir_name(floor, width), train_ds, test_ds)
             if args.smoke and "chip_T" in train_parts:  # seconds: the chip pass at 9 frames
                 train_parts["chip_T"] = 9
             cfg = chip_finetune_config(arm_base, **{"T": bcfg.T, **train_parts}, epochs=1 if args.smoke else args.epochs,
-                                       lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device="cpu",
+                                       lr=args.lr, seed=seed, batch_size=bcfg.batch_size, device=args.device,
                                        **({"fine_T_max": 9} if args.smoke else {}))
             run_dir = work / f"{training_arm(arm)}-s{seed}"
             run_json = work / "runs" / f"{arm}-s{seed}.json"
