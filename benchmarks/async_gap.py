@@ -105,6 +105,14 @@ ARMS: dict[str, dict[str, Any]] = {
                                        threshold_scale={"0": 2.0}),
     "mtt-budget25-w16c128-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], threshold_scale={"0": 2.0}),
     "sdt-budget25-w16c64-th2": dict(scheme="sdt", budget=2.5e6, base_width=[16, 32, 64], threshold_scale={"0": 2.0}),
+    # the training estimate (mean over MTT's configurations, later stages at T <= 10) is about
+    # half the chip's count: budgets of 1.0-1.4M aim at <= 2M on the chip without the threshold x2
+    "mtt-budget10-w16c64": dict(scheme="mtt", budget=1.0e6, base_width=[16, 32, 64]),
+    "mtt-budget14-w16c64": dict(scheme="mtt", budget=1.4e6, base_width=[16, 32, 64]),
+    # the two parts that helped, together: distillation from the base and conv3 at 128
+    "mtt-budget25-w16c128-kd-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
+                                        threshold_scale={"0": 2.0}),
+    "mtt-budget14-w16c128-kd": dict(scheme="mtt", budget=1.4e6, base_width=[16, 32, 128], distill=1.0),
     "sdt-budget35-w16c64-deep-th2": dict(scheme="sdt", budget=3.5e6, base_width=[16, 32, 64], deploy_floor=-16.0,
                                          threshold_scale={"0": 2.0}),
     # the w16 recipe's budget on the paper's width: what the budget alone buys

@@ -105,3 +105,25 @@ def test_stored_configs_from_before_new_settings_are_the_same_config():
     assert mod.same_config(old, cfg)
     assert not mod.same_config({**old, "epochs": 7}, cfg)
     assert not mod.same_config({**old, "no_such_setting": 1}, cfg) and not mod.same_config(None, cfg)
+
+
+@pytest.mark.slow
+def test_prepare_trains_only_the_bases_the_arms_need(tmp_path, nmnist_small, monkeypatch):
+    monkeypatch.setenv("FLEXSNN_NMNIST_SMALL", str(nmnist_small))
+    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    work = tmp_path / "work"
+    args = ["--smoke", "--out", str(tmp_path), "--work", str(work), "--prepare"]
+    assert mod.main(args + ["--arms", "mtt-budget25-w16c128-kd-th2,mtt-budget14-w16c128-kd"]) == 0
+    made = sorted(p.name for p in (work / "smoke").iterdir() if p.is_dir())
+    assert made == ["base-w16-32-128", "runs"]  # one base for both arms, no default base, no run
+    cfg = json.loads((work / "smoke" / "base-w16-32-128" / "config.json").read_text())["config"]
+    assert cfg["model_kwargs"]["channels"] == [16, 32, 128] and cfg["device"] == "cpu"
+    assert (work / "smoke" / "base-w16-32-128" / "final.safetensors").is_file()
+    # the arms then reuse it: a distilled arm's teacher is that base
+    assert mod.main(["--smoke", "--out", str(tmp_path), "--work", str(work), "--seeds", "0",
+                     "--arms", "mtt-budget25-w16c128-kd-th2"]) == 0
+    run = json.loads((work / "smoke" / "runs" / "mtt-budget25-w16c128-kd-th2-s0.json").read_text())
+    assert run["config"]["distill_checkpoint"].endswith("base-w16-32-128/final.safetensors")
+    assert run["threshold_high"][0] > 0 and run["async"] is not None
