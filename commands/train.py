@@ -36,9 +36,9 @@ Examples:
   flexsnn train --event-augment drop,noise,hot --out runs/aug     # see benchmarks/sim_to_real.py
   flexsnn train --phase bias_removal --init-checkpoint runs/bn/final.safetensors \\
       --scheme mtt --epochs 2 --out runs/chip      # fold BN, fine-tune without biases
-  flexsnn train --model-kwargs '{"batch_norm": true, "channels": [16, 32, 64]}' --out runs/bn16
+  flexsnn train --model-kwargs '{"batch_norm": true, "channels": [16, 32, 128]}' --out runs/bn16
   flexsnn train --phase bias_removal --init-checkpoint runs/bn16/final.safetensors \\
-      --scheme mtt --synops-budget 3.5e6 --deploy-min-v-mem -16 --out runs/chip2
+      --scheme mtt --synops-budget 2.5e6 --distill-from runs/bn16/final.safetensors --out runs/chip2
       # the chip recipe (issue 15): then flexsnn export --threshold-scale 0=2
   flexsnn train --scheme mtt --t-input-range 1,100 --t-sampling log-uniform --r-right 90 ...
       # input and later stages' T drawn log-uniformly up to the chip's regime (~T=100)
@@ -287,6 +287,16 @@ def train_cmd(
     chip_backprop: Optional[str] = typer.Option(
         None, "--chip-backprop", help="How the chip pass is trained: rate_M (default; memory flat in "
         "T), rate_S or bptt (about 12x an MTT T=10 step at T=100; needed with --qat)."),
+    distill_from: Optional[Path] = typer.Option(
+        None, "--distill-from", help="Distil this frozen teacher checkpoint (e.g. the SDT+BN base the "
+        "fine-tune starts from) into every configuration: adds w * tau^2 * KL(teacher || student) on the "
+        "output spike counts. Part of the chip recipe (+0.85 pt async; README 'Chip-faithful training')."),
+    distill_weight: Optional[float] = typer.Option(
+        None, "--distill-weight", help="Weight w of the distillation term (> 0; default 1).",
+        callback=in_range(hi=1000.0, above=0.0)),
+    distill_temperature: Optional[float] = typer.Option(
+        None, "--distill-temperature", help="Softmax temperature tau of the distillation (> 0; default 2).",
+        callback=in_range(hi=100.0, above=0.0)),
     init_checkpoint: Optional[Path] = typer.Option(None, "--init-checkpoint", help="Start from these weights."),
     out: Path = typer.Option(Path("runs/train"), "--out", help="Output folder."),
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out (from its "
@@ -322,7 +332,9 @@ def train_cmd(
                loss=loss, backprop=backprop, optimizer=optimizer, lr=lr, weight_decay=weight_decay,
                epochs=epochs, batch_size=batch_size, seed=seed, limit=limit, test_limit=test_limit,
                augment=augment, event_augment=event_augment, device=device, phase=phase,
-               init_checkpoint=str(init_checkpoint) if init_checkpoint else None)
+               init_checkpoint=str(init_checkpoint) if init_checkpoint else None,
+               distill_checkpoint=str(distill_from) if distill_from else None, distill_weight=distill_weight,
+               distill_temperature=distill_temperature)
     scheme_cli = dict(name=scheme, t_min=t_min, t_max=t_max, s=s, r_left=r_left, r_right=r_right,
                       non_increasing=non_increasing, data_kind=data_kind, sampling=t_sampling,
                       t_input_min=t_in[0] if t_in else None, t_input_max=t_in[1] if t_in else None)

@@ -107,3 +107,22 @@ def test_chip_faithful_options_train_and_eval_report_synops(tmp_path, capsys):
     assert "--t-input-range" in capsys.readouterr().err
     assert main(["train", "--backprop", "rate", "--qat", "--out", str(tmp_path / "bad")]) == 1
     assert "--qat" in capsys.readouterr().err
+
+
+def test_distill_from_trains_against_a_teacher_and_refuses_rate_backprop(tmp_path, capsys):
+    """The chip recipe's distillation from the command line (issue 15): the teacher's path and
+    weight reach the config, training runs with it, and rate-based backprop is refused by name."""
+    args = ["--T", "3", "--epochs", "1", "--limit", "16", "--test-limit", "8", "--batch-size", "8"]
+    teacher = tmp_path / "teacher"
+    assert main(["train", "--scheme", "sdt", *args, "--out", str(teacher)]) == 0
+    student = tmp_path / "student"
+    assert main(["train", "--scheme", "mtt", "--s", "2", *args, "--distill-from", str(teacher / "final.safetensors"),
+                 "--distill-weight", "2", "--distill-temperature", "3", "--out", str(student)]) == 0
+    cfg = json.loads((student / "config.json").read_text())["config"]
+    assert cfg["distill_checkpoint"] == str(teacher / "final.safetensors")
+    assert (cfg["distill_weight"], cfg["distill_temperature"]) == (2.0, 3.0)
+    capsys.readouterr()
+    assert main(["train", "--backprop", "rate", "--distill-from", str(teacher / "final.safetensors"),
+                 "--out", str(tmp_path / "bad")]) == 1
+    assert "distill_checkpoint" in capsys.readouterr().err
+    assert main(["train", "--distill-weight", "0", "--out", str(tmp_path / "bad")]) != 0
