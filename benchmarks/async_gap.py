@@ -113,6 +113,14 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-budget25-w16c128-kd-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
                                         threshold_scale={"0": 2.0}),
     "mtt-budget14-w16c128-kd": dict(scheme="mtt", budget=1.4e6, base_width=[16, 32, 128], distill=1.0),
+    # SDT at the recipe's width; the recipe plus the chip's configuration (every stage at T=100,
+    # rate_M) at the floor it is deployed with (-1)
+    "sdt-w16c128": dict(scheme="sdt", base_width=[16, 32, 128]),
+    "mtt-budget25-w16c128-kd-chip-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
+                                             chip_T=100, chip_floor=-1.0, threshold_scale={"0": 2.0}),
+    # distillation as the main loss term (weight 3)
+    "mtt-budget25-w16c128-kd3-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=3.0,
+                                         threshold_scale={"0": 2.0}),
     "sdt-budget35-w16c64-deep-th2": dict(scheme="sdt", budget=3.5e6, base_width=[16, 32, 64], deploy_floor=-16.0,
                                          threshold_scale={"0": 2.0}),
     # the w16 recipe's budget on the paper's width: what the budget alone buys

@@ -11,12 +11,18 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "async_gap.py"
 
 
-@pytest.mark.slow
-def test_smoke(tmp_path, nmnist_small, monkeypatch):
-    monkeypatch.setenv("FLEXSNN_NMNIST_SMALL", str(nmnist_small))
+def _load():
+    """benchmarks/async_gap.py as a module (it is a script, not part of the package)."""
     spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.slow
+def test_smoke(tmp_path, nmnist_small, monkeypatch):
+    monkeypatch.setenv("FLEXSNN_NMNIST_SMALL", str(nmnist_small))
+    mod = _load()
     args = ["--smoke", "--out", str(tmp_path), "--work", str(tmp_path / "work"), "--seeds", "0,1"]
     assert mod.main(args + ["--arms", "sdt,mtt-floor-budget-qat,sdt-deep,mtt-budget19-base16"]) == 0
     assert mod.main(args + ["--arms", "mtt-budget19-chip-deep-th2", "--seeds", "0"]) == 0
@@ -80,9 +86,7 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
 
 
 def test_deploy_only_arms_reuse_the_trained_checkpoint():
-    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load()
     assert mod.training_arm("mtt-budget19-deep-th2") == "mtt-budget19-deep"
     assert mod.training_arm("mtt-deep") == "mtt" and mod.training_arm("sdt") == "sdt"
     assert mod.training_arm("mtt-budget19-chip-deep-th2") == "mtt-budget19-chip-deep-th2"  # trained anew
@@ -91,9 +95,7 @@ def test_deploy_only_arms_reuse_the_trained_checkpoint():
 def test_stored_configs_from_before_new_settings_are_the_same_config():
     """A run stored before a TrainConfig/SchemeConfig setting existed is reused (new settings take
     their defaults); a run with another value is not."""
-    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load()
     from flexsnn.training.recipes import chip_finetune_config
 
     cfg = chip_finetune_config("base.safetensors", floor=-4.0)
@@ -110,9 +112,7 @@ def test_stored_configs_from_before_new_settings_are_the_same_config():
 @pytest.mark.slow
 def test_prepare_trains_only_the_bases_the_arms_need(tmp_path, nmnist_small, monkeypatch):
     monkeypatch.setenv("FLEXSNN_NMNIST_SMALL", str(nmnist_small))
-    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = _load()
     work = tmp_path / "work"
     args = ["--smoke", "--out", str(tmp_path), "--work", str(work), "--prepare"]
     assert mod.main(args + ["--arms", "mtt-budget25-w16c128-kd-th2,mtt-budget14-w16c128-kd"]) == 0

@@ -75,14 +75,15 @@ def test_presets_keep_the_same_budget_for_sdt_and_mtt_and_quick_is_smaller():
 
 def test_presets_train_the_recipes_channels_and_reproduce_keeps_the_papers_net():
     from flexsnn.apps.demo import _train_config
-    from flexsnn.apps.demo_config import PAPER_CHANNELS
+    from flexsnn.apps.demo_config import PAPER_CHANNELS, QUICK_CHANNELS
     from flexsnn.training.recipes import CHIP_CHANNELS
 
     default = DemoConfig.preset("default")
-    assert default.channels == CHIP_CHANNELS == (16, 32, 64) and DemoConfig.preset("quick").channels == CHIP_CHANNELS
+    assert default.channels == CHIP_CHANNELS == (16, 32, 128)
+    assert DemoConfig.preset("quick").channels == QUICK_CHANNELS == (16, 32, 64)  # converges in quick's budget
     assert DemoConfig.preset("reproduce", data_root="/x").channels == PAPER_CHANNELS == (8, 16, 16)
     assert _train_config(default, "sdt", phase="train").model_kwargs == {"batch_norm": True,
-                                                                         "channels": [16, 32, 64]}
+                                                                         "channels": [16, 32, 128]}
     paper = DemoConfig.preset("default", channels=[8, 16, 16])
     assert paper.channels == PAPER_CHANNELS and _train_config(paper, "sdt", phase="train").model_kwargs == \
         {"batch_norm": True}
@@ -191,7 +192,7 @@ def test_markdown_reports_measured_gaps(tmp_path):
     md = build_markdown(result)
     # SDT: time-binned T=10 0.85 -> async 0.70 (-15 pt); MTT 0.84 -> 0.80 (-4 pt)
     assert "-15.00 pt" in md and "-4.00 pt" in md and "MTT+chip keeps the most" in md
-    assert "Model `speck3c1fc` with channels 16/32/64 (" in md  # the quick preset trains the recipe's net
+    assert "Model `speck3c1fc` with channels 16/32/64 (" in md  # the quick preset's net
     assert PAPER_SPECK_TABLE["published"]["sdt"]["chip"] == 0.9277
 
 
