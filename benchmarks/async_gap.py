@@ -118,6 +118,12 @@ ARMS: dict[str, dict[str, Any]] = {
     "sdt-w16c128": dict(scheme="sdt", base_width=[16, 32, 128]),
     "mtt-budget25-w16c128-kd-chip-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
                                              chip_T=100, chip_floor=-1.0, threshold_scale={"0": 2.0}),
+    # export-only variants of the distilled 16/32/128 checkpoints: the 1.4M budget's with the
+    # threshold x2, the recipe's with x1.5
+    "mtt-budget14-w16c128-kd-th2": dict(scheme="mtt", budget=1.4e6, base_width=[16, 32, 128], distill=1.0,
+                                        threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kd-th15": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
+                                         threshold_scale={"0": 1.5}),
     # distillation as the main loss term (weight 3)
     "mtt-budget25-w16c128-kd3-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=3.0,
                                          threshold_scale={"0": 2.0}),
