@@ -124,6 +124,9 @@ ARMS: dict[str, dict[str, Any]] = {
                                         threshold_scale={"0": 2.0}),
     "mtt-budget25-w16c128-kd-th15": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
                                          threshold_scale={"0": 1.5}),
+    # distillation at temperature 1 (sharper teacher targets) instead of 2
+    "mtt-budget25-w16c128-kdt1-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
+                                          distill_temperature=1.0, threshold_scale={"0": 2.0}),
     # distillation as the main loss term (weight 3)
     "mtt-budget25-w16c128-kd3-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=3.0,
                                          threshold_scale={"0": 2.0}),
