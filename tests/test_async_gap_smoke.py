@@ -28,6 +28,26 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert mod.main(args + ["--arms", "mtt-budget19-chip-deep-th2", "--seeds", "0"]) == 0
     assert mod.main(args + ["--arms", "sdt-w16,mtt-budget35-w16-deep-th2", "--seeds", "0"]) == 0
     assert mod.main(args + ["--cost"]) == 0
+    # the stored chip images on a second rendering of the same held-out images
+    spec = importlib.util.spec_from_file_location("async_gap_recheck", SCRIPT.parent / "async_gap_recheck.py")
+    recheck = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recheck)
+    assert recheck.main(["--smoke", "--work", str(tmp_path / "work"), "--arms", "sdt,sdt-deep", "--seeds", "0,1",
+                         "--generator-seeds", "1,2", "--out", str(tmp_path)]) == 0
+    again = json.loads((tmp_path / "async_gap_recheck_smoke.json").read_text())
+    assert again["generator_seeds"] == ["1", "2"] and again["n_per_rendering"] == 24
+    one = again["renderings"]["1"]["sdt"]
+    assert set(one["per_seed"]) == {"0", "1"} and 0 <= one["async"] <= 1
+    both = [again["renderings"][g]["sdt-deep"]["async"] for g in ("1", "2")]
+    assert again["pooled"]["sdt-deep"]["async"] == pytest.approx(sum(both) / 2)
+    assert isinstance(again["pooled"]["sdt-deep"]["async_vs_sdt_time_binned_T10"], bool)
+    data0 = recheck.test_set(0, limit=4)  # generator seed 0 renders async_gap's own test recordings
+    from flexsnn.data.registry import load_event_dataset
+
+    own = load_event_dataset("saccade-mnist", split="test", seed=0, limit=4)
+    assert all((data0[i][0] == own[i][0]).all() and data0[i][1] == own[i][1] for i in range(4))
+    with pytest.raises(Exception, match="--work"):
+        recheck.main(["--smoke", "--work", str(tmp_path / "none"), "--arms", "sdt", "--seeds", "0"])
     doc = json.loads((tmp_path / "async_gap_smoke.json").read_text())
     assert doc["best_arm"] in doc["arms"] and "machine" in doc
     for arm in ("sdt", "mtt-floor-budget-qat"):
