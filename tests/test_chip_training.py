@@ -263,7 +263,7 @@ def test_recipe_configs():
     assert recipe_text(dict(floor=-4.0, deploy_floor=-16.0, budget=1.5e6)) == \
         "trained with floor -4, deployed with floor -16, a SynOps budget of 1.5M per sample"
     assert recipe_text(dict(floor=-4.0)) == "trained with floor -4 (the floor it is deployed with)"
-    assert recipe_text().endswith("core 0's threshold x2 at export")
+    assert recipe_text().endswith("core 0's threshold x1.75 at export")
     for bad in (dict(floor=1.5), dict(scheme="sdt", fine=True), dict(scheme="nmt"), dict(scheme="sdt", include_max=True),
                 dict(backprop="rate_M", qat=True)):
         with pytest.raises(ConfigError):
