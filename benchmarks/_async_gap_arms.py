@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
+#: the distilled 16/32/128 fine-tune (2.5M budget) that the recipe's arms share
+_KD128: dict[str, Any] = dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0)
+
 #: arm name -> chip_finetune_config parts
 ARMS: dict[str, dict[str, Any]] = {
     "sdt": dict(scheme="sdt"),
@@ -73,34 +76,25 @@ ARMS: dict[str, dict[str, Any]] = {
     "mtt-budget10-w16c64": dict(scheme="mtt", budget=1.0e6, base_width=[16, 32, 64]),
     "mtt-budget14-w16c64": dict(scheme="mtt", budget=1.4e6, base_width=[16, 32, 64]),
     # the two parts that helped, together: distillation from the base and conv3 at 128
-    "mtt-budget25-w16c128-kd-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                        threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kd-th2": dict(**_KD128, threshold_scale={"0": 2.0}),
     "mtt-budget14-w16c128-kd": dict(scheme="mtt", budget=1.4e6, base_width=[16, 32, 128], distill=1.0),
     # SDT at the recipe's width; the recipe plus the chip's configuration (every stage at T=100,
     # rate_M) at the floor it is deployed with (-1)
     "sdt-w16c128": dict(scheme="sdt", base_width=[16, 32, 128]),
-    "mtt-budget25-w16c128-kd-chip-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                             chip_T=100, chip_floor=-1.0, threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kd-chip-th2": dict(**_KD128, chip_T=100, chip_floor=-1.0, threshold_scale={"0": 2.0}),
     # export-only variants of the distilled 16/32/128 checkpoints: the 1.4M budget's with the
     # threshold x2, the recipe's with x1.5
     "mtt-budget14-w16c128-kd-th2": dict(scheme="mtt", budget=1.4e6, base_width=[16, 32, 128], distill=1.0,
                                         threshold_scale={"0": 2.0}),
-    "mtt-budget25-w16c128-kd-th15": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                         threshold_scale={"0": 1.5}),
+    "mtt-budget25-w16c128-kd-th15": dict(**_KD128, threshold_scale={"0": 1.5}),
     # the recipe's checkpoints exported with a moderately deeper floor (-2, -4) instead of -1
-    "mtt-budget25-w16c128-kd-floor2-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                               deploy_floor=-2.0, threshold_scale={"0": 2.0}),
-    "mtt-budget25-w16c128-kd-floor4-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                               deploy_floor=-4.0, threshold_scale={"0": 2.0}),
-    "mtt-budget25-w16c128-kd-floor15-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                                deploy_floor=-1.5, threshold_scale={"0": 2.0}),
-    "mtt-budget25-w16c128-kd-floor25-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                                deploy_floor=-2.5, threshold_scale={"0": 2.0}),
-    "mtt-budget25-w16c128-kd-floor2-th175": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                                 deploy_floor=-2.0, threshold_scale={"0": 1.75}),
+    "mtt-budget25-w16c128-kd-floor2-th2": dict(**_KD128, deploy_floor=-2.0, threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kd-floor4-th2": dict(**_KD128, deploy_floor=-4.0, threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kd-floor15-th2": dict(**_KD128, deploy_floor=-1.5, threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kd-floor25-th2": dict(**_KD128, deploy_floor=-2.5, threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kd-floor2-th175": dict(**_KD128, deploy_floor=-2.0, threshold_scale={"0": 1.75}),
     # distillation at temperature 1 (sharper teacher targets) instead of 2
-    "mtt-budget25-w16c128-kdt1-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=1.0,
-                                          distill_temperature=1.0, threshold_scale={"0": 2.0}),
+    "mtt-budget25-w16c128-kdt1-th2": dict(**_KD128, distill_temperature=1.0, threshold_scale={"0": 2.0}),
     # distillation as the main loss term (weight 3)
     "mtt-budget25-w16c128-kd3-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=3.0,
                                          threshold_scale={"0": 2.0}),

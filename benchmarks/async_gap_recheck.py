@@ -21,7 +21,6 @@ on the pooled figures (``async_vs_sdt_time_binned_T10``: async >= SDT's T=10 - 0
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import sys
 import time
@@ -29,13 +28,9 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-
-
-def _async_gap():
-    spec = importlib.util.spec_from_file_location("async_gap", HERE / "async_gap.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(HERE.parents[0]))
+from benchmarks._async_gap_arms import ARMS, training_arm  # noqa: E402
 
 
 class Rerendered:
@@ -75,15 +70,14 @@ def recheck(work: Path, arms: list[str], seeds: list[int], data, *, smoke: bool)
     from flexsnn.deploy.time_binned import TimeBinnedBackend
     from flexsnn.errors import ConfigError
 
-    ag = _async_gap()
     root = work / ("smoke" if smoke else f"full-g{GENERATOR_VERSION}")
     out: dict[str, Any] = {}
     for arm in arms:
-        if arm not in ag.ARMS:
-            raise ConfigError("--arms", arm, "an async_gap arm", f"known: {', '.join(ag.ARMS)}")
+        if arm not in ARMS:
+            raise ConfigError("--arms", arm, "an async_gap arm", f"known: {', '.join(ARMS)}")
         per_seed = {}
         for seed in seeds:
-            chip = root / f"{ag.training_arm(arm)}-s{seed}" / f"{arm}.chip"
+            chip = root / f"{training_arm(arm)}-s{seed}" / f"{arm}.chip"
             if not chip.is_file():
                 raise ConfigError("--work", str(chip), "a chip image written by async_gap.py",
                                   f"run: python benchmarks/async_gap.py --arms {arm} --seeds {seed}")

@@ -11,9 +11,10 @@ import pytest
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "async_gap.py"
 
 
-def _load():
-    """benchmarks/async_gap.py as a module (it is a script, not part of the package)."""
-    spec = importlib.util.spec_from_file_location("async_gap", SCRIPT)
+def _load(script: Path = SCRIPT):
+    """A benchmark script (default benchmarks/async_gap.py) as a module (scripts are not part of
+    the package)."""
+    spec = importlib.util.spec_from_file_location(script.stem, script)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -29,9 +30,7 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     assert mod.main(args + ["--arms", "sdt-w16,mtt-budget35-w16-deep-th2", "--seeds", "0"]) == 0
     assert mod.main(args + ["--cost"]) == 0
     # the stored chip images on a second rendering of the same held-out images
-    spec = importlib.util.spec_from_file_location("async_gap_recheck", SCRIPT.parent / "async_gap_recheck.py")
-    recheck = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(recheck)
+    recheck = _load(SCRIPT.parent / "async_gap_recheck.py")
     assert recheck.main(["--smoke", "--work", str(tmp_path / "work"), "--arms", "sdt,sdt-deep", "--seeds", "0,1",
                          "--generator-seeds", "1,2", "--out", str(tmp_path)]) == 0
     again = json.loads((tmp_path / "async_gap_recheck_smoke.json").read_text())
