@@ -98,6 +98,11 @@ ARMS: dict[str, dict[str, Any]] = {
     # distillation as the main loss term (weight 3)
     "mtt-budget25-w16c128-kd3-th2": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=3.0,
                                          threshold_scale={"0": 2.0}),
+    # the recipe's export (floor -2, threshold x1.75) on the kd3 and tau-1 checkpoints
+    "mtt-budget25-w16c128-kd3-floor2-th175": dict(scheme="mtt", budget=2.5e6, base_width=[16, 32, 128], distill=3.0,
+                                                  deploy_floor=-2.0, threshold_scale={"0": 1.75}),
+    "mtt-budget25-w16c128-kdt1-floor2-th175": dict(**_KD128, distill_temperature=1.0, deploy_floor=-2.0,
+                                                   threshold_scale={"0": 1.75}),
     "sdt-budget35-w16c64-deep-th2": dict(scheme="sdt", budget=3.5e6, base_width=[16, 32, 64], deploy_floor=-16.0,
                                          threshold_scale={"0": 2.0}),
     # the w16 recipe's budget on the paper's width: what the budget alone buys

@@ -12,7 +12,15 @@ Usage::
         --arms sdt,mtt-budget25-w16c128-kd-floor2-th175
     python benchmarks/async_gap_recheck.py --smoke --work /tmp/ag --arms sdt --seeds 0   # after async_gap --smoke
 
-Writes ``benchmarks/results/async_gap_recheck.json``: per generator seed
+With ``--select-on G`` the script also makes the choice honestly: among the non-SDT arms within
+``--synops-limit`` on rendering ``G`` (a validation set), the most accurate asynchronously is
+chosen, and its figures on the other renderings are checked against the issue's targets
+(``selection`` in the JSON)::
+
+    python benchmarks/async_gap_recheck.py --work /tmp/async_gap --generator-seeds 0,1,2 \
+        --seeds 0,1 --select-on 1 --name async_gap_selection --arms sdt,<candidate arms>
+
+Writes ``benchmarks/results/async_gap_recheck.json`` (or ``--name``): per generator seed
 ``renderings.<seed>.<arm>.{seeds, time_binned_T10, async, synops_per_sample, per_seed}``, and
 ``pooled.<arm>`` (the same means over all renderings), with the issue's third target checked
 on the pooled figures (``async_vs_sdt_time_binned_T10``: async >= SDT's T=10 - 0.3 pt).
@@ -96,6 +104,37 @@ def recheck(work: Path, arms: list[str], seeds: list[int], data, *, smoke: bool)
     return out
 
 
+def select(renderings: dict[str, dict[str, Any]], on: str, synops_limit: float) -> dict[str, Any]:
+    """Choose on rendering ``on`` the non-SDT arm with the best async accuracy within
+    ``synops_limit`` SynOps per sample; check it on every other rendering against SDT's
+    time-binned T=10 accuracy there (``async >= sdt_T10 - 0.3 pt``) and against its own T=10."""
+    from flexsnn.errors import ConfigError
+
+    if on not in renderings:
+        raise ConfigError("--select-on", on, "one of --generator-seeds", f"pass one of {', '.join(renderings)}")
+    val = renderings[on]
+    if "sdt" not in val:
+        raise ConfigError("--arms", ",".join(val), "a list that includes sdt (the baseline)", "add sdt to --arms")
+    candidates = {a: e for a, e in val.items() if a != "sdt" and e["synops_per_sample"] <= synops_limit}
+    if not candidates:
+        raise ConfigError("--synops-limit", synops_limit, "a limit some arm meets on the validation rendering",
+                          "raise it or add arms")
+    chosen = max(candidates, key=lambda a: candidates[a]["async"])
+    reported = {}
+    for g, arms in renderings.items():
+        if g == on:
+            continue
+        e, sdt = arms[chosen], arms["sdt"]
+        reported[g] = {"async": e["async"], "time_binned_T10": e["time_binned_T10"],
+                       "synops_per_sample": e["synops_per_sample"], "sdt_time_binned_T10": sdt["time_binned_T10"],
+                       "async_minus_sdt_T10_pt": 100 * (e["async"] - sdt["time_binned_T10"]),
+                       "async_vs_sdt_time_binned_T10": e["async"] >= sdt["time_binned_T10"] - 0.003,
+                       "async_vs_own_time_binned_T10": e["async"] >= e["time_binned_T10"] - 0.003,
+                       "synops_within_limit": e["synops_per_sample"] <= synops_limit}
+    return {"on": on, "synops_limit": synops_limit, "chosen": chosen,
+            "validation_async": {a: e["async"] for a, e in candidates.items()}, "reported": reported}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +145,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(async_gap's own is 0)")
     parser.add_argument("--out", type=Path, default=HERE / "results")
     parser.add_argument("--smoke", action="store_true", help="async_gap --smoke's runs, 24 recordings")
+    parser.add_argument("--select-on", default=None, metavar="G",
+                        help="choose the best arm on rendering G and report it on the others")
+    parser.add_argument("--synops-limit", type=float, default=2.0e6,
+                        help="SynOps per sample an arm may spend to be chosen (default: the issue's 2.0M)")
+    parser.add_argument("--name", default="async_gap_recheck", help="JSON file name under --out, without .json")
     args = parser.parse_args(argv)
     from flexsnn.io_utils import atomic_write_json, machine_info
 
@@ -126,12 +170,20 @@ def main(argv: list[str] | None = None) -> int:
     doc = {"renderings": renderings, "pooled": pooled, "generator_seeds": list(renderings),
            "test_images": "async_gap's (split seed 0)", "n_per_rendering": n,
            "seconds": time.perf_counter() - t0, "load_average": os.getloadavg(), "machine": machine_info()}
+    if args.select_on is not None:
+        doc["selection"] = select(renderings, args.select_on, args.synops_limit)
     args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / ("async_gap_recheck_smoke.json" if args.smoke else "async_gap_recheck.json"), doc)
+    atomic_write_json(args.out / f"{args.name}{'_smoke' if args.smoke else ''}.json", doc)
     print(f"pooled over generator seeds {', '.join(renderings)} ({n} recordings each)")
     print(f"{'arm':44s} {'T=10':>6s} {'async':>6s} {'SynOps':>8s}")
     for arm, e in pooled.items():
         print(f"{arm:44s} {100 * e['time_binned_T10']:6.2f} {100 * e['async']:6.2f} {e['synops_per_sample'] / 1e6:7.2f}M")
+    if "selection" in doc:
+        sel = doc["selection"]
+        print(f"chosen on rendering {sel['on']}: {sel['chosen']}")
+        for g, r in sel["reported"].items():
+            print(f"  rendering {g}: async {100 * r['async']:.2f} vs SDT T=10 {100 * r['sdt_time_binned_T10']:.2f} "
+                  f"({r['async_minus_sdt_T10_pt']:+.2f} pt), SynOps {r['synops_per_sample'] / 1e6:.2f}M")
     return 0
 
 

@@ -32,8 +32,10 @@ def test_smoke(tmp_path, nmnist_small, monkeypatch):
     # the stored chip images on a second rendering of the same held-out images
     recheck = _load(SCRIPT.parent / "async_gap_recheck.py")
     assert recheck.main(["--smoke", "--work", str(tmp_path / "work"), "--arms", "sdt,sdt-deep", "--seeds", "0,1",
-                         "--generator-seeds", "1,2", "--out", str(tmp_path)]) == 0
+                         "--generator-seeds", "1,2", "--out", str(tmp_path), "--select-on", "1",
+                         "--synops-limit", "1e12"]) == 0
     again = json.loads((tmp_path / "async_gap_recheck_smoke.json").read_text())
+    assert again["selection"]["chosen"] == "sdt-deep" and set(again["selection"]["reported"]) == {"2"}
     assert again["generator_seeds"] == ["1", "2"] and again["n_per_rendering"] == 24
     one = again["renderings"]["1"]["sdt"]
     assert set(one["per_seed"]) == {"0", "1"} and 0 <= one["async"] <= 1
@@ -146,3 +148,24 @@ def test_prepare_trains_only_the_bases_the_arms_need(tmp_path, nmnist_small, mon
     run = json.loads((work / "smoke" / "runs" / "mtt-budget25-w16c128-kd-th2-s0.json").read_text())
     assert run["config"]["distill_checkpoint"].endswith("base-w16-32-128/final.safetensors")
     assert run["threshold_high"][0] > 0 and run["async"] is not None
+
+
+def test_recheck_selection_chooses_on_validation_and_reports_elsewhere():
+    recheck = _load(SCRIPT.parent / "async_gap_recheck.py")
+
+    def arm(t10, asy, synops):
+        return {"time_binned_T10": t10, "async": asy, "synops_per_sample": synops}
+
+    renderings = {"1": {"sdt": arm(0.96, 0.88, 4e6), "a": arm(0.93, 0.95, 1.8e6), "b": arm(0.94, 0.97, 2.5e6),
+                        "c": arm(0.92, 0.94, 1.5e6)},
+                  "2": {"sdt": arm(0.965, 0.88, 4e6), "a": arm(0.93, 0.96, 1.8e6), "b": arm(0.94, 0.97, 2.5e6),
+                        "c": arm(0.92, 0.97, 1.5e6)}}
+    sel = recheck.select(renderings, "1", 2.0e6)
+    assert sel["chosen"] == "a"  # b is more accurate but over the limit; c wins only on rendering 2
+    r = sel["reported"]["2"]
+    assert r["async_minus_sdt_T10_pt"] == pytest.approx(-0.5)
+    assert r["async_vs_sdt_time_binned_T10"] is False and r["async_vs_own_time_binned_T10"] is True
+    with pytest.raises(Exception, match="--select-on"):
+        recheck.select(renderings, "3", 2.0e6)
+    with pytest.raises(Exception, match="--synops-limit"):
+        recheck.select(renderings, "1", 1.0e6)

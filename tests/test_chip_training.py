@@ -255,7 +255,7 @@ def test_recipe_configs():
     assert chip_finetune_config("b", floor=-4.0, deploy_floor=-16.0).deploy_min_v_mem == -16.0
     assert cfg.deploy_min_v_mem == CHIP_RECIPE.get("deploy_floor")
     # the recipe distils the base it fine-tunes, at the recipe's weight
-    assert cfg.distill_checkpoint == "base.safetensors" and cfg.distill_weight == CHIP_RECIPE["distill"] == 1.0
+    assert cfg.distill_checkpoint == "base.safetensors" and cfg.distill_weight == CHIP_RECIPE["distill"] == 3.0
     assert cfg.distill_temperature == 2.0
     assert chip_finetune_config("b", distill=1.0, distill_temperature=1.0).distill_temperature == 1.0
     from flexsnn.training.recipes import recipe_text
