@@ -200,7 +200,7 @@ def merge(paths: list[Path], out: Path, name: str = "sim_to_real") -> dict:
     """One result from several runs of this benchmark (e.g. the full run, then a run of only the
     newer arms): the arms of every file (a later file's arm replaces an earlier one of the same
     name), the top-level keys recomputed for :data:`HEADLINE`, and the diagnostics and PNG of the
-    file whose headline it is. ``merged_from`` names each file, its commit, date and arms.
+    last file whose headline it is. ``merged_from`` names each file, its commit, date and arms.
 
     Raises:
         ConfigError: no file holds the headline arm, or the files tested different real sets.
@@ -219,7 +219,8 @@ def merge(paths: list[Path], out: Path, name: str = "sim_to_real") -> dict:
     arms: dict = {}
     for _, d in loaded:
         arms.update(d["arms"])
-    head = next(((p, d) for p, d in loaded if d["headline_arm"] == HEADLINE), None)
+    # like the arms, a later file's headline (its diagnostics and PNG) replaces an earlier one
+    head = next(((p, d) for p, d in reversed(loaded) if d["headline_arm"] == HEADLINE), None)
     if head is None:
         raise ConfigError("headline_arm", sorted({d["headline_arm"] for _, d in loaded}),
                           f"a file whose headline arm is {HEADLINE!r}", f"run --arms {HEADLINE} first")

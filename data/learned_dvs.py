@@ -22,6 +22,21 @@ renderer is fitted instead, on real N-MNIST recordings paired with their MNIST s
    larger shapes fire more regularly, as a DVS pixel crossing its threshold does (real counts
    vary about 0.2x their mean, Poisson's 1x). The recording lasts
    ``duration_mean_us +- duration_std_us``; its last event is at that time, as in the real files.
+3. **Time gain** (optional array ``time_factor``, ``[2 * n_bins, r]``): a recording's rates in
+   bin ``k`` and polarity ``p`` are also scaled by ``exp(z[p, k] - var/2)``, ``z = time_factor @
+   N(0, I_r)``. Real recordings vary from one to the next in how many events fall between
+   saccades and at their edges, jointly in neighbouring bins and in both polarities; the
+   covariance of ``z`` is the real recordings' covariance of per-bin log totals less that of
+   recordings generated without it (``benchmarks/fit_learned_dvs.py``).
+4. **Bursts** (``burst_size`` > 1): a DVS pixel that an edge crosses fires its events in quick
+   succession, while the rates, averaged over recordings whose timing differs by a few ms, spread
+   them over 10-20 ms. So a pixel's events in one saccade (between the pauses at normalized times
+   ``pause1_at`` and ``pause2_at``) are gathered into ``ceil(n / burst_size)`` bursts: each burst
+   sits at the time of one of those events, chosen at random (so the expected time profile is
+   kept), and its other events scatter about it with a standard deviation of
+   ``burst_spread_us``. Counts are unchanged; where the events fall is not: real frames at
+   T = 10 hold fewer single-event pixels, and a pixel's count moves between neighbouring frames
+   as a whole.
 
 The parameters live in one ``.npz`` (read with ``allow_pickle=False``); :func:`weights_digest`
 goes into the dataset cache key, so a refit regenerates caches.
@@ -45,6 +60,8 @@ DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "assets" / "learned_dvs.npz"
 SIZE = 34
 IMAGE_PAD = 6  # [28, 28] -> [40, 40]; conv2's 7x7 valid window brings it to [34, 34]
 ARRAYS = ("conv1_weight", "conv1_bias", "conv2_weight", "conv2_bias", "gain", "noise", "noise_t")
+#: Arrays a model may lack (older fits): the sampler then leaves that part out.
+OPTIONAL_ARRAYS = ("time_factor",)
 
 
 @dataclass(frozen=True)
@@ -57,12 +74,18 @@ class SamplerParams:
     gain_sigma: float = 0.025
     duration_mean_us: float = 307_800.0
     duration_std_us: float = 2_700.0
+    burst_size: float = 1.0
+    burst_spread_us: float = 0.0
+    pause1_at: float = 0.304
+    pause2_at: float = 0.720
 
     def check(self, source: str) -> None:
         """Raise :class:`DataError` naming ``source`` and the field when a value is out of range."""
         limits = {"renewal_shape": (0.1, 1000.0), "field_sigma": (0.0, 2.0),
                   "field_scale_px": (0.0, 10.0), "gain_sigma": (0.0, 2.0),
-                  "duration_mean_us": (1.0, 1e8), "duration_std_us": (0.0, 1e7)}
+                  "duration_mean_us": (1.0, 1e8), "duration_std_us": (0.0, 1e7),
+                  "burst_size": (1.0, 100.0), "burst_spread_us": (0.0, 1e5),
+                  "pause1_at": (0.0, 1.0), "pause2_at": (0.0, 1.0)}
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if not (np.isfinite(value) and lo <= value <= hi):
@@ -91,7 +114,8 @@ def save_weights(path: Path, arrays: dict[str, np.ndarray], sampler: SamplerPara
     if missing:
         raise ValueError(f"learned DVS model lacks {missing}")
     buf = io.BytesIO()
-    np.savez(buf, **{k: np.asarray(arrays[k], dtype=np.float32) for k in ARRAYS},
+    present = ARRAYS + tuple(k for k in OPTIONAL_ARRAYS if arrays.get(k) is not None)
+    np.savez(buf, **{k: np.asarray(arrays[k], dtype=np.float32) for k in present},
              sampler=np.array(json.dumps(sampler.__dict__, sort_keys=True)),
              meta=np.array(json.dumps(meta or {}, sort_keys=True)))
     return atomic_write_bytes(path, buf.getvalue())
@@ -109,6 +133,8 @@ class LearnedDVS:
         try:
             with np.load(path, allow_pickle=False) as z:
                 self.arrays = {k: np.asarray(z[k], dtype=np.float32) for k in ARRAYS}
+                self.time_factor = (np.asarray(z["time_factor"], dtype=np.float64)
+                                    if "time_factor" in z.files else None)
                 sampler = json.loads(str(z["sampler"]))
                 self.meta = json.loads(str(z["meta"]))
         except (OSError, KeyError, ValueError) as err:
@@ -125,6 +151,11 @@ class LearnedDVS:
             raise DataError(f"{path}: conv2 has {out} output channels and gain the shape "
                             f"{self.arrays['gain'].shape}; expected 2 * n_bins and (2, 1, 34, 34)")
         self.n_bins = out // 2
+        if self.time_factor is not None and (self.time_factor.ndim != 2
+                                             or self.time_factor.shape[0] != out):
+            raise DataError(f"{path}: time_factor has the shape {self.time_factor.shape}; expected "
+                            f"({out}, r), one row per polarity and bin; refit with "
+                            "benchmarks/fit_learned_dvs.py")
         self.path = path
 
     def with_sampler(self, sampler: SamplerParams) -> "LearnedDVS":
@@ -162,11 +193,20 @@ class LearnedDVS:
         return np.exp(s.field_sigma * z - s.field_sigma ** 2 / 2
                       + s.gain_sigma * g - s.gain_sigma ** 2 / 2)
 
+    def time_gain(self, rng: np.random.Generator) -> np.ndarray:
+        """One recording's multiplicative gain per polarity and bin ``[2, n_bins, 1, 1]`` (mean 1;
+        all ones without a ``time_factor``)."""
+        if self.time_factor is None:
+            return np.ones((2, self.n_bins, 1, 1))
+        f = self.time_factor
+        z = f @ rng.standard_normal(f.shape[1]) - 0.5 * (f * f).sum(1)
+        return np.exp(z).reshape(2, self.n_bins, 1, 1)
+
     def sample(self, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """One recording (:data:`EVENT_DTYPE`, sorted by t in µs) of ``rates`` ``[2, n_bins, 34, 34]``."""
         s = self.sampler
         nb = self.n_bins
-        lam = (rates * self.field(rng)).transpose(0, 2, 3, 1).reshape(-1, nb)  # [channel, bin]
+        lam = (rates * self.field(rng) * self.time_gain(rng)).transpose(0, 2, 3, 1).reshape(-1, nb)  # [channel, bin]
         cum = np.concatenate([np.zeros((lam.shape[0], 1)), np.cumsum(lam, 1)], 1)
         total = cum[:, -1]
         live = np.flatnonzero(total > 1e-6)
@@ -187,8 +227,12 @@ class LearnedDVS:
         frac = np.clip((level - cum[row, b]) / np.maximum(lam[row, b], 1e-12), 0.0, 1.0)
         u = (b + frac) / nb
         duration = max(rng.normal(s.duration_mean_us, s.duration_std_us), 1.0)
-        t = np.floor(u / max(u.max(initial=0.0), 1e-12) * duration).astype(np.int64)
         ch = live[row]
+        if s.burst_size > 1.0:
+            u = self._bursts(u, ch, rng, s.burst_spread_us / duration)
+        t = np.floor(u * duration).astype(np.int64)
+        if t.size:  # a real file ends with its last event; stretching u to end there skews the bins
+            t[np.argmax(u)] = int(duration)
         order = np.argsort(t, kind="stable")
         events = np.empty(order.size, dtype=EVENT_DTYPE)
         events["x"] = (ch % (SIZE * SIZE) % SIZE)[order]
@@ -196,6 +240,29 @@ class LearnedDVS:
         events["p"] = (ch // (SIZE * SIZE))[order]
         events["t"] = t[order]
         return events
+
+
+    def _bursts(self, u: np.ndarray, channel: np.ndarray, rng: np.random.Generator,
+                spread: float) -> np.ndarray:
+        """Event times ``u`` (normalized, ``[n]``) gathered into bursts per channel and saccade
+        (item 4 of the module docstring); ``spread`` is the followers' std in normalized time."""
+        s = self.sampler
+        group = channel.astype(np.int64) * 3 + np.searchsorted([s.pause1_at, s.pause2_at], u)
+        order = np.lexsort((rng.random(u.size), group))  # a random order within each group
+        g = group[order]
+        first = np.r_[True, g[1:] != g[:-1]]
+        starts = np.flatnonzero(first)
+        gid = np.cumsum(first) - 1
+        size = np.diff(np.r_[starts, g.size])
+        rank = np.arange(g.size) - starts[gid]
+        n_bursts = np.ceil(size / s.burst_size).astype(np.int64)[gid]
+        lead = starts[gid] + rank % n_bursts  # the first n_bursts events (random ones) lead
+        # followers scatter symmetrically about their lead, so the mean profile is blurred by
+        # ``spread``, not shifted
+        t = u[order][lead] + np.where(rank < n_bursts, 0.0, spread * rng.standard_normal(g.size))
+        out = np.empty_like(u)
+        out[order] = np.clip(t, 0.0, 1.0)
+        return out
 
 
 @functools.lru_cache(maxsize=8)

@@ -67,6 +67,76 @@ def test_renewal_shape_sets_the_count_scatter(model):
     assert ratios[50.0] < 0.1
 
 
+def _bin_totals(events: np.ndarray, n_bins: int) -> np.ndarray:
+    """``[2, n_bins]`` events per polarity and bin of ``t / t_last`` (how the fit bins them)."""
+    b = np.minimum(events["t"] * n_bins // (int(events["t"][-1]) + 1), n_bins - 1)
+    out = np.zeros((2, n_bins))
+    np.add.at(out, (events["p"].astype(np.int64), b), 1.0)
+    return out
+
+
+def test_sampled_events_land_in_the_bins_of_their_rates(model):
+    """Each bin holds its expected share, the last one too. (Stretching the recording so that it
+    ends at its last event, as the sampler once did, put 30 % too many events in the last bin of
+    a profile that tails off, and pushed the saccades' edges late.)"""
+    nb = model.n_bins
+    profile = np.ones(nb)
+    profile[-3:] = [0.3, 0.1, 0.02]  # activity dies away at the end, as in the real recordings
+    rates = np.zeros((2, nb, 34, 34))
+    rates[:, :, 8:26, 8:26] = 0.05 * profile[:, None, None]
+    m = model.with_sampler(dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0))
+    m.time_factor = None
+    rng = np.random.default_rng(1)
+    totals = sum(_bin_totals(m.sample(rates, rng), nb) for _ in range(60))
+    expected = 60 * rates.sum((2, 3))
+    ratio = totals / expected
+    assert abs(ratio[:, :-3].mean() - 1) < 0.02 and np.abs(ratio[:, :-3] - 1).max() < 0.12
+    assert abs(totals[:, -3:].sum() / expected[:, -3:].sum() - 1) < 0.1
+    assert abs(ratio[:, -8:-3].mean() - 1) < 0.05
+
+
+def test_time_gain_scatters_only_the_bins_its_factor_names(model):
+    nb = model.n_bins
+    rates = np.full((2, nb, 34, 34), 0.2)
+    m = model.with_sampler(dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0))
+    factor = np.zeros((2 * nb, 1))
+    factor[[3, nb + 3], 0] = 0.5  # bin 3, both polarities, together
+    m.time_factor = factor
+    rng = np.random.default_rng(2)
+    t = np.log(np.stack([_bin_totals(m.sample(rates, rng), nb) for _ in range(80)]))  # [80, 2, nb]
+    assert 0.35 < t[:, 0, 3].std() < 0.65 and t[:, 0, 10].std() < 0.15
+    assert np.corrcoef(t[:, 0, 3], t[:, 1, 3])[0, 1] > 0.8
+    assert abs(np.exp(t[:, :, 3]).mean() / np.exp(t[:, :, 10]).mean() - 1) < 0.15  # mean kept
+    g = m.time_gain(np.random.default_rng(0))
+    assert g.shape == (2, nb, 1, 1) and np.allclose(np.delete(g[0, :, 0, 0], 3), 1.0)
+
+
+def test_bursts_gather_a_pixels_events_and_keep_the_time_profile(model):
+    nb = model.n_bins
+    rates = np.zeros((2, nb, 34, 34))
+    rates[:, :, 10:20, 10:20] = 0.3  # 9 expected events per pixel, polarity and recording
+    base = dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0)
+    plain = model.with_sampler(base)
+    plain.time_factor = None
+    bursty = model.with_sampler(dataclasses.replace(base, burst_size=3.0, burst_spread_us=0.0))
+    bursty.time_factor = None
+    a = [plain.sample(rates, np.random.default_rng(i)) for i in range(30)]
+    b = [bursty.sample(rates, np.random.default_rng(i)) for i in range(30)]
+    assert [len(x) for x in a] == [len(x) for x in b]  # the same draws up to the bursts: same counts
+    profile_a, profile_b = sum(_bin_totals(x, nb) for x in a), sum(_bin_totals(x, nb) for x in b)
+    assert abs(profile_b.sum() / profile_a.sum() - 1) < 1e-9
+    assert np.abs(profile_b[:, 1:-1] / profile_a[:, 1:-1] - 1).mean() < 0.05
+
+    def distinct_times_per_event(recs):
+        keys = [np.unique(np.stack([r["x"], r["y"], r["p"], r["t"]])[:, r["p"] >= 0], axis=1).shape[1] for r in recs]
+        return sum(keys) / sum(len(r) for r in recs)
+
+    assert distinct_times_per_event(a) > 0.95
+    assert 0.3 < distinct_times_per_event(b) < 0.45  # ceil(n / 3) bursts of 3 events each
+    with pytest.raises(DataError, match="burst_size"):
+        dataclasses.replace(base, burst_size=0.5).check("x")
+
+
 def test_weights_round_trip_and_bad_files(model, tmp_path):
     path = save_weights(tmp_path / "m.npz", model.arrays, SamplerParams(renewal_shape=2.5), {"a": 1})
     again = LearnedDVS(path)
@@ -80,6 +150,15 @@ def test_weights_round_trip_and_bad_files(model, tmp_path):
         LearnedDVS(bad)
     with pytest.raises(ValueError, match="lacks"):
         save_weights(tmp_path / "x.npz", {}, SamplerParams())
+    nb = model.n_bins
+    with_factor = save_weights(tmp_path / "tf.npz", {**model.arrays, "time_factor": np.ones((2 * nb, 3))},
+                               SamplerParams())
+    assert LearnedDVS(with_factor).time_factor.shape == (2 * nb, 3)
+    assert LearnedDVS(path).time_factor is None  # a model without one samples without a time gain
+    wrong = save_weights(tmp_path / "tf_bad.npz", {**model.arrays, "time_factor": np.ones((nb, 3))},
+                         SamplerParams())
+    with pytest.raises(DataError, match="time_factor"):
+        LearnedDVS(wrong)
 
 
 def test_saccade_params_renderer():
@@ -123,6 +202,53 @@ def test_fit_script_smoke_writes_a_loadable_model(nmnist_small, tmp_path):
     fitted = LearnedDVS(tmp_path / "m.npz")
     assert fitted.meta["smoke"] is True and fitted.n_bins == 30
     assert fitted.sampler.renewal_shape == pytest.approx(res["sampler"]["renewal_shape"])
+    assert fitted.time_factor.shape == (60, res["time_gain_fit"]["rank"])
+    for side in ("real", "generated", "generated_without_time_gain"):
+        assert 0 < res["held_out_frame_stats"][side]["single_event_fraction"] < 1
+    # the sampler's parts alone, on the rates of that fit
+    again = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "fit_learned_dvs.py"), "--smoke", "--real",
+         str(nmnist_small), "--rates-from", str(tmp_path / "m.npz"), "--out", str(tmp_path / "m2.npz"),
+         "--json", str(tmp_path / "fit2.json")], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    refit = LearnedDVS(tmp_path / "m2.npz")
+    assert np.array_equal(refit.arrays["conv2_weight"], fitted.arrays["conv2_weight"])
+    assert json.loads((tmp_path / "fit2.json").read_text())["rates"]["reused_from"] == str(tmp_path / "m.npz")
+
+
+def test_frame_stats_see_a_pixel_whose_events_move_between_frames_as_a_whole():
+    import importlib.util
+    from pathlib import Path
+
+    from flexsnn.data.events import EVENT_DTYPE
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "fit_learned_dvs.py"
+    spec = importlib.util.spec_from_file_location("fit_learned_dvs", script)
+    fit = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fit)
+    rates = np.zeros((40, 2, 30, 34, 34))
+    rates[:, 1, 3:9, 5:15, 5:15] = 1.0  # 3 expected ON events per pixel in frames 1 and 2
+    rng = np.random.default_rng(0)
+
+    def recording(together: bool) -> np.ndarray:
+        ev = []
+        for y in range(5, 15):
+            for x in range(5, 15):
+                # a pixel's 6 events all in frame 1 or all in frame 2, or Poisson counts in each
+                n = (6, 0)[::rng.choice([-1, 1])] if together else rng.poisson(3.0, 2)
+                for f, k in zip((1, 2), n):
+                    ev += [(x, y, 1, int(f * 30_000 + rng.integers(1, 29_000))) for _ in range(k)]
+        ev += [(0, 0, 0, 0), (0, 0, 0, 299_999)]  # the recording spans [0, 300) ms
+        out = np.array(sorted(ev, key=lambda e: e[3]), dtype=[("x", "i8"), ("y", "i8"), ("p", "i8"), ("t", "i8")])
+        rec = np.empty(len(out), dtype=EVENT_DTYPE)
+        for k in ("x", "y", "p", "t"):
+            rec[k] = out[k]
+        return rec
+
+    moving = fit.frame_stats([recording(True) for _ in range(40)], rates)
+    scattered = fit.frame_stats([recording(False) for _ in range(40)], rates)
+    assert moving["adjacent_frame_corr"] < -0.9 and abs(scattered["adjacent_frame_corr"]) < 0.15
+    assert moving["single_event_fraction"] < 0.02 < scattered["single_event_fraction"]  # the two end markers
 
 
 def test_shipped_fit_is_the_one_its_json_describes():

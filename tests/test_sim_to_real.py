@@ -148,6 +148,12 @@ def test_merge_recomputes_the_headline_from_the_learned_arm(tmp_path):
     assert [m["file"] for m in res["merged_from"]] == ["a.json", "b.json"]
     assert (tmp_path / "out" / "sim_to_real.png").read_bytes() == b"png"
     assert json.loads((tmp_path / "out" / "sim_to_real.json").read_text())["transfer_gap_pt"] == 0.5
+    # a rerun of the learned arm, merged after the earlier merged result, replaces it
+    d = tmp_path / "d.json"
+    d.write_text(json.dumps(_result({"learned": _arm(1.25, learned, seeds=(0, 1))}, "learned")))
+    again = merge([tmp_path / "out" / "sim_to_real.json", d], tmp_path / "out4")
+    assert again["transfer_gap_pt"] == 1.25 and again["seeds"] == [0, 1]
+    assert set(again["arms"]) == {"previous", "fitted", "learned"}
     with pytest.raises(ConfigError, match="headline"):
         merge([a], tmp_path / "out2")
     c = tmp_path / "c.json"
