@@ -36,12 +36,12 @@ def _net(channels: int):
         nn.Flatten(), nn.Dropout(0.3), nn.Linear(32 * 9 * 9, 2))
 
 
-def _held_out_accuracy(feature: Callable[[list[np.ndarray]], np.ndarray],
-                       real_train: list[np.ndarray], gen_train: list[np.ndarray],
-                       real_test: list[np.ndarray], gen_test: list[np.ndarray], *, seed: int,
-                       epochs: int, batch_size: int) -> float:
-    """Train real (1) vs generated (0) on ``feature`` of the train sets; accuracy on the test
-    sets. ``[N, C, 34, 34]`` features go to the CNN, ``[N, D]`` ones to a 64-unit MLP."""
+def _train(feature: Callable[[list[np.ndarray]], np.ndarray], real_train: list[np.ndarray],
+           gen_train: list[np.ndarray], real_test: list[np.ndarray], gen_test: list[np.ndarray], *,
+           seed: int, epochs: int, batch_size: int):
+    """Train real (1) vs generated (0) on ``feature`` of the train sets; return the net in eval
+    mode and the test inputs and labels. ``[N, C, 34, 34]`` features go to the CNN, ``[N, D]``
+    ones to a 64-unit MLP."""
     import torch
     from torch import nn
 
@@ -69,9 +69,43 @@ def _held_out_accuracy(feature: Callable[[list[np.ndarray]], np.ndarray],
             loss_fn(net(xtr[b]), ytr[b]).backward()
             opt.step()
     net.eval()
+    return net, xte, yte
+
+
+def _held_out_accuracy(feature: Callable[[list[np.ndarray]], np.ndarray],
+                       real_train: list[np.ndarray], gen_train: list[np.ndarray],
+                       real_test: list[np.ndarray], gen_test: list[np.ndarray], *, seed: int,
+                       epochs: int, batch_size: int) -> float:
+    """Held-out accuracy of the classifier :func:`_train` fits on ``feature``."""
+    import torch
+
+    net, xte, yte = _train(feature, real_train, gen_train, real_test, gen_test, seed=seed,
+                           epochs=epochs, batch_size=batch_size)
     with torch.no_grad():
         pred = net(xte).argmax(1)
     return float((pred == yte).float().mean())
+
+
+def c2st_saliency(real_train: list[np.ndarray], gen_train: list[np.ndarray],
+                  real_test: list[np.ndarray], gen_test: list[np.ndarray], *, seed: int = 0,
+                  epochs: int = 20, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """Where the C2ST's CNN looks: the mean over the test recordings of ``|x * d(logit_real -
+    logit_generated)/dx|`` (gradient x input) of :func:`c2st_features`, summed into
+    ``per_channel`` ``[2 * sum(C2ST_T)]`` (for each T of :data:`C2ST_T`: frame-major, then
+    polarity) and ``per_pixel`` ``[34, 34]``; each normalized to sum 1."""
+    net, xte, _ = _train(c2st_features, real_train, gen_train, real_test, gen_test, seed=seed,
+                         epochs=epochs, batch_size=batch_size)
+    xte = xte.clone().requires_grad_(True)
+    out = net(xte)
+    (out[:, 1] - out[:, 0]).sum().backward()
+    a = (xte.grad * xte).abs().mean(0).detach().numpy().astype(np.float64)  # [C, 34, 34]
+    return {"per_channel": a.sum((1, 2)) / max(a.sum(), 1e-12),
+            "per_pixel": a.sum(0) / max(a.sum(), 1e-12)}
+
+
+def channel_names() -> list[str]:
+    """Names of :func:`c2st_features`' channels, e.g. ``"T10 frame 3 p1"`` (polarity as in the files)."""
+    return [f"T{T} frame {k} p{p}" for T in C2ST_T for k in range(T) for p in (0, 1)]
 
 
 def c2st_accuracy(real_train: list[np.ndarray], gen_train: list[np.ndarray],

@@ -118,3 +118,31 @@ def test_committed_c2st_controls_have_their_keys():
     assert not res["smoke"] and len(res["controls"]) == 2
     for row in res["controls"].values():
         assert 0.0 <= row["c2st_accuracy"] <= 1.0 and 0.0 <= row["count_image"] <= 1.0
+
+
+def test_c2st_saliency_sums_to_one_and_finds_a_planted_difference():
+    """The saliency of a C2ST whose two sets differ only in one pixel of the first T=10 frame
+    puts the largest share on that pixel and on a T=10 frame-0 channel."""
+    from benchmarks._s2r_c2st import c2st_saliency, channel_names
+    from flexsnn.data.events import EVENT_DTYPE
+
+    rng = np.random.default_rng(0)
+
+    def rec(planted: bool) -> np.ndarray:
+        n = 300
+        ev = np.zeros(n + (12 if planted else 0), dtype=EVENT_DTYPE)
+        ev["x"][:n], ev["y"][:n] = rng.integers(0, 34, n), rng.integers(0, 34, n)
+        ev["p"][:n], ev["t"][:n] = rng.integers(0, 2, n), rng.integers(0, 300_000, n)
+        if planted:  # a burst at pixel (x 5, y 7), polarity 1, in the first 20 ms
+            ev["x"][n:], ev["y"][n:], ev["p"][n:] = 5, 7, 1
+            ev["t"][n:] = rng.integers(0, 20_000, 12)
+        ev["t"][0], ev["t"][-1] = 0, 300_000
+        return np.sort(ev, order="t")
+
+    real = [rec(True) for _ in range(60)]
+    gen = [rec(False) for _ in range(60)]
+    sal = c2st_saliency(real[:40], gen[:40], real[40:], gen[40:], seed=0, epochs=15)
+    assert sal["per_channel"].sum() == pytest.approx(1.0) and sal["per_pixel"].sum() == pytest.approx(1.0)
+    assert np.unravel_index(sal["per_pixel"].argmax(), (34, 34)) == (7, 5)
+    top = channel_names()[int(sal["per_channel"].argmax())]
+    assert top.endswith("frame 0 p1"), top
