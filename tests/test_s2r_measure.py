@@ -146,3 +146,17 @@ def test_c2st_saliency_sums_to_one_and_finds_a_planted_difference():
     assert np.unravel_index(sal["per_pixel"].argmax(), (34, 34)) == (7, 5)
     top = channel_names()[int(sal["per_channel"].argmax())]
     assert top.endswith("frame 0 p1"), top
+
+
+def test_c2st_saliency_script_smoke(nmnist_small, tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "c2st_saliency.py"
+    spec = importlib.util.spec_from_file_location("c2st_saliency", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    res = mod.main(["--smoke", "--real", str(nmnist_small), "--out", str(tmp_path)])
+    doc = json.loads((tmp_path / "c2st_saliency_smoke.json").read_text())
+    assert doc["n_held_out"] == res["n_held_out"] == 100 and len(doc["per_channel"]) == 36
+    assert sum(doc["per_T"].values()) == pytest.approx(1.0) and np.asarray(doc["per_pixel"]).shape == (34, 34)
+    assert (tmp_path / "c2st_saliency_smoke.png").stat().st_size > 1000
