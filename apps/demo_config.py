@@ -12,9 +12,10 @@ from typing import Any, Optional
 from flexsnn.errors import ConfigError
 
 #: The demo's arms (fine-tunes of one SDT+BN base): ``sdt`` the baseline; ``mtt`` the chip recipe
-#: (:data:`flexsnn.training.recipes.CHIP_RECIPE`, chosen by ``benchmarks/async_gap.py``: MTT
-#: with distillation from the base and a SynOps budget, exported with floor -2 and the first
-#: layer's threshold x1.75); ``mtt-plain`` the paper's MTT as published.
+#: (:data:`flexsnn.training.recipes.CHIP_RECIPE`, measured by ``benchmarks/async_gap.py`` and
+#: chosen on a validation rendering by ``benchmarks/async_gap_recheck.py``: MTT with
+#: distillation from the base (weight 3) and a SynOps budget, exported with floor -2 and the
+#: first layer's threshold x1.75); ``mtt-plain`` the paper's MTT as published.
 ARMS = ("sdt", "mtt", "mtt-plain")
 SCHEMES = ARMS  # former name
 PRESETS = ("default", "quick", "reproduce", "tiny")

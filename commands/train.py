@@ -293,7 +293,7 @@ def train_cmd(
         "fine-tune starts from) into every configuration: adds w * tau^2 * KL(teacher || student) on the "
         "output spike counts. Part of the chip recipe (+0.85 pt async; README 'Chip-faithful training')."),
     distill_weight: Optional[float] = typer.Option(
-        None, "--distill-weight", help="Weight w of the distillation term (> 0; default 1).",
+        None, "--distill-weight", help="Weight w of the distillation term (> 0; default 1; the chip recipe uses 3).",
         callback=in_range(hi=1000.0, above=0.0)),
     distill_temperature: Optional[float] = typer.Option(
         None, "--distill-temperature", help="Softmax temperature tau of the distillation (> 0; default 2).",
