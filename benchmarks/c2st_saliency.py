@@ -20,6 +20,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 import time
@@ -68,8 +69,6 @@ def plot(summary: dict, path: Path) -> None:
     ax2.set_title(f"C2ST {summary['c2st_accuracy']:.3f}: T=10 frames")
     ax2.legend()
     fig.tight_layout()
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)

@@ -199,11 +199,20 @@ def fit_sampler(model: LearnedDVS, rates: np.ndarray, real_counts: np.ndarray, *
                     "evaluations": int(res.nfev)}
 
 
+def bin_totals(recs: list[np.ndarray], n_bins: int) -> np.ndarray:
+    """``[N, 2, n_bins]`` events per polarity and bin of ``t / t_last`` (:func:`normalized_counts`
+    summed over the pixels)."""
+    out = np.zeros((len(recs), 2, n_bins))
+    for i, r in enumerate(recs):
+        b = np.minimum(r["t"] * n_bins // (int(r["t"][-1]) + 1), n_bins - 1)
+        out[i] = np.bincount(r["p"].astype(np.int64) * n_bins + b, minlength=2 * n_bins).reshape(2, n_bins)
+    return out
+
+
 def bin_log_totals(recs: list[np.ndarray], rates: np.ndarray) -> np.ndarray:
     """``[N, 2 * n_bins]`` ``log((events + 1) / (expected + 1))`` per polarity and bin of the
     normalized time, for recordings and their ``rates`` ``[N, 2, n_bins, 34, 34]``."""
-    n_bins = rates.shape[2]
-    counts = np.stack([normalized_counts(r, n_bins).sum((2, 3)) for r in recs])
+    counts = bin_totals(recs, rates.shape[2])
     return np.log((counts + 1.0) / (rates.sum((3, 4)) + 1.0)).reshape(len(recs), -1)
 
 
@@ -213,8 +222,7 @@ def fit_time_factor(model: LearnedDVS, rates: np.ndarray, real: list[np.ndarray]
     :func:`bin_log_totals` less that of recordings the model generates without a time gain,
     its negative part dropped and eigenvalues below ``rel_floor`` x the largest left out."""
     rng = np.random.default_rng(seed)
-    plain = model.with_sampler(model.sampler)
-    plain.time_factor = None
+    plain = model.with_time_factor(None)
     gen = [plain.sample(r, rng) for r in rates]
     diff = np.cov(bin_log_totals(real, rates).T) - np.cov(bin_log_totals(gen, rates).T)
     w, v = np.linalg.eigh(diff)
@@ -275,18 +283,19 @@ def fit_bursts(model: LearnedDVS, rates: np.ndarray, real: list[np.ndarray], *, 
     keys = [k for k in scales if target[k] is not None]  # (None where no cell expects >= 1 event)
     scale = np.array([scales[k] for k in keys])
     n_bins = rates.shape[2]
-    real_profile = sum(normalized_counts(r, n_bins).sum((2, 3)) for r in real) + 1.0
+    real_profile = bin_totals(real, n_bins).sum(0) + 1.0
 
     def profile_error(recs: list[np.ndarray]) -> float:
         """Mean squared log ratio of the set's events per (polarity, bin) to the real ones': the
         bursts' scatter blurs the profile, which the frame statistics alone would not see."""
-        got = sum(normalized_counts(r, n_bins).sum((2, 3)) for r in recs) + 1.0
+        got = bin_totals(recs, n_bins).sum(0) + 1.0
         return float((np.log(got / real_profile) ** 2).mean())
 
+    plain = model.with_time_factor(None)
+
     def stats_for(v: np.ndarray) -> dict[str, float]:
-        m = model.with_sampler(dataclasses.replace(model.sampler, burst_size=max(1.0, float(v[0])),
+        m = plain.with_sampler(dataclasses.replace(model.sampler, burst_size=max(1.0, float(v[0])),
                                                    burst_spread_us=1e3 * abs(float(v[1]))))
-        m.time_factor = None
         rng = np.random.default_rng(seed)
         recs = [m.sample(r, rng) for r in rates]
         return frame_stats(recs, rates) | {"profile_error": profile_error(recs)}
@@ -367,26 +376,19 @@ def main(argv: list[str] | None = None) -> dict:
     if args.rates_from is not None:
         meta |= {k: v for k, v in rate_fit["fit_meta"].items() if v is not None}
         meta["rates_from"] = str(args.rates_from)
-    save_weights(args.out, arrays, sampler, meta)
+    save_weights(args.out, arrays, sampler, meta)  # the rates' part; each step below adds to it
     model = LearnedDVS(args.out)
     rates = model.rates(img)
     real_counts = count_images(pairs.real)
+    fit_real = [pairs.real[i] for i in fit]
     fitted, sampler_fit = fit_sampler(model, rates[fit], real_counts[fit], seed=args.seed,
                                       max_evals=args.sampler_evals)
-    sampler = dataclasses.replace(sampler, **fitted)
-    save_weights(args.out, arrays, sampler, meta)
-    model = LearnedDVS(args.out)
-    pause1, pause2 = measure_pauses([pairs.real[i] for i in fit])
-    model = model.with_sampler(dataclasses.replace(model.sampler, pause1_at=pause1, pause2_at=pause2))
-    bursts, burst_fit = fit_bursts(model, rates[fit], [pairs.real[i] for i in fit], seed=args.seed,
-                                   max_evals=args.burst_evals)
-    sampler = dataclasses.replace(sampler, pause1_at=pause1, pause2_at=pause2, **bursts)
-    save_weights(args.out, arrays, sampler, meta)
-    model = LearnedDVS(args.out)
-    without_gain = model.with_sampler(model.sampler)
-    without_gain.time_factor = None
-    time_factor, time_fit = fit_time_factor(model, rates[fit], [pairs.real[i] for i in fit],
-                                            seed=args.seed)
+    pause1, pause2 = measure_pauses(fit_real)
+    model = model.with_sampler(dataclasses.replace(sampler, pause1_at=pause1, pause2_at=pause2, **fitted))
+    bursts, burst_fit = fit_bursts(model, rates[fit], fit_real, seed=args.seed, max_evals=args.burst_evals)
+    sampler = dataclasses.replace(model.sampler, **bursts)
+    without_gain = model.with_sampler(sampler)
+    time_factor, time_fit = fit_time_factor(without_gain, rates[fit], fit_real, seed=args.seed)
     print(f"  time gain: rank {time_fit['rank']}, variance {time_fit['variance_kept']:.3f}")
     save_weights(args.out, arrays | {"time_factor": time_factor}, sampler, meta)
     model = LearnedDVS(args.out)
@@ -402,7 +404,7 @@ def main(argv: list[str] | None = None) -> dict:
                    "generated_without_time_gain": frame_stats(gen_without, rates[held])}
     print("  held-out frame statistics: " + "; ".join(
         f"{k} " + ", ".join(f"{n} {v}" for n, v in d.items()) for k, d in frame_check.items()))
-    halves = ([pairs.real[i] for i in fit], [gen[i] for i in fit],
+    halves = (fit_real, [gen[i] for i in fit],
               [pairs.real[i] for i in held], [gen[i] for i in held])
     c2st = c2st_accuracy(*halves, seed=args.seed, epochs=args.c2st_epochs)
     views = c2st_views(*halves, seed=args.seed, epochs=args.c2st_epochs)

@@ -38,7 +38,7 @@ Examples:
       --scheme mtt --epochs 2 --out runs/chip      # fold BN, fine-tune without biases
   flexsnn train --model-kwargs '{"batch_norm": true, "channels": [16, 32, 128]}' --out runs/bn16
   flexsnn train --phase bias_removal --init-checkpoint runs/bn16/final.safetensors \\
-      --scheme mtt --synops-budget 2.5e6 --distill-from runs/bn16/final.safetensors \\
+      --scheme mtt --synops-budget 2.5e6 --distill-from runs/bn16/final.safetensors --distill-weight 3 \\
       --deploy-min-v-mem -2 --out runs/chip2
       # the chip recipe (issue 15): then flexsnn export --threshold-scale 0=1.75
   flexsnn train --scheme mtt --t-input-range 1,100 --t-sampling log-uniform --r-right 90 ...

@@ -166,6 +166,13 @@ class LearnedDVS:
         copy.sampler = sampler
         return copy
 
+    def with_time_factor(self, factor: np.ndarray | None) -> "LearnedDVS":
+        """The same model with another ``time_factor`` ``[2 * n_bins, r]`` (None: no time gain),
+        held as :func:`save_weights` stores it (float32)."""
+        copy = self.with_sampler(self.sampler)
+        copy.time_factor = None if factor is None else np.asarray(factor, np.float32).astype(np.float64)
+        return copy
+
     def rates(self, images: np.ndarray) -> np.ndarray:
         """Expected events ``[N, 2, n_bins, 34, 34]`` (float64) of ``[N, 28, 28]`` images in [0, 1]."""
         import torch
@@ -240,7 +247,6 @@ class LearnedDVS:
         events["p"] = (ch // (SIZE * SIZE))[order]
         events["t"] = t[order]
         return events
-
 
     def _bursts(self, u: np.ndarray, channel: np.ndarray, rng: np.random.Generator,
                 spread: float) -> np.ndarray:
