@@ -29,46 +29,39 @@ import time
 import numpy as np
 
 from flexsnn.data.events import EVENT_DTYPE
-from flexsnn.data.learned_dvs import IMAGE_PAD, SIZE, LearnedDVS
+from flexsnn.data.learned_dvs import SIZE, LearnedDVS
 
 N_HISTORY = 13
 
 
 def history_net(model: LearnedDVS, *, hidden: int = 16, kernel: int = 5):
-    """A torch module whose image part holds ``model``'s arrays (trainable) and whose history
-    part is zero (so it starts as ``model``'s mean rates)."""
+    """A torch module whose image part (``.rate``, a :class:`~benchmarks.fit_learned_dvs.RateNet`)
+    holds ``model``'s arrays (trainable) and whose history part is zero (so it starts as
+    ``model``'s mean rates)."""
     import torch
     from torch import nn
-    from torch.nn import functional as F
+
+    from benchmarks.fit_learned_dvs import RateNet
 
     n_bins = model.n_bins
-    a = {k: torch.tensor(v) for k, v in model.arrays.items()}
+    rate = RateNet(model.arrays["conv1_weight"].shape[0], n_bins)
+    rate.load_arrays(model.arrays)
 
     class _Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.n_bins = n_bins
-            w1, w2 = a["conv1_weight"], a["conv2_weight"]
-            self.conv1 = nn.Conv2d(1, w1.shape[0], w1.shape[-1], padding=w1.shape[-1] // 2)
-            self.conv2 = nn.Conv2d(w2.shape[1], w2.shape[0], w2.shape[-1])
-            with torch.no_grad():
-                for conv, name in ((self.conv1, "conv1"), (self.conv2, "conv2")):
-                    conv.weight.copy_(a[name + "_weight"])
-                    conv.bias.copy_(a[name + "_bias"])
-            self.gain = nn.Parameter(a["gain"].clone())
-            self.noise = nn.Parameter(a["noise"].clone())
-            self.noise_t = nn.Parameter(a["noise_t"].clone())
+            self.rate = rate
             self.h1 = nn.Conv2d(N_HISTORY, hidden, kernel, padding=kernel // 2)
             self.h2 = nn.Conv2d(hidden, 2, 3, padding=1)
             nn.init.zeros_(self.h2.weight)
             nn.init.zeros_(self.h2.bias)
 
         def image_logit(self, images):  # [B, 1, 28, 28] -> [B, 2, n_bins, 34, 34]
-            o = self.conv2(torch.relu(self.conv1(F.pad(images, (IMAGE_PAD,) * 4))))
-            return o.reshape(-1, 2, n_bins, SIZE, SIZE) + self.gain
+            return self.rate.image_logit(images)
 
         def noise_rate(self):  # [2, n_bins, 34, 34]
-            return torch.exp(self.noise + self.noise_t.reshape(1, -1, 1, 1))
+            return self.rate.noise_rate()
 
         def history(self, counts, expected, k: int):
             """``[B, 13, 34, 34]`` inputs of bin ``k`` from counts and expected counts

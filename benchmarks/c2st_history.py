@@ -62,10 +62,12 @@ def resample_times(rec: np.ndarray, rates: np.ndarray, cuts: np.ndarray,
     """
     from flexsnn.data.events import EVENT_DTYPE
 
+    from benchmarks.fit_learned_dvs import normalized_bin
+
     n_bins = rates.shape[1]
     duration = int(rec["t"][-1]) + 1
     bin_seg = segment_of_bins(n_bins, cuts)
-    seg = bin_seg[rec["t"].astype(np.int64) * n_bins // duration]
+    seg = bin_seg[normalized_bin(rec, n_bins)]
     channel = (rec["p"].astype(np.int64) * 34 + rec["y"]) * 34 + rec["x"]
     profile = rates.transpose(0, 2, 3, 1).reshape(-1, n_bins)[channel]  # [n_events, n_bins]
     w = profile * (bin_seg[None] == seg[:, None])

@@ -54,9 +54,14 @@ STAT_MIN_COUNT = 2.0
 SAMPLER_FIELDS = ("renewal_shape", "field_sigma", "field_scale_px", "gain_sigma")
 
 
+def normalized_bin(rec: np.ndarray, n_bins: int) -> np.ndarray:
+    """``[n_events]`` int64 bin of each event's normalized time ``t / (t_last + 1)``, of ``n_bins``."""
+    return np.minimum(rec["t"].astype(np.int64) * n_bins // (int(rec["t"][-1]) + 1), n_bins - 1)
+
+
 def normalized_counts(rec: np.ndarray, n_bins: int) -> np.ndarray:
     """``[2, n_bins, 34, 34]`` float32 events per polarity, bin of ``t / t_last`` and pixel."""
-    b = np.minimum(rec["t"] * n_bins // (int(rec["t"][-1]) + 1), n_bins - 1)
+    b = normalized_bin(rec, n_bins)
     c = np.zeros((2, n_bins, SIZE, SIZE), np.float32)
     np.add.at(c, (rec["p"].astype(np.int64), b, rec["y"], rec["x"]), 1.0)
     return c
@@ -82,16 +87,27 @@ class RateNet:
                 self.noise = nn.Parameter(torch.full((2, 1, SIZE, SIZE), -7.0))
                 self.noise_t = nn.Parameter(torch.zeros(n_bins))
 
-            def forward(self, images):  # [B, 1, 28, 28] -> [B, 2, n_bins, 34, 34]
+            def image_logit(self, images):  # [B, 1, 28, 28] -> log signal rate [B, 2, n_bins, 34, 34]
                 x = nn.functional.pad(images, (IMAGE_PAD,) * 4)
                 o = self.conv2(torch.relu(self.conv1(x))).reshape(-1, 2, self.n_bins, SIZE, SIZE)
-                noise = torch.exp(self.noise + self.noise_t.reshape(1, -1, 1, 1))
-                return torch.exp((o + self.gain).clamp(max=6.0)) + noise
+                return o + self.gain
+
+            def noise_rate(self):  # background rate [2, n_bins, 34, 34]
+                return torch.exp(self.noise + self.noise_t.reshape(1, -1, 1, 1))
+
+            def forward(self, images):  # [B, 1, 28, 28] -> [B, 2, n_bins, 34, 34]
+                return torch.exp(self.image_logit(images).clamp(max=6.0)) + self.noise_rate()
 
             def arrays(self) -> dict[str, np.ndarray]:
                 return {"conv1_weight": self.conv1.weight, "conv1_bias": self.conv1.bias,
                         "conv2_weight": self.conv2.weight, "conv2_bias": self.conv2.bias,
                         "gain": self.gain, "noise": self.noise, "noise_t": self.noise_t}
+
+            def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+                """Copy a fitted model's arrays (:data:`~flexsnn.data.learned_dvs.ARRAYS`) in."""
+                with torch.no_grad():
+                    for name, param in self.arrays().items():
+                        param.copy_(torch.as_tensor(arrays[name]))
 
         return _Net()
 
@@ -204,7 +220,7 @@ def bin_totals(recs: list[np.ndarray], n_bins: int) -> np.ndarray:
     summed over the pixels)."""
     out = np.zeros((len(recs), 2, n_bins))
     for i, r in enumerate(recs):
-        b = np.minimum(r["t"] * n_bins // (int(r["t"][-1]) + 1), n_bins - 1)
+        b = normalized_bin(r, n_bins)
         out[i] = np.bincount(r["p"].astype(np.int64) * n_bins + b, minlength=2 * n_bins).reshape(2, n_bins)
     return out
 
@@ -259,8 +275,7 @@ def measure_pauses(real: list[np.ndarray], n_bins: int = 300) -> tuple[float, fl
     fifths of the recording, and in its fourth fifth."""
     from scipy.ndimage import uniform_filter1d
 
-    rate = sum(np.bincount(np.minimum(r["t"] * n_bins // (int(r["t"][-1]) + 1), n_bins - 1),
-                           minlength=n_bins) for r in real)
+    rate = sum(np.bincount(normalized_bin(r, n_bins), minlength=n_bins) for r in real)
     smooth = uniform_filter1d(rate.astype(np.float64), 7)
     lo1, hi1, lo2, hi2 = (int(f * n_bins) for f in (0.2, 0.4, 0.6, 0.8))
     first = lo1 + int(np.argmin(smooth[lo1:hi1]))
