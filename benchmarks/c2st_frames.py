@@ -12,12 +12,20 @@ Then it replaces the renderer's sampler by a model fitted at that scale
 rates' Poisson plus a fitted CNN correction) and reports its held-out likelihood, its views
 and its C2ST beside the shipped renderer's, in the same run.
 
-Writes ``benchmarks/results/c2st_frames.json`` (``shipped``, ``frame_model``: each with
-``c2st``, ``c2st_per_seed`` and ``views``; the frame model's ``fit``) and prints a table.
+Last, hybrids of the real recordings ask whether the cue is in single pixels or in their
+arrangement: each keeps the real counts per pixel, polarity and frame, with the times inside a
+frame drawn from the shipped profile, and then moves each active pixel's whole frame-count
+vector to another pixel of the same recording whose expected profile is alike
+(:func:`permute_pixels`). Every frame's count histogram, every frame's total and every pixel's
+split among frames stay real; only which pixel holds which vector changes.
+
+Writes ``benchmarks/results/c2st_frames.json`` (``shipped``, ``frame_model`` and each of
+``hybrids``: ``c2st``, ``c2st_per_seed`` and ``views``; the frame model's ``fit``) and prints
+a table.
 
 Usage::
 
-    python benchmarks/c2st_frames.py            # ~8 min on 2 cores
+    python benchmarks/c2st_frames.py            # ~15 min on 2 cores
     python benchmarks/c2st_frames.py --smoke --out /tmp/frames
 """
 
@@ -82,6 +90,34 @@ def view_accuracies(real: list[np.ndarray], gen: list[np.ndarray], fit: np.ndarr
     return {name: _logreg_accuracy(vr[name], vg[name], fit, held) for name in vr}
 
 
+def permute_pixels(counts: np.ndarray, expected: np.ndarray, group_size: int, seed: int,
+                   min_expected: float = 0.5) -> np.ndarray:
+    """``counts`` ``[2, T, 34, 34]`` with the active pixels' frame-count vectors permuted.
+
+    Per polarity, the pixels whose ``expected`` ``[2, T, 34, 34]`` events sum to at least
+    ``min_expected`` are clustered by their expected profile (k-means on ``sqrt(expected)``,
+    about ``group_size`` pixels a cluster) and their ``[T]`` count vectors shuffled inside each
+    cluster; the other pixels keep theirs. A permutation: every frame keeps its counts' multiset.
+    """
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(seed)
+    n_frames = counts.shape[1]
+    out = counts.copy()
+    for p in range(2):
+        profile = np.sqrt(expected[p].reshape(n_frames, -1).T)  # [pixels, T]
+        active = np.flatnonzero(expected[p].sum(0).ravel() >= min_expected)
+        if active.size < 2:
+            continue
+        k = max(active.size // group_size, 1)
+        label = KMeans(k, n_init=1, random_state=seed).fit_predict(profile[active])
+        src, dst = counts[p].reshape(n_frames, -1), out[p].reshape(n_frames, -1)
+        for g in range(k):
+            members = active[label == g]
+            dst[:, members] = src[:, rng.permutation(members)]
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
@@ -134,16 +170,33 @@ def main(argv: list[str] | None = None) -> dict:
     acc = _c2st(real, gen, fit, held, seeds, args.c2st_epochs)
     result["frame_model"] = {"fit": fit_info, "views": view_accuracies(real, gen, fit, held),
                              "c2st_per_seed": acc, "c2st": float(np.mean(acc))}
+    expected = np.exp(log_rates)
+    durations = [int(r["t"][-1]) for r in real]  # the hybrids keep each recording's span
+    result["hybrids"] = {}
+    for name, size in (("real frame counts", None), ("pixels permuted in groups of 3", 3),
+                       ("pixels permuted in groups of 6", 6)):
+        c = counts.astype(np.int64)
+        if size is not None:
+            c = np.stack([permute_pixels(c[i], expected[i], size, seed=args.seed + i) for i in range(len(real))])
+        hyb = [fc.frame_counts_to_events(c[i], rates[i], durations[i], rng) for i in range(len(real))]
+        acc_h = _c2st(real, hyb, fit, held, seeds, args.c2st_epochs)
+        result["hybrids"][name] = {"views": view_accuracies(real, hyb, fit, held),
+                                   "c2st_per_seed": acc_h, "c2st": float(np.mean(acc_h))}
+        print(f"hybrid, {name}: C2ST {np.mean(acc_h):.3f}")
     print(f"frame-count model: held-out CE per cell {fit_info['held_out_ce_after']:.4f} "
           f"(Poisson in the shipped rates {fit_info['held_out_poisson_ce']:.4f}); C2ST {np.mean(acc):.3f}")
 
     result |= {"c2st_seeds": seeds, "n_fit": int(fit.size), "n_held_out": int(held.size),
                "smoke": args.smoke, "seconds": time.perf_counter() - t_start, **provenance(),
                "settings": vars(args) | {"real": str(args.real), "out": str(args.out)}}
-    print(f"\n{'held-out accuracy, real vs':34s} {'shipped':>8s} {'frame model':>12s}")
+    arms = {"shipped": result["shipped"], "frame model": result["frame_model"],
+            "real counts": result["hybrids"]["real frame counts"],
+            "permuted 3": result["hybrids"]["pixels permuted in groups of 3"],
+            "permuted 6": result["hybrids"]["pixels permuted in groups of 6"]}
+    print(f"\n{'held-out accuracy, real vs':30s}" + "".join(f"{a:>13s}" for a in arms))
     for view in result["shipped"]["views"]:
-        print(f"{view:34s} {result['shipped']['views'][view]:8.3f} {result['frame_model']['views'][view]:12.3f}")
-    print(f"{'C2ST (CNN, T = 3, 5, 10)':34s} {result['shipped']['c2st']:8.3f} {result['frame_model']['c2st']:12.3f}")
+        print(f"{view:30s}" + "".join(f"{arm['views'][view]:13.3f}" for arm in arms.values()))
+    print(f"{'C2ST (CNN, T = 3, 5, 10)':30s}" + "".join(f"{arm['c2st']:13.3f}" for arm in arms.values()))
     name = "c2st_frames_smoke.json" if args.smoke else "c2st_frames.json"
     atomic_write_json(Path(args.out) / name, result)
     print(f"wrote {Path(args.out) / name}")

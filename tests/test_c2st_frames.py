@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from benchmarks import _frame_counts as fc
-from benchmarks.c2st_frames import frame_views
+from benchmarks.c2st_frames import frame_views, permute_pixels
 
 
 def test_count_histogram_view():
@@ -89,6 +89,25 @@ def test_frame_log_rates_sums_bins_in_frames():
         fc.frame_log_rates(np.ones((1, 2, 25, 34, 34)))
 
 
+def test_permute_pixels_moves_whole_vectors_among_alike_pixels():
+    rng = np.random.default_rng(0)
+    expected = np.zeros((2, 10, 34, 34))
+    expected[:, 2, 5:15, 5:15] = 3.0  # 100 alike pixels per polarity
+    expected[:, 7, 20:30, 20:30] = 3.0  # another 100, with another profile
+    expected[:, :, 0, 0] = 0.01  # 0.1 in all, below min_expected: stays
+    expected += rng.uniform(0, 0.01, expected.shape)  # alike, not identical (k-means needs distinct points)
+    counts = rng.poisson(expected * 0.9 + 0.05)
+    out = permute_pixels(counts, expected, group_size=5, seed=1)
+    assert not np.array_equal(out, counts)
+    np.testing.assert_array_equal(out[:, :, 0, 0], counts[:, :, 0, 0])
+    for p in range(2):
+        a, b = counts[p].reshape(10, -1).T, out[p].reshape(10, -1).T  # [pixels, T]
+        assert sorted(map(tuple, a)) == sorted(map(tuple, b))  # whole vectors, each used once
+    for block in (np.s_[:, :, 5:15, 5:15], np.s_[:, :, 20:30, 20:30]):  # never across profiles
+        assert sorted(counts[block].ravel()) == sorted(out[block].ravel())
+        assert out[block].sum() == counts[block].sum()
+
+
 def test_c2st_frames_smoke(nmnist_small, tmp_path):
     from benchmarks import c2st_frames
 
@@ -97,5 +116,7 @@ def test_c2st_frames_smoke(nmnist_small, tmp_path):
     assert doc["smoke"] and doc["n_fit"] + doc["n_held_out"] == 60
     assert set(doc["shipped"]["views"]) == set(doc["frame_model"]["views"])
     assert "count histogram per frame" in res["shipped"]["views"]
+    assert set(doc["hybrids"]) == {"real frame counts", "pixels permuted in groups of 3",
+                                   "pixels permuted in groups of 6"}
     fit = doc["frame_model"]["fit"]
     assert fit["held_out_ce_after"] < fit["held_out_poisson_ce"]
