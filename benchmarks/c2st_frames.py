@@ -31,7 +31,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -40,8 +39,6 @@ import numpy as np
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks._s2r_data import DEFAULT_REAL, REPO, Pairs  # noqa: E402
 
 #: Per-frame count classes of the histogram view: 1, 2, 3, 4 and >= 5 events.
 HIST_MAX = 5
@@ -119,41 +116,20 @@ def permute_pixels(counts: np.ndarray, expected: np.ndarray, group_size: int, se
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import torch
-
-    from flexsnn.data.learned_dvs import LearnedDVS
-    from flexsnn.data.saccade import load_mnist_images
-    from flexsnn.io_utils import atomic_write_json, provenance
+    from flexsnn.io_utils import provenance
 
     from benchmarks import _frame_counts as fc
-    from benchmarks.c2st_history import _c2st
+    from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
     from benchmarks.fit_learned_dvs import normalized_counts
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="nmnist-small folder")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder for the JSON")
-    ap.add_argument("--epochs", type=int, default=60, help="frame-count model epochs over the fit half")
-    ap.add_argument("--c2st-seeds", default="0,1", help="C2ST classifier seeds, comma-separated")
-    ap.add_argument("--c2st-epochs", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--smoke", action="store_true", help="6 pairs per class, 1 epoch, one C2ST seed of 2 epochs")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.epochs, args.c2st_epochs, args.c2st_seeds = 1, 2, "0"
-    seeds = [int(s) for s in args.c2st_seeds.split(",")]
-    torch.manual_seed(args.seed)
     t_start = time.perf_counter()
-    pairs = Pairs(args.real, limit_per_class=6 if args.smoke else None)
-    fit, held = pairs.half(held_out=False), pairs.half(held_out=True)
-    images = load_mnist_images()[0][pairs.image_index]
-    model = LearnedDVS()
-    rates = model.rates(images)
-    real = pairs.real
-    rng = np.random.default_rng(args.seed)
+    study = load_study(study_parser(__doc__, "frame-count model epochs over the fit half"), argv)
+    args, model, rates, real, rng = study.args, study.model, study.rates, study.real, study.rng
+    fit, held = study.fit, study.held
 
     shipped = [model.sample(r, rng) for r in rates]
     result = {"shipped": {"views": view_accuracies(real, shipped, fit, held)}}
-    acc = _c2st(real, shipped, fit, held, seeds, args.c2st_epochs)
+    acc = study.c2st(shipped)
     result["shipped"] |= {"c2st_per_seed": acc, "c2st": float(np.mean(acc))}
     print(f"shipped renderer: C2ST {np.mean(acc):.3f}")
 
@@ -167,7 +143,7 @@ def main(argv: list[str] | None = None) -> dict:
     s = model.sampler
     durations = np.maximum(rng.normal(s.duration_mean_us, s.duration_std_us, len(real)), 1).astype(np.int64)
     gen = [fc.frame_counts_to_events(c, r, int(d), rng) for c, r, d in zip(drawn, rates, durations)]
-    acc = _c2st(real, gen, fit, held, seeds, args.c2st_epochs)
+    acc = study.c2st(gen)
     result["frame_model"] = {"fit": fit_info, "views": view_accuracies(real, gen, fit, held),
                              "c2st_per_seed": acc, "c2st": float(np.mean(acc))}
     expected = np.exp(log_rates)
@@ -179,16 +155,14 @@ def main(argv: list[str] | None = None) -> dict:
         if size is not None:
             c = np.stack([permute_pixels(c[i], expected[i], size, seed=args.seed + i) for i in range(len(real))])
         hyb = [fc.frame_counts_to_events(c[i], rates[i], durations[i], rng) for i in range(len(real))]
-        acc_h = _c2st(real, hyb, fit, held, seeds, args.c2st_epochs)
+        acc_h = study.c2st(hyb)
         result["hybrids"][name] = {"views": view_accuracies(real, hyb, fit, held),
                                    "c2st_per_seed": acc_h, "c2st": float(np.mean(acc_h))}
         print(f"hybrid, {name}: C2ST {np.mean(acc_h):.3f}")
     print(f"frame-count model: held-out CE per cell {fit_info['held_out_ce_after']:.4f} "
           f"(Poisson in the shipped rates {fit_info['held_out_poisson_ce']:.4f}); C2ST {np.mean(acc):.3f}")
 
-    result |= {"c2st_seeds": seeds, "n_fit": int(fit.size), "n_held_out": int(held.size),
-               "smoke": args.smoke, "seconds": time.perf_counter() - t_start, **provenance(),
-               "settings": vars(args) | {"real": str(args.real), "out": str(args.out)}}
+    result |= {**study_record(study), "seconds": time.perf_counter() - t_start, **provenance()}
     arms = {"shipped": result["shipped"], "frame model": result["frame_model"],
             "real counts": result["hybrids"]["real frame counts"],
             "permuted 3": result["hybrids"]["pixels permuted in groups of 3"],
@@ -197,9 +171,7 @@ def main(argv: list[str] | None = None) -> dict:
     for view in result["shipped"]["views"]:
         print(f"{view:30s}" + "".join(f"{arm['views'][view]:13.3f}" for arm in arms.values()))
     print(f"{'C2ST (CNN, T = 3, 5, 10)':30s}" + "".join(f"{arm['c2st']:13.3f}" for arm in arms.values()))
-    name = "c2st_frames_smoke.json" if args.smoke else "c2st_frames.json"
-    atomic_write_json(Path(args.out) / name, result)
-    print(f"wrote {Path(args.out) / name}")
+    write_result(study, "c2st_frames", result)
     return result
 
 

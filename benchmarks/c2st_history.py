@@ -26,7 +26,6 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,6 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._s2r_c2st import c2st_accuracy  # noqa: E402
-from benchmarks._s2r_data import DEFAULT_REAL, REPO, Pairs  # noqa: E402
 
 
 def segment_of_bins(n_bins: int, cuts: np.ndarray) -> np.ndarray:
@@ -90,45 +87,23 @@ def resample_times(rec: np.ndarray, rates: np.ndarray, cuts: np.ndarray,
     return out
 
 
-def _c2st(real: list, gen: list, fit: np.ndarray, held: np.ndarray, seeds: list[int], epochs: int) -> list[float]:
-    halves = ([real[i] for i in fit], [gen[i] for i in fit], [real[i] for i in held], [gen[i] for i in held])
-    return [c2st_accuracy(*halves, seed=s, epochs=epochs) for s in seeds]
-
-
 def main(argv: list[str] | None = None) -> dict:
     import torch
 
-    from flexsnn.data.learned_dvs import LearnedDVS
-    from flexsnn.data.saccade import load_mnist_images
-    from flexsnn.io_utils import atomic_write_json, provenance
+    from flexsnn.io_utils import provenance
 
     from benchmarks import _history_rates as hr
+    from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
     from benchmarks.fit_learned_dvs import normalized_counts
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--real", type=Path, default=DEFAULT_REAL, help="nmnist-small folder")
-    ap.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results", help="folder for the JSON")
-    ap.add_argument("--epochs", type=int, default=60, help="history-model epochs over the fit half")
-    ap.add_argument("--c2st-seeds", default="0,1", help="C2ST classifier seeds, comma-separated")
-    ap.add_argument("--c2st-epochs", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--smoke", action="store_true", help="6 pairs per class, 1 epoch, one C2ST seed of 2 epochs")
-    args = ap.parse_args(argv)
-    if args.smoke:
-        args.epochs, args.c2st_epochs, args.c2st_seeds = 1, 2, "0"
-    seeds = [int(s) for s in args.c2st_seeds.split(",")]
-    torch.manual_seed(args.seed)
     t_start = time.perf_counter()
-    pairs = Pairs(args.real, limit_per_class=6 if args.smoke else None)
-    fit, held = pairs.half(held_out=False), pairs.half(held_out=True)
-    images = load_mnist_images()[0][pairs.image_index]
-    model = LearnedDVS()
-    rates = model.rates(images)
-    real = pairs.real
-    rng = np.random.default_rng(args.seed)
+    study = load_study(study_parser(__doc__, "history-model epochs over the fit half"), argv)
+    args, model, rates, images, real, rng = (study.args, study.model, study.rates, study.images,
+                                             study.real, study.rng)
+    fit, held = study.fit, study.held
 
     shipped = [model.sample(r, rng) for r in rates]
-    shipped_c2st = _c2st(real, shipped, fit, held, seeds, args.c2st_epochs)
+    shipped_c2st = study.c2st(shipped)
     print(f"shipped renderer: C2ST {np.mean(shipped_c2st):.3f}")
     s = model.sampler
     segments = {"whole recording": np.array([]), "saccade": np.array([s.pause1_at, s.pause2_at]),
@@ -136,7 +111,7 @@ def main(argv: list[str] | None = None) -> dict:
     hybrids = {}
     for name, cuts in segments.items():
         hyb = [resample_times(r, rt, cuts, rng) for r, rt in zip(real, rates)]
-        acc = _c2st(real, hyb, fit, held, seeds, args.c2st_epochs)
+        acc = study.c2st(hyb)
         hybrids[name] = {"c2st_per_seed": acc, "c2st": float(np.mean(acc))}
         print(f"real vs real counts per {name}, times redrawn: C2ST {np.mean(acc):.3f}")
 
@@ -155,24 +130,20 @@ def main(argv: list[str] | None = None) -> dict:
     for label, p in (("fitted mixture", share), ("poisson", 1.0)):
         gen = hr.generate(net, images, poisson_share=p, duration_mean_us=s.duration_mean_us,
                           duration_std_us=s.duration_std_us, seed=args.seed)
-        acc = _c2st(real, gen, fit, held, seeds, args.c2st_epochs)
+        acc = study.c2st(gen)
         history["c2st"][label] = {"poisson_share": p, "c2st_per_seed": acc, "c2st": float(np.mean(acc))}
         print(f"history model, counts {label}: C2ST {np.mean(acc):.3f}")
 
     result = {"shipped_c2st": float(np.mean(shipped_c2st)), "shipped_c2st_per_seed": shipped_c2st,
-              "hybrids": hybrids, "history": history, "c2st_seeds": seeds, "n_fit": int(fit.size),
-              "n_held_out": int(held.size), "smoke": args.smoke,
-              "seconds": time.perf_counter() - t_start, **provenance(),
-              "settings": vars(args) | {"real": str(args.real), "out": str(args.out)}}
+              "hybrids": hybrids, "history": history, **study_record(study),
+              "seconds": time.perf_counter() - t_start, **provenance()}
     rows = [("shipped renderer", result["shipped_c2st"])]
     rows += [(f"hybrid: real counts per {k}", v["c2st"]) for k, v in hybrids.items()]
     rows += [(f"history model, {k}", v["c2st"]) for k, v in history["c2st"].items()]
     print(f"\n{'recordings against real':48s} C2ST")
     for name, v in rows:
         print(f"{name:48s} {v:.3f}")
-    name = "c2st_history_smoke.json" if args.smoke else "c2st_history.json"
-    atomic_write_json(Path(args.out) / name, result)
-    print(f"wrote {Path(args.out) / name}")
+    write_result(study, "c2st_history", result)
     return result
 
 
