@@ -25,7 +25,7 @@ a table.
 
 Usage::
 
-    python benchmarks/c2st_frames.py            # ~15 min on 2 cores
+    python benchmarks/c2st_frames.py            # ~5 min on 2 cores
     python benchmarks/c2st_frames.py --smoke --out /tmp/frames
 """
 
