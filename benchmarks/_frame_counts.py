@@ -84,6 +84,8 @@ def fit_frame_counts(net, log_rates: np.ndarray, counts: np.ndarray, held_log_ra
     return the held-out cross-entropy per cell before and after, and the seconds."""
     import torch
 
+    from benchmarks.fit_learned_dvs import train_epoch
+
     torch.manual_seed(seed)
     x, y = torch.from_numpy(log_rates), torch.from_numpy(counts.astype(np.float32))
     xh, yh = torch.from_numpy(held_log_rates), torch.from_numpy(held_counts.astype(np.float32))
@@ -100,18 +102,14 @@ def fit_frame_counts(net, log_rates: np.ndarray, counts: np.ndarray, held_log_ra
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=2e-3, total_steps=max(epochs * steps, 1))
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    after = before
     for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            b = order[i * batch_size:(i + 1) * batch_size]
-            opt.zero_grad()
-            net.cross_entropy(x[b], y[b]).backward()
-            opt.step()
-            sched.step()
+        train_epoch(lambda b: net.cross_entropy(x[b], y[b]), len(x), batch_size, opt, gen, sched)
         if (epoch + 1) % 20 == 0 or epoch + 1 == epochs:
-            log(f"  frame counts: epoch {epoch + 1}/{epochs}  held-out CE {held_out():.5f}  "
+            after = held_out()
+            log(f"  frame counts: epoch {epoch + 1}/{epochs}  held-out CE {after:.5f}  "
                 f"({time.perf_counter() - t0:.0f} s)")
-    return {"held_out_ce_before": before, "held_out_ce_after": held_out(),
+    return {"held_out_ce_before": before, "held_out_ce_after": after,
             "seconds": time.perf_counter() - t0, "epochs": epochs}
 
 

@@ -111,6 +111,8 @@ def fit_history(net, images, counts, held_images, held_counts, *, epochs: int, s
     fit and held-out NLL before and after, and the seconds taken."""
     import torch
 
+    from benchmarks.fit_learned_dvs import train_epoch
+
     torch.manual_seed(seed)
     before = {"fit": poisson_nll(net, images, counts), "held_out": poisson_nll(net, held_images, held_counts)}
     hist = [p for n, p in net.named_parameters() if n.startswith("h")]
@@ -118,14 +120,12 @@ def fit_history(net, images, counts, held_images, held_counts, *, epochs: int, s
     opt = torch.optim.Adam([{"params": hist, "lr": 3e-3}, {"params": rest, "lr": 3e-4}])
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+    def loss_of(b):
+        lam = net.teacher_forced(images[b], counts[b])
+        return (lam - counts[b] * torch.log(lam + 1e-8)).mean()
+
     for epoch in range(epochs):
-        order = torch.randperm(len(images), generator=gen)
-        for i in range(0, len(order), batch_size):
-            b = order[i:i + batch_size]
-            opt.zero_grad()
-            lam = net.teacher_forced(images[b], counts[b])
-            (lam - counts[b] * torch.log(lam + 1e-8)).mean().backward()
-            opt.step()
+        train_epoch(loss_of, len(images), batch_size, opt, gen)
         if (epoch + 1) % 5 == 0 or epoch + 1 == epochs:
             log(f"  history: epoch {epoch + 1}/{epochs}  held-out nll "
                 f"{poisson_nll(net, held_images, held_counts):.5f}  ({time.perf_counter() - t0:.0f} s)")

@@ -112,6 +112,21 @@ class RateNet:
         return _Net()
 
 
+def train_epoch(loss_of, n: int, batch_size: int, opt, gen, sched=None) -> None:
+    """One pass over ``n`` samples in an order drawn from the torch generator ``gen``,
+    ``batch_size`` at a time: ``loss_of(indices)`` (a scalar tensor) backward, then an optimizer
+    step (and a scheduler step, if given)."""
+    import torch
+
+    order = torch.randperm(n, generator=gen)
+    for i in range(0, n, batch_size):
+        opt.zero_grad()
+        loss_of(order[i:i + batch_size]).backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
 def fit_rates(images: np.ndarray, counts: np.ndarray, held_images: np.ndarray,
               held_counts: np.ndarray, *, hidden: int, epochs: int, seed: int,
               batch_size: int = 50, log=print) -> tuple[dict[str, np.ndarray], dict]:
@@ -144,13 +159,7 @@ def fit_rates(images: np.ndarray, counts: np.ndarray, held_images: np.ndarray,
 
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        for i in range(steps):
-            b = order[i * batch_size:(i + 1) * batch_size]
-            opt.zero_grad()
-            nll(x[b], y[b]).backward()
-            opt.step()
-            sched.step()
+        train_epoch(lambda b: nll(x[b], y[b]), len(x), batch_size, opt, gen, sched)
         if (epoch + 1) % 20 == 0 or epoch + 1 == epochs:
             log(f"  rates: epoch {epoch + 1}/{epochs}  nll fit {evaluate(x, y):.5f}  "
                 f"held-out {evaluate(xh, yh):.5f}  ({time.perf_counter() - t0:.0f} s)")
