@@ -6,10 +6,14 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from benchmarks._s2r_data import DEFAULT_REAL, REPO, Pairs
+
+if TYPE_CHECKING:
+    from flexsnn.data.learned_dvs import LearnedDVS
 
 
 def study_parser(doc: str, epochs_help: str) -> argparse.ArgumentParser:
@@ -35,7 +39,7 @@ class Study:
     fit: np.ndarray  # positions in ``pairs`` of the fit half
     held: np.ndarray  # ... and of the held-out half
     images: np.ndarray  # [N, 28, 28] in [0, 1], pair by pair
-    model: object  # the shipped LearnedDVS
+    model: LearnedDVS  # the shipped renderer
     rates: np.ndarray  # [N, 2, n_bins, 34, 34] its expected events
     seeds: list[int]  # C2ST classifier seeds
     rng: np.random.Generator
