@@ -37,31 +37,44 @@ def frame_log_rates(rates: np.ndarray) -> np.ndarray:
     return np.log(rates.reshape(n, 2, T, n_bins // T, SIZE, SIZE).sum(3)).astype(np.float32)
 
 
-def frame_count_net(hidden: int = 32):
-    """The correction CNN with :meth:`logits` ``[B, 2, T, K, 34, 34]`` of log rates ``[B, 2, T, 34, 34]``."""
+def frame_count_net(hidden: int = 32, *, noise_channels: int = 0, depth: int = 2):
+    """The correction CNN with :meth:`logits` ``[B, 2, T, K, 34, 34]`` of log rates ``[B, 2, T, 34, 34]``.
+
+    ``depth`` 3x3 convolutions of ``hidden`` channels, then a 1x1 one to the ``2 * T * K``
+    corrections (zero at the start). With ``noise_channels`` > 0 the first convolution also sees
+    a noise map ``[B, noise_channels, 34, 34]`` (zeros when none is given): cells are then
+    independent given the image *and* the noise, so a fit that uses the noise can correlate
+    neighbouring pixels, frames and polarities (``benchmarks/c2st_sample_fit.py``)."""
     import torch
     from torch import nn
 
     class _Net(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            self.body = nn.Sequential(
-                nn.Conv2d(2 * T, hidden, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(hidden, hidden, 3, padding=1), nn.ReLU(),
-                nn.Conv2d(hidden, 2 * T * K, 1))
+            self.noise_channels = noise_channels
+            layers: list[nn.Module] = []
+            width = 2 * T + noise_channels
+            for _ in range(depth):
+                layers += [nn.Conv2d(width, hidden, 3, padding=1), nn.ReLU()]
+                width = hidden
+            self.body = nn.Sequential(*layers, nn.Conv2d(hidden, 2 * T * K, 1))
             nn.init.zeros_(self.body[-1].weight)
             nn.init.zeros_(self.body[-1].bias)
 
-        def logits(self, log_rates):
+        def logits(self, log_rates, noise=None):
             k = torch.arange(K, dtype=torch.float32).reshape(1, 1, 1, K, 1, 1)
             lam = log_rates.unsqueeze(3)
             poisson = k * lam - torch.exp(lam) - torch.lgamma(k + 1)
             x = log_rates.clamp(min=LOG_FLOOR).flatten(1, 2)
+            if self.noise_channels:
+                if noise is None:
+                    noise = torch.zeros(len(x), self.noise_channels, SIZE, SIZE)
+                x = torch.cat([x, noise], 1)
             return poisson + self.body(x).reshape(-1, 2, T, K, SIZE, SIZE)
 
-        def cross_entropy(self, log_rates, counts):
+        def cross_entropy(self, log_rates, counts, noise=None):
             """Mean negative log likelihood per cell of ``counts`` ``[B, 2, T, 34, 34]``."""
-            lg = self.logits(log_rates).permute(0, 3, 1, 2, 4, 5)  # classes on dim 1
+            lg = self.logits(log_rates, noise).permute(0, 3, 1, 2, 4, 5)  # classes on dim 1
             return nn.functional.cross_entropy(lg, counts.clamp(max=K - 1).long())
 
     return _Net()
