@@ -173,8 +173,9 @@ class LearnedDVS:
         copy.time_factor = None if factor is None else np.asarray(factor, np.float32).astype(np.float64)
         return copy
 
-    def rates(self, images: np.ndarray) -> np.ndarray:
-        """Expected events ``[N, 2, n_bins, 34, 34]`` (float64) of ``[N, 28, 28]`` images in [0, 1]."""
+    def rate_parts(self, images: np.ndarray):
+        """The two terms of :meth:`rates` as torch float32 tensors: the signal's expected events
+        ``[N, 2, n_bins, 34, 34]`` and the noise's log rate ``[1, 2, n_bins, 34, 34]``."""
         import torch
         from torch.nn import functional as F
 
@@ -185,8 +186,15 @@ class LearnedDVS:
                                     padding=a["conv1_weight"].shape[-1] // 2))
             o = F.conv2d(h, a["conv2_weight"], a["conv2_bias"]).reshape(-1, 2, self.n_bins, SIZE, SIZE)
             signal = torch.exp((o + a["gain"]).clamp(max=6.0))
-            noise = torch.exp(a["noise"] + a["noise_t"].reshape(1, self.n_bins, 1, 1))
-        return (signal + noise).double().numpy()
+            log_noise = (a["noise"] + a["noise_t"].reshape(1, self.n_bins, 1, 1)).unsqueeze(0)
+        return signal, log_noise
+
+    def rates(self, images: np.ndarray) -> np.ndarray:
+        """Expected events ``[N, 2, n_bins, 34, 34]`` (float64) of ``[N, 28, 28]`` images in [0, 1]."""
+        import torch
+
+        signal, log_noise = self.rate_parts(images)
+        return (signal + torch.exp(log_noise)).double().numpy()
 
     def field(self, rng: np.random.Generator) -> np.ndarray:
         """One recording's multiplicative rate field ``[34, 34]`` (mean 1)."""
