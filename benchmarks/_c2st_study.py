@@ -1,6 +1,6 @@
-"""What the C2ST studies (``c2st_history.py``, ``c2st_frames.py``, ``c2st_sample_fit.py``) share:
-their command line, the paired data with the shipped renderer's rates, and a C2ST over several
-classifier seeds."""
+"""What the C2ST studies (``c2st_history.py``, ``c2st_frames.py``, ``c2st_sample_fit.py``,
+``c2st_background.py``) share: their command line, the paired data with the shipped renderer's
+rates, and a C2ST over several classifier seeds."""
 
 from __future__ import annotations
 
