@@ -104,10 +104,7 @@ def fit_frame_counts(net, log_rates: np.ndarray, counts: np.ndarray, held_log_ra
     xh, yh = torch.from_numpy(held_log_rates), torch.from_numpy(held_counts.astype(np.float32))
 
     def held_out() -> float:
-        with torch.no_grad():
-            parts = [float(net.cross_entropy(xh[i:i + 50], yh[i:i + 50])) * len(xh[i:i + 50])
-                     for i in range(0, len(xh), 50)]
-        return sum(parts) / len(xh)
+        return batched_cross_entropy(net, xh, yh)
 
     before = held_out()
     steps = (len(x) + batch_size - 1) // batch_size
@@ -124,6 +121,17 @@ def fit_frame_counts(net, log_rates: np.ndarray, counts: np.ndarray, held_log_ra
                 f"({time.perf_counter() - t0:.0f} s)")
     return {"held_out_ce_before": before, "held_out_ce_after": after,
             "seconds": time.perf_counter() - t0, "epochs": epochs}
+
+
+def batched_cross_entropy(net, log_rates, counts, batch: int = 50) -> float:
+    """``net``'s mean cross-entropy per cell over ``[N, 2, T, 34, 34]`` torch tensors, ``batch``
+    recordings at a time, without gradients (the noise input, if any, at zero)."""
+    import torch
+
+    with torch.no_grad():
+        parts = [float(net.cross_entropy(log_rates[i:i + batch], counts[i:i + batch])) * len(log_rates[i:i + batch])
+                 for i in range(0, len(log_rates), batch)]
+    return sum(parts) / len(log_rates)
 
 
 def sample_frame_counts(net, log_rates: np.ndarray, seed: int, batch: int = 100) -> np.ndarray:
@@ -160,3 +168,9 @@ def frame_counts_to_events(counts: np.ndarray, rates: np.ndarray, duration_us: i
         ev["t"][-1] = duration_us
         ev = resample_times(ev, rates, np.arange(1, T) / T, rng)
     return ev
+
+
+def counts_to_recordings(counts: np.ndarray, rates: np.ndarray, durations, rng: np.random.Generator) -> list[np.ndarray]:
+    """:func:`frame_counts_to_events` of each recording: ``counts`` ``[N, 2, T, 34, 34]``, ``rates``
+    ``[N, 2, n_bins, 34, 34]``, ``durations`` ``[N]`` in µs; drawn in order from ``rng``."""
+    return [frame_counts_to_events(counts[i], rates[i], int(durations[i]), rng) for i in range(len(counts))]

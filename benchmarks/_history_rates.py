@@ -120,6 +120,7 @@ def fit_history(net, images, counts, held_images, held_counts, *, epochs: int, s
     opt = torch.optim.Adam([{"params": hist, "lr": 3e-3}, {"params": rest, "lr": 3e-4}])
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
+
     def loss_of(b):
         lam = net.teacher_forced(images[b], counts[b])
         return (lam - counts[b] * torch.log(lam + 1e-8)).mean()

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     durations = [int(r["t"][-1]) for r in real]
 
     def arm(c: np.ndarray) -> dict:
-        acc = study.c2st([fc.frame_counts_to_events(c[i], rates[i], durations[i], rng) for i in range(n)])
+        acc = study.c2st(fc.counts_to_recordings(c, rates, durations, rng))
         return {"c2st_per_seed": acc, "c2st": float(np.mean(acc))}
 
     profiles = {
@@ -146,18 +146,17 @@ def main(argv: list[str] | None = None) -> dict:
 
     signal, log_noise = model.rate_parts(study.images)
     counts_bins = np.stack([normalized_counts(r, model.n_bins) for r in real])
-    arms = {"shipped": (rates, None)}
-    for name, signal_too in (("shipped + background pattern", False),
-                             ("shipped + background and signal patterns", True)):
-        print(f"{name}:")
-        arrays, info = fit_background_pattern(signal, log_noise, counts_bins, study.fit, study.held,
-                                              signal_too=signal_too, steps=args.steps)
-        with torch.no_grad():
-            r = (signal * torch.exp(torch.from_numpy(arrays["gain_pt"]))[None]
-                 + torch.exp(log_noise + torch.from_numpy(arrays["noise_pt"])[None])).double().numpy()
-        arms[name] = (r, info)
     renderer = {}
-    for name, (r, info) in arms.items():
+    for name, signal_too in (("shipped", None), ("shipped + background pattern", False),
+                             ("shipped + background and signal patterns", True)):
+        info, r = None, rates
+        if signal_too is not None:
+            print(f"{name}:")
+            arrays, info = fit_background_pattern(signal, log_noise, counts_bins, study.fit, study.held,
+                                                  signal_too=signal_too, steps=args.steps)
+            with torch.no_grad():
+                r = (signal * torch.exp(torch.from_numpy(arrays["gain_pt"]))[None]
+                     + torch.exp(log_noise + torch.from_numpy(arrays["noise_pt"])[None])).double().numpy()
         sample_rng = np.random.default_rng(args.seed)  # the same draws for every arm
         acc = study.c2st([model.sample(x, sample_rng) for x in r])
         renderer[name] = {"c2st_per_seed": acc, "c2st": float(np.mean(acc)), "pattern_fit": info}

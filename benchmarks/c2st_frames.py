@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> dict:
     drawn = fc.sample_frame_counts(net, log_rates, seed=args.seed + 1)
     s = model.sampler
     durations = np.maximum(rng.normal(s.duration_mean_us, s.duration_std_us, len(real)), 1).astype(np.int64)
-    gen = [fc.frame_counts_to_events(c, r, int(d), rng) for c, r, d in zip(drawn, rates, durations)]
+    gen = fc.counts_to_recordings(drawn, rates, durations, rng)
     result["frame_model"] = {"fit": fit_info, **arm(gen)}
     expected = np.exp(log_rates)
     durations = [int(r["t"][-1]) for r in real]  # the hybrids keep each recording's span
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
         c = counts.astype(np.int64)
         if size is not None:
             c = np.stack([permute_pixels(c[i], expected[i], size, seed=args.seed + i) for i in range(len(real))])
-        hyb = [fc.frame_counts_to_events(c[i], rates[i], durations[i], rng) for i in range(len(real))]
+        hyb = fc.counts_to_recordings(c, rates, durations, rng)
         result["hybrids"][name] = arm(hyb)
         print(f"hybrid, {name}: C2ST {result['hybrids'][name]['c2st']:.3f}")
     print(f"frame-count model: held-out CE per cell {fit_info['held_out_ce_after']:.4f} "

@@ -48,10 +48,7 @@ def count_features(onehot, random_convs):
     import torch
     from torch.nn import functional as F
 
-    from benchmarks._frame_counts import K
-
-    k = torch.arange(K, dtype=torch.float32).reshape(1, 1, 1, K, 1, 1)
-    c = (onehot * k).sum(3)  # [B, 2, T, 34, 34]
+    c = _counts(onehot)  # [B, 2, T, 34, 34]
     sums = [onehot[:, :, :, 1:].sum((-1, -2)).flatten(1),
             (c[..., 1:] * c[..., :-1]).sum((-1, -2)).flatten(1),
             (c[..., 1:, :] * c[..., :-1, :]).sum((-1, -2)).flatten(1),
@@ -78,6 +75,14 @@ def energy_score(f1, f2, f_real):
     """Mean over the batch of ``(|f1 - r| + |f2 - r| - |f1 - f2|) / 2`` for two samples' and the
     real recording's features ``[B, D]`` (Euclidean norms)."""
     return (((f1 - f_real).norm(dim=1) + (f2 - f_real).norm(dim=1) - (f1 - f2).norm(dim=1)) / 2).mean()
+
+
+def _counts(onehot):
+    """``[B, 2, T, 34, 34]`` counts of one-hot ``[B, 2, T, K, 34, 34]`` (differentiable)."""
+    import torch
+
+    k = torch.arange(onehot.shape[3], dtype=torch.float32).reshape(1, 1, 1, -1, 1, 1)
+    return (onehot * k).sum(3)
 
 
 def _onehot(counts):
@@ -161,16 +166,14 @@ class SampleFit:
         import torch
         from torch.nn import functional as F
 
-        from benchmarks import _frame_counts as fc
         from benchmarks._s2r_c2st import _net
 
         disc = _net(32)
         d_opt = torch.optim.Adam(disc.parameters(), lr=d_lr, betas=(0.5, 0.99))
-        k = torch.arange(fc.K, dtype=torch.float32).reshape(1, 1, 1, fc.K, 1, 1)
         accuracy: list[float] = []
 
         def d_logit(onehot):  # the C2ST's two-logit head as one real-vs-generated logit
-            out = disc(classifier_input((onehot * k).sum(3)))
+            out = disc(classifier_input(_counts(onehot)))
             return out[:, 1] - out[:, 0]
 
         def loss(b):
@@ -201,24 +204,18 @@ class SampleFit:
 
     def held_out_ce(self, log_rates, counts) -> float:
         """Cross-entropy per cell with the noise at zero (``[N, 2, T, 34, 34]`` tensors)."""
-        import torch
+        from benchmarks._frame_counts import batched_cross_entropy
 
-        with torch.no_grad():
-            parts = [float(self.net.cross_entropy(log_rates[i:i + 50], counts[i:i + 50])) * len(log_rates[i:i + 50])
-                     for i in range(0, len(log_rates), 50)]
-        return sum(parts) / len(log_rates)
+        return batched_cross_entropy(self.net, log_rates, counts)
 
     def draw(self, log_rates, seed: int) -> np.ndarray:
         """``[N, 2, T, 34, 34]`` int64 counts, one sample per image (seeded)."""
         import torch
 
-        from benchmarks._frame_counts import K
-
         self.gen.manual_seed(seed)
         torch.manual_seed(seed)  # Gumbel noise comes from the global generator
         with torch.no_grad():
-            k = torch.arange(K, dtype=torch.float32).reshape(1, 1, 1, K, 1, 1)
-            parts = [(self.sample(log_rates[i:i + 100]) * k).sum(3) for i in range(0, len(log_rates), 100)]
+            parts = [_counts(self.sample(log_rates[i:i + 100])) for i in range(0, len(log_rates), 100)]
         return torch.cat(parts).numpy().astype(np.int64)
 
 
@@ -251,7 +248,7 @@ def main(argv: list[str] | None = None) -> dict:
     def arm(model: SampleFit, trace: list[float] | None, seconds: float) -> dict:
         drawn = model.draw(log_rates, seed=args.seed + 1)
         rng = np.random.default_rng(args.seed)
-        gen = [fc.frame_counts_to_events(drawn[i], rates[i], int(durations[i]), rng) for i in range(len(real))]
+        gen = fc.counts_to_recordings(drawn, rates, durations, rng)
         acc = study.c2st(gen)
         return {"c2st_per_seed": acc, "c2st": float(np.mean(acc)), "fit_seconds": seconds,
                 "held_out_ce": model.held_out_ce(log_rates[held], counts[held].clamp(max=fc.K - 1)),
