@@ -27,6 +27,9 @@ def study_parser(doc: str, epochs_help: str) -> argparse.ArgumentParser:
     ap.add_argument("--c2st-seeds", default="0,1", help="C2ST classifier seeds, comma-separated")
     ap.add_argument("--c2st-epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", type=Path, default=None, metavar="NPZ",
+                    help="learned renderer to study (default: the shipped one; an earlier version: "
+                         "git show <commit>:data/assets/learned_dvs.npz > old.npz)")
     ap.add_argument("--smoke", action="store_true", help="6 pairs per class, 1 epoch, one C2ST seed of 2 epochs")
     return ap
 
@@ -40,7 +43,7 @@ class Study:
     fit: np.ndarray  # positions in ``pairs`` of the fit half
     held: np.ndarray  # ... and of the held-out half
     images: np.ndarray  # [N, 28, 28] in [0, 1], pair by pair
-    model: LearnedDVS  # the shipped renderer
+    model: LearnedDVS  # the renderer studied (``--model``)
     rates: np.ndarray  # [N, 2, n_bins, 34, 34] its expected events
     seeds: list[int]  # C2ST classifier seeds
     rng: np.random.Generator
@@ -59,9 +62,10 @@ class Study:
         return [c2st_accuracy(*halves, seed=s, epochs=self.args.c2st_epochs) for s in self.seeds]
 
 
-def load_study(ap: argparse.ArgumentParser, argv: list[str] | None) -> Study:
+def load_study(ap: argparse.ArgumentParser, argv: list[str] | None, *, patterns: bool = True) -> Study:
     """Parse ``argv`` (smoke mode: 6 pairs per class, 1 epoch, one C2ST seed of 2 epochs), seed
-    torch and load the pairs, their images and the shipped renderer's rates."""
+    torch and load the pairs, their images and the renderer's rates (``--model``, default the
+    shipped one; without its sensor patterns unless ``patterns``)."""
     import torch
 
     from flexsnn.data.learned_dvs import LearnedDVS
@@ -73,7 +77,9 @@ def load_study(ap: argparse.ArgumentParser, argv: list[str] | None) -> Study:
     torch.manual_seed(args.seed)
     pairs = Pairs(args.real, limit_per_class=6 if args.smoke else None)
     images = load_mnist_images()[0][pairs.image_index]
-    model = LearnedDVS()
+    model = LearnedDVS() if args.model is None else LearnedDVS(args.model)
+    if not patterns:
+        model = model.with_patterns({})
     return Study(args=args, pairs=pairs, fit=pairs.half(held_out=False), held=pairs.half(held_out=True),
                  images=images, model=model, rates=model.rates(images),
                  seeds=[int(s) for s in args.c2st_seeds.split(",")], rng=np.random.default_rng(args.seed))

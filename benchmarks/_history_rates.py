@@ -36,8 +36,8 @@ N_HISTORY = 13
 
 def history_net(model: LearnedDVS, *, hidden: int = 16, kernel: int = 5):
     """A torch module whose image part (``.rate``, a :class:`~benchmarks.fit_learned_dvs.RateNet`)
-    holds ``model``'s arrays (trainable) and whose history part is zero (so it starts as
-    ``model``'s mean rates)."""
+    holds ``model``'s arrays (trainable), with its sensor patterns (fixed), and whose history part
+    is zero (so it starts as ``model``'s mean rates)."""
     import torch
     from torch import nn
 
@@ -54,14 +54,18 @@ def history_net(model: LearnedDVS, *, hidden: int = 16, kernel: int = 5):
             self.rate = rate
             self.h1 = nn.Conv2d(N_HISTORY, hidden, kernel, padding=kernel // 2)
             self.h2 = nn.Conv2d(hidden, 2, 3, padding=1)
+            # the renderer's sensor patterns (zero for a model without them), fixed
+            zero = np.zeros((2, n_bins, SIZE, SIZE), np.float32)
+            for name in ("gain_pt", "noise_pt"):
+                self.register_buffer(name, torch.from_numpy(model.patterns.get(name, zero)))
             nn.init.zeros_(self.h2.weight)
             nn.init.zeros_(self.h2.bias)
 
         def image_logit(self, images):  # [B, 1, 28, 28] -> [B, 2, n_bins, 34, 34]
-            return self.rate.image_logit(images)
+            return self.rate.image_logit(images) + self.gain_pt
 
         def noise_rate(self):  # [2, n_bins, 34, 34]
-            return self.rate.noise_rate()
+            return self.rate.noise_rate() * torch.exp(self.noise_pt)
 
         def history(self, counts, expected, k: int):
             """``[B, 13, 34, 34]`` inputs of bin ``k`` from counts and expected counts

@@ -28,6 +28,15 @@ renderer is fitted instead, on real N-MNIST recordings paired with their MNIST s
    saccades and at their edges, jointly in neighbouring bins and in both polarities; the
    covariance of ``z`` is the real recordings' covariance of per-bin log totals less that of
    recordings generated without it (``benchmarks/fit_learned_dvs.py``).
+   **Sensor patterns** (optional arrays ``noise_pt`` and ``gain_pt``, ``[2, n_bins, 34, 34]``):
+   the sensor's background and sensitivity also change with the time in the recording, pixel by
+   pixel, the same in every recording (``benchmarks/c2st_background.py`` found the noise's
+   timing to be such a fixed pattern)::
+
+       rate[p, k, y, x] = signal[p, k, y, x] * exp(gain_pt[p, k, y, x])
+                          + exp(noise[p, y, x] + noise_t[k] + noise_pt[p, k, y, x])
+
+   fitted by Poisson likelihood with the CNN fixed, with an L2 penalty.
 4. **Bursts** (``burst_size`` > 1): a DVS pixel that an edge crosses fires its events in quick
    succession, while the rates, averaged over recordings whose timing differs by a few ms, spread
    them over 10-20 ms. So a pixel's events in one saccade (between the pauses at normalized times
@@ -61,7 +70,9 @@ SIZE = 34
 IMAGE_PAD = 6  # [28, 28] -> [40, 40]; conv2's 7x7 valid window brings it to [34, 34]
 ARRAYS = ("conv1_weight", "conv1_bias", "conv2_weight", "conv2_bias", "gain", "noise", "noise_t")
 #: Arrays a model may lack (older fits): the sampler then leaves that part out.
-OPTIONAL_ARRAYS = ("time_factor",)
+OPTIONAL_ARRAYS = ("time_factor", "noise_pt", "gain_pt")
+#: The optional per-pixel-and-bin sensor patterns (``[2, n_bins, 34, 34]``, log factors).
+PATTERNS = ("noise_pt", "gain_pt")
 
 
 @dataclass(frozen=True)
@@ -135,6 +146,7 @@ class LearnedDVS:
                 self.arrays = {k: np.asarray(z[k], dtype=np.float32) for k in ARRAYS}
                 self.time_factor = (np.asarray(z["time_factor"], dtype=np.float64)
                                     if "time_factor" in z.files else None)
+                self.patterns = {k: np.asarray(z[k], dtype=np.float32) for k in PATTERNS if k in z.files}
                 sampler = json.loads(str(z["sampler"]))
                 self.meta = json.loads(str(z["meta"]))
         except (OSError, KeyError, ValueError) as err:
@@ -156,6 +168,12 @@ class LearnedDVS:
             raise DataError(f"{path}: time_factor has the shape {self.time_factor.shape}; expected "
                             f"({out}, r), one row per polarity and bin; refit with "
                             "benchmarks/fit_learned_dvs.py")
+        for name, pattern in self.patterns.items():
+            if pattern.shape != (2, self.n_bins, SIZE, SIZE) or not np.isfinite(pattern).all():
+                raise DataError(f"{path}: {name} has the shape {pattern.shape} (finite: "
+                                f"{bool(np.isfinite(pattern).all())}); expected finite values of the "
+                                f"shape (2, {self.n_bins}, {SIZE}, {SIZE}), one per polarity, bin and "
+                                "pixel; refit with benchmarks/fit_learned_dvs.py")
         self.path = path
 
     def with_sampler(self, sampler: SamplerParams) -> "LearnedDVS":
@@ -173,9 +191,16 @@ class LearnedDVS:
         copy.time_factor = None if factor is None else np.asarray(factor, np.float32).astype(np.float64)
         return copy
 
+    def with_patterns(self, patterns: dict[str, np.ndarray]) -> "LearnedDVS":
+        """The same model with other sensor patterns (``{}``: none), held as float32."""
+        copy = self.with_sampler(self.sampler)
+        copy.patterns = {k: np.asarray(v, np.float32) for k, v in patterns.items() if v is not None}
+        return copy
+
     def rate_parts(self, images: np.ndarray):
         """The two terms of :meth:`rates` as torch float32 tensors: the signal's expected events
-        ``[N, 2, n_bins, 34, 34]`` and the noise's log rate ``[1, 2, n_bins, 34, 34]``."""
+        ``[N, 2, n_bins, 34, 34]`` and the noise's log rate ``[1, 2, n_bins, 34, 34]``, the
+        sensor patterns (if any) applied."""
         import torch
         from torch.nn import functional as F
 
@@ -187,6 +212,10 @@ class LearnedDVS:
             o = F.conv2d(h, a["conv2_weight"], a["conv2_bias"]).reshape(-1, 2, self.n_bins, SIZE, SIZE)
             signal = torch.exp((o + a["gain"]).clamp(max=6.0))
             log_noise = (a["noise"] + a["noise_t"].reshape(1, self.n_bins, 1, 1)).unsqueeze(0)
+            if "gain_pt" in self.patterns:  # after the clamp, as fit_sensor_patterns fits it
+                signal = signal * torch.exp(torch.from_numpy(self.patterns["gain_pt"]))
+            if "noise_pt" in self.patterns:
+                log_noise = log_noise + torch.from_numpy(self.patterns["noise_pt"])
         return signal, log_noise
 
     def rates(self, images: np.ndarray) -> np.ndarray:

@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from benchmarks.c2st_background import (FAR_PX, far_background, fit_background_pattern, retime,
-                                        sensor_profiles)
+from benchmarks.c2st_background import FAR_PX, far_background, retime, sensor_profiles
+from benchmarks.fit_learned_dvs import fit_sensor_patterns
 
 
 def test_far_background_is_far_from_every_expected_pixel():
@@ -57,7 +57,7 @@ def test_fit_recovers_a_planted_background_pattern():
     signal = torch.zeros(40, 2, 6, 34, 34) + 1e-6
     counts = rng.poisson(0.2 * np.exp(planted), (40, 2, 6, 34, 34))
     fit, held = np.arange(30), np.arange(30, 40)
-    arrays, info = fit_background_pattern(signal, log_noise, counts, fit, held, steps=60, log=lambda *_: None)
+    arrays, info = fit_sensor_patterns(signal, log_noise, counts, fit, held, signal_too=False, steps=60, log=lambda *_: None)
     pattern = arrays["noise_pt"]
     assert info["nll_after"]["held_out"] < info["nll_before"]["held_out"]
     assert not arrays["gain_pt"].any()  # not fitted unless asked
@@ -74,8 +74,8 @@ def test_fit_recovers_a_planted_signal_pattern():
     planted = np.zeros((2, 6, 34, 34), np.float32)
     planted[0, 2:5, :, :17] = -1.0  # the sensor's left half responds less in bins 2-4
     counts = rng.poisson(0.5 * np.exp(planted), (200, 2, 6, 34, 34))
-    arrays, info = fit_background_pattern(signal, log_noise, counts, np.arange(150), np.arange(150, 200),
-                                          signal_too=True, steps=60, log=lambda *_: None)
+    arrays, info = fit_sensor_patterns(signal, log_noise, counts, np.arange(150), np.arange(150, 200),
+                                       signal_too=True, steps=60, log=lambda *_: None)
     assert info["nll_after"]["held_out"] < info["nll_before"]["held_out"]
     assert arrays["gain_pt"][0, 2:5, :, :17].mean() < -0.7 and abs(arrays["gain_pt"][0, 2:5, :, 17:].mean()) < 0.15
 

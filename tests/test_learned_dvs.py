@@ -161,6 +161,30 @@ def test_weights_round_trip_and_bad_files(model, tmp_path):
         LearnedDVS(wrong)
 
 
+def test_sensor_patterns_scale_the_signal_and_the_noise_where_they_say(model, tmp_path):
+    images, _ = load_mnist_images()
+    plain = model.with_patterns({})
+    signal, log_noise = plain.rate_parts(images[:2])
+    nb = model.n_bins
+    noise_pt = np.zeros((2, nb, 34, 34), np.float32)
+    gain_pt = np.zeros((2, nb, 34, 34), np.float32)
+    noise_pt[1, 4, 0, 0] = np.log(3.0)  # the corner's OFF background triples in bin 4
+    gain_pt[0, 7] = np.log(0.5)  # the ON signal halves in bin 7, everywhere
+    path = save_weights(tmp_path / "pt.npz", {**model.arrays, "noise_pt": noise_pt, "gain_pt": gain_pt},
+                        model.sampler)
+    patterned = LearnedDVS(path)
+    signal2, log_noise2 = patterned.rate_parts(images[:2])
+    np.testing.assert_allclose(signal2[:, 0, 7].numpy(), 0.5 * signal[:, 0, 7].numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(signal2[:, 1].numpy(), signal[:, 1].numpy())
+    assert float(log_noise2[0, 1, 4, 0, 0] - log_noise[0, 1, 4, 0, 0]) == pytest.approx(np.log(3.0))
+    assert float((log_noise2 - log_noise).abs().sum()) == pytest.approx(np.log(3.0), rel=1e-5)
+    np.testing.assert_allclose(patterned.rates(images[:2]), (signal2 + log_noise2.exp()).double().numpy())
+    for bad, why in ((np.zeros((2, nb + 1, 34, 34)), "shape"), (np.full((2, nb, 34, 34), np.nan), "finite")):
+        wrong = save_weights(tmp_path / "pt_bad.npz", {**model.arrays, "noise_pt": bad}, model.sampler)
+        with pytest.raises(DataError, match=f"noise_pt has the shape .*{why}|noise_pt .*{why}"):
+            LearnedDVS(wrong)
+
+
 def test_saccade_params_renderer():
     physical, learned = SaccadeParams(), SaccadeParams(renderer="learned")
     assert physical.key(0) != learned.key(0) and learned.key(0) != learned.key(1)
