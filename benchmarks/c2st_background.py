@@ -67,8 +67,6 @@ def sensor_profiles(counts: np.ndarray, mask: np.ndarray, prior: np.ndarray, pri
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import torch
-
     from flexsnn.io_utils import provenance
 
     from benchmarks import _frame_counts as fc
@@ -120,9 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"{name}:")
             arrays, info = fit_sensor_patterns(signal, log_noise, counts_bins, study.fit, study.held,
                                                signal_too=signal_too, steps=args.steps, l2=1e-4)
-            with torch.no_grad():
-                r = (signal * torch.exp(torch.from_numpy(arrays["gain_pt"]))[None]
-                     + torch.exp(log_noise + torch.from_numpy(arrays["noise_pt"])[None])).double().numpy()
+            r = model.with_patterns(arrays).rates(study.images)
         sample_rng = np.random.default_rng(args.seed)  # the same draws for every arm
         acc = study.c2st([model.sample(x, sample_rng) for x in r])
         renderer[name] = {"c2st_per_seed": acc, "c2st": float(np.mean(acc)), "pattern_fit": info}

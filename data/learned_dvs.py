@@ -169,9 +169,10 @@ class LearnedDVS:
                             f"({out}, r), one row per polarity and bin; refit with "
                             "benchmarks/fit_learned_dvs.py")
         for name, pattern in self.patterns.items():
-            if pattern.shape != (2, self.n_bins, SIZE, SIZE) or not np.isfinite(pattern).all():
+            finite = bool(np.isfinite(pattern).all())
+            if pattern.shape != (2, self.n_bins, SIZE, SIZE) or not finite:
                 raise DataError(f"{path}: {name} has the shape {pattern.shape} (finite: "
-                                f"{bool(np.isfinite(pattern).all())}); expected finite values of the "
+                                f"{finite}); expected finite values of the "
                                 f"shape (2, {self.n_bins}, {SIZE}, {SIZE}), one per polarity, bin and "
                                 "pixel; refit with benchmarks/fit_learned_dvs.py")
         self.path = path
