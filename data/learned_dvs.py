@@ -37,6 +37,11 @@ renderer is fitted instead, on real N-MNIST recordings paired with their MNIST s
                           + exp(noise[p, y, x] + noise_t[k] + noise_pt[p, k, y, x])
 
    fitted by Poisson likelihood with the CNN fixed, with an L2 penalty.
+   **Background apart** (``noise_shape`` set; version 8): the background part of the rates,
+   ``exp(noise + noise_t + noise_pt)``, which does not depend on the image, is drawn as its own
+   renewal process of that shape (1: Poisson), and only the signal part fires regularly and in
+   bursts. Drawn together, the sensor's noise fired as regularly as an edge and was gathered
+   into the edges' bursts.
 4. **Bursts** (``burst_size`` > 1): a DVS pixel that an edge crosses fires its events in quick
    succession, while the rates, averaged over recordings whose timing differs by a few ms, spread
    them over 10-20 ms. So a pixel's events in one saccade (between the pauses at normalized times
@@ -89,6 +94,7 @@ class SamplerParams:
     burst_spread_us: float = 0.0
     pause1_at: float = 0.304
     pause2_at: float = 0.720
+    noise_shape: float | None = None  # None: the background fires with the signal (before version 8)
 
     def check(self, source: str) -> None:
         """Raise :class:`DataError` naming ``source`` and the field when a value is out of range."""
@@ -97,6 +103,8 @@ class SamplerParams:
                   "duration_mean_us": (1.0, 1e8), "duration_std_us": (0.0, 1e7),
                   "burst_size": (1.0, 100.0), "burst_spread_us": (0.0, 1e5),
                   "pause1_at": (0.0, 1.0), "pause2_at": (0.0, 1.0)}
+        if self.noise_shape is not None:
+            limits["noise_shape"] = (0.1, 1000.0)
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if not (np.isfinite(value) and lo <= value <= hi):
@@ -196,6 +204,7 @@ class LearnedDVS:
         """The same model with other sensor patterns (``{}``: none), held as float32."""
         copy = self.with_sampler(self.sampler)
         copy.patterns = {k: np.asarray(v, np.float32) for k, v in patterns.items() if v is not None}
+        copy.__dict__.pop("_noise_rates", None)  # computed with the old patterns
         return copy
 
     def rate_parts(self, images: np.ndarray):
@@ -226,6 +235,18 @@ class LearnedDVS:
         signal, log_noise = self.rate_parts(images)
         return (signal + torch.exp(log_noise)).double().numpy()
 
+    @functools.cached_property
+    def _noise_rates(self) -> np.ndarray:
+        import torch
+
+        _, log_noise = self.rate_parts(np.zeros((1, 28, 28), np.float32))
+        return torch.exp(log_noise[0]).double().numpy()
+
+    def noise_rates(self) -> np.ndarray:
+        """The background's expected events ``[2, n_bins, 34, 34]`` (the same for every image;
+        part of :meth:`rates`)."""
+        return self._noise_rates.copy()
+
     def field(self, rng: np.random.Generator) -> np.ndarray:
         """One recording's multiplicative rate field ``[34, 34]`` (mean 1)."""
         s = self.sampler
@@ -247,34 +268,34 @@ class LearnedDVS:
         z = f @ rng.standard_normal(f.shape[1]) - 0.5 * (f * f).sum(1)
         return np.exp(z).reshape(2, self.n_bins, 1, 1)
 
-    def sample(self, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """One recording (:data:`EVENT_DTYPE`, sorted by t in µs) of ``rates`` ``[2, n_bins, 34, 34]``."""
+    def sample(self, rates: np.ndarray, rng: np.random.Generator,
+               noise: np.ndarray | None = None) -> np.ndarray:
+        """One recording (:data:`EVENT_DTYPE`, sorted by t in µs) of ``rates`` ``[2, n_bins, 34, 34]``
+        (expected events per polarity, bin and pixel).
+
+        With ``sampler.noise_shape`` set, the part ``noise`` of ``rates`` (same layout, or a
+        scalar; default :meth:`noise_rates`, which :meth:`rates` includes) is drawn apart from the
+        rest: as a renewal process of that shape, outside the bursts.
+        """
         s = self.sampler
         nb = self.n_bins
-        lam = (rates * self.field(rng) * self.time_gain(rng)).transpose(0, 2, 3, 1).reshape(-1, nb)  # [channel, bin]
-        cum = np.concatenate([np.zeros((lam.shape[0], 1)), np.cumsum(lam, 1)], 1)
-        total = cum[:, -1]
-        live = np.flatnonzero(total > 1e-6)
-        cum, lam, total = cum[live], lam[live], total[live]
-        k = s.renewal_shape
-        n_draw = int(np.ceil(total.max(initial=0.0) * 1.3 + 8 * np.sqrt(total.max(initial=0.0)) + 8))
-        gaps = rng.gamma(k, 1.0 / k, size=(live.size, n_draw))
-        # stationary start: the first gap is a length-biased interval cut at a uniform point
-        gaps[:, 0] = rng.gamma(k + 1, 1.0 / k, size=live.size) * rng.random(live.size)
-        arrivals = np.cumsum(gaps, 1)
-        row, _ = np.nonzero(arrivals < total[:, None])
-        level = arrivals[arrivals < total[:, None]]
-        # integrated rate -> bin and position inside it (rows offset so one search serves all)
-        stride = total.max(initial=0.0) + 1.0
-        flat = (cum + np.arange(live.size)[:, None] * stride).ravel()
-        j = np.searchsorted(flat, level + row * stride, side="right") - 1
-        b = np.clip(j - row * (nb + 1), 0, nb - 1)
-        frac = np.clip((level - cum[row, b]) / np.maximum(lam[row, b], 1e-12), 0.0, 1.0)
-        u = (b + frac) / nb
+        gain = self.field(rng) * self.time_gain(rng)
+        if s.noise_shape is None:
+            parts = [(rates, s.renewal_shape, True)]
+        else:
+            noise = self.noise_rates() if noise is None else np.broadcast_to(np.asarray(noise, np.float64), rates.shape)
+            parts = [(np.maximum(rates - noise, 0.0), s.renewal_shape, True), (noise, s.noise_shape, False)]
+        channels, times, bursty = [], [], []
+        for part, shape, in_bursts in parts:
+            lam = (part * gain).transpose(0, 2, 3, 1).reshape(-1, nb)  # [channel, bin]
+            ch, u = _renewal(lam, shape, rng)
+            channels.append(ch)
+            times.append(u)
+            bursty.append(np.full(ch.size, in_bursts))
+        ch, u, bursty = np.concatenate(channels), np.concatenate(times), np.concatenate(bursty)
         duration = max(rng.normal(s.duration_mean_us, s.duration_std_us), 1.0)
-        ch = live[row]
         if s.burst_size > 1.0:
-            u = self._bursts(u, ch, rng, s.burst_spread_us / duration)
+            u[bursty] = self._bursts(u[bursty], ch[bursty], rng, s.burst_spread_us / duration)
         t = np.floor(u * duration).astype(np.int64)
         if t.size:  # a real file ends with its last event; stretching u to end there skews the bins
             t[np.argmax(u)] = int(duration)
@@ -307,6 +328,52 @@ class LearnedDVS:
         out = np.empty_like(u)
         out[order] = np.clip(t, 0.0, 1.0)
         return out
+
+
+#: Channels are drawn in groups by how many intervals they may need (at most this many each),
+#: so the many quiet channels do not draw as many intervals as the busiest one.
+_DRAW_GROUPS = (24, 64)
+
+
+def _renewal(lam: np.ndarray, shape: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Events of renewal processes with Gamma(``shape``) intervals in the integrated rate, one
+    per row of ``lam`` ``[channel, bin]`` (expected events per bin): their channels and
+    normalized times ``(bin + position in it) / n_bins``, ``[n]`` each."""
+    total = lam.sum(1)
+    live = np.flatnonzero(total > 1e-6)
+    need = np.ceil(total[live] * 1.3 + 8 * np.sqrt(total[live]) + 8)
+    channels, times = [], []
+    for lo, hi in zip((0.0,) + _DRAW_GROUPS, _DRAW_GROUPS + (np.inf,)):
+        rows = live[(need > lo) & (need <= hi)]
+        if rows.size:
+            row, u = _renewal_rows(lam[rows], shape, rng)
+            channels.append(rows[row])
+            times.append(u)
+    if not channels:
+        return np.zeros(0, np.int64), np.zeros(0)
+    return np.concatenate(channels), np.concatenate(times)
+
+
+def _renewal_rows(lam: np.ndarray, shape: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_renewal` of rows that all expect some events: the row of each event and its time."""
+    nb = lam.shape[1]
+    cum = np.concatenate([np.zeros((lam.shape[0], 1)), np.cumsum(lam, 1)], 1)
+    total = cum[:, -1]
+    k = shape
+    n_draw = int(np.ceil(total.max() * 1.3 + 8 * np.sqrt(total.max()) + 8))
+    gaps = rng.gamma(k, 1.0 / k, size=(lam.shape[0], n_draw))
+    # stationary start: the first gap is a length-biased interval cut at a uniform point
+    gaps[:, 0] = rng.gamma(k + 1, 1.0 / k, size=lam.shape[0]) * rng.random(lam.shape[0])
+    arrivals = np.cumsum(gaps, 1)
+    row, _ = np.nonzero(arrivals < total[:, None])
+    level = arrivals[arrivals < total[:, None]]
+    # integrated rate -> bin and position inside it (rows offset so one search serves all)
+    stride = total.max() + 1.0
+    flat = (cum + np.arange(lam.shape[0])[:, None] * stride).ravel()
+    j = np.searchsorted(flat, level + row * stride, side="right") - 1
+    b = np.clip(j - row * (nb + 1), 0, nb - 1)
+    frac = np.clip((level - cum[row, b]) / np.maximum(lam[row, b], 1e-12), 0.0, 1.0)
+    return row, (b + frac) / nb
 
 
 @functools.lru_cache(maxsize=8)

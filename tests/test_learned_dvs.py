@@ -18,6 +18,10 @@ def model() -> LearnedDVS:
     return LearnedDVS()
 
 
+#: The synthetic rates below are all signal: none of them is the model's background.
+NO_NOISE = 0.0
+
+
 def _counts(events: np.ndarray) -> np.ndarray:
     c = np.zeros((2, 34, 34))
     np.add.at(c, (events["p"].astype(np.int64), events["y"], events["x"]), 1.0)
@@ -60,7 +64,7 @@ def test_renewal_shape_sets_the_count_scatter(model):
         m = model.with_sampler(dataclasses.replace(model.sampler, renewal_shape=shape,
                                                    field_sigma=0.0, gain_sigma=0.0))
         rng = np.random.default_rng(0)
-        c = np.stack([_counts(m.sample(rates, rng))[:, 10:20, 10:20] for _ in range(40)])
+        c = np.stack([_counts(m.sample(rates, rng, noise=NO_NOISE))[:, 10:20, 10:20] for _ in range(40)])
         assert abs(c.mean() / 8.0 - 1) < 0.03
         ratios[shape] = c.var() / c.mean()
     assert 0.85 < ratios[1.0] < 1.15
@@ -87,7 +91,7 @@ def test_sampled_events_land_in_the_bins_of_their_rates(model):
     m = model.with_sampler(dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0))
     m.time_factor = None
     rng = np.random.default_rng(1)
-    totals = sum(_bin_totals(m.sample(rates, rng), nb) for _ in range(60))
+    totals = sum(_bin_totals(m.sample(rates, rng, noise=NO_NOISE), nb) for _ in range(60))
     expected = 60 * rates.sum((2, 3))
     ratio = totals / expected
     assert abs(ratio[:, :-3].mean() - 1) < 0.02 and np.abs(ratio[:, :-3] - 1).max() < 0.12
@@ -103,7 +107,7 @@ def test_time_gain_scatters_only_the_bins_its_factor_names(model):
     factor[[3, nb + 3], 0] = 0.5  # bin 3, both polarities, together
     m.time_factor = factor
     rng = np.random.default_rng(2)
-    t = np.log(np.stack([_bin_totals(m.sample(rates, rng), nb) for _ in range(80)]))  # [80, 2, nb]
+    t = np.log(np.stack([_bin_totals(m.sample(rates, rng, noise=NO_NOISE), nb) for _ in range(80)]))  # [80, 2, nb]
     assert 0.35 < t[:, 0, 3].std() < 0.65 and t[:, 0, 10].std() < 0.15
     assert np.corrcoef(t[:, 0, 3], t[:, 1, 3])[0, 1] > 0.8
     assert abs(np.exp(t[:, :, 3]).mean() / np.exp(t[:, :, 10]).mean() - 1) < 0.15  # mean kept
@@ -120,8 +124,8 @@ def test_bursts_gather_a_pixels_events_and_keep_the_time_profile(model):
     plain.time_factor = None
     bursty = model.with_sampler(dataclasses.replace(base, burst_size=3.0, burst_spread_us=0.0))
     bursty.time_factor = None
-    a = [plain.sample(rates, np.random.default_rng(i)) for i in range(30)]
-    b = [bursty.sample(rates, np.random.default_rng(i)) for i in range(30)]
+    a = [plain.sample(rates, np.random.default_rng(i), noise=NO_NOISE) for i in range(30)]
+    b = [bursty.sample(rates, np.random.default_rng(i), noise=NO_NOISE) for i in range(30)]
     assert [len(x) for x in a] == [len(x) for x in b]  # the same draws up to the bursts: same counts
     profile_a, profile_b = sum(_bin_totals(x, nb) for x in a), sum(_bin_totals(x, nb) for x in b)
     assert abs(profile_b.sum() / profile_a.sum() - 1) < 1e-9
@@ -135,6 +139,53 @@ def test_bursts_gather_a_pixels_events_and_keep_the_time_profile(model):
     assert 0.3 < distinct_times_per_event(b) < 0.45  # ceil(n / 3) bursts of 3 events each
     with pytest.raises(DataError, match="burst_size"):
         dataclasses.replace(base, burst_size=0.5).check("x")
+
+
+def test_background_drawn_apart_fires_as_poisson_outside_the_bursts(model):
+    """With ``noise_shape`` set, the image-independent background fires as its own renewal
+    process (shape 1: Poisson) and stays out of the signal's bursts, while the signal keeps its
+    regular firing; without it, the background fires as regularly as the signal (before
+    version 8)."""
+    nb = model.n_bins
+    noise = np.zeros((2, nb, 34, 34))
+    noise[:, :, :10] = 9.0 / nb  # 9 expected background events per pixel and polarity
+    rates = noise.copy()
+    rates[:, :, 20:30, 10:20] = 9.0 / nb  # and 9 of signal elsewhere
+    base = dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0, renewal_shape=50.0,
+                               burst_size=3.0, burst_spread_us=0.0, noise_shape=None)
+    together = model.with_sampler(base).with_time_factor(None)
+    apart = model.with_sampler(dataclasses.replace(base, noise_shape=1.0)).with_time_factor(None)
+
+    def draws(m):
+        recs = [m.sample(rates, np.random.default_rng(i), noise=noise) for i in range(40)]
+        c = np.stack([_counts(r) for r in recs])
+        return recs, c[:, :, :10], c[:, :, 20:30, 10:20]
+
+    def distinct_times_per_event(recs, rows):
+        sel = [r[(r["y"] >= rows[0]) & (r["y"] < rows[1])] for r in recs]
+        keys = [np.unique(np.stack([r["x"], r["y"], r["p"], r["t"]]), axis=1).shape[1] for r in sel]
+        return sum(keys) / sum(len(r) for r in sel)
+
+    recs_t, bg_t, sig_t = draws(together)
+    recs_a, bg_a, sig_a = draws(apart)
+    for c in (bg_t, bg_a, sig_t, sig_a):
+        assert abs(c.mean() / 9.0 - 1) < 0.05
+    assert bg_t.var() / bg_t.mean() < 0.1 and 0.85 < bg_a.var() / bg_a.mean() < 1.15
+    assert sig_a.var() / sig_a.mean() < 0.1
+    assert distinct_times_per_event(recs_t, (0, 10)) < 0.45  # gathered into bursts of 3
+    assert distinct_times_per_event(recs_a, (0, 10)) > 0.95  # each background event on its own
+    assert distinct_times_per_event(recs_a, (20, 30)) < 0.45  # the signal still bursts
+    # by default the model's own background is the part drawn apart; it is part of rates()
+    images, _ = load_mnist_images()
+    own = model.with_sampler(dataclasses.replace(model.sampler, noise_shape=1.0))
+    blank = own.rates(np.zeros((1, 28, 28)))[0]
+    np.testing.assert_allclose(own.noise_rates(), blank - own.rate_parts(np.zeros((1, 28, 28)))[0][0].double().numpy(),
+                               rtol=1e-5, atol=1e-9)
+    a = own.sample(own.rates(images[:1])[0], np.random.default_rng(5))
+    b = own.sample(own.rates(images[:1])[0], np.random.default_rng(5), noise=own.noise_rates())
+    assert np.array_equal(a, b)
+    with pytest.raises(DataError, match="noise_shape"):
+        dataclasses.replace(model.sampler, noise_shape=0.0).check("x")
 
 
 def test_weights_round_trip_and_bad_files(model, tmp_path):
