@@ -248,7 +248,7 @@ def merge(paths: list[Path], out: Path, name: str = "sim_to_real") -> dict:
 
 
 def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool,
-        arms=ARMS, log=print, name: str = "sim_to_real") -> dict:
+        arms=ARMS, log=print, name: str = "sim_to_real", c2st_seeds: tuple[int, ...] = (0, 1)) -> dict:
     import torch
 
     from flexsnn.data.saccade import GENERATOR_VERSION, SaccadeParams
@@ -269,7 +269,8 @@ def run(real_root: Path, out: Path, work: Path, *, seeds: list[int], smoke: bool
         key = repr(sorted(dataclasses.asdict(SaccadeParams(**arm.params)).items()))
         if key not in checked:
             checked[key] = generator_checks(arm.params, pairs, c2st_epochs=2 if smoke else 20,
-                                            seeds=(0,), work=work, views=arm.name in VIEW_ARMS)
+                                            seeds=(0,) if smoke else tuple(c2st_seeds), work=work,
+                                            views=arm.name in VIEW_ARMS)
             sets[arm.name] = checked[key]["generated"]
         chk = checked[key]
         arm_results[arm.name] = {
@@ -318,6 +319,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=None,
                     help="trained arms (cached per settings; default <cache>/sim-to-real)")
     ap.add_argument("--seeds", default="0,1", help="training seeds, comma-separated (>= 2)")
+    ap.add_argument("--c2st-seeds", default="0,1",
+                    help="C2ST classifier seeds, comma-separated: the C2ST is their mean (one seed's "
+                         "verdict on the same recordings can differ by a few points)")
     ap.add_argument("--smoke", action="store_true",
                     help="40 pairs, 1 epoch on 60 recordings, arms previous and fitted-v3+event_augment")
     ap.add_argument("--arms", default=None,
@@ -355,7 +359,11 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     arms = ARMS if chosen is None else tuple(a for a in ARMS if a.name in chosen)
-    r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms, name=args.name)
+    c2st_seeds = tuple(int(s) for s in args.c2st_seeds.split(",") if s.strip())
+    if not c2st_seeds:
+        ap.error("--c2st-seeds: give at least one seed, e.g. 0,1")
+    r = run(args.real, args.out, work, seeds=seeds, smoke=args.smoke, arms=arms, name=args.name,
+            c2st_seeds=c2st_seeds)
     print_summary(r, args.out, args.name)
     return 0
 

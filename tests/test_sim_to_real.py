@@ -160,3 +160,20 @@ def test_merge_recomputes_the_headline_from_the_learned_arm(tmp_path):
     c.write_text(json.dumps(_result({"learned": _arm(0.5, learned)}, "learned", real_n=20)))
     with pytest.raises(ConfigError, match="real_n"):
         merge([a, c], tmp_path / "out3")
+
+
+@pytest.mark.realdata
+def test_c2st_is_the_mean_over_classifier_seeds_cached_per_seed(nmnist_small, tmp_path):
+    """``--c2st-seeds``: one C2ST per classifier seed, their mean as the verdict, each seed's
+    result cached in the work folder (a second call trains nothing and agrees)."""
+    from benchmarks._s2r_data import Pairs
+    from benchmarks.sim_to_real import generator_checks
+
+    pairs = Pairs(nmnist_small, limit_per_class=4)
+    params = {"renderer": "learned"}
+    a = generator_checks(params, pairs, c2st_epochs=2, seeds=(0, 1), work=tmp_path)
+    assert len(a["c2st_per_seed"]) == 2
+    assert a["c2st_accuracy"] == pytest.approx(sum(a["c2st_per_seed"]) / 2)
+    assert len(list(tmp_path.glob("c2st-*-s0-e2.json"))) == 1 and len(list(tmp_path.glob("c2st-*-s1-e2.json"))) == 1
+    b = generator_checks(params, pairs, c2st_epochs=2, seeds=(0, 1), work=tmp_path)
+    assert b["c2st_per_seed"] == a["c2st_per_seed"]
