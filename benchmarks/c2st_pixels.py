@@ -119,8 +119,6 @@ def donor_hybrids(real: list[np.ndarray], busy: np.ndarray, donor: np.ndarray,
                   donor_pixel: np.ndarray) -> list[np.ndarray]:
     """Real recordings whose busy pixels ``[N, P]`` hold the events of ``donor[i, p]``'s pixel
     ``donor_pixel[p]``, times scaled to the recipient's duration."""
-    from flexsnn.data.events import EVENT_DTYPE
-
     indexed = events_by_pixel(real)
     duration = np.array([max(int(r["t"].max()), 1) if len(r) else 1 for r in real])
     out = []
@@ -133,7 +131,7 @@ def donor_hybrids(real: list[np.ndarray], busy: np.ndarray, donor: np.ndarray,
             e["y"], e["x"] = divmod(p, SIZE)
             e["t"] = (e["t"].astype(np.float64) * duration[i] / duration[j]).astype(e["t"].dtype)
             parts.append(e)
-        allev = np.concatenate(parts) if parts else np.empty(0, EVENT_DTYPE)
+        allev = np.concatenate(parts)
         out.append(allev[np.argsort(allev["t"], kind="stable")])
     return out
 

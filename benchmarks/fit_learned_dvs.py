@@ -14,9 +14,10 @@ benchmark's real test set) checks.
    Nelder-Mead, so that generated recordings of the fit half's images match the real ones'
    residual statistics (:func:`residual_stats`); the duration's mean and std measured. The
    background is drawn apart from the signal as a renewal process of shape ``--noise-shape``
-   (1: Poisson, the default since version 8; 0: with the signal, as before; held-out C2ST with
-   version 7's other parameters, two classifier seeds: shape 0.5 / 1 / 2 / 34 gave 0.873 /
-   0.839 / 0.892 / 0.963, drawn with the signal 0.939).
+   (1: Poisson, the default since version 8; 0: with the signal, as before). Held-out C2ST on
+   version 7's rates, signal shape 34 and bursts of 1.4, two classifier seeds
+   (``c2st_pixels.py``): background shape 0.5 / 1 / 2 / 34 gave 0.877 / 0.843 / 0.894 / 0.956,
+   drawn with the signal 0.958.
 4. Bursts: the pauses between the saccades measured (:func:`measure_pauses`), then
    ``burst_size`` and ``burst_spread_us`` by Nelder-Mead, so that generated recordings
    of the fit half match the real ones' frame statistics (:func:`frame_stats`: a pixel's count

@@ -221,12 +221,18 @@ class LearnedDVS:
                                     padding=a["conv1_weight"].shape[-1] // 2))
             o = F.conv2d(h, a["conv2_weight"], a["conv2_bias"]).reshape(-1, 2, self.n_bins, SIZE, SIZE)
             signal = torch.exp((o + a["gain"]).clamp(max=6.0))
-            log_noise = (a["noise"] + a["noise_t"].reshape(1, self.n_bins, 1, 1)).unsqueeze(0)
             if "gain_pt" in self.patterns:  # after the clamp, as fit_sensor_patterns fits it
                 signal = signal * torch.exp(torch.from_numpy(self.patterns["gain_pt"]))
-            if "noise_pt" in self.patterns:
-                log_noise = log_noise + torch.from_numpy(self.patterns["noise_pt"])
-        return signal, log_noise
+        return signal, self._log_noise()
+
+    def _log_noise(self):
+        """The background's log rate ``[1, 2, n_bins, 34, 34]`` (torch float32; no image in it)."""
+        import torch
+
+        log_noise = torch.from_numpy(self.arrays["noise"] + self.arrays["noise_t"].reshape(1, self.n_bins, 1, 1))
+        if "noise_pt" in self.patterns:
+            log_noise = log_noise + torch.from_numpy(self.patterns["noise_pt"])
+        return log_noise.unsqueeze(0)
 
     def rates(self, images: np.ndarray) -> np.ndarray:
         """Expected events ``[N, 2, n_bins, 34, 34]`` (float64) of ``[N, 28, 28]`` images in [0, 1]."""
@@ -239,8 +245,7 @@ class LearnedDVS:
     def _noise_rates(self) -> np.ndarray:
         import torch
 
-        _, log_noise = self.rate_parts(np.zeros((1, 28, 28), np.float32))
-        return torch.exp(log_noise[0]).double().numpy()
+        return torch.exp(self._log_noise()[0]).double().numpy()
 
     def noise_rates(self) -> np.ndarray:
         """The background's expected events ``[2, n_bins, 34, 34]`` (the same for every image;
@@ -283,7 +288,7 @@ class LearnedDVS:
         if s.noise_shape is None:
             parts = [(rates, s.renewal_shape, True)]
         else:
-            noise = self.noise_rates() if noise is None else np.broadcast_to(np.asarray(noise, np.float64), rates.shape)
+            noise = self._noise_rates if noise is None else np.broadcast_to(np.asarray(noise, np.float64), rates.shape)
             parts = [(np.maximum(rates - noise, 0.0), s.renewal_shape, True), (noise, s.noise_shape, False)]
         channels, times, bursty = [], [], []
         for part, shape, in_bursts in parts:
