@@ -51,6 +51,11 @@ renderer is fitted instead, on real N-MNIST recordings paired with their MNIST s
    ``burst_spread_us``. Counts are unchanged; where the events fall is not: real frames at
    T = 10 hold fewer single-event pixels, and a pixel's count moves between neighbouring frames
    as a whole.
+   **Trains** (``burst_interval_us`` set; version 9): a burst's events follow one another at
+   Gamma(``burst_interval_shape``) intervals of mean ``burst_interval_us``, centred on the lead's
+   time, instead of scattering about it: a real pixel that an edge crosses fires a train at
+   2-4 ms intervals and almost never twice within 1.5 ms, where followers scattered by 148 µs put
+   22 % of a pixel's intervals under 250 µs (real: 0.2 %).
 
 The parameters live in one ``.npz`` (read with ``allow_pickle=False``); :func:`weights_digest`
 goes into the dataset cache key, so a refit regenerates caches.
@@ -95,6 +100,8 @@ class SamplerParams:
     pause1_at: float = 0.304
     pause2_at: float = 0.720
     noise_shape: float | None = None  # None: the background fires with the signal (before version 8)
+    burst_interval_us: float | None = None  # None: followers scatter by burst_spread_us (before version 9)
+    burst_interval_shape: float = 8.0
 
     def check(self, source: str) -> None:
         """Raise :class:`DataError` naming ``source`` and the field when a value is out of range."""
@@ -105,6 +112,8 @@ class SamplerParams:
                   "pause1_at": (0.0, 1.0), "pause2_at": (0.0, 1.0)}
         if self.noise_shape is not None:
             limits["noise_shape"] = (0.1, 1000.0)
+        if self.burst_interval_us is not None:
+            limits |= {"burst_interval_us": (1.0, 1e5), "burst_interval_shape": (0.1, 1000.0)}
         for name, (lo, hi) in limits.items():
             value = getattr(self, name)
             if not (np.isfinite(value) and lo <= value <= hi):
@@ -300,7 +309,7 @@ class LearnedDVS:
         ch, u, bursty = np.concatenate(channels), np.concatenate(times), np.concatenate(bursty)
         duration = max(rng.normal(s.duration_mean_us, s.duration_std_us), 1.0)
         if s.burst_size > 1.0:
-            u[bursty] = self._bursts(u[bursty], ch[bursty], rng, s.burst_spread_us / duration)
+            u[bursty] = self._bursts(u[bursty], ch[bursty], rng, duration)
         t = np.floor(u * duration).astype(np.int64)
         if t.size:  # a real file ends with its last event; stretching u to end there skews the bins
             t[np.argmax(u)] = int(duration)
@@ -313,9 +322,9 @@ class LearnedDVS:
         return events
 
     def _bursts(self, u: np.ndarray, channel: np.ndarray, rng: np.random.Generator,
-                spread: float) -> np.ndarray:
+                duration: float) -> np.ndarray:
         """Event times ``u`` (normalized, ``[n]``) gathered into bursts per channel and saccade
-        (item 4 of the module docstring); ``spread`` is the followers' std in normalized time."""
+        (items 4 and 5 of the module docstring); ``duration`` (µs) converts the sampler's µs."""
         s = self.sampler
         group = channel.astype(np.int64) * 3 + np.searchsorted([s.pause1_at, s.pause2_at], u)
         order = np.lexsort((rng.random(u.size), group))  # a random order within each group
@@ -327,12 +336,33 @@ class LearnedDVS:
         rank = np.arange(g.size) - starts[gid]
         n_bursts = np.ceil(size / s.burst_size).astype(np.int64)[gid]
         lead = starts[gid] + rank % n_bursts  # the first n_bursts events (random ones) lead
-        # followers scatter symmetrically about their lead, so the mean profile is blurred by
-        # ``spread``, not shifted
-        t = u[order][lead] + np.where(rank < n_bursts, 0.0, spread * rng.standard_normal(g.size))
+        follower = rank >= n_bursts
+        if s.burst_interval_us is None:
+            # followers scatter symmetrically about their lead, so the mean profile is blurred
+            # by the spread, not shifted
+            offset = np.where(follower, s.burst_spread_us / duration * rng.standard_normal(g.size), 0.0)
+        else:
+            k = s.burst_interval_shape
+            gaps = np.where(follower, rng.gamma(k, s.burst_interval_us / duration / k, g.size), 0.0)
+            offset = _train_offsets(lead, gaps)
+        t = u[order][lead] + offset
         out = np.empty_like(u)
         out[order] = np.clip(t, 0.0, 1.0)
         return out
+
+
+def _train_offsets(lead: np.ndarray, gaps: np.ndarray) -> np.ndarray:
+    """Each event's time relative to its burst's centre when a burst's events (``lead``: the
+    burst's id, ``[n]``; members in array order, the lead first with gap 0) follow one another
+    at ``gaps``: the running sum of the gaps within the burst, less its mean over the burst (so
+    the train is centred on the lead's time and the mean profile is not shifted)."""
+    o = np.argsort(lead, kind="stable")
+    cum = np.cumsum(gaps[o])
+    first = np.r_[True, lead[o][1:] != lead[o][:-1]]
+    pos = np.empty_like(gaps)
+    pos[o] = cum - np.maximum.accumulate(np.where(first, cum - gaps[o], 0.0))
+    mean = np.bincount(lead, weights=pos, minlength=lead.size) / np.maximum(np.bincount(lead, minlength=lead.size), 1)
+    return pos - mean[lead]
 
 
 #: Channels are drawn in groups by how many intervals they may need (at most this many each),

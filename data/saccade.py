@@ -58,8 +58,9 @@ log = logging.getLogger(__name__)
 #: per-recording time gain (the physical renderer's output is unchanged since 4). 7: the learned
 #: renderer's sensor patterns (per pixel and bin; the physical renderer is unchanged since 4).
 #: 8: the learned renderer draws the sensor's background apart from the signal, as Poisson
-#: events outside the bursts (the physical renderer is unchanged since 4).
-GENERATOR_VERSION = 8
+#: events outside the bursts (the physical renderer is unchanged since 4). 9: a burst's events
+#: follow one another in a train at fitted intervals instead of within 148 µs of each other.
+GENERATOR_VERSION = 9
 #: Stream id of the sensor's fixed-pattern randomness (threshold mismatch).
 SENSOR_STREAM = 2**32
 #: Sub-stream of a recording's per-recording variations (gain, time warp, end), so that

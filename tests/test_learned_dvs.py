@@ -122,7 +122,8 @@ def test_bursts_gather_a_pixels_events_and_keep_the_time_profile(model):
     base = dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0)
     plain = model.with_sampler(base)
     plain.time_factor = None
-    bursty = model.with_sampler(dataclasses.replace(base, burst_size=3.0, burst_spread_us=0.0))
+    bursty = model.with_sampler(dataclasses.replace(base, burst_size=3.0, burst_spread_us=0.0,
+                                                    burst_interval_us=None))  # followers at their lead
     bursty.time_factor = None
     a = [plain.sample(rates, np.random.default_rng(i), noise=NO_NOISE) for i in range(30)]
     b = [bursty.sample(rates, np.random.default_rng(i), noise=NO_NOISE) for i in range(30)]
@@ -141,6 +142,49 @@ def test_bursts_gather_a_pixels_events_and_keep_the_time_profile(model):
         dataclasses.replace(base, burst_size=0.5).check("x")
 
 
+def test_trains_space_a_bursts_events_at_their_intervals_and_keep_the_time_profile(model):
+    """With ``burst_interval_us`` set (version 9), a burst's followers come one after another
+    at Gamma intervals of that mean, centred on the lead, instead of within the scatter: a
+    pixel's intervals then sit near the mean, almost none under a quarter of it, and the
+    expected time profile is kept."""
+    nb = model.n_bins
+    rates = np.zeros((2, nb, 34, 34))
+    rates[:, :, 10:20, 10:20] = 0.3
+    base = dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0, burst_size=3.0,
+                               burst_spread_us=100.0, burst_interval_us=None)
+    scattered = model.with_sampler(base).with_time_factor(None)
+    trains = model.with_sampler(dataclasses.replace(base, burst_interval_us=3000.0,
+                                                    burst_interval_shape=8.0)).with_time_factor(None)
+    a = [scattered.sample(rates, np.random.default_rng(i), noise=NO_NOISE) for i in range(30)]
+    b = [trains.sample(rates, np.random.default_rng(i), noise=NO_NOISE) for i in range(30)]
+    assert [len(x) for x in a] == [len(x) for x in b]
+
+    def intervals(recs):  # µs between consecutive events of one pixel and polarity
+        out = []
+        for r in recs:
+            ch = (r["p"].astype(np.int64) * 34 + r["y"]) * 34 + r["x"]
+            o = np.lexsort((r["t"], ch))
+            out.append(np.diff(r["t"][o].astype(np.int64))[np.diff(ch[o]) == 0])
+        return np.concatenate(out)
+
+    ia, ib = intervals(a), intervals(b)
+    assert (ia < 750).mean() > 0.4  # scattered followers: within about 100 µs of their lead
+    assert (ib < 750).mean() < 0.05 and 0.2 < ((ib > 1500) & (ib < 4500)).mean()
+    profile_a, profile_b = sum(_bin_totals(x, nb) for x in a), sum(_bin_totals(x, nb) for x in b)
+    assert np.abs(profile_b[:, 1:-1] / profile_a[:, 1:-1] - 1).mean() < 0.05
+    with pytest.raises(DataError, match="burst_interval_us"):
+        dataclasses.replace(base, burst_interval_us=0.0).check("x")
+
+
+def test_train_offsets_are_running_sums_centred_on_each_burst():
+    from flexsnn.data.learned_dvs import _train_offsets
+
+    lead = np.array([0, 1, 0, 1, 0, 5])  # bursts 0 (three events), 1 (two) and 5 (one)
+    gaps = np.array([0.0, 0.0, 2.0, 3.0, 4.0, 0.0])
+    # burst 0 sits at 0, 2, 6 (mean 8/3); burst 1 at 0, 3 (mean 1.5); burst 5 alone
+    assert np.allclose(_train_offsets(lead, gaps), [-8 / 3, -1.5, 2 - 8 / 3, 1.5, 6 - 8 / 3, 0.0])
+
+
 def test_background_drawn_apart_fires_as_poisson_outside_the_bursts(model):
     """With ``noise_shape`` set, the image-independent background fires as its own renewal
     process (shape 1: Poisson) and stays out of the signal's bursts, while the signal keeps its
@@ -152,7 +196,7 @@ def test_background_drawn_apart_fires_as_poisson_outside_the_bursts(model):
     rates = noise.copy()
     rates[:, :, 20:30, 10:20] = 9.0 / nb  # and 9 of signal elsewhere
     base = dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0, renewal_shape=50.0,
-                               burst_size=3.0, burst_spread_us=0.0, noise_shape=None)
+                               burst_size=3.0, burst_spread_us=0.0, burst_interval_us=None, noise_shape=None)
     together = model.with_sampler(base).with_time_factor(None)
     apart = model.with_sampler(dataclasses.replace(base, noise_shape=1.0)).with_time_factor(None)
 
@@ -280,6 +324,10 @@ def test_fit_script_smoke_writes_a_loadable_model(nmnist_small, tmp_path):
     assert fitted.time_factor.shape == (60, res["time_gain_fit"]["rank"])
     for side in ("real", "generated", "generated_without_time_gain"):
         assert 0 < res["held_out_frame_stats"][side]["single_event_fraction"] < 1
+    trains = res["burst_interval_fit"]  # fitted intervals match the real ones better than scattered followers
+    assert fitted.sampler.burst_interval_us == pytest.approx(res["sampler"]["burst_interval_us"])
+    assert trains["l1_fitted"] < trains["l1_scattered"]
+    assert trains["held_out_l1"]["fitted"] < trains["held_out_l1"]["scattered"]
     # the sampler's parts alone, on the rates of that fit
     again = subprocess.run(
         [sys.executable, str(repo / "benchmarks" / "fit_learned_dvs.py"), "--smoke", "--real",
