@@ -1,0 +1,120 @@
+"""How precise must the renderer's rates be to pass the C2ST? Real recordings as their own rates.
+
+Every renderer so far draws a recording from expected rates: the learned CNN's mean response to
+the image. This study gives the sampler the best rates it could ever get, each real recording's
+own counts per pixel, polarity and bin of its normalized time (30 bins, as the renderer's), and
+asks the C2ST (real against these redrawn recordings, split by image as in ``sim_to_real``):
+
+- drawn **exactly** (a renewal shape of 1000, no field, no gains, no bursts: each bin's events
+  come back, only their times inside the bin are redrawn) and with the shipped sampler's parts
+  (renewal shape, bursts, gains), which add their scatter on top of the real counts;
+- **blurred** first, in time (a Gaussian over the bins) or in space (over the pixels), then drawn
+  exactly: what a rate model whose map is that much smoother than a real recording gives.
+
+It also reports the blur at which a real recording's counts correlate best with the shipped
+CNN's rates for the same image (a rough measure of how smooth the CNN's map is).
+
+Writes ``benchmarks/results/c2st_oracle.json`` (``arms``: ``c2st``, ``c2st_per_seed``, the
+sampler and blur of each; ``cnn_blur``: the correlation per blur) and prints a table.
+
+    python benchmarks/c2st_oracle.py            # ~8 min on 2 cores
+    python benchmarks/c2st_oracle.py --smoke --out /tmp/oracle
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+N_BINS = 30
+#: (name, sampler change or None for the shipped sampler, time blur in bins, space blur in px)
+ARMS = (
+    ("exact counts, drawn exactly", "exact", 0.0, 0.0),
+    ("exact counts, shipped renewal shape (no gains, no bursts)", "shape", 0.0, 0.0),
+    ("exact counts, shipped sampler", None, 0.0, 0.0),
+    ("blurred in time 0.35 bin (3.6 ms), drawn exactly", "exact", 0.35, 0.0),
+    ("blurred in time 0.7 bin (7 ms), drawn exactly", "exact", 0.7, 0.0),
+    ("blurred in space 0.3 px, drawn exactly", "exact", 0.0, 0.3),
+    ("blurred in space 0.5 px, drawn exactly", "exact", 0.0, 0.5),
+)
+#: (time blur in bins, space blur in px) pairs of the CNN-smoothness estimate.
+CNN_BLURS = tuple((t, s) for t in (0.0, 0.5, 1.0) for s in (0.0, 0.3, 0.5, 0.7, 1.0))
+
+
+def oracle_rates(recs: list[np.ndarray], time_blur_bins: float = 0.0, space_blur_px: float = 0.0) -> np.ndarray:
+    """``[N, 2, N_BINS, 34, 34]`` float64 events per polarity, bin of normalized time and pixel
+    of each recording, blurred by Gaussians of those widths (totals kept; 0: none)."""
+    from scipy.ndimage import gaussian_filter
+
+    from benchmarks.fit_learned_dvs import normalized_counts
+
+    counts = np.stack([normalized_counts(r, N_BINS) for r in recs]).astype(np.float64)
+    if time_blur_bins > 0 or space_blur_px > 0:
+        counts = gaussian_filter(counts, (0, 0, time_blur_bins, space_blur_px, space_blur_px))  # reflect at the edges: totals kept
+    return counts
+
+
+def oracle_sampler(model, change: str | None):
+    """The model whose sampler draws an arm's recordings: ``"exact"`` (shape 1000, no field, no
+    gains, no bursts), ``"shape"`` (the same with the shipped renewal shape) or ``None``
+    (the shipped sampler whole)."""
+    if change is None:
+        return model
+    s = dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0, burst_size=1.0,
+                            renewal_shape=1000.0 if change == "exact" else model.sampler.renewal_shape)
+    return model.with_sampler(s).with_time_factor(None)
+
+
+def cnn_blur(real: list[np.ndarray], rates: np.ndarray, blurs=CNN_BLURS) -> list[dict]:
+    """Correlation over all cells of the real counts, blurred by each ``(time, space)`` of
+    ``blurs``, with the CNN's ``rates`` ``[N, 2, N_BINS, 34, 34]`` of the same images."""
+    out = []
+    for t, s in blurs:
+        b = oracle_rates(real, t, s)
+        out.append({"time_blur_bins": t, "space_blur_px": s,
+                    "correlation": float(np.corrcoef(b.ravel(), rates.ravel())[0, 1])})
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    from flexsnn.io_utils import provenance
+
+    from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
+
+    t_start = time.perf_counter()
+    study = load_study(study_parser(__doc__, "unused here"), argv)
+    result: dict = {"n_bins": N_BINS, "model": str(study.model.path), "arms": {}}
+    rng = np.random.default_rng(study.args.seed)
+    shipped = [study.model.sample(r, rng) for r in study.rates]
+    acc = study.c2st(shipped)
+    result["shipped_renderer"] = {"c2st_per_seed": acc, "c2st": float(np.mean(acc))}
+    print(f"  {'shipped renderer (same run)':62s} C2ST {np.mean(acc):.3f}", flush=True)
+    for name, change, t_blur, s_blur in ARMS:
+        rates = oracle_rates(study.real, t_blur, s_blur) + 1e-6  # every channel may fire
+        model = oracle_sampler(study.model, change)
+        rng = np.random.default_rng(study.args.seed)
+        gen = [model.sample(r, rng, noise=0.0) for r in rates]
+        acc = study.c2st(gen)
+        result["arms"][name] = {"sampler": "shipped" if change is None else change,
+                                "time_blur_bins": t_blur, "space_blur_px": s_blur,
+                                "c2st_per_seed": acc, "c2st": float(np.mean(acc))}
+        print(f"  {name:62s} C2ST {np.mean(acc):.3f}  ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    held = study.held[:150]
+    result["cnn_blur"] = cnn_blur([study.real[i] for i in held], study.rates[held])
+    best = max(result["cnn_blur"], key=lambda r: r["correlation"])
+    print(f"  the CNN's rates correlate best with real counts blurred by {best['time_blur_bins']} bin, "
+          f"{best['space_blur_px']} px ({best['correlation']:.3f})")
+    result |= {**study_record(study), "seconds": time.perf_counter() - t_start, **provenance()}
+    write_result(study, "c2st_oracle", result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
