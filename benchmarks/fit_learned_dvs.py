@@ -407,6 +407,18 @@ def interval_histogram(recs: list[np.ndarray]) -> np.ndarray:
     return np.histogram(v, INTERVAL_EDGES_US)[0] / max(v.size, 1)
 
 
+def interval_l1(recs: list[np.ndarray], target: np.ndarray) -> float:
+    """L1 distance of :func:`interval_histogram` of ``recs`` to ``target``."""
+    return float(np.abs(interval_histogram(recs) - target).sum())
+
+
+def _interval_fields(v: np.ndarray) -> dict[str, float]:
+    """The sampler fields of a point of :func:`fit_burst_intervals`' search (ms, log shape),
+    kept inside their checked ranges."""
+    return {"burst_interval_us": 1e3 * min(max(abs(float(v[0])), 0.01), 100.0),
+            "burst_interval_shape": float(np.exp(np.clip(v[1], -2.0, 6.9)))}
+
+
 def fit_burst_intervals(model: LearnedDVS, rates: np.ndarray, real: list[np.ndarray], *, seed: int,
                         max_evals: int, log=print) -> tuple[dict[str, float], dict]:
     """Nelder-Mead over ``burst_interval_us`` (ms in the search) and ``log burst_interval_shape``
@@ -418,29 +430,27 @@ def fit_burst_intervals(model: LearnedDVS, rates: np.ndarray, real: list[np.ndar
 
     target = interval_histogram(real)
 
-    def histogram_for(v: np.ndarray) -> np.ndarray:
-        m = model.with_sampler(dataclasses.replace(
-            model.sampler, burst_interval_us=1e3 * min(max(abs(float(v[0])), 0.01), 100.0),
-            burst_interval_shape=float(np.exp(np.clip(v[1], -2.0, 6.9)))))
+    def drawn(m: LearnedDVS) -> list[np.ndarray]:
         rng = np.random.default_rng(seed)
-        return interval_histogram([m.sample(r, rng) for r in rates])
+        return [m.sample(r, rng) for r in rates]
+
+    def with_fields(v: np.ndarray) -> LearnedDVS:
+        return model.with_sampler(dataclasses.replace(model.sampler, **_interval_fields(v)))
 
     def objective(v: np.ndarray) -> float:
-        return float(np.abs(histogram_for(v) - target).sum())
+        return interval_l1(drawn(with_fields(v)), target)
 
-    rng = np.random.default_rng(seed)
-    before = float(np.abs(interval_histogram([model.sample(r, rng) for r in rates]) - target).sum())
+    before = interval_l1(drawn(model), target)
     t0 = time.perf_counter()
     v0 = np.array([3.0, np.log(8.0)])  # ms, log shape
     res = minimize(objective, v0, method="Nelder-Mead",
                    options={"maxfev": max_evals, "xatol": 1e-2, "fatol": 1e-3,
                             "initial_simplex": [v0, v0 + [0.6, 0.0], v0 + [0.0, 0.7]]})
-    fitted = {"burst_interval_us": 1e3 * min(max(abs(float(res.x[0])), 0.01), 100.0),
-              "burst_interval_shape": float(np.exp(np.clip(res.x[1], -2.0, 6.9)))}
+    fitted = _interval_fields(res.x)
     log(f"  trains: {fitted}  interval-histogram L1 {before:.3f} -> {res.fun:.3f} after {res.nfev} "
         f"evaluations ({time.perf_counter() - t0:.0f} s)")
     return fitted, {"edges_us": [float(e) for e in INTERVAL_EDGES_US], "target": target.tolist(),
-                    "fitted": histogram_for(res.x).tolist(), "l1_scattered": before,
+                    "fitted": interval_histogram(drawn(with_fields(res.x))).tolist(), "l1_scattered": before,
                     "l1_fitted": float(res.fun), "evaluations": int(res.nfev)}
 
 
@@ -558,9 +568,8 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(args.seed + 1)
         target = interval_histogram(held_real)
         interval_fit["held_out_l1"] = {
-            "fitted": float(np.abs(interval_histogram([gen[i] for i in held]) - target).sum()),
-            "scattered": float(np.abs(interval_histogram([scattered.sample(rates[i], rng) for i in held])
-                                      - target).sum())}
+            "fitted": interval_l1([gen[i] for i in held], target),
+            "scattered": interval_l1([scattered.sample(rates[i], rng) for i in held], target)}
     print("  held-out frame statistics: " + "; ".join(
         f"{k} " + ", ".join(f"{n} {v}" for n, v in d.items()) for k, d in frame_check.items()))
     halves = (fit_real, [gen[i] for i in fit],
