@@ -2,7 +2,7 @@
 
 Entry point: :func:`train(config, out_dir=..., resume=False, progress=None, context=None)`.
 
-One optimizer step (:func:`train_step`): the scheme samples its configurations from a generator
+One optimizer step (:func:`train_step`, in :mod:`flexsnn.training.steps`): the scheme samples its configurations from a generator
 seeded by ``(config.seed, global_step)``; for each configuration the model is set to it and a
 *step function* (selected by ``config.backprop``, see :func:`get_step_fn`) computes the loss and
 accumulates gradients; after all configurations, one optimizer step. Gradients of the
@@ -34,7 +34,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -46,7 +46,9 @@ from flexsnn.progress import ProgressFactory, null_progress
 from flexsnn.training.chip_config import summed_batches, train_data_T
 from flexsnn.training.run_store import (RunFolder, _join_optimizer_state, _set_rng_states,
                                         load_train_state, save_train_state, write_metrics)
-from flexsnn.training.schemes import SchemeConfig, input_frames, sample_configs, step_generator
+from flexsnn.training.schemes import SchemeConfig, sample_configs, step_generator
+from flexsnn.training.steps import (STEP_FNS, RunContext, StepStats, bptt_step, get_step_fn, rate_step,
+                                    train_step)
 
 log = logging.getLogger(__name__)
 
@@ -207,156 +209,6 @@ class TrainConfig:
                 raise ConfigError(f"scheme.{bad[0]}", raw["scheme"][bad[0]], f"a scheme field: {sorted(sk)}")
             raw["scheme"] = SchemeConfig(**raw["scheme"])
         return cls(**raw)
-
-
-# =========================================================================== distributed hooks
-class RunContext:
-    """Single-process defaults of the hooks a distributed wrapper overrides."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        """Only the main rank writes checkpoints, logs and progress."""
-        return self.rank == 0
-
-    def shard(self, order: list[int]) -> list[int]:
-        """This rank's part of the epoch's global sample order (default: all of it)."""
-        return order
-
-    def no_sync(self, model: nn.Module, last: bool) -> contextlib.AbstractContextManager:
-        """Context around one configuration's backward; DDP skips the all-reduce unless ``last``."""
-        return contextlib.nullcontext()
-
-    def all_reduce(self, values: torch.Tensor) -> torch.Tensor:
-        """Sum ``values`` over ranks (metric sums); identity for one process."""
-        return values
-
-    def wrap_model(self, model: nn.Module) -> nn.Module:
-        """E.g. ``DistributedDataParallel(model)``; identity here."""
-        return model
-
-    # -- added by the distributed helper (flexsnn.training.distributed.DistributedContext) --
-    def sync_bn(self, model: nn.Module, seen: int) -> int:
-        """Combine BN statistics each rank calibrated over ``seen`` of its batches (all-reduce
-        weighted by batch counts); identity for one process. Returns the total batch count."""
-        return seen
-
-
-# =========================================================================== step functions
-Backward = Callable[[torch.Tensor], None]
-StepFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, Callable, Backward], tuple[torch.Tensor, torch.Tensor]]
-
-
-def bptt_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-              backward: Backward) -> tuple[torch.Tensor, torch.Tensor]:
-    """Backprop through time for the model's current configuration.
-
-    ``x`` float ``[T, B, C, H, W]``, ``y`` int64 ``[B]``; calls ``backward(loss)`` (which
-    accumulates into ``.grad``) and returns the detached ``(loss, logits [T_out, B, K])``.
-    """
-    logits = model(x)
-    loss = loss_fn(logits.float(), y)
-    backward(loss)
-    return loss.detach(), logits.detach()
-
-
-def _rate_step(mode: str) -> StepFn:
-    def rate_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: Callable,
-                  backward: Backward) -> tuple[torch.Tensor, torch.Tensor]:
-        """Rate-based backprop (:func:`flexsnn.training.rate_backprop.rate_loss_and_backward`)
-        in ``mode``; it runs its own single backward, so ``backward`` is unused. A loss with a
-        ``rate_penalty`` (the SynOps budget) gets it added to the rate pass's backward."""
-        from flexsnn.training.rate_backprop import rate_loss_and_backward
-
-        res = rate_loss_and_backward(model, x, y, loss_fn, mode=mode,
-                                     extra_loss=getattr(loss_fn, "rate_penalty", None))
-        return res.loss, res.logits
-
-    rate_step.__name__ = f"rate_step_{mode}"
-    return rate_step
-
-
-#: rate_M (multi-step) keeps the T spike-pass steps' inputs; rate_S (single-step) accumulates
-#: eligibility step by step, so its memory does not grow with T.
-rate_step = _rate_step("rate_M")
-STEP_FNS: dict[str, StepFn] = {"bptt": bptt_step, "rate": rate_step, "rate_M": rate_step,
-                               "rate_S": _rate_step("rate_S")}
-
-
-def get_step_fn(backprop: str) -> StepFn:
-    """The per-configuration step function for ``backprop`` (one of :data:`BACKPROPS`)."""
-    if backprop not in STEP_FNS:
-        raise ConfigError("backprop", backprop, f"one of {', '.join(STEP_FNS)}")
-    return STEP_FNS[backprop]
-
-
-@dataclass
-class StepStats:
-    """Sums over one step's configurations: ``loss_sum`` (sum of per-config losses),
-    ``correct`` / ``seen`` (samples × configurations), ``configs``."""
-
-    loss_sum: float
-    correct: int
-    seen: int
-    configs: list[tuple[int, ...]]
-
-
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, configs: Sequence[tuple[int, ...]],
-               loss_fn: Callable, step_fn: StepFn, optimizer: torch.optim.Optimizer, *,
-               scaler: Any = None, autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
-               context: RunContext | None = None, grad_clip: float | None = None,
-               tfsnn: nn.Module | None = None, resample_input: bool = False,
-               chip_pass: Callable | None = None) -> StepStats:
-    """One optimizer step over ``configs`` (gradients summed, one ``optimizer.step()``).
-
-    Args:
-        model: the module to run (possibly DDP-wrapped).
-        x: float ``[T, B, C, H, W]`` (time first), y: int64 ``[B]``.
-        configs: temporal configurations, one forward/backward each.
-        tfsnn: the underlying TFSNN whose configuration is set (default: ``model``).
-        resample_input: sum ``x``'s frames into each configuration's input T (drawn input T).
-        chip_pass: run after ``configs`` on the full ``x`` (a
-            :class:`~flexsnn.training.chip_config.ChipConfigPass`); counted in the stats.
-    """
-    context = context or RunContext()
-    tfsnn = tfsnn if tfsnn is not None else model
-    autocast = autocast or contextlib.nullcontext
-    optimizer.zero_grad(set_to_none=True)
-
-    def backward(loss: torch.Tensor) -> None:
-        if scaler is not None:
-            scaler.scale(loss).backward()
-        else:
-            loss.backward()
-
-    def scheme_pass(cfg: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        tfsnn.set_temporal_config(cfg)
-        return step_fn(model, input_frames(x, cfg[0]) if resample_input else x, y, loss_fn, backward)
-
-    passes = [(tuple(c), lambda c=tuple(c): scheme_pass(c)) for c in configs]
-    if chip_pass is not None:  # sets its own configuration and floor, on the full x
-        passes.append((chip_pass.config, lambda: chip_pass(model, x, y, backward)))
-    loss_sum, correct, seen = 0.0, 0, 0
-    for i, (_cfg, run) in enumerate(passes):
-        with context.no_sync(model, last=(i == len(passes) - 1)):
-            with autocast():
-                loss, logits = run()
-        loss_sum += float(loss)
-        correct += int((logits.float().sum(0).argmax(-1) == y).sum())
-        seen += int(y.numel())
-    if scaler is not None:
-        if grad_clip is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        scaler.step(optimizer)
-        scaler.update()
-    else:
-        if grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-    return StepStats(loss_sum=loss_sum, correct=correct, seen=seen, configs=[c for c, _ in passes])
 
 
 # =========================================================================== data
