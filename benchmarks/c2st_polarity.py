@@ -135,14 +135,13 @@ class BalancedRenderer:
         return out[np.argsort(out["t"], kind="stable")]
 
 
-def count_views(real: list[np.ndarray], gen: list[np.ndarray], fit: np.ndarray, held: np.ndarray, *,
-                seed: int, epochs: int) -> dict[str, float]:
+def count_views(real: list[np.ndarray], gen: list[np.ndarray], cr: np.ndarray, cg: np.ndarray,
+                fit: np.ndarray, held: np.ndarray, *, seed: int, epochs: int) -> dict[str, float]:
     """Held-out C2ST of the count image's parts: ``both`` polarities, ``on``, ``off``, ``sum``
-    (log1p counts) and ``on_minus_off`` (counts)."""
+    (log1p counts) and ``on_minus_off`` (counts); ``cr`` and ``cg`` are the whole-recording
+    counts ``[N, 2, 34, 34]`` of ``real`` and ``gen``."""
     from benchmarks._s2r_c2st import _held_out_accuracy
-    from benchmarks._s2r_stats import count_images
 
-    cr, cg = count_images(real), count_images(gen)
     parts = {"both": lambda c: np.log1p(c), "on": lambda c: np.log1p(c[:, 1:]),
              "off": lambda c: np.log1p(c[:, :1]), "sum": lambda c: np.log1p(c.sum(1, keepdims=True)),
              "on_minus_off": lambda c: c[:, 1:] - c[:, :1]}
@@ -175,7 +174,8 @@ def main(argv: list[str] | None = None) -> dict:
     fit, held, real = study.fit, study.held, study.real
     log_ratio = population_log_ratio(np.maximum(study.rates[fit] - study.model.noise_rates(), 0.0))
     total, d_pop, d_cnn = difference_features(study.rates, log_ratio)
-    diff = on_minus_off(count_images(real))
+    real_counts = count_images(real)
+    diff = on_minus_off(real_counts)
     mask = (total >= 2) & (np.abs(log_ratio) < INTERIOR)[None]
     coef = fit_difference(diff[fit], total[fit], d_pop[fit], d_cnn[fit], mask[fit])
     result: dict = {"interior": INTERIOR, "model": str(study.model.path),
@@ -190,8 +190,10 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(study.args.seed)
         gen = [renderer.sample(r, rng) for r in study.rates]
         acc = study.c2st(gen)
-        views = count_views(real, gen, fit, held, seed=study.seeds[0], epochs=study.args.c2st_epochs)
-        result["spread"][name] = spread(on_minus_off(count_images([gen[i] for i in held])), total[held])
+        gen_counts = count_images(gen)
+        views = count_views(real, gen, real_counts, gen_counts, fit, held, seed=study.seeds[0],
+                            epochs=study.args.c2st_epochs)
+        result["spread"][name] = spread(on_minus_off(gen_counts[held]), total[held])
         result["arms"][name] = {"balance": balance, "c2st_per_seed": acc, "c2st": float(np.mean(acc)),
                                 "count_views": views}
         print(f"  {name:28s} C2ST {np.mean(acc):.3f}  count image: " + "  ".join(f"{k} {v:.2f}" for k, v in views.items())

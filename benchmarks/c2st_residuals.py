@@ -130,10 +130,14 @@ class ShiftedSampler:
         self.sharpen_px = sharpen_px
         self.scale = (scale_bins, scale_px, scale_px)
 
+    def _signal(self, rates: np.ndarray) -> np.ndarray:
+        """The signal part of ``rates`` ``[2, n_bins, 34, 34]`` (background excluded), sharpened."""
+        signal = np.maximum(rates - self.model.noise_rates(), 0.0)
+        return sharpen(signal, self.sharpen_bins, self.sharpen_px)
+
     def mean_rates(self, rates: np.ndarray) -> np.ndarray:
         """``rates`` ``[2, n_bins, 34, 34]`` sharpened, before any shift."""
-        noise = self.model.noise_rates()
-        return sharpen(np.maximum(rates - noise, 0.0), self.sharpen_bins, self.sharpen_px) + noise
+        return self._signal(rates) + self.model.noise_rates()
 
     def shift_field(self, rng: np.random.Generator) -> np.ndarray:
         """One recording's shift ``[n_bins, 34, 34]`` in bins (sd ``shift_bins``)."""
@@ -143,11 +147,10 @@ class ShiftedSampler:
         return self.shift_bins * z / max(float(z.std()), 1e-12)
 
     def sample(self, rates: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        noise = self.model.noise_rates()
-        signal = self.mean_rates(rates) - noise
+        signal = self._signal(rates)
         if self.shift_bins > 0:
             signal = shift_in_time(signal, self.shift_field(rng))
-        return self.model.sample(signal + noise, rng)
+        return self.model.sample(signal + self.model.noise_rates(), rng)
 
 
 def arm_renderer(model, fields: dict, shift: dict | None, time_gain: bool):
