@@ -328,15 +328,22 @@ def test_fit_script_smoke_writes_a_loadable_model(nmnist_small, tmp_path):
     assert fitted.sampler.burst_interval_us == pytest.approx(res["sampler"]["burst_interval_us"])
     assert trains["l1_fitted"] < trains["l1_scattered"]
     assert trains["held_out_l1"]["fitted"] < trains["held_out_l1"]["scattered"]
-    # the sampler's parts alone, on the rates of that fit
+    # the sampler's parts alone, on the rates of that fit, fitted on 60 of the 100 fit pairs
     again = subprocess.run(
         [sys.executable, str(repo / "benchmarks" / "fit_learned_dvs.py"), "--smoke", "--real",
          str(nmnist_small), "--rates-from", str(tmp_path / "m.npz"), "--out", str(tmp_path / "m2.npz"),
-         "--json", str(tmp_path / "fit2.json")], capture_output=True, text=True, timeout=600)
+         "--json", str(tmp_path / "fit2.json"), "--fit-pairs", "60"], capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     refit = LearnedDVS(tmp_path / "m2.npz")
     assert np.array_equal(refit.arrays["conv2_weight"], fitted.arrays["conv2_weight"])
-    assert json.loads((tmp_path / "fit2.json").read_text())["rates"]["reused_from"] == str(tmp_path / "m.npz")
+    res2 = json.loads((tmp_path / "fit2.json").read_text())
+    assert res2["rates"]["reused_from"] == str(tmp_path / "m.npz")
+    assert (res2["n_fit"], res2["n_c2st_fit"]) == (60, 100) and len(refit.meta["fit_mnist_train_indices"]) == 60
+    too_many = subprocess.run(
+        [sys.executable, str(repo / "benchmarks" / "fit_learned_dvs.py"), "--smoke", "--real",
+         str(nmnist_small), "--fit-pairs", "101", "--out", str(tmp_path / "m3.npz"), "--json",
+         str(tmp_path / "fit3.json")], capture_output=True, text=True, timeout=600)
+    assert too_many.returncode != 0 and "--fit-pairs 101: the fit half has 100 pairs" in too_many.stderr
 
 
 def test_frame_stats_see_a_pixel_whose_events_move_between_frames_as_a_whole():
