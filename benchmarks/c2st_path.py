@@ -22,7 +22,7 @@ map of that bin moved by ``(dy, dx)`` px, bicubic, before the sensor's patterns)
 
 Writes ``benchmarks/results/c2st_path.json`` and prints a table.
 
-    python benchmarks/c2st_path.py            # ~12 min on 2 cores
+    python benchmarks/c2st_path.py            # ~10 min on 2 cores
     python benchmarks/c2st_path.py --smoke --out /tmp/path
 """
 
@@ -129,8 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     paths = PathDistribution.of(d_fit)
     drawn = paths.sample(len(images), np.random.default_rng(args.seed + 1))
-    path_model = model.with_sampler(model.sampler)
-    path_model.arrays = net.numpy_arrays()
+    path_model = model.with_arrays(net.numpy_arrays())
     marginal = np.mean([rates_along(net, images[fit], paths.sample(len(fit), np.random.default_rng(100 + s)))
                         for s in range(2 if args.smoke else 4)], axis=0)
     correction = marginal_correction(counts[fit].astype(np.float64), marginal)

@@ -202,6 +202,19 @@ class LearnedDVS:
         copy.sampler = sampler
         return copy
 
+    def with_arrays(self, arrays: dict[str, np.ndarray]) -> "LearnedDVS":
+        """The same sampler, time gain and patterns with other fitted arrays (every name of
+        :data:`ARRAYS`, each of the shape it has here; e.g. a refitted CNN), held as float32."""
+        for name in ARRAYS:
+            shape = np.shape(arrays[name]) if name in arrays else None
+            if shape != self.arrays[name].shape:
+                raise DataError(f"{self.path}: with_arrays got {name} of the shape {shape}; expected "
+                                f"{self.arrays[name].shape}, as in the model it replaces")
+        copy = self.with_sampler(self.sampler)
+        copy.arrays = {k: np.asarray(arrays[k], np.float32) for k in ARRAYS}
+        copy.__dict__.pop("_noise_rates", None)  # computed from the old noise arrays
+        return copy
+
     def with_time_factor(self, factor: np.ndarray | None) -> "LearnedDVS":
         """The same model with another ``time_factor`` ``[2 * n_bins, r]`` (None: no time gain),
         held as :func:`save_weights` stores it (float32)."""

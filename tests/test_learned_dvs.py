@@ -256,6 +256,17 @@ def test_weights_round_trip_and_bad_files(model, tmp_path):
         LearnedDVS(wrong)
 
 
+def test_other_arrays_replace_the_fitted_ones_and_the_cached_background(model):
+    before = model.noise_rates()  # fills the cache that a copy would otherwise carry over
+    louder = model.with_arrays({**model.arrays, "noise": model.arrays["noise"] + np.log(2.0)})
+    assert np.allclose(louder.noise_rates(), 2 * before, rtol=1e-5)
+    assert np.allclose(model.noise_rates(), before) and louder.sampler == model.sampler
+    with pytest.raises(DataError, match="conv2_weight of the shape"):
+        model.with_arrays({**model.arrays, "conv2_weight": np.zeros((4, 24, 7, 7))})
+    with pytest.raises(DataError, match="gain of the shape None"):
+        model.with_arrays({k: v for k, v in model.arrays.items() if k != "gain"})
+
+
 def test_sensor_patterns_scale_the_signal_and_the_noise_where_they_say(model, tmp_path):
     images, _ = load_mnist_images()
     plain = model.with_patterns({})
