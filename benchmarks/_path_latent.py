@@ -130,15 +130,8 @@ def fit_displacements(net, images: np.ndarray, counts: np.ndarray, *, steps: int
 
 def mean_nll(net, images: np.ndarray, counts: np.ndarray, displacement: np.ndarray) -> float:
     """Mean negative log likelihood per cell (pixel, polarity, bin) of ``counts`` given ``D``."""
-    import torch
-
-    total = 0.0
-    with torch.no_grad():
-        for i in range(0, len(images), 100):
-            lam = net(torch.from_numpy(images[i:i + 100].astype(np.float32)),
-                      torch.from_numpy(displacement[i:i + 100].astype(np.float32)))
-            total += float(nll_per_recording(lam, torch.from_numpy(counts[i:i + 100].astype(np.float32))).sum())
-    return total / counts.size
+    rates = rates_along(net, images, displacement)
+    return float((rates - counts * np.log(rates)).mean())
 
 
 def fit_jointly(net, images: np.ndarray, counts: np.ndarray, *, rounds: int, epochs: int,

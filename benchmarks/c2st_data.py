@@ -39,28 +39,18 @@ def scaled_epochs(n_pairs: int, base_epochs: int = BASE_EPOCHS, base_pairs: int 
     return max(1, round(base_epochs * base_pairs / n_pairs))
 
 
-def c2st_of(study, model) -> list[float]:
-    """The C2ST of ``model``'s draws (one per seed of :data:`DRAWS`), the mean over classifier seeds."""
+def measure(study, model, held_counts: np.ndarray) -> tuple[float, list[float]]:
+    """``model``'s mean Poisson negative log likelihood (without ``log y!``) per cell of the
+    held-out real recordings' counts ``held_counts`` ``[n_held, 2, n_bins, 34, 34]``, and the C2ST
+    of its draws (one per seed of :data:`DRAWS`, the mean over classifier seeds)."""
     rates = model.rates(study.images)
-    out = []
+    held = rates[study.held]
+    nll = float((held - held_counts * np.log(held)).mean())
+    c2st = []
     for draw in DRAWS:
         rng = np.random.default_rng(draw)
-        out.append(float(np.mean(study.c2st([model.sample(r, rng) for r in rates]))))
-    return out
-
-
-def held_out_nll(study, model) -> float:
-    """Mean Poisson negative log likelihood (without ``log y!``) per cell of the held-out real
-    recordings' counts ``[2, n_bins, 34, 34]`` under ``model``'s rates."""
-    from benchmarks.fit_learned_dvs import normalized_counts
-
-    total, cells = 0.0, 0
-    for i in study.held:
-        rates = model.rates(study.images[i:i + 1])[0]
-        counts = normalized_counts(study.real[i], model.n_bins)
-        total += float((rates - counts * np.log(rates)).sum())
-        cells += counts.size
-    return total / cells
+        c2st.append(float(np.mean(study.c2st([model.sample(r, rng) for r in rates]))))
+    return nll, c2st
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -69,6 +59,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from benchmarks import fit_learned_dvs
     from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
+    from benchmarks.fit_learned_dvs import normalized_counts
 
     ap = study_parser(__doc__, "unused here")
     ap.add_argument("--pairs", default="125,250", help="fit-pair counts to refit on, comma-separated")
@@ -77,8 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = study.args
     sizes = [30, 60] if args.smoke else [int(n) for n in args.pairs.split(",")]
     shipped = study.model
+    held_counts = np.stack([normalized_counts(study.real[i], shipped.n_bins) for i in study.held])
+    nll, c2st = measure(study, shipped, held_counts)
     points = [{"fit_pairs": int(shipped.meta.get("fit_pairs", BASE_PAIRS)), "model": "shipped",
-               "nll_held_out_per_cell": held_out_nll(study, shipped), "c2st_per_draw": c2st_of(study, shipped)}]
+               "nll_held_out_per_cell": nll, "c2st_per_draw": c2st}]
     print(f"  shipped ({points[0]['fit_pairs']} pairs): C2ST {np.mean(points[0]['c2st_per_draw']):.3f}  "
           f"({time.perf_counter() - t_start:.0f} s)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,11 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
                         "--out", str(npz), "--json", str(js)]
             fit_args += ["--smoke"] if args.smoke else ["--epochs", str(scaled_epochs(n))]
             report = fit_learned_dvs.main(fit_args)
-            model = LearnedDVS(npz)
-            nll = held_out_nll(study, model)
+            nll, c2st = measure(study, LearnedDVS(npz), held_counts)
             points.append({"fit_pairs": n, "model": f"refit on {n} pairs",
                            "epochs": report["settings"]["epochs"], "nll_held_out_per_cell": nll,
-                           "fit_report_c2st": report["c2st_accuracy"], "c2st_per_draw": c2st_of(study, model)})
+                           "fit_report_c2st": report["c2st_accuracy"], "c2st_per_draw": c2st})
             print(f"  {n} pairs: held-out NLL {nll:.5f}, C2ST {np.mean(points[-1]['c2st_per_draw']):.3f}  "
                   f"({time.perf_counter() - t_start:.0f} s)", flush=True)
     for p in points:

@@ -28,7 +28,6 @@ Writes ``benchmarks/results/c2st_path.json`` and prints a table.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -62,10 +61,9 @@ def path_evidence(displacement: np.ndarray, gain: np.ndarray) -> dict:
     return out
 
 
-def unshaped(model):
-    """``model`` without its time gain, rate field and bursts (regular renewal draws only)."""
-    s = dataclasses.replace(model.sampler, field_sigma=0.0, gain_sigma=0.0, burst_size=1.0)
-    return model.with_time_factor(None).with_sampler(s)
+#: Sampler fields that leave out the rate field and the bursts (with the time gain off:
+#: regular renewal draws only).
+PLAIN = {"field_sigma": 0.0, "gain_sigma": 0.0, "burst_size": 1.0}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -75,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks._path_latent import (PathDistribution, fit_displacements, fit_jointly,
                                          marginal_correction, mean_nll, path_rates_net, rates_along)
     from benchmarks._s2r_c2st import c2st_views
-    from benchmarks.c2st_residuals import residual_stats
+    from benchmarks.c2st_residuals import arm_renderer, residual_stats
     from benchmarks.fit_learned_dvs import normalized_counts
 
     ap = study_parser(__doc__, "unused here")
@@ -138,7 +136,7 @@ def main(argv: list[str] | None = None) -> dict:
         if path is None:
             renderer, rates = model, study.rates
         else:
-            renderer = unshaped(path_model) if plain else path_model
+            renderer = arm_renderer(path_model, PLAIN, None, time_gain=False) if plain else path_model
             rates = rates_along(net, images, drawn if path == "drawn" else np.zeros_like(drawn))
             if corrected:
                 rates = rates * correction
