@@ -135,9 +135,11 @@ def mean_nll(net, images: np.ndarray, counts: np.ndarray, displacement: np.ndarr
 
 
 def fit_jointly(net, images: np.ndarray, counts: np.ndarray, *, rounds: int, epochs: int,
-                seed: int, batch_size: int = 25, log=print) -> np.ndarray:
-    """Alternate :func:`fit_displacements` and ``epochs`` of Adam on the CNN and sensor arrays
-    given them (``rounds`` times), from ``net``'s current arrays; returns the last ``D``."""
+                seed: int, batch_size: int = 25, path_steps: int = 40, path_lr: float = 0.05,
+                log=print) -> np.ndarray:
+    """Alternate :func:`fit_displacements` (``path_steps`` at ``path_lr``) and ``epochs`` of Adam
+    on the CNN and sensor arrays given them (``rounds`` times), from ``net``'s current arrays;
+    returns the last ``D``."""
     import torch
 
     torch.manual_seed(seed)
@@ -150,7 +152,7 @@ def fit_jointly(net, images: np.ndarray, counts: np.ndarray, *, rounds: int, epo
     d = np.zeros((len(images), net.n_bins, 2), np.float32)
     t0 = time.perf_counter()
     for r in range(rounds):
-        d, gain = fit_displacements(net, images, counts, start=d)
+        d, gain = fit_displacements(net, images, counts, start=d, steps=path_steps, lr=path_lr)
         dt = torch.from_numpy(d)
         for _ in range(epochs):
             order = torch.randperm(len(x), generator=gen)

@@ -323,16 +323,7 @@ class LearnedDVS:
         duration = max(rng.normal(s.duration_mean_us, s.duration_std_us), 1.0)
         if s.burst_size > 1.0:
             u[bursty] = self._bursts(u[bursty], ch[bursty], rng, duration)
-        t = np.floor(u * duration).astype(np.int64)
-        if t.size:  # a real file ends with its last event; stretching u to end there skews the bins
-            t[np.argmax(u)] = int(duration)
-        order = np.argsort(t, kind="stable")
-        events = np.empty(order.size, dtype=EVENT_DTYPE)
-        events["x"] = (ch % (SIZE * SIZE) % SIZE)[order]
-        events["y"] = (ch % (SIZE * SIZE) // SIZE)[order]
-        events["p"] = (ch // (SIZE * SIZE))[order]
-        events["t"] = t[order]
-        return events
+        return events_at(ch, u, duration)
 
     def _bursts(self, u: np.ndarray, channel: np.ndarray, rng: np.random.Generator,
                 duration: float) -> np.ndarray:
@@ -362,6 +353,21 @@ class LearnedDVS:
         out = np.empty_like(u)
         out[order] = np.clip(t, 0.0, 1.0)
         return out
+
+
+def events_at(channel: np.ndarray, u: np.ndarray, duration: float) -> np.ndarray:
+    """Events (:data:`EVENT_DTYPE`, sorted by t) of channels ``p * 34 * 34 + y * 34 + x`` at
+    normalized times ``u`` in [0, 1] of a recording ``duration`` µs long, ``[n]`` each."""
+    t = np.floor(u * duration).astype(np.int64)
+    if t.size:  # a real file ends with its last event; stretching u to end there skews the bins
+        t[np.argmax(u)] = int(duration)
+    order = np.argsort(t, kind="stable")
+    events = np.empty(order.size, dtype=EVENT_DTYPE)
+    events["x"] = (channel % (SIZE * SIZE) % SIZE)[order]
+    events["y"] = (channel % (SIZE * SIZE) // SIZE)[order]
+    events["p"] = (channel // (SIZE * SIZE))[order]
+    events["t"] = t[order]
+    return events
 
 
 def _train_offsets(lead: np.ndarray, gaps: np.ndarray) -> np.ndarray:
