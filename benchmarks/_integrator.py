@@ -93,7 +93,7 @@ def integrator_net(background: np.ndarray, path: np.ndarray, rising: int = 1, hi
             nn.init.zeros_(self.conv3.bias)
             self.alpha = nn.Parameter(torch.tensor(3.0))
             self.path = nn.Parameter(torch.from_numpy(np.asarray(path, np.float32)))
-            # sensor (y, x) reads L at (y, x) + offset - q; learned (fits end near PAD + 1)
+            # sensor (y, x) reads L at (y, x) + offset - q; learned (the fit moves it by under 1.5 px)
             self.offset = nn.Parameter(torch.tensor([PAD + 1.0, PAD + 1.0]))
             self.gain = nn.Parameter(torch.zeros(2, SIZE, SIZE))
             self.register_buffer("background", torch.from_numpy(np.asarray(background, np.float32)))
@@ -235,8 +235,12 @@ def load_fit(path, background: np.ndarray):
     """The net and the fit half's displacements that :func:`save_fit` wrote (no pickle)."""
     import torch
 
-    with np.load(path, allow_pickle=False) as z:
-        state = {k[len("param_"):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("param_")}
-        net = integrator_net(background, state["path"].numpy(), int(z["rising"]))
-        net.load_state_dict(state)
-        return net, z["displacement"]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = {k[len("param_"):]: torch.from_numpy(z[k]) for k in z.files if k.startswith("param_")}
+            net = integrator_net(background, state["path"].numpy(), int(z["rising"]))
+            net.load_state_dict(state)
+            return net, z["displacement"]
+    except (OSError, KeyError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{path} is not an integrator fit of this renderer ({err}); delete it to "
+                         "refit, or pass another file") from err

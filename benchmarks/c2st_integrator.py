@@ -102,7 +102,13 @@ def fit_integrator(study, counts: np.ndarray, args, log):
     background, nb = study.model.noise_rates(), study.model.n_bins
     path0 = initial_path(content_motion(counts[fit]))
     if args.fit_npz is not None and args.fit_npz.exists():
-        net, d_fit = load_fit(args.fit_npz, background)
+        try:
+            net, d_fit = load_fit(args.fit_npz, background)
+        except ValueError as err:
+            raise SystemExit(str(err)) from err
+        if d_fit.shape[0] != len(fit):
+            raise SystemExit(f"{args.fit_npz} was fitted on {d_fit.shape[0]} pairs, this run's fit half "
+                             f"has {len(fit)} (--smoke?); delete it to refit, or pass another --fit-npz")
         log(f"  read the fitted integrator from {args.fit_npz}")
         return net, d_fit, path0
     trial = {}

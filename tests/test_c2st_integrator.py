@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from benchmarks._integrator import (SIZE, SUB, _crossings, content_motion, draw, initial_path,
@@ -168,6 +169,9 @@ def test_a_saved_fit_reads_back_the_same_renderer(tmp_path):
     with torch.no_grad():
         assert torch.equal(again(images, None), net(images, None))
     assert again.rising == 0 and d.shape == (5, N_BINS, 2)
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="bad.npz is not an integrator fit"):
+        load_fit(tmp_path / "bad.npz", net.background.numpy())
 
 
 def test_integrator_study_smoke(tmp_path, nmnist_small):
@@ -182,3 +186,7 @@ def test_integrator_study_smoke(tmp_path, nmnist_small):
     assert set(saved["real_residuals"]) == set(saved["arms"]["shipped renderer"]["residuals"])
     again = main(["--smoke", "--real", str(nmnist_small), "--out", str(tmp_path), "--fit-npz", str(tmp_path / "fit.npz")])
     assert again["nll_held_out_per_cell"]["integrator_mean_path"] == nll["integrator_mean_path"]  # read, not refitted
+    net, d = load_fit(tmp_path / "fit.npz", np.zeros((2, 30, SIZE, SIZE), np.float32))
+    save_fit(tmp_path / "other.npz", net, d[:3])  # as if fitted on another split
+    with pytest.raises(SystemExit, match="was fitted on 3 pairs"):
+        main(["--smoke", "--real", str(nmnist_small), "--out", str(tmp_path), "--fit-npz", str(tmp_path / "other.npz")])
