@@ -52,14 +52,24 @@ class Study:
     def real(self) -> list[np.ndarray]:
         return self.pairs.real
 
+    def halves(self, gen: list[np.ndarray]) -> tuple[list[np.ndarray], ...]:
+        """Real and ``gen`` (pair by pair) recordings of the fit half, then of the held-out half."""
+        real = self.real
+        return ([real[i] for i in self.fit], [gen[i] for i in self.fit],
+                [real[i] for i in self.held], [gen[i] for i in self.held])
+
     def c2st(self, gen: list[np.ndarray]) -> list[float]:
         """Held-out C2ST accuracy of the real recordings against ``gen`` (pair by pair), per seed."""
         from benchmarks._s2r_c2st import c2st_accuracy
 
-        real = self.real
-        halves = ([real[i] for i in self.fit], [gen[i] for i in self.fit],
-                  [real[i] for i in self.held], [gen[i] for i in self.held])
+        halves = self.halves(gen)
         return [c2st_accuracy(*halves, seed=s, epochs=self.args.c2st_epochs) for s in self.seeds]
+
+    def views(self, gen: list[np.ndarray], names: tuple[str, ...]) -> dict[str, float]:
+        """The single-view C2STs ``names`` of :func:`~benchmarks._s2r_c2st.c2st_views` (first seed)."""
+        from benchmarks._s2r_c2st import c2st_views
+
+        return c2st_views(*self.halves(gen), seed=self.seeds[0], epochs=self.args.c2st_epochs, names=names)
 
 
 def load_study(ap: argparse.ArgumentParser, argv: list[str] | None, *, patterns: bool = True) -> Study:

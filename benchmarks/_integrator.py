@@ -147,7 +147,7 @@ def fit_warmup(net, images: np.ndarray, counts: np.ndarray, *, epochs: int, seed
 
     import torch
 
-    from benchmarks._path_latent import nll_per_recording
+    from benchmarks._path_latent import train_epoch
 
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
@@ -156,17 +156,9 @@ def fit_warmup(net, images: np.ndarray, counts: np.ndarray, *, epochs: int, seed
     x, y = torch.from_numpy(images.astype(np.float32)), torch.from_numpy(counts.astype(np.float32))
     t0 = time.perf_counter()
     for epoch in range(epochs):
-        order = torch.randperm(len(x), generator=gen)
-        total = 0.0
-        for i in range(0, len(x), batch_size):
-            b = order[i:i + batch_size]
-            opt.zero_grad()
-            loss = nll_per_recording(net(x[b], None), y[b]).mean() / y[0].numel()
-            loss.backward()
-            opt.step()
-            total += loss.item() * len(b)
+        loss = train_epoch(net, opt, x, y, None, gen, batch_size)
         if epoch % 10 == 9 or epoch == epochs - 1:
-            log(f"  integrator warm-up: epoch {epoch + 1}/{epochs}, NLL per cell {total / len(x):.5f} "
+            log(f"  integrator warm-up: epoch {epoch + 1}/{epochs}, NLL per cell {loss:.5f} "
                 f"({time.perf_counter() - t0:.0f} s)")
 
 

@@ -134,6 +134,24 @@ def mean_nll(net, images: np.ndarray, counts: np.ndarray, displacement: np.ndarr
     return float((rates - counts * np.log(rates)).mean())
 
 
+def train_epoch(net, opt, x, y, displacement, gen, batch_size: int) -> float:
+    """One epoch of ``opt`` on the mean Poisson NLL per cell of counts ``y`` ``[N, 2, n_bins, 34,
+    34]`` given images ``x`` ``[N, 28, 28]`` and ``displacement`` ``[N, n_bins, 2]`` (None: no
+    path), in batches shuffled by the torch generator ``gen``; returns the epoch's mean loss."""
+    import torch
+
+    order = torch.randperm(len(x), generator=gen)
+    total = 0.0
+    for i in range(0, len(x), batch_size):
+        b = order[i:i + batch_size]
+        opt.zero_grad()
+        loss = nll_per_recording(net(x[b], None if displacement is None else displacement[b]), y[b]).mean() / y[0].numel()
+        loss.backward()
+        opt.step()
+        total += loss.item() * len(b)
+    return total / len(x)
+
+
 def fit_jointly(net, images: np.ndarray, counts: np.ndarray, *, rounds: int, epochs: int,
                 seed: int, batch_size: int = 25, path_steps: int = 40, path_lr: float = 0.05,
                 log=print) -> np.ndarray:
@@ -155,12 +173,7 @@ def fit_jointly(net, images: np.ndarray, counts: np.ndarray, *, rounds: int, epo
         d, gain = fit_displacements(net, images, counts, start=d, steps=path_steps, lr=path_lr)
         dt = torch.from_numpy(d)
         for _ in range(epochs):
-            order = torch.randperm(len(x), generator=gen)
-            for i in range(0, len(x), batch_size):
-                b = order[i:i + batch_size]
-                opt.zero_grad()
-                (nll_per_recording(net(x[b], dt[b]), y[b]).mean() / y[0].numel()).backward()
-                opt.step()
+            train_epoch(net, opt, x, y, dt, gen, batch_size)
         log(f"  joint fit: round {r + 1}/{rounds}, path gain {gain.mean():.1f} nats per recording "
             f"({time.perf_counter() - t0:.0f} s)")
     return d

@@ -21,7 +21,7 @@ fit half of the pairs, and asks:
 
 Writes ``benchmarks/results/c2st_integrator.json`` and prints a table.
 
-    python benchmarks/c2st_integrator.py            # ~25 min on 2 cores
+    python benchmarks/c2st_integrator.py            # ~21 min on 2 cores
     python benchmarks/c2st_integrator.py --smoke --out /tmp/integrator
 """
 
@@ -173,7 +173,6 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
     from benchmarks._integrator import SUB, step_rates
     from benchmarks._path_latent import PathDistribution, fit_displacements, mean_nll, path_rates_net
-    from benchmarks._s2r_c2st import c2st_views
     from benchmarks.c2st_residuals import residual_stats
     from benchmarks.fit_learned_dvs import normalized_counts
 
@@ -233,8 +232,7 @@ def main(argv: list[str] | None = None) -> dict:
             mean = (mean_signal[held] * f[held] + left[held]) + background[None]
         drawn_counts = np.stack([normalized_counts(gen[i], nb) for i in held]).astype(np.float64)
         acc = study.c2st(gen)
-        views = c2st_views([real[i] for i in fit], [gen[i] for i in fit], [real[i] for i in held],
-                           [gen[i] for i in held], seed=study.seeds[0], epochs=args.c2st_epochs, names=VIEWS)
+        views = study.views(gen, VIEWS)
         result["arms"][name] = {"c2st": float(np.mean(acc)), "c2st_per_seed": acc, "views": views,
                                 "events_per_recording": float(np.mean([len(g) for g in gen])),
                                 "residuals": residual_stats(drawn_counts, mean)}

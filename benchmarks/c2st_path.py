@@ -72,7 +72,6 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
     from benchmarks._path_latent import (PathDistribution, fit_displacements, fit_jointly,
                                          marginal_correction, mean_nll, path_rates_net, rates_along)
-    from benchmarks._s2r_c2st import c2st_views
     from benchmarks.c2st_residuals import arm_renderer, residual_stats
     from benchmarks.fit_learned_dvs import normalized_counts
 
@@ -143,11 +142,8 @@ def main(argv: list[str] | None = None) -> dict:
         rng = np.random.default_rng(args.seed)
         gen = shipped_draws if path is None else [renderer.sample(r, rng) for r in rates]
         acc = study.c2st(gen)
-        real = study.real
-        views = c2st_views([real[i] for i in fit], [gen[i] for i in fit], [real[i] for i in held],
-                           [gen[i] for i in held], seed=study.seeds[0], epochs=args.c2st_epochs)
-        result["arms"][name] = {"c2st": float(np.mean(acc)), "c2st_per_seed": acc,
-                                "views": {k: views[k] for k in VIEWS}}
+        views = study.views(gen, VIEWS)
+        result["arms"][name] = {"c2st": float(np.mean(acc)), "c2st_per_seed": acc, "views": views}
         log(f"  {name:52s} C2ST {np.mean(acc):.3f}  " + "  ".join(f"{k} {views[k]:.2f}" for k in VIEWS))
     result |= {**study_record(study), "seconds": time.perf_counter() - t_start, **provenance()}
     write_result(study, "c2st_path", result)

@@ -165,7 +165,6 @@ def main(argv: list[str] | None = None) -> dict:
     from flexsnn.io_utils import provenance
 
     from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
-    from benchmarks._s2r_c2st import c2st_views
     from benchmarks.fit_learned_dvs import normalized_counts
 
     t_start = time.perf_counter()
@@ -188,13 +187,10 @@ def main(argv: list[str] | None = None) -> dict:
         mean = rates if shift is None else np.stack([renderer.mean_rates(r) for r in rates])
         stats["mean_rate_correlation"] = float(np.corrcoef(mean.ravel(), real_counts.ravel())[0, 1])
         acc = study.c2st(gen)
-        real = study.real
-        halves = ([real[i] for i in study.fit], [gen[i] for i in study.fit],
-                  [real[i] for i in held], [gen[i] for i in held])
-        views = c2st_views(*halves, seed=study.seeds[0], epochs=study.args.c2st_epochs)
+        views = study.views(gen, VIEWS)
         result["arms"][name] = {"params": {"sampler": fields, "shift": shift, "time_gain": time_gain},
                                 "stats": stats, "c2st_per_seed": acc, "c2st": float(np.mean(acc)),
-                                "views": {k: views[k] for k in VIEWS}}
+                                "views": views}
         print(f"  {name:74s} " + " ".join(f"{k} {v:+.3f}" for k, v in stats.items() if k in result["real"]))
         print(f"  {'':74s} C2ST {np.mean(acc):.3f}  " + "  ".join(f"{k} {views[k]:.2f}" for k in VIEWS)
               + f"  ({time.perf_counter() - t_start:.0f} s)", flush=True)
