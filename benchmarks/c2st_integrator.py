@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> dict:
             drawn = paths.sample(len(images), np.random.default_rng(args.seed + 1), factor) if factor else None
             f, left = arm_factors(kind, gains, target, mean_signal, real_profile)
             gen = draw_arm(net, model, images, drawn, f, left, shape, gains, rng)
-            mean = (mean_signal[held] * f[held] + left[held]) + background[None]
+            # the draws' expectation: over drawn paths, the path-averaged rates; on the mean path, its own
+            along = mean_signal[held] if drawn is not None else step_rates(net, images[held], None, per_bin=True)
+            mean = along * f[held] + left[held] + background[None]
         drawn_counts = np.stack([normalized_counts(gen[i], nb) for i in held]).astype(np.float64)
         acc = study.c2st(gen)
         views = study.views(gen, VIEWS)
