@@ -31,6 +31,14 @@ def shift_maps(maps, displacement):
     """``maps`` ``[B, 2, n_bins, H, W]`` (torch), each bin's map moved by ``displacement``
     ``[B, n_bins, 2]`` (``dy, dx`` in px; positive moves content down / right); bicubic, edge
     values repeated outside."""
+    return displace_maps(maps, displacement[..., None, None])
+
+
+def displace_maps(maps, displacement):
+    """``maps`` ``[B, 2, n_bins, H, W]`` (torch) moved pixel by pixel: ``displacement``
+    ``[B, n_bins, 2, H, W]`` (or broadcastable to it: ``dy, dx`` in px, positive moves content
+    down / right) says where each output pixel's content came from (``x - dx``); bicubic, edge
+    values repeated outside."""
     import torch
     from torch.nn import functional as F
 
@@ -38,9 +46,9 @@ def shift_maps(maps, displacement):
     ly = (torch.arange(h, dtype=maps.dtype) + 0.5) * 2 / h - 1
     lx = (torch.arange(w, dtype=maps.dtype) + 0.5) * 2 / w - 1
     gy, gx = torch.meshgrid(ly, lx, indexing="ij")
-    sx = gx[None, None] - displacement[..., 1, None, None] * 2 / w  # content at x came from x - dx
-    sy = gy[None, None] - displacement[..., 0, None, None] * 2 / h
-    grid = torch.stack([sx, sy], -1).reshape(b * nb, h, w, 2)
+    sx = gx - displacement[:, :, 1] * 2 / w
+    sy = gy - displacement[:, :, 0] * 2 / h
+    grid = torch.stack(torch.broadcast_tensors(sx, sy), -1).expand(b, nb, h, w, 2).reshape(b * nb, h, w, 2)
     flat = maps.transpose(1, 2).reshape(b * nb, c, h, w)
     out = F.grid_sample(flat, grid, mode="bicubic", padding_mode="border", align_corners=False)
     return out.reshape(b, nb, c, h, w).transpose(1, 2)

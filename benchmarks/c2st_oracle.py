@@ -78,6 +78,13 @@ def oracle_sampler(model, change: str | None):
     return model.with_sampler(s).with_time_factor(None)
 
 
+def draw_all(model, rates: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
+    """One recording per rate array of ``rates`` ``[N, 2, N_BINS, 34, 34]`` (every channel given
+    1e-6 so it may fire), all of it drawn as signal: these rates are counts that already hold the
+    sensor's background, so the model's own is not added (``noise=0``)."""
+    return [model.sample(r + 1e-6, rng, noise=0.0) for r in rates]
+
+
 def cnn_blur(real: list[np.ndarray], rates: np.ndarray, blurs=CNN_BLURS) -> list[dict]:
     """Correlation over all cells of the real counts, blurred by each ``(time, space)`` of
     ``blurs``, with the CNN's ``rates`` ``[N, 2, N_BINS, 34, 34]`` of the same images."""
@@ -105,10 +112,9 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"  {'shipped renderer (same run)':62s} C2ST {np.mean(acc):.3f}", flush=True)
     counts = oracle_rates(study.real)
     for name, change, t_blur, s_blur in ARMS:
-        rates = blurred(counts, t_blur, s_blur) + 1e-6  # every channel may fire
         model = oracle_sampler(study.model, change)
         rng = np.random.default_rng(study.args.seed)
-        gen = [model.sample(r, rng, noise=0.0) for r in rates]
+        gen = draw_all(model, blurred(counts, t_blur, s_blur), rng)
         acc = study.c2st(gen)
         result["arms"][name] = {"sampler": "shipped" if change is None else change,
                                 "time_blur_bins": t_blur, "space_blur_px": s_blur,
