@@ -53,7 +53,8 @@ BLURS = ((0.0, 0.0), (0.5, 0.5))
 
 def latent_summary(latent: dict[str, np.ndarray], kinds: tuple[str, ...]) -> dict:
     """Mean and sd over recordings of each fitted latent's entries (flattened per kind: path and
-    gain averaged over bins first)."""
+    gain averaged over bins first; the first 8 entries, enough for the registration's 4), and
+    ``sd_overall``, the sd averaged over all entries."""
     out = {}
     for k in kinds:
         v = latent[k]
