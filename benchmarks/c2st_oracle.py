@@ -9,7 +9,10 @@ asks the C2ST (real against these redrawn recordings, split by image as in ``sim
   come back, only their times inside the bin are redrawn) and with the shipped sampler's parts
   (renewal shape, bursts, gains), which add their scatter on top of the real counts;
 - **blurred** first, in time (a Gaussian over the bins) or in space (over the pixels), then drawn
-  exactly: what a rate model whose map is that much smoother than a real recording gives.
+  exactly: what a rate model whose map is that much smoother than a real recording gives;
+- **mixed** with the shipped CNN's rates for the same image (a share of the real counts, the
+  rest the CNN's), drawn with the shipped renewal shape: how much of a recording's own
+  departure from the mean a renderer would have to supply.
 
 It also reports the blur at which a real recording's counts correlate best with the shipped
 CNN's rates for the same image (a rough measure of how smooth the CNN's map is).
@@ -17,7 +20,7 @@ CNN's rates for the same image (a rough measure of how smooth the CNN's map is).
 Writes ``benchmarks/results/c2st_oracle.json`` (``arms``: ``c2st``, ``c2st_per_seed``, the
 sampler and blur of each; ``cnn_blur``: the correlation per blur) and prints a table.
 
-    python benchmarks/c2st_oracle.py            # ~8 min on 2 cores
+    python benchmarks/c2st_oracle.py            # ~11 min on 2 cores
     python benchmarks/c2st_oracle.py --smoke --out /tmp/oracle
 """
 
@@ -34,15 +37,20 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 N_BINS = 30
-#: (name, sampler change or None for the shipped sampler, time blur in bins, space blur in px)
+#: (name, sampler change or None for the shipped sampler, time blur in bins, space blur in px,
+#: share of the real counts in the rates: the rest is the shipped CNN's rates for the image)
 ARMS = (
-    ("exact counts, drawn exactly", "exact", 0.0, 0.0),
-    ("exact counts, shipped renewal shape (no gains, no bursts)", "shape", 0.0, 0.0),
-    ("exact counts, shipped sampler", None, 0.0, 0.0),
-    ("blurred in time 0.35 bin (3.6 ms), drawn exactly", "exact", 0.35, 0.0),
-    ("blurred in time 0.7 bin (7 ms), drawn exactly", "exact", 0.7, 0.0),
-    ("blurred in space 0.3 px, drawn exactly", "exact", 0.0, 0.3),
-    ("blurred in space 0.5 px, drawn exactly", "exact", 0.0, 0.5),
+    ("exact counts, drawn exactly", "exact", 0.0, 0.0, 1.0),
+    ("exact counts, shipped renewal shape (no gains, no bursts)", "shape", 0.0, 0.0, 1.0),
+    ("exact counts, shipped sampler", None, 0.0, 0.0, 1.0),
+    ("blurred in time 0.35 bin (3.6 ms), drawn exactly", "exact", 0.35, 0.0, 1.0),
+    ("blurred in time 0.7 bin (7 ms), drawn exactly", "exact", 0.7, 0.0, 1.0),
+    ("blurred in space 0.3 px, drawn exactly", "exact", 0.0, 0.3, 1.0),
+    ("blurred in space 0.5 px, drawn exactly", "exact", 0.0, 0.5, 1.0),
+    ("75 % real counts + 25 % CNN rates, shipped renewal shape", "shape", 0.0, 0.0, 0.75),
+    ("50 % real counts + 50 % CNN rates, shipped renewal shape", "shape", 0.0, 0.0, 0.5),
+    ("25 % real counts + 75 % CNN rates, shipped renewal shape", "shape", 0.0, 0.0, 0.25),
+    ("CNN rates, shipped renewal shape", "shape", 0.0, 0.0, 0.0),
 )
 #: (time blur in bins, space blur in px) pairs of the CNN-smoothness estimate.
 CNN_BLURS = tuple((t, s) for t in (0.0, 0.5, 1.0) for s in (0.0, 0.3, 0.5, 0.7, 1.0))
@@ -78,6 +86,16 @@ def oracle_sampler(model, change: str | None):
     return model.with_sampler(s).with_time_factor(None)
 
 
+def arm_rates(counts: np.ndarray, cnn_rates: np.ndarray, time_blur_bins: float, space_blur_px: float,
+              real_share: float) -> np.ndarray:
+    """The rates of one arm of :data:`ARMS`, ``[N, 2, N_BINS, 34, 34]``: the real ``counts``
+    blurred by those widths, or (``real_share`` < 1, unblurred) ``real_share`` of them plus the
+    rest of the CNN's ``cnn_rates`` for the same images."""
+    if real_share == 1.0:
+        return blurred(counts, time_blur_bins, space_blur_px)
+    return real_share * counts + (1.0 - real_share) * cnn_rates
+
+
 def draw_all(model, rates: np.ndarray, rng: np.random.Generator) -> list[np.ndarray]:
     """One recording per rate array of ``rates`` ``[N, 2, N_BINS, 34, 34]`` (every channel given
     1e-6 so it may fire), all of it drawn as signal: these rates are counts that already hold the
@@ -111,13 +129,13 @@ def main(argv: list[str] | None = None) -> dict:
     result["shipped_renderer"] = {"c2st_per_seed": acc, "c2st": float(np.mean(acc))}
     print(f"  {'shipped renderer (same run)':62s} C2ST {np.mean(acc):.3f}", flush=True)
     counts = oracle_rates(study.real)
-    for name, change, t_blur, s_blur in ARMS:
+    for name, change, t_blur, s_blur, own in ARMS:
         model = oracle_sampler(study.model, change)
         rng = np.random.default_rng(study.args.seed)
-        gen = draw_all(model, blurred(counts, t_blur, s_blur), rng)
+        gen = draw_all(model, arm_rates(counts, study.rates, t_blur, s_blur, own), rng)
         acc = study.c2st(gen)
         result["arms"][name] = {"sampler": "shipped" if change is None else change,
-                                "time_blur_bins": t_blur, "space_blur_px": s_blur,
+                                "time_blur_bins": t_blur, "space_blur_px": s_blur, "real_share": own,
                                 "c2st_per_seed": acc, "c2st": float(np.mean(acc))}
         print(f"  {name:62s} C2ST {np.mean(acc):.3f}  ({time.perf_counter() - t_start:.0f} s)", flush=True)
     held = study.held[:150]

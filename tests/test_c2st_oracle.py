@@ -8,7 +8,7 @@ import json
 
 import numpy as np
 
-from benchmarks.c2st_oracle import ARMS, N_BINS, cnn_blur, draw_all, oracle_rates, oracle_sampler
+from benchmarks.c2st_oracle import ARMS, N_BINS, arm_rates, cnn_blur, draw_all, oracle_rates, oracle_sampler
 from flexsnn.data.events import EVENT_DTYPE
 from flexsnn.data.learned_dvs import LearnedDVS
 
@@ -33,6 +33,16 @@ def test_oracle_rates_are_the_counts_and_blurring_keeps_their_totals():
         assert abs(blurred.sum() - 6000) < 1e-6 and blurred.max() < exact.max()
     corr = cnn_blur(recs, exact, blurs=((0.0, 0.0), (0.0, 1.0)))
     assert corr[0]["correlation"] > 0.999 > corr[1]["correlation"]
+
+
+def test_mixed_arms_take_their_share_of_the_real_counts():
+    counts = oracle_rates([_recording(3)])
+    cnn = np.full_like(counts, 0.1)
+    assert np.array_equal(arm_rates(counts, cnn, 0.0, 0.0, 1.0), counts)
+    assert np.array_equal(arm_rates(counts, cnn, 0.0, 0.0, 0.0), cnn)
+    assert np.allclose(arm_rates(counts, cnn, 0.0, 0.0, 0.25), 0.25 * counts + 0.075)
+    assert np.allclose(arm_rates(counts, cnn, 0.0, 0.5, 1.0).sum(), counts.sum())
+    assert sorted({a[4] for a in ARMS}) == [0.0, 0.25, 0.5, 0.75, 1.0]
 
 
 def test_drawn_exactly_the_counts_come_back_bin_by_bin():
