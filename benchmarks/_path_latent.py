@@ -82,7 +82,9 @@ def path_rates_net(model):
 
         def forward(self, images, displacement, conv_out=None):
             o = self.conv_out(images) if conv_out is None else conv_out
-            logit = shift_maps(o, displacement) + self.gain
+            return self.sensor(shift_maps(o, displacement) + self.gain)
+
+        def sensor(self, logit):  # log signal [B, 2, n_bins, 34, 34] -> rates, the patterns and noise added
             signal = torch.exp(logit.clamp(max=6.0)) * torch.exp(self.gain_pt)
             return signal + torch.exp(self.noise + self.noise_t.reshape(1, -1, 1, 1) + self.noise_pt)
 

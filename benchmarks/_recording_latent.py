@@ -76,8 +76,6 @@ def field_displacement(field, n_bins: int):
 def latent_rates(net, images, latent: dict, kinds: tuple[str, ...]):
     """Rates ``[B, 2, n_bins, 34, 34]`` of ``net`` (``_path_latent.path_rates_net``) for
     ``images`` ``[B, 28, 28]`` given the torch ``latent`` arrays of ``kinds`` (others: zero)."""
-    import torch
-
     x = warp_images(images, latent["registration"]) if "registration" in kinds else images
     o = net.conv_out(x)
     disp = latent["path"][..., None, None] if "path" in kinds else None
@@ -89,8 +87,7 @@ def latent_rates(net, images, latent: dict, kinds: tuple[str, ...]):
     logit = o + net.gain
     if "gain" in kinds:
         logit = logit + latent["gain"][..., None, None]
-    signal = torch.exp(logit.clamp(max=6.0)) * torch.exp(net.gain_pt)
-    return signal + torch.exp(net.noise + net.noise_t.reshape(1, -1, 1, 1) + net.noise_pt)
+    return net.sensor(logit)
 
 
 def latent_prior(latent: dict, kinds: tuple[str, ...]):
@@ -114,8 +111,9 @@ def fit_latents(net, images: np.ndarray, counts: np.ndarray, kinds: tuple[str, .
                 steps: int = 60, lr: float = 0.03, chunk: int = 100,
                 progress=None) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """MAP latents of ``kinds`` for each recording (``counts`` ``[N, 2, n_bins, 34, 34]`` of
-    ``images`` ``[N, 28, 28]``; ``net`` fixed; Adam, ``steps`` full-chunk steps) and the gain in
-    log likelihood over the zero latent per recording (nats, ``[N]``). ``progress(n)`` is called
+    ``images`` ``[N, 28, 28]``; ``net`` fixed, its parameters left not requiring gradients; Adam,
+    ``steps`` full-chunk steps) and the gain in log likelihood over the zero latent per recording
+    (nats, ``[N]``). ``progress(n)`` is called
     with the number of recordings of each chunk when it is done."""
     import torch
 

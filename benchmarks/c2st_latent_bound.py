@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
     from benchmarks._path_latent import path_rates_net
     from benchmarks._recording_latent import fit_latents, rates_given
-    from benchmarks.c2st_oracle import cnn_blur, draw_all, oracle_rates, oracle_sampler
-    from benchmarks.fit_learned_dvs import normalized_counts
+    from benchmarks.c2st_oracle import N_BINS, blur_correlations, draw_all, oracle_rates, oracle_sampler
 
     ap = study_parser(__doc__, "unused here")
     ap.add_argument("--steps", type=int, default=60, help="Adam steps of each recording's MAP fit")
@@ -87,12 +86,14 @@ def main(argv: list[str] | None = None) -> dict:
         args.steps = 3
     model = study.model
     nb = model.n_bins
-    counts = np.stack([normalized_counts(r, nb) for r in study.real])
+    if nb != N_BINS:
+        ap.error(f"--model {args.model} has {nb} time bins; this study compares its rates with real "
+                 f"counts in {N_BINS} bins (c2st_oracle.N_BINS): use a renderer fitted with --bins {N_BINS}")
+    counts = oracle_rates(study.real)  # [N, 2, N_BINS, 34, 34] float64: fitted, correlated, drawn
     rng = np.random.default_rng(args.seed)
     shipped_draws = [model.sample(r, rng) for r in study.rates]
     null_idx = held[:args.null_n]
-    null_counts = np.stack([normalized_counts(shipped_draws[i], nb) for i in null_idx]) if len(null_idx) else None
-    real_held = [study.real[i] for i in held]
+    null_counts = oracle_rates([shipped_draws[i] for i in null_idx]) if len(null_idx) else None
 
     def log(msg: str) -> None:
         print(f"{msg}  ({time.perf_counter() - t_start:.0f} s)", flush=True)
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def correlations(rates: np.ndarray) -> dict[str, float]:
         return {f"blur {b['time_blur_bins']} bin {b['space_blur_px']} px": b["correlation"]
-                for b in cnn_blur(real_held, rates[held], BLURS)}
+                for b in blur_correlations(counts[held], rates[held], BLURS)}
 
     arm("shipped renderer", shipped_draws, {"correlation_with_real": correlations(study.rates)})
     net = path_rates_net(model)
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> dict:
              "correlation_with_real": correlations(rates)})
     rng = np.random.default_rng(args.seed)
     arm("oracle: each real recording's own counts, drawn exactly",
-        draw_all(oracle_sampler(model, "exact"), oracle_rates(study.real), rng))
+        draw_all(oracle_sampler(model, "exact"), counts, rng))
     result |= {**study_record(study), "seconds": time.perf_counter() - t_start, **provenance()}
     write_result(study, "c2st_latent_bound", result)
     print(f"\n{'arm':58s} {'C2ST':>6s} {'count img':>9s} {'time prof':>9s} {'gain held':>9s} {'null':>6s} {'corr':>6s}")

@@ -103,10 +103,10 @@ def draw_all(model, rates: np.ndarray, rng: np.random.Generator) -> list[np.ndar
     return [model.sample(r + 1e-6, rng, noise=0.0) for r in rates]
 
 
-def cnn_blur(real: list[np.ndarray], rates: np.ndarray, blurs=CNN_BLURS) -> list[dict]:
-    """Correlation over all cells of the real counts, blurred by each ``(time, space)`` of
-    ``blurs``, with the CNN's ``rates`` ``[N, 2, N_BINS, 34, 34]`` of the same images."""
-    counts = oracle_rates(real)
+def blur_correlations(counts: np.ndarray, rates: np.ndarray, blurs=CNN_BLURS) -> list[dict]:
+    """Correlation over all cells of real ``counts`` ``[N, 2, N_BINS, 34, 34]`` (float64, as
+    :func:`oracle_rates` bins them), blurred by each ``(time, space)`` of ``blurs``, with the
+    CNN's ``rates`` (same layout) of the same images."""
     out = []
     for t, s in blurs:
         b = blurred(counts, t, s)
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 "c2st_per_seed": acc, "c2st": float(np.mean(acc))}
         print(f"  {name:62s} C2ST {np.mean(acc):.3f}  ({time.perf_counter() - t_start:.0f} s)", flush=True)
     held = study.held[:150]
-    result["cnn_blur"] = cnn_blur([study.real[i] for i in held], study.rates[held])
+    result["cnn_blur"] = blur_correlations(counts[held], study.rates[held])
     best = max(result["cnn_blur"], key=lambda r: r["correlation"])
     print(f"  the CNN's rates correlate best with real counts blurred by {best['time_blur_bins']} bin, "
           f"{best['space_blur_px']} px ({best['correlation']:.3f})")
