@@ -18,12 +18,15 @@ saccade-mnist (:func:`flexsnn.data.splits.stratified_split`, seed), 4,000 train 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from flexsnn.data.splits import balanced_subset, stratified_split
 from flexsnn.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGE_PIXELS = 28 * 28
 SPLITS = ("train", "test", "all")
@@ -97,7 +100,7 @@ class SeqMNIST:
 
 def seqmnist_loader(split: str = "train", *, batch_size: int = 64, shuffle: bool = False, seed: int = 0,
                     limit: int | None = None, pixels_per_step: int = 28,
-                    dataset: SeqMNIST | None = None, **loader_kwargs: Any) -> "torch.utils.data.DataLoader":
+                    dataset: SeqMNIST | None = None, **loader_kwargs: Any) -> torch.utils.data.DataLoader:
     """A DataLoader yielding ``(x float32 [B, T, 1, 1, F], y int64 [B])``.
 
     Shuffling uses ``torch_generator(seed)``. Pass ``dataset`` to reuse a built

@@ -113,7 +113,7 @@ def test_non_square_maps_fall_back_to_reapply(samna):
 def test_open_by_serial_and_index_and_discovery_errors(samna):
     infos = [DeviceInfoDouble("Speck2eDevKit", "B", 1, 9), DeviceInfoDouble("Speck2eDevKit", "A", 1, 2),
              DeviceInfoDouble("DVXplorer", "D", 1, 1)]
-    double = samna(infos)
+    samna(infos)
     with sp.Speck2eBackend(identity_image(3), serial="B", **FAST) as chip:
         assert chip.device.serial == "B" and chip.device.usb_address == 9
     with sp.Speck2eBackend(identity_image(3), device_index=0, **FAST) as chip:
