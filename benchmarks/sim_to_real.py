@@ -23,6 +23,9 @@ Arms (each trained with >= 2 seeds on the demo's base budget, ``benchmarks/_s2r_
 - ``learned`` / ``learned-c64``: the learned image-to-events model
   (``flexsnn.data.learned_dvs``, fitted by ``benchmarks/fit_learned_dvs.py`` on the fit half)
   instead of the physical one, with the paper's net / 16/32/64; 3 seeds each;
+- ``learned+event_augment`` / ``learned+event_augment_noise``: the learned model's data with
+  all event augmentations / only the sensor-noise ones (the augmentation arms on the default
+  generator; 3 seeds each);
 - ``measured-options``: version 4 with every option of ``benchmarks/c2st_attempts.py`` on
   (noise polarity, rate and map, sensor threshold map, tremor, refitted appearance,
   per-recording gain, time warp and end; present when ``results/c2st_attempts.json`` is);
@@ -78,6 +81,8 @@ ARMS = (
     Arm("fitted-c64", {}, model_kwargs={"channels": [16, 32, 64]}),
     Arm("learned", {"renderer": "learned"}, seeds=(0, 1, 2)),
     Arm("learned-c64", {"renderer": "learned"}, seeds=(0, 1, 2), model_kwargs={"channels": [16, 32, 64]}),
+    Arm("learned+event_augment", {"renderer": "learned"}, EVENT_AUGMENT, seeds=(0, 1, 2)),
+    Arm("learned+event_augment_noise", {"renderer": "learned"}, "drop,noise,hot", seeds=(0, 1, 2)),
 ) + tuple(Arm(name, p, seeds=(0, 1)) for name, p in (
     ("measured-options", measured_options_params()),
     ("measured-options-without-refit", measured_options_params(refit=False)),
@@ -138,6 +143,8 @@ STEPS = (("invert_polarity", "previous", "previous+invert_polarity"),
          ("channels 16/32/64 instead of 8/16/16 (the model, not the data)", "fitted", "fitted-c64"),
          ("learned image-to-events model instead of the physical one", "fitted", "learned"),
          ("learned model, channels 16/32/64", "fitted-c64", "learned-c64"),
+         ("event augmentation (all) on the learned model", "learned", "learned+event_augment"),
+         ("event augmentation (drop, noise, hot) on the learned model", "learned", "learned+event_augment_noise"),
          ("every measured option of c2st_attempts (not the default)", "fitted", "measured-options"),
          ("c2st_attempts' appearance refit (digit scale 0.90, ...)", "measured-options-without-refit",
           "measured-options"),
@@ -196,11 +203,22 @@ def headline(arm_results: dict, *, real_n: int, generated_n: int) -> dict:
     }
 
 
+def _sources(path: Path, result: dict) -> list[dict]:
+    """``merged_from`` entries for one merged file: the runs it was merged from, or itself."""
+    if result.get("merged_from"):
+        return [{**entry, "via": entry.get("via", path.name)} for entry in result["merged_from"]]
+    return [{"file": path.name, "git_hash": result.get("git_hash"), "date": result["machine"].get("date"),
+             "generator_version": result.get("generator_version"), "arms": list(result["arms"]),
+             "seconds": result.get("seconds")}]
+
+
 def merge(paths: list[Path], out: Path, name: str = "sim_to_real") -> dict:
     """One result from several runs of this benchmark (e.g. the full run, then a run of only the
     newer arms): the arms of every file (a later file's arm replaces an earlier one of the same
     name), the top-level keys recomputed for :data:`HEADLINE`, and the diagnostics and PNG of the
-    last file whose headline it is. ``merged_from`` names each file, its commit, date and arms.
+    last file whose headline it is. ``merged_from`` names each file, its commit, date and arms; a
+file that was itself merged contributes its own ``merged_from`` entries (marked ``via``), so the
+runs behind every arm stay named however often results are merged.
 
     Raises:
         ConfigError: no file holds the headline arm, or the files tested different real sets.
@@ -235,9 +253,7 @@ def merge(paths: list[Path], out: Path, name: str = "sim_to_real") -> dict:
     result = {**{k: v for k, v in head_d.items() if k not in ("arms",)},
               **headline(arms, real_n=head_d["real_n"], generated_n=head_d["generated_n"]),
               "generator_version": version, "arms": arms,
-              "merged_from": [{"file": p.name, "git_hash": d.get("git_hash"), "date": d["machine"].get("date"),
-                               "generator_version": d.get("generator_version"), "arms": list(d["arms"]),
-                               "seconds": d.get("seconds")} for p, d in loaded]}
+              "merged_from": [entry for p, d in loaded for entry in _sources(p, d)]}
     out.mkdir(parents=True, exist_ok=True)
     png = head_path.with_suffix(".png")
     if png.is_file() and png.resolve() != (out / f"{name}.png").resolve():

@@ -153,6 +153,9 @@ def test_merge_recomputes_the_headline_from_the_learned_arm(tmp_path):
     d.write_text(json.dumps(_result({"learned": _arm(1.25, learned, seeds=(0, 1))}, "learned")))
     again = merge([tmp_path / "out" / "sim_to_real.json", d], tmp_path / "out4")
     assert again["transfer_gap_pt"] == 1.25 and again["seeds"] == [0, 1]
+    # the merged file's own sources stay named, marked as coming through it
+    assert [(m["file"], m.get("via")) for m in again["merged_from"]] == [
+        ("a.json", "sim_to_real.json"), ("b.json", "sim_to_real.json"), ("d.json", None)]
     assert set(again["arms"]) == {"previous", "fitted", "learned"}
     with pytest.raises(ConfigError, match="headline"):
         merge([a], tmp_path / "out2")
