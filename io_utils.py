@@ -130,16 +130,29 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     return atomic_write_text(path, to_json(obj))
 
 
-def git_hash() -> str | None:
-    """Commit hash of the flexsnn source tree, or None outside a git checkout."""
+#: Paths whose changes do not make a result's source "dirty": the results themselves.
+_NOT_SOURCE = ("benchmarks/results",)
+
+
+def git_hash(root: str | os.PathLike[str] | None = None) -> str | None:
+    """Commit hash of the flexsnn source tree (``root``: another checkout), with ``+dirty``
+    appended when its files differ from that commit (modified, staged or untracked, ignoring
+    ``benchmarks/results/``), so that a result measured on uncommitted code says so; None
+    outside a git checkout."""
+    cwd = Path(root) if root is not None else Path(__file__).resolve().parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent,
-            capture_output=True, text=True, timeout=5, check=True,
-        )
+        head = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--", ".", *(f":(exclude){p}" for p in _NOT_SOURCE))
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None
+    if not head:
+        return None
+    return f"{head}+dirty" if changed else head
 
 
 def machine_info() -> dict[str, Any]:

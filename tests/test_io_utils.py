@@ -4,7 +4,7 @@ import stat
 
 import pytest
 
-from flexsnn.io_utils import atomic_path, atomic_write_json, provenance
+from flexsnn.io_utils import atomic_path, atomic_write_json, git_hash, provenance
 
 
 def test_atomic_write_json_round_trip_and_normal_permissions(tmp_path):
@@ -30,3 +30,28 @@ def test_provenance_has_version_and_config():
     info = provenance({"x": 1})
     assert info["config"] == {"x": 1} and info["flexsnn_version"]
     assert {"cores", "cpu", "torch", "date"} <= set(info["machine"])
+
+
+def test_git_hash_marks_uncommitted_source_but_not_results(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "benchmarks" / "results").mkdir(parents=True)
+    (tmp_path / "mod.py").write_text("x = 1\n")
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text("{}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "c")
+    clean = git_hash(tmp_path)
+    assert clean is not None and len(clean) == 40
+    (tmp_path / "benchmarks" / "results" / "r.json").write_text('{"a": 1}\n')  # a result rewritten
+    (tmp_path / "benchmarks" / "results" / "new.json").write_text("{}\n")
+    assert git_hash(tmp_path) == clean
+    (tmp_path / "helper.py").write_text("y = 2\n")  # new source not yet committed
+    assert git_hash(tmp_path) == clean + "+dirty"
+    (tmp_path / "helper.py").unlink()
+    (tmp_path / "mod.py").write_text("x = 2\n")
+    assert git_hash(tmp_path) == clean + "+dirty"
+    assert git_hash(tmp_path / "missing") is None  # not a checkout
