@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.set_defaults(epochs=10)
     study = load_study(ap, argv)
     a = study.args
+    for option, value in (("--train-draws", a.train_draws), ("--candidates", a.candidates)):
+        if value < 1:
+            ap.error(f"{option}={value}: give at least 1 draw per image")
     if a.smoke:
         a.train_draws, a.candidates, a.disc_seeds = 1, 2, "11"
     epochs = a.epochs

@@ -37,3 +37,12 @@ def test_selection_study_smoke(tmp_path, nmnist_small):
     assert res["smoke"] is True and saved["candidates"] == 2 and len(saved["discriminators"]) == 1
     assert all(0.0 <= arm["c2st"] <= 1.0 for arm in saved["arms"].values())
     assert 0.0 <= saved["discriminators"][0]["held_out_accuracy"] <= 1.0
+
+
+def test_selection_study_refuses_zero_draws(tmp_path, nmnist_small, capsys):
+    from benchmarks.c2st_selection import main
+
+    with pytest.raises(SystemExit):
+        main(["--smoke", "--real", str(nmnist_small), "--out", str(tmp_path), "--candidates", "0"])
+    assert "--candidates=0: give at least 1 draw per image" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())
