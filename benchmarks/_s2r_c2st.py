@@ -77,13 +77,17 @@ def _held_out_accuracy(feature: Callable[[list[np.ndarray]], np.ndarray],
                        real_test: list[np.ndarray], gen_test: list[np.ndarray], *, seed: int,
                        epochs: int, batch_size: int) -> float:
     """Held-out accuracy of the classifier :func:`_train` fits on ``feature``."""
-    import torch
-
     net, xte, yte = _train(feature, real_train, gen_train, real_test, gen_test, seed=seed,
                            epochs=epochs, batch_size=batch_size)
+    return accuracy(net, xte, yte)
+
+
+def accuracy(net, x, y) -> float:
+    """Share of ``x`` that ``net`` (in eval mode) labels as ``y`` (1 real, 0 generated)."""
+    import torch
+
     with torch.no_grad():
-        pred = net(xte).argmax(1)
-    return float((pred == yte).float().mean())
+        return float((net(x).argmax(1) == y).float().mean())
 
 
 def c2st_saliency(real_train: list[np.ndarray], gen_train: list[np.ndarray],

@@ -29,6 +29,7 @@ between images) and prints a table.
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -57,32 +58,40 @@ def realness(nets: list, features: np.ndarray) -> np.ndarray:
     import torch
 
     x = torch.from_numpy(features)
+    total = np.zeros(len(features))
     with torch.no_grad():
-        return np.mean([(lambda o: (o[:, 1] - o[:, 0]).numpy())(net(x)) for net in nets], axis=0)
+        for net in nets:
+            out = net(x)
+            total += (out[:, 1] - out[:, 0]).numpy()
+    return total / len(nets)
+
+
+def _draws_per_image(option: str):
+    """argparse type of a draw count: an integer >= 1, refused at parse time, before any data."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{option}={value}: give at least 1 draw per image")
+        return value
+    return parse
 
 
 def main(argv: list[str] | None = None) -> dict:
-    import torch
-
     from flexsnn.io_utils import provenance
 
     from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
-    from benchmarks._s2r_c2st import _train, c2st_features
+    from benchmarks._s2r_c2st import _train, accuracy, c2st_features
 
     ap = study_parser(__doc__, "discriminator epochs")
-    ap.add_argument("--train-draws", type=int, default=4, help="draws per fit image the discriminators train on")
-    ap.add_argument("--candidates", type=int, default=12, help="draws per image to choose from")
+    ap.add_argument("--train-draws", type=_draws_per_image("--train-draws"), default=4, help="draws per fit image the discriminators train on")
+    ap.add_argument("--candidates", type=_draws_per_image("--candidates"), default=12, help="draws per image to choose from")
     ap.add_argument("--disc-seeds", default="11,12,13", help="discriminator seeds, comma-separated")
     ap.add_argument("--name", default="c2st_selection", help="output stem: <out>/<name>.json")
     ap.set_defaults(epochs=10)
     study = load_study(ap, argv)
     a = study.args
-    for option, value in (("--train-draws", a.train_draws), ("--candidates", a.candidates)):
-        if value < 1:
-            ap.error(f"{option}={value}: give at least 1 draw per image")
     if a.smoke:
         a.train_draws, a.candidates, a.disc_seeds = 1, 2, "11"
-    epochs = a.epochs
     t_start = time.perf_counter()
     n, fit, held, real = len(study.real), study.fit, study.held, study.real
     rng = np.random.default_rng(a.seed)
@@ -95,9 +104,8 @@ def main(argv: list[str] | None = None) -> dict:
     nets, disc = [], []
     for seed in (int(s) for s in a.disc_seeds.split(",")):
         net, xte, yte = _train(c2st_features, train_real, train_gen, [real[i] for i in held], test_gen,
-                               seed=seed, epochs=epochs, batch_size=64)
-        with torch.no_grad():
-            acc = float((net(xte).argmax(1) == yte).float().mean())
+                               seed=seed, epochs=a.epochs, batch_size=64)
+        acc = accuracy(net, xte, yte)
         nets.append(net)
         disc.append({"seed": seed, "held_out_accuracy": acc})
         print(f"  discriminator {seed}: held-out accuracy {acc:.3f} against one draw per image", flush=True)
@@ -107,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict:
             "importance resampling": resample(logits, np.random.default_rng(a.seed + 1)),
             "greedy (most real)": logits.argmax(axis=0)}
     result: dict = {"model": str(study.model.path), "train_draws": a.train_draws, "candidates": a.candidates,
-                    "discriminator_epochs": epochs, "discriminators": disc,
+                    "discriminator_epochs": a.epochs, "discriminators": disc,
                     "logit_sd_within_image": float(logits.std(axis=0).mean()),
                     "logit_sd_between_images": float(logits.mean(axis=0).std()), "arms": {}}
     for name, idx in pick.items():

@@ -217,8 +217,8 @@ def merge(paths: list[Path], out: Path, name: str = "sim_to_real") -> dict:
     newer arms): the arms of every file (a later file's arm replaces an earlier one of the same
     name), the top-level keys recomputed for :data:`HEADLINE`, and the diagnostics and PNG of the
     last file whose headline it is. ``merged_from`` names each file, its commit, date and arms; a
-file that was itself merged contributes its own ``merged_from`` entries (marked ``via``), so the
-runs behind every arm stay named however often results are merged.
+    file that was itself merged contributes its own ``merged_from`` entries (marked ``via``), so
+    the runs behind every arm stay named however often results are merged.
 
     Raises:
         ConfigError: no file holds the headline arm, or the files tested different real sets.
