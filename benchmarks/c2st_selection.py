@@ -20,7 +20,7 @@ that trains on several draws per image, which the C2ST's one draw does not allow
 
 Writes ``benchmarks/results/c2st_selection.json`` (``arms``: ``c2st``, ``c2st_per_seed``;
 ``discriminators``: their seeds and held-out accuracies; the spread of their logits within and
-between images) and prints a table.
+between images; the machine's load average at start and end) and prints a table.
 
     python benchmarks/c2st_selection.py            # ~3 min on 2 cores
     python benchmarks/c2st_selection.py --candidates 36 --name c2st_selection_k36   # ~8 min
@@ -30,6 +30,7 @@ between images) and prints a table.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -92,7 +93,7 @@ def main(argv: list[str] | None = None) -> dict:
     a = study.args
     if a.smoke:
         a.train_draws, a.candidates, a.disc_seeds = 1, 2, "11"
-    t_start = time.perf_counter()
+    t_start, load_start = time.perf_counter(), os.getloadavg()
     n, fit, held, real = len(study.real), study.fit, study.held, study.real
     rng = np.random.default_rng(a.seed)
     draws = [[study.model.sample(study.rates[i], rng) for i in range(n)]
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> dict:
         acc = study.c2st([candidates[idx[i]][i] for i in range(n)])
         result["arms"][name] = {"c2st_per_seed": acc, "c2st": float(np.mean(acc))}
         print(f"  {name:24s} C2ST {np.mean(acc):.3f} ({', '.join(f'{x:.3f}' for x in acc)})", flush=True)
-    result |= {**study_record(study), "seconds": time.perf_counter() - t_start, **provenance()}
+    result |= {**study_record(study), "seconds": time.perf_counter() - t_start,
+               "load_average": {"start": load_start, "end": os.getloadavg()}, **provenance()}
     write_result(study, a.name, result)
     return result
 
