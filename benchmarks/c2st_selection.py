@@ -23,7 +23,7 @@ Writes ``benchmarks/results/c2st_selection.json`` (``arms``: ``c2st``, ``c2st_pe
 between images; the machine's load average at start and end) and prints a table.
 
     python benchmarks/c2st_selection.py            # ~3 min on 2 cores
-    python benchmarks/c2st_selection.py --candidates 36 --name c2st_selection_k36   # ~8 min
+    python benchmarks/c2st_selection.py --candidates 36 --name c2st_selection_k36   # ~6 min
     python benchmarks/c2st_selection.py --smoke --out /tmp/selection
 """
 
