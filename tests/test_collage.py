@@ -1,0 +1,168 @@
+"""The collage renderer (``flexsnn.data.collage``): every pixel holds one real donor's events at
+the same sensor pixel, an image's own recording is never used when excluded, the background
+comes from donors whose image is background there, a seed fixes the output whatever the batch,
+and bad input gets a clear error. On real N-MNIST recordings (skipped without them)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from flexsnn.data.events import make_events
+from flexsnn.errors import ConfigError, DataError
+
+SIZE = 34
+
+
+@pytest.fixture(scope="module")
+def donors(nmnist_small):
+    """Three real recordings per class and their MNIST images (the nmnist-small pairing)."""
+    from benchmarks._s2r_data import Pairs
+    from flexsnn.data.saccade import load_mnist_images
+
+    pairs = Pairs(nmnist_small, limit_per_class=3)
+    images = load_mnist_images()[0][pairs.image_index]
+    return pairs.real, images, pairs.labels
+
+
+@pytest.fixture(scope="module")
+def renderer(donors):
+    from flexsnn.data.collage import CollageRenderer
+
+    real, images, _ = donors
+    return CollageRenderer(real, images, nearest=5)
+
+
+def _pixel_events(rec: np.ndarray, p: int) -> np.ndarray:
+    y, x = divmod(p, SIZE)
+    return rec[(rec["y"] == y) & (rec["x"] == x)]
+
+
+def test_every_pixel_holds_its_donors_events(donors, renderer):
+    real, images, _ = donors
+    exclude = np.arange(4)
+    dmap, duration = renderer.donor_map(images[:4], seed=0, exclude=exclude)
+    recs = renderer.assemble(dmap, duration)
+    for i, rec in enumerate(recs):
+        assert np.all(np.diff(rec["t"]) >= 0)
+        assert i not in dmap[i], "an excluded (own) recording was used"
+        assert rec["t"].max() <= duration[i] + 1
+        for p in np.flatnonzero(np.bincount(rec["y"].astype(int) * SIZE + rec["x"], minlength=SIZE * SIZE)):
+            mine, theirs = _pixel_events(rec, p), _pixel_events(real[dmap[i, p]], p)
+            assert len(mine) == len(theirs)
+            np.testing.assert_array_equal(mine["p"], theirs["p"])
+            scale = duration[i] / max(int(real[dmap[i, p]]["t"].max()), 1)
+            np.testing.assert_allclose(mine["t"], np.round(theirs["t"] * scale), atol=1)
+        # pixels with no events are those whose donor had none there
+        total = sum(len(_pixel_events(real[dmap[i, p]], p)) for p in range(SIZE * SIZE))
+        assert total == len(rec)
+
+
+def test_an_image_takes_its_own_recording_unless_excluded(donors):
+    from flexsnn.data.collage import CollageRenderer
+
+    real, images, _ = donors
+    one = CollageRenderer(real, images, nearest=1)
+    dmap, _ = one.donor_map(images[:3], seed=0)
+    for i in range(3):
+        foreground = ~one.donor_background[i]
+        assert np.all(dmap[i, foreground] == i)  # nearest by the whole map is its own image
+    dmap, _ = one.donor_map(images[:3], seed=0, exclude=np.arange(3))
+    assert all(i not in dmap[i] for i in range(3))
+
+
+def test_background_comes_from_donors_that_are_background_there(donors, renderer):
+    _, images, _ = donors
+    dmap, _ = renderer.donor_map(images[5:8], seed=3, exclude=np.arange(5, 8))
+    rates = renderer.model.rates(images[5:8]).sum((1, 2)).reshape(3, -1)
+    for i in range(3):
+        bg = np.flatnonzero(rates[i] < renderer.background_events)
+        assert renderer.donor_background[dmap[i, bg], bg].mean() > 0.99
+        # one donor for most of the background: the level of a real recording, not a mix
+        assert np.bincount(dmap[i, bg]).max() / bg.size > 0.5
+
+
+def test_seed_fixes_the_output_whatever_the_batch(donors, renderer):
+    _, images, _ = donors
+    a = renderer.render(images[:6], seed=7, batch=256)
+    b = renderer.render(images[:6], seed=7, batch=2)
+    c = renderer.render(images[:6], seed=8, batch=256)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    assert any(x.tobytes() != y.tobytes() for x, y in zip(a, c))
+
+
+def test_bad_input_is_refused_with_the_field_named(donors):
+    from flexsnn.data.collage import CollageRenderer
+
+    real, images, _ = donors
+    with pytest.raises(ConfigError, match="nearest"):
+        CollageRenderer(real, images, nearest=len(real))
+    with pytest.raises(ConfigError, match="donor_images"):
+        CollageRenderer(real, images[:-1])
+    outside = make_events([40], [3], [1], [10])
+    with pytest.raises(DataError, match="donor 1: events outside the 34x34 sensor"):
+        CollageRenderer([real[0], outside, real[2]], images[:3], nearest=1)
+    with pytest.raises(ConfigError, match="exclude"):
+        CollageRenderer(real, images, nearest=2).donor_map(images[:2], seed=0, exclude=np.array([0, 99]))
+
+
+def test_collage_study_smoke(tmp_path, nmnist_small):
+    from benchmarks.c2st_collage import main
+
+    res = main(["--smoke", "--real", str(nmnist_small), "--out", str(tmp_path), "--work", str(tmp_path / "work")])
+    saved = json.loads((tmp_path / "c2st_collage_smoke.json").read_text())
+    assert set(saved["arms"]) == {"learned renderer (shipped)", "collage, 1 nearest donors",
+                                  "collage, 3 nearest donors"}
+    for name, arm in saved["arms"].items():
+        assert 0.0 <= arm["c2st"] <= 1.0 and 0.0 < arm["events_ratio"] < 2.0
+        assert -1.0 <= arm["paired_frame_correlation"]["1"] <= 1.0
+        assert ("same_class_event_share" in arm) == name.startswith("collage")
+    assert res["transfer"]["real_accuracy"]["per_seed"] and saved["transfer"]["donors"] == 30
+
+
+def test_cli_writes_an_nmnist_folder_that_trains_read(tmp_path, nmnist_small, capsys):
+    """`flexsnn data collage` on real donors: an N-MNIST folder the nmnist loader reads, every
+    recording made of real events, no image taking its own recording; refuses a used --out."""
+    from flexsnn.cli import main
+    from flexsnn.data.nmnist import NMNISTFolder
+
+    out = tmp_path / "collage"
+    argv = ["data", "collage", "--donors", str(nmnist_small), "--out", str(out), "--limit", "20"]
+    assert main(argv) == 0
+    assert "wrote 20 recordings" in capsys.readouterr().out
+    meta = json.loads((out / "collage.json").read_text())
+    assert meta["n"] == 20 and meta["n_donors"] == 1000 and meta["own_recordings_left_out"] == 20
+    ds = NMNISTFolder(out, split="all")
+    assert len(ds) == 20 and sorted(np.bincount(ds.labels).tolist()) == [2] * 10
+    events, label = ds[0]
+    assert 1000 < len(events) < 8000 and ds.files[0].parent.name == str(label)
+    assert main(argv) == 1 and "--overwrite" in capsys.readouterr().err
+    assert main(argv + ["--overwrite", "--seed", "1"]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
+
+
+def test_cli_refuses_bad_images_with_the_file_named(tmp_path, nmnist_small, capsys):
+    from flexsnn.cli import main
+
+    bad = tmp_path / "letters.npz"
+    np.savez(bad, images=np.zeros((3, 28, 28), np.uint8), labels=np.array([1, 2, 12]))
+    assert main(["data", "collage", "--donors", str(nmnist_small), "--out", str(tmp_path / "o"),
+                 "--images", str(bad)]) == 1
+    err = capsys.readouterr().err
+    assert "letters.npz" in err and "values 1..12" in err and "0..9" in err
+    np.savez(bad, images=np.zeros((3, 20, 20)), labels=np.array([1, 2, 3]))
+    assert main(["data", "collage", "--donors", str(nmnist_small), "--out", str(tmp_path / "o"),
+                 "--images", str(bad)]) == 1
+    assert "[N, 28, 28]" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_donors_need_recordings_numbered_without_gaps(tmp_path):
+    from flexsnn.data.collage import load_donors
+    from flexsnn.data.nmnist import write_bin
+
+    write_bin(tmp_path / "Train" / "3" / "00002.bin", make_events([1], [1], [1], [5]))
+    with pytest.raises(DataError, match="numbered 1..N without gaps"):
+        load_donors(tmp_path)
