@@ -56,12 +56,13 @@ def load_images(path: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.nda
 
 
 def write_collage_set(donors_root: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                      images_file: str | os.PathLike[str] | None = None, nearest: int = 10, seed: int = 0,
+                      images_file: str | os.PathLike[str] | None = None, nearest: int = 10,
                       limit: int | None = None, overwrite: bool = False,
                       progress: ProgressFactory | None = None) -> dict:
     """Render the images (see :func:`load_images`; ``limit``: a class-balanced subset) as collages
     of the donors under ``donors_root`` and write them to ``out``; return the summary that
-    ``collage.json`` holds.
+    ``collage.json`` holds. The output is a function of the images, the donors and ``nearest``
+    (no random draws).
 
     Raises:
         ConfigError: ``out`` holds something and ``overwrite`` is off.
@@ -81,7 +82,7 @@ def write_collage_set(donors_root: str | os.PathLike[str], out: str | os.PathLik
     donors, donor_images, donor_labels, _files = load_donors(donors_root, progress=progress)
     renderer = CollageRenderer(donors, donor_images, nearest=nearest)
     own = renderer.own_recordings(images[keep])
-    recordings = renderer.render(images[keep], seed=seed, exclude=own, progress=progress)
+    recordings = renderer.render(images[keep], exclude=own, progress=progress)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
@@ -90,7 +91,7 @@ def write_collage_set(donors_root: str | os.PathLike[str], out: str | os.PathLik
         n_events = np.array([len(r) for r in recordings])
         summary = {"images": source, "n": int(len(keep)), "donors": str(Path(donors_root).expanduser()),
                    "n_donors": len(donors), "donors_per_class": np.bincount(donor_labels, minlength=10).tolist(),
-                   "nearest": nearest, "seed": seed, "own_recordings_left_out": int((own >= 0).sum()),
+                   "nearest": nearest, "own_recordings_left_out": int((own >= 0).sum()),
                    "events_mean": float(n_events.mean()), "seconds": time.perf_counter() - t0,
                    "layout": "Train/<label>/<NNNNN>.bin, NNNNN = the image's 1-based position in the source",
                    **provenance()}

@@ -196,15 +196,13 @@ def collage(donors: Path = typer.Option(..., "--donors", help="N-MNIST folder (T
             nearest: int = typer.Option(10, "--nearest", help="Donor set per image: its nearest donors by "
                                         "expected events (1 .. donors - 1).", callback=in_range(1, MAX_COUNT)),
             limit: Optional[int] = _LIMIT,
-            seed: int = _SEED,
             overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it holds something."),
             ) -> None:
     """Write N-MNIST-like recordings of images, assembled from real recordings' events.
 
     Each pixel of a new recording takes all its events from one real recording (a donor) at the
     same sensor pixel: the donor, among the image's nearest donors, whose expected events there
-    (the learned renderer's) are closest. The background comes from one donor. A donor of the
-    same image is never used. Needs real recordings of known images, so it is not the offline
+    (the learned renderer's) are closest. A donor of the same image is never used. Needs real recordings of known images, so it is not the offline
     default; benchmarks/c2st_collage.py measures it (docs/sim_to_real.md).
 
     \b
@@ -216,7 +214,7 @@ def collage(donors: Path = typer.Option(..., "--donors", help="N-MNIST folder (T
     from flexsnn.apps.collage import write_collage_set
     from flexsnn.progress import cli_progress
 
-    summary = write_collage_set(donors, out, images_file=images, nearest=nearest, seed=seed, limit=limit,
+    summary = write_collage_set(donors, out, images_file=images, nearest=nearest, limit=limit,
                                 overwrite=overwrite, progress=cli_progress)
     typer.echo(f"wrote {summary['n']} recordings to {out} ({summary['n_donors']} donors, "
                f"{summary['own_recordings_left_out']} images' own recordings left out, "

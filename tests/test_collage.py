@@ -73,8 +73,11 @@ def test_an_image_takes_its_own_recording_unless_excluded(donors):
     assert all(i not in dmap[i] for i in range(3))
 
 
-def test_background_comes_from_donors_that_are_background_there(donors, renderer):
-    _, images, _ = donors
+def test_background_comes_from_donors_that_are_background_there(donors):
+    from flexsnn.data.collage import CollageRenderer
+
+    real, images, _ = donors
+    renderer = CollageRenderer(real, images, nearest=5, background_events=0.3)
     dmap, _ = renderer.donor_map(images[5:8], seed=3, exclude=np.arange(5, 8))
     rates = renderer.model.rates(images[5:8]).sum((1, 2)).reshape(3, -1)
     for i in range(3):
@@ -85,10 +88,17 @@ def test_background_comes_from_donors_that_are_background_there(donors, renderer
 
 
 def test_seed_fixes_the_output_whatever_the_batch(donors, renderer):
-    _, images, _ = donors
+    """Without the background option the collage is a function of the image and the donors; with
+    it, the seed picks each recording's background donor, the same whatever the batch."""
+    from flexsnn.data.collage import CollageRenderer
+
+    real, images, _ = donors
     a = renderer.render(images[:6], seed=7, batch=256)
-    b = renderer.render(images[:6], seed=7, batch=2)
-    c = renderer.render(images[:6], seed=8, batch=256)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(a, renderer.render(images[:6], seed=8, batch=2)))
+    bg = CollageRenderer(real, images, nearest=5, background_events=0.3)
+    a = bg.render(images[:6], seed=7, batch=256)
+    b = bg.render(images[:6], seed=7, batch=2)
+    c = bg.render(images[:6], seed=8, batch=256)
     assert all(x.tobytes() == y.tobytes() for x, y in zip(a, b))
     assert any(x.tobytes() != y.tobytes() for x, y in zip(a, c))
 
@@ -139,7 +149,8 @@ def test_cli_writes_an_nmnist_folder_that_trains_read(tmp_path, nmnist_small, ca
     events, label = ds[0]
     assert 1000 < len(events) < 8000 and ds.files[0].parent.name == str(label)
     assert main(argv) == 1 and "--overwrite" in capsys.readouterr().err
-    assert main(argv + ["--overwrite", "--seed", "1"]) == 0
+    assert main(argv + ["--overwrite", "--nearest", "3"]) == 0
+    assert json.loads((out / "collage.json").read_text())["nearest"] == 3
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
 
 
