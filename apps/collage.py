@@ -50,8 +50,9 @@ def load_images(path: str | os.PathLike[str] | None) -> tuple[np.ndarray, np.nda
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer) \
             or (labels.size and (labels.min() < 0 or labels.max() > 9)):
         found = f"{labels.min()}..{labels.max()}" if labels.size and labels.ndim else "none"
-        raise DataError(f"{path}: labels have the shape {labels.shape}, dtype {labels.dtype} and values {found}; expected "
-                        f"[{len(images)}] integers 0..9 (the N-MNIST folder layout has one folder per digit)")
+        raise DataError(f"{path}: labels have the shape {labels.shape}, dtype {labels.dtype} and values "
+                        f"{found}; expected [{len(images)}] integers 0..9 (the N-MNIST folder layout has "
+                        "one folder per digit)")
     return images.astype(np.float32), labels.astype(np.int64), str(path)
 
 

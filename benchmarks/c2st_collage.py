@@ -6,13 +6,13 @@ learned renderer); a fit image never takes its own recording. The held-out half'
 recordings are never donors: they are what the C2ST tests against and what the transfer is
 measured on.
 
-Part 1, per arm (the shipped learned renderer, and collages with donor sets of ``--nearest``
-sizes; and at 10 donors, a random donor set, and the background (pixels expected to fire < 0.3
-events) from one random donor per recording, the option the default leaves off): the C2ST (``--c2st-seeds``), the paired frame correlation of each held-out generated
-recording with its image's real recording (T = 1 and 10: does the collage show its own image;
-the real recording of *another* image of the same class would score much lower), events per
-recording against the real ones, and the share of a collage's events taken from donors of its
-image's class.
+Part 1, per arm (the shipped learned renderer; collages with donor sets of ``--nearest`` sizes;
+at 10 donors, a random donor set, and the background, pixels expected to fire < 0.3 events, from
+one random donor per recording, the option the default leaves off): the C2ST
+(``--c2st-seeds``), the paired frame correlation of each held-out generated recording with its
+image's real recording (T = 1 and 10: does the collage show its own image; the 1-donor arm is
+another image's real recording), events per recording against the real ones, and the share of
+a collage's events taken from donors of its image's class.
 
 Part 2, **transfer** (``--train-seeds``, default 0,1,2): speck3c1fc trained on collages of the
 4,000 training images of ``sim_to_real.py`` (donor set ``--transfer-nearest``; the demo's base
@@ -24,7 +24,7 @@ Writes ``benchmarks/results/c2st_collage.json`` (``arms``: ``c2st``, ``c2st_per_
 ``generated_test_accuracy``, ``real_accuracy``, ``transfer_gap_pt`` per seed and mean) and
 prints a table.
 
-    python benchmarks/c2st_collage.py                 # ~15 min on 2 cores
+    python benchmarks/c2st_collage.py                 # ~8 min on 2 cores
     python benchmarks/c2st_collage.py --train-seeds "" # part 1 only, ~3 min
     python benchmarks/c2st_collage.py --smoke --out /tmp/collage
 """

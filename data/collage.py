@@ -111,7 +111,9 @@ class CollageRenderer:
             if rec.dtype != EVENT_DTYPE:
                 raise DataError(f"donor {j}: dtype {rec.dtype}; expected {EVENT_DTYPE} "
                                 "(read recordings with flexsnn.data.nmnist.read_bin)")
-            if len(rec) and (rec["x"].max() >= SIZE or rec["y"].max() >= SIZE or min(rec["x"].min(), rec["y"].min()) < 0):
+            inside = not len(rec) or (max(rec["x"].max(), rec["y"].max()) < SIZE
+                                      and min(rec["x"].min(), rec["y"].min()) >= 0)
+            if not inside:
                 raise DataError(f"donor {j}: events outside the {SIZE}x{SIZE} sensor; the collage "
                                 "copies events pixel by pixel and needs N-MNIST recordings")
         self.model = model if model is not None else load_learned_dvs()
