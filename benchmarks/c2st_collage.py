@@ -95,22 +95,29 @@ def donors_apart(study, sizes: tuple[int, ...] = (3, 10)) -> dict:
 
     The standard design's classifier trains on the fit half's real recordings, which are also the
     collages' donors: their pixel sequences are in both classes, so it cannot learn them as a cue,
-    and at test the held-out collages are made of sequences it learned as real. Here the fit half
-    is split by rank within the class (rank mod 6 = 0, 2, 4): ``A1`` donates to the collages the
-    classifier trains on, ``A2`` to the held-out images' collages, ``B`` is its real training
-    set. Arms: donors apart (A1 / A2); one donor set for both (A1: sequences learned as
-    *generated* come back at test); the whole fit half as donors (B among them, as in the
-    standard design); and the learned renderer, all on this classifier (``B``: a third of the
-    fit half)."""
+    and at test the held-out collages are made of sequences it learned as real. Here all 1,000
+    pairs are split, by position within the class: the test images ``H`` (held-out half, rank
+    mod 4 = 1: never in the learned renderer's fit), and of the rest, by position ``k`` within
+    the class, ``B`` (k mod 4 = 0 or 1: the classifier's real training set), ``D1`` (k mod 4 = 2:
+    donors of the collages it trains on) and ``D2`` (3: donors of the test images' collages).
+    Arms: donors apart (D1 / D2); one donor set for both (D1: sequences learned as *generated*
+    come back at test); ``B`` and ``D1`` as donors (the classifier's own real recordings among
+    them, as in the standard design); and the learned renderer, all on this classifier."""
     from benchmarks._collage import CollageRenderer
     from benchmarks._s2r_c2st import c2st_accuracy
 
-    ranks, fit, held, real = study.pairs.ranks, study.fit, study.held, study.real
-    a1, a2, b = (fit[ranks[fit] % 6 == k] for k in (0, 2, 4))
+    ranks, labels, real = study.pairs.ranks, study.pairs.labels, study.real
+    test = np.flatnonzero(study.pairs.held_out & (ranks % 4 == 1))
+    rest = np.setdiff1d(np.arange(len(real)), test)
+    k = np.zeros(len(real), int)
+    for c in np.unique(labels):
+        mine = rest[labels[rest] == c]
+        k[mine[np.argsort(ranks[mine], kind="stable")]] = np.arange(mine.size)
+    b, d1, d2 = rest[k[rest] % 4 < 2], rest[k[rest] % 4 == 2], rest[k[rest] % 4 == 3]
 
     def c2st(gen: dict) -> list[float]:
-        return [c2st_accuracy([real[i] for i in b], [gen[i] for i in b], [real[i] for i in held],
-                              [gen[i] for i in held], seed=s, epochs=study.args.c2st_epochs) for s in study.seeds]
+        return [c2st_accuracy([real[i] for i in b], [gen[i] for i in b], [real[i] for i in test],
+                              [gen[i] for i in test], seed=s, epochs=study.args.c2st_epochs) for s in study.seeds]
 
     def collage(donors: np.ndarray, recipients: np.ndarray, m: int) -> dict:
         r = CollageRenderer([real[i] for i in donors], study.images[donors], nearest=min(m, len(donors) - 1),
@@ -120,16 +127,17 @@ def donors_apart(study, sizes: tuple[int, ...] = (3, 10)) -> dict:
         return dict(zip(recipients.tolist(), r.assemble(dmap, duration)))
 
     rng = np.random.default_rng(study.args.seed)
-    arms = {"learned renderer (shipped)": {int(i): study.model.sample(study.rates[i], rng) for i in np.r_[b, held]}}
+    arms = {"learned renderer (shipped)": {int(i): study.model.sample(study.rates[i], rng) for i in np.r_[b, test]}}
     for m in sizes:
-        arms[f"collage {m}, donors apart (A1 for training, A2 for test)"] = collage(a1, b, m) | collage(a2, held, m)
-        arms[f"collage {m}, one donor set A1 for both"] = collage(a1, np.r_[b, held], m)
-        arms[f"collage {m}, the whole fit half as donors (B among them)"] = collage(fit, np.r_[b, held], m)
-    out = {"split": {"A1": int(a1.size), "A2": int(a2.size), "B": int(b.size), "held_out": int(held.size)}, "arms": {}}
+        arms[f"collage {m}, donors apart (D1 for training, D2 for test)"] = collage(d1, b, m) | collage(d2, test, m)
+        arms[f"collage {m}, one donor set D1 for both"] = collage(d1, np.r_[b, test], m)
+        arms[f"collage {m}, B and D1 as donors (the classifier's own among them)"] = collage(
+            np.r_[b, d1], np.r_[b, test], m)
+    out = {"split": {"B": int(b.size), "D1": int(d1.size), "D2": int(d2.size), "test": int(test.size)}, "arms": {}}
     for name, gen in arms.items():
         acc = c2st(gen)
         out["arms"][name] = {"c2st": float(np.mean(acc)), "c2st_per_seed": acc}
-        print(f"  donors apart study: {name:60s} C2ST {np.mean(acc):.3f}", flush=True)
+        print(f"  donors apart study: {name:64s} C2ST {np.mean(acc):.3f}", flush=True)
     return out
 
 

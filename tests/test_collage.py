@@ -131,7 +131,7 @@ def test_collage_study_smoke(tmp_path, nmnist_small):
         assert ("same_class_event_share" in arm) == name.startswith("collage")
     assert res["transfer"]["real_accuracy"]["per_seed"] and saved["transfer"]["donors"] == 30
     apart = saved["donors_apart"]
-    assert apart["split"] == {"A1": 10, "A2": 10, "B": 10, "held_out": 30}
+    assert apart["split"] == {"B": 20, "D1": 10, "D2": 10, "test": 20}
     assert len(apart["arms"]) == 4 and all(0.0 <= v["c2st"] <= 1.0 for v in apart["arms"].values())
 
 
