@@ -28,8 +28,8 @@ Writes ``benchmarks/results/c2st_collage.json`` (``arms``: ``c2st``, ``c2st_per_
 ``generated_test_accuracy``, ``real_accuracy``, ``transfer_gap_pt`` per seed and mean;
 ``donors_apart``: the split's sizes and each arm's ``c2st``) and prints a table.
 
-    python benchmarks/c2st_collage.py                 # ~12 min on 2 cores
-    python benchmarks/c2st_collage.py --train-seeds "" # parts 1 and 2 only, ~6 min
+    python benchmarks/c2st_collage.py                 # ~6 min on 2 cores with the transfer runs cached, ~11 min without
+    python benchmarks/c2st_collage.py --train-seeds "" # parts 1 and 2 only, ~5 min
     python benchmarks/c2st_collage.py --smoke --out /tmp/collage
 """
 
