@@ -90,6 +90,11 @@ def ablations(study, exclude: np.ndarray, seed: int, *, nearest: int) -> dict:
     return out
 
 
+#: single-statistic views (``_s2r_c2st.C2ST_VIEWS``) of the donors-apart arms
+VIEWS = ("event_count", "first_last_event_ms", "active_pixels", "time_profile_T30", "count_image_4x4_blocks",
+         "count_image")
+
+
 def donors_apart(study, sizes: tuple[int, ...] = (3, 10)) -> dict:
     """The C2ST with the donors kept apart from the classifier's real training recordings.
 
@@ -102,9 +107,12 @@ def donors_apart(study, sizes: tuple[int, ...] = (3, 10)) -> dict:
     donors of the collages it trains on) and ``D2`` (3: donors of the test images' collages).
     Arms: donors apart (D1 / D2); one donor set for both (D1: sequences learned as *generated*
     come back at test); ``B`` and ``D1`` as donors (the classifier's own real recordings among
-    them, as in the standard design); and the learned renderer, all on this classifier."""
+    them, as in the standard design); and the learned renderer, all on this classifier. The
+    learned renderer and the donors-apart arms also get the single-statistic views
+    (:data:`VIEWS`), whose classifiers see a summary and so cannot take the shortcut of
+    memorizing D1's sequences, which recur in the training collages."""
     from benchmarks._collage import CollageRenderer
-    from benchmarks._s2r_c2st import c2st_accuracy
+    from benchmarks._s2r_c2st import c2st_accuracy, c2st_views
 
     ranks, labels, real = study.pairs.ranks, study.pairs.labels, study.real
     test = np.flatnonzero(study.pairs.held_out & (ranks % 4 == 1))
@@ -137,7 +145,14 @@ def donors_apart(study, sizes: tuple[int, ...] = (3, 10)) -> dict:
     for name, gen in arms.items():
         acc = c2st(gen)
         out["arms"][name] = {"c2st": float(np.mean(acc)), "c2st_per_seed": acc}
-        print(f"  donors apart study: {name:64s} C2ST {np.mean(acc):.3f}", flush=True)
+        if name.startswith("learned") or "donors apart" in name:
+            # single statistics: a classifier of a summary cannot memorize a donor's sequences
+            out["arms"][name]["views"] = c2st_views(
+                [real[i] for i in b], [gen[i] for i in b], [real[i] for i in test], [gen[i] for i in test],
+                seed=study.seeds[0], epochs=study.args.c2st_epochs, names=VIEWS)
+        views = out["arms"][name].get("views", {})
+        print(f"  donors apart study: {name:64s} C2ST {np.mean(acc):.3f}"
+              + "".join(f"  {v} {x:.2f}" for v, x in views.items()), flush=True)
     return out
 
 

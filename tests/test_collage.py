@@ -133,6 +133,11 @@ def test_collage_study_smoke(tmp_path, nmnist_small):
     apart = saved["donors_apart"]
     assert apart["split"] == {"B": 20, "D1": 10, "D2": 10, "test": 20}
     assert len(apart["arms"]) == 4 and all(0.0 <= v["c2st"] <= 1.0 for v in apart["arms"].values())
+    with_views = [name for name, v in apart["arms"].items() if "views" in v]
+    assert len(with_views) == 2 and "learned renderer (shipped)" in with_views
+    assert set(apart["arms"]["learned renderer (shipped)"]["views"]) == {
+        "event_count", "first_last_event_ms", "active_pixels", "time_profile_T30", "count_image_4x4_blocks",
+        "count_image"}
 
 
 def test_pairing_needs_recordings_numbered_without_gaps(tmp_path):
