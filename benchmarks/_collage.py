@@ -2,11 +2,11 @@
 pixel (a collage).
 
 The learned renderer (:mod:`flexsnn.data.learned_dvs`) draws events from expected rates; a
-classifier still tells its recordings from real ones (issue 16's C2ST, 0.84). What it lacks is
-measured in ``docs/sim_to_real.md``: a real pixel's events, taken from *another* recording at
-the *same sensor pixel* where the expected profile is alike, pass for real; moved one pixel
-away, they do not. This renderer uses that directly, given real recordings of known images
-(``donors``), to make recordings of other images:
+classifier still tells its recordings from real ones (issue 16's C2ST, 0.84). Version 8's
+donor hybrids (``docs/sim_to_real.md``) suggested what it lacks: a real pixel's events, taken
+from *another* recording at the *same sensor pixel* where the expected profile is alike, scored
+0.556; moved one pixel away, 0.99. This renderer builds whole recordings that way, given real
+recordings of known images (``donors``):
 
 1. The learned renderer's expected events of the new image and of every donor image
    (``[2, n_bins, 34, 34]``) are compared as square roots; the ``nearest`` donors by the whole
@@ -23,8 +23,9 @@ A donor whose source image is the new image itself is left out (by default, foun
 pixels), so a recording is never its own real counterpart. ``benchmarks/c2st_collage.py``
 measures it against real recordings held out of the donors (``docs/sim_to_real.md``, "A collage
 of real recordings' events"): with the donors kept apart from the C2ST classifier's recordings
-it scores 0.53 where the learned renderer scores 0.80, but a model trained on it transfers no
-better, and it needs real recordings at generation time, so it is a study here, not a renderer
+its CNN scores 0.53 (the learned renderer 0.80), but only by a shortcut (the classifier memorizes
+donors' sequences), and the time profile alone finds it at 0.69-0.78; a model trained on it
+transfers no better, and it needs real recordings at generation time. A study, not a renderer
 of the library.
 """
 
