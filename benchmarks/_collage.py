@@ -59,12 +59,13 @@ class CollageRenderer:
             which a pixel counts as background and takes its events from one random donor per
             recording (0: no such rule, every pixel from the nearest donor of its set).
         model: the learned renderer whose expected events are compared (default: the shipped one).
+        donor_rates: ``model.rates(donor_images)`` when the caller has them already.
 
     Attributes: ``donor_background`` ``[F, 34 * 34]`` bool, where each donor's image is background.
     """
 
     def __init__(self, donors: Sequence[np.ndarray], donor_images: np.ndarray, *, nearest: int = 10,
-                 background_events: float = 0.0, model=None) -> None:
+                 background_events: float = 0.0, model=None, donor_rates: np.ndarray | None = None) -> None:
         from flexsnn.data.learned_dvs import load_learned_dvs
 
         donor_images = np.asarray(donor_images, dtype=np.float32)
@@ -93,7 +94,7 @@ class CollageRenderer:
         self._own = {_image_key(im): j for j, im in enumerate(donor_images)}
         self._pixel = [r["y"].astype(np.int64) * SIZE + r["x"] for r in self.donors]
         self._duration = np.array([max(int(r["t"].max()), 1) if len(r) else 1 for r in self.donors], np.float64)
-        rates = self.model.rates(donor_images)  # [F, 2, n_bins, 34, 34]
+        rates = self.model.rates(donor_images) if donor_rates is None else donor_rates  # [F, 2, n_bins, 34, 34]
         self._profile = self._profiles(rates)  # [F, D, P]
         self.donor_background = rates.sum((1, 2)).reshape(len(donors), -1) < background_events  # [F, P]
 
@@ -103,13 +104,15 @@ class CollageRenderer:
         return np.sqrt(rates).reshape(len(rates), -1, SIZE * SIZE).astype(np.float32)
 
     def donor_map(self, images: np.ndarray, *, seed: int, exclude: np.ndarray | None = None,
-                  first_index: int = 0, sets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  first_index: int = 0, sets: np.ndarray | None = None,
+                  rates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``[N, 34 * 34]`` the donor of every pixel of every image (pixel ``y * 34 + x``), and
         ``[N]`` the duration (µs) each recording takes: that of the image's nearest donor.
 
         ``exclude`` ``[N]``: a donor index that image ``i`` must not use (its own recording), or -1.
         Image ``i``'s random choices come from ``default_rng([seed, first_index + i])``.
         ``sets`` ``[N, nearest]``: donor sets to use instead of the nearest (for ablations).
+        ``rates``: ``model.rates(images)`` when the caller has them already.
         """
         import torch
 
@@ -119,7 +122,7 @@ class CollageRenderer:
         if exclude.shape != (n,) or exclude.max(initial=-1) >= n_donors:
             raise ConfigError("exclude", exclude.shape, f"[{n}] donor indices below {n_donors}, or -1",
                               "give one index (or -1) per image")
-        rates = self.model.rates(images)
+        rates = self.model.rates(images) if rates is None else rates
         profile = self._profiles(rates)
         background = rates.sum((1, 2)).reshape(n, -1) < self.background_events  # [N, P]
         donors = torch.from_numpy(self._profile)
@@ -131,11 +134,13 @@ class CollageRenderer:
         for i in range(n):
             gap = ((donors[near[i]] - torch.from_numpy(profile[i])[None]) ** 2).sum(1)  # [M, P]
             out[i] = near[i][gap.argmin(0).numpy()]
+            bg = np.flatnonzero(background[i])
+            if bg.size == 0:  # always so without the background option
+                continue
             rng = np.random.default_rng([seed, first_index + i])
             order = rng.permutation(n_donors)
             order = order[order != exclude[i]]
-            bg = np.flatnonzero(background[i])
-            usable = self.donor_background[order][:, bg]  # [F', B]
+            usable = self.donor_background[np.ix_(order, bg)]  # [F', B]
             first = usable.argmax(0)
             out[i, bg] = np.where(usable.any(0), order[first], out[i, bg])
         return out, self._duration[near[:, 0]]

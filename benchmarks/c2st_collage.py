@@ -77,15 +77,17 @@ def ablations(study, exclude: np.ndarray, seed: int, *, nearest: int) -> dict:
 
     fit, n = study.fit, len(study.real)
     donors = [study.real[i] for i in fit]
-    renderer = CollageRenderer(donors, study.images[fit], nearest=nearest, model=study.model)
+    renderer = CollageRenderer(donors, study.images[fit], nearest=nearest, model=study.model,
+                               donor_rates=study.rates[fit])
     rng = np.random.default_rng(seed + 1)
     sets = np.stack([rng.choice(np.setdiff1d(np.arange(len(fit)), exclude[i]), nearest, replace=False)
                      for i in range(n)])
     out = {}
-    dmap, duration = renderer.donor_map(study.images, seed=seed, exclude=exclude, sets=sets)
+    dmap, duration = renderer.donor_map(study.images, seed=seed, exclude=exclude, sets=sets, rates=study.rates)
     out[f"collage, {nearest} random donors"] = (renderer.assemble(dmap, duration), dmap)
-    renderer = CollageRenderer(donors, study.images[fit], nearest=nearest, model=study.model, background_events=0.3)
-    dmap, duration = renderer.donor_map(study.images, seed=seed, exclude=exclude)
+    renderer = CollageRenderer(donors, study.images[fit], nearest=nearest, model=study.model, background_events=0.3,
+                               donor_rates=study.rates[fit])
+    dmap, duration = renderer.donor_map(study.images, seed=seed, exclude=exclude, rates=study.rates)
     out[f"collage, {nearest} nearest, background from one donor"] = (renderer.assemble(dmap, duration), dmap)
     return out
 
@@ -129,9 +131,10 @@ def donors_apart(study, sizes: tuple[int, ...] = (3, 10)) -> dict:
 
     def collage(donors: np.ndarray, recipients: np.ndarray, m: int) -> dict:
         r = CollageRenderer([real[i] for i in donors], study.images[donors], nearest=min(m, len(donors) - 1),
-                            model=study.model)
+                            model=study.model, donor_rates=study.rates[donors])
         dmap, duration = r.donor_map(study.images[recipients], seed=study.args.seed,
-                                     exclude=r.own_recordings(study.images[recipients]))
+                                     exclude=r.own_recordings(study.images[recipients]),
+                                     rates=study.rates[recipients])
         return dict(zip(recipients.tolist(), r.assemble(dmap, duration)))
 
     rng = np.random.default_rng(study.args.seed)
@@ -183,8 +186,9 @@ def main(argv: list[str] | None = None) -> dict:
     shipped = [study.model.sample(r, rng) for r in study.rates]
     arms = {"learned renderer (shipped)": (shipped, None)}
     for m in sizes:
-        renderer = CollageRenderer([study.real[i] for i in fit], study.images[fit], nearest=m, model=study.model)
-        dmap, duration = renderer.donor_map(study.images, seed=a.seed, exclude=exclude)
+        renderer = CollageRenderer([study.real[i] for i in fit], study.images[fit], nearest=m, model=study.model,
+                                   donor_rates=study.rates[fit])
+        dmap, duration = renderer.donor_map(study.images, seed=a.seed, exclude=exclude, rates=study.rates)
         arms[f"collage, {m} nearest donors"] = (renderer.assemble(dmap, duration), dmap)
     if not a.smoke:
         arms.update(ablations(study, exclude, a.seed, nearest=10))
@@ -226,7 +230,7 @@ def transfer(study, a, seeds: list[int], exclude_pairs: np.ndarray) -> dict:
     own[pairs.image_index[fit]] = exclude_pairs[fit]
     t0 = time.perf_counter()
     renderer = CollageRenderer([study.real[i] for i in fit], study.images[fit], nearest=a.transfer_nearest,
-                               model=study.model)
+                               model=study.model, donor_rates=study.rates[fit])
     recs = renderer.render(images[wanted], seed=a.seed, exclude=own[wanted])
     render_seconds = time.perf_counter() - t0
     print(f"  rendered {len(recs)} collages in {render_seconds:.0f} s", flush=True)
